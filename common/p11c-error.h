@@ -1,0 +1,39 @@
+#pragma once
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+/* Keep in sync with the table in p11c-error.c; the D-Bus names are a
+ * contract (org.p11certd.Error.<Name>). */
+typedef enum {
+  P11C_ERROR_FAILED,
+  P11C_ERROR_INVALID_ARGS,
+  P11C_ERROR_NOT_FOUND,
+  P11C_ERROR_NOT_SUPPORTED,
+  P11C_ERROR_NOT_AUTHORIZED,
+  P11C_ERROR_PIN_INCORRECT,
+  P11C_ERROR_PIN_LOCKED,
+  P11C_ERROR_PIN_POLICY,
+  P11C_ERROR_TOKEN_NOT_PRESENT,
+  P11C_ERROR_CA_UNREACHABLE,
+  P11C_ERROR_CA_REJECTED,
+  P11C_ERROR_CANCELLED,
+  P11C_ERROR_BUSY,
+  P11C_ERROR_CA_BAD_REPLY,
+  P11C_ERROR_TOKEN_ERROR,
+  P11C_ERROR_NO_SPACE,
+} P11cError;
+
+#define P11C_ERROR (p11c_error_quark ())
+GQuark p11c_error_quark (void);
+
+/* "PinIncorrect" for P11C_ERROR_PIN_INCORRECT, NULL when out of range */
+const char *p11c_error_to_name (P11cError code);
+/* Map a D-Bus error name (full or short) back to the code, -1 if unknown */
+int p11c_error_from_name (const char *name);
+
+/* Turn any GError into a P11C_ERROR (GIO cancel → Cancelled, others → Failed),
+ * keeping the message. Used at the D-Bus boundary. */
+void p11c_error_convert (GError **error);
+
+G_END_DECLS

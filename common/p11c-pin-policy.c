@@ -1,0 +1,99 @@
+#define G_LOG_DOMAIN "p11c-pin-policy"
+#include "p11c-pin-policy.h"
+#include "p11c-error.h"
+#include "p11c-names.h"
+#include "p11c-secret.h"
+#include <string.h>
+
+void
+p11c_pin_policy_init_default (P11cPinPolicy *policy)
+{
+  policy->min_length = 8;
+  policy->max_length = P11C_SECRET_MAX;
+  policy->require_digit = TRUE;
+  policy->require_upper = TRUE;
+  policy->require_lower = TRUE;
+}
+
+char *
+p11c_pin_policy_describe (const P11cPinPolicy *policy)
+{
+  g_autoptr(GPtrArray) parts = g_ptr_array_new ();
+  g_autofree char *len = g_strdup_printf ("at least %u characters", policy->min_length);
+
+  g_ptr_array_add (parts, len);
+  if (policy->require_digit)
+    g_ptr_array_add (parts, "a digit (0-9)");
+  if (policy->require_upper)
+    g_ptr_array_add (parts, "an upper-case Latin letter (A-Z)");
+  if (policy->require_lower)
+    g_ptr_array_add (parts, "a lower-case Latin letter (a-z)");
+  g_ptr_array_add (parts, NULL);
+  return g_strjoinv (", ", (char **) parts->pdata);
+}
+
+gboolean
+p11c_pin_policy_check (const P11cPinPolicy *policy, const char *pin, GError **error)
+{
+  g_autoptr(GPtrArray) broken = g_ptr_array_new_with_free_func (g_free);
+  gboolean digit = FALSE, upper = FALSE, lower = FALSE;
+  gsize max = policy->max_length ? policy->max_length : P11C_SECRET_MAX;
+  glong chars;
+
+  if (pin == NULL || !g_utf8_validate (pin, -1, NULL))
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_PIN_POLICY,
+                   "The password is not valid UTF-8 text");
+      return FALSE;
+    }
+  for (const char *p = pin; *p; p++)
+    {
+      digit |= (*p >= '0' && *p <= '9');
+      upper |= (*p >= 'A' && *p <= 'Z');
+      lower |= (*p >= 'a' && *p <= 'z');
+    }
+  chars = g_utf8_strlen (pin, -1);
+  if ((guint) chars < policy->min_length)
+    g_ptr_array_add (broken, g_strdup_printf ("it has %ld characters, at least %u are required",
+                                              chars, policy->min_length));
+  if (strlen (pin) > max)
+    g_ptr_array_add (broken, g_strdup_printf ("it is longer than %zu bytes", max));
+  if (policy->require_digit && !digit)
+    g_ptr_array_add (broken, g_strdup ("it has no digit (0-9)"));
+  if (policy->require_upper && !upper)
+    g_ptr_array_add (broken, g_strdup ("it has no upper-case Latin letter (A-Z)"));
+  if (policy->require_lower && !lower)
+    g_ptr_array_add (broken, g_strdup ("it has no lower-case Latin letter (a-z)"));
+  if (strpbrk (pin, "\r\n") != NULL)
+    g_ptr_array_add (broken, g_strdup ("it contains a line break"));
+
+  if (broken->len == 0)
+    return TRUE;
+
+  g_ptr_array_add (broken, NULL);
+  {
+    g_autofree char *list = g_strjoinv ("; ", (char **) broken->pdata);
+    g_autofree char *rule = p11c_pin_policy_describe (policy);
+    g_set_error (error, P11C_ERROR, P11C_ERROR_PIN_POLICY,
+                 "The new password does not meet the policy: %s. "
+                 "It needs %s.", list, rule);
+  }
+  return FALSE;
+}
+
+GVariant *
+p11c_pin_policy_to_variant (const P11cPinPolicy *policy)
+{
+  GVariantBuilder b;
+  g_autofree char *desc = p11c_pin_policy_describe (policy);
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&b, "{sv}", "min_length", g_variant_new_uint32 (policy->min_length));
+  g_variant_builder_add (&b, "{sv}", "max_length",
+                         g_variant_new_uint32 (policy->max_length ? policy->max_length : P11C_SECRET_MAX));
+  g_variant_builder_add (&b, "{sv}", "require_digit", g_variant_new_boolean (policy->require_digit));
+  g_variant_builder_add (&b, "{sv}", "require_upper", g_variant_new_boolean (policy->require_upper));
+  g_variant_builder_add (&b, "{sv}", "require_lower", g_variant_new_boolean (policy->require_lower));
+  g_variant_builder_add (&b, "{sv}", "description", g_variant_new_string (desc));
+  return g_variant_builder_end (&b);
+}

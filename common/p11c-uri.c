@@ -1,0 +1,169 @@
+#define G_LOG_DOMAIN "p11c-uri"
+#include "p11c-uri.h"
+#include "p11c-error.h"
+#include <p11-kit/uri.h>
+#include <string.h>
+
+void
+p11c_uri_free (P11cUri *uri)
+{
+  if (uri == NULL)
+    return;
+  g_free (uri->token);
+  g_free (uri->manufacturer);
+  g_free (uri->model);
+  g_free (uri->serial);
+  g_free (uri->object);
+  g_clear_pointer (&uri->id, g_bytes_unref);
+  g_free (uri);
+}
+
+char *
+p11c_padded_string (const CK_UTF8CHAR *s, gsize len)
+{
+  gsize n = len;
+
+  while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\0'))
+    n--;
+  return g_utf8_make_valid ((const char *) s, n);
+}
+
+static char *
+token_field (const CK_UTF8CHAR *s, gsize len)
+{
+  gsize n = len;
+  while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\0'))
+    n--;
+  if (n == len && s[0] == '\0')
+    return NULL;
+  return g_strndup ((const char *) s, n);
+}
+
+P11cUri *
+p11c_uri_parse (const char *string, GError **error)
+{
+  g_autoptr(P11cUri) out = g_new0 (P11cUri, 1);
+  P11KitUri *uri;
+  CK_TOKEN_INFO *ti;
+  CK_ATTRIBUTE *attr;
+  int rv;
+
+  if (string == NULL || !g_str_has_prefix (string, "pkcs11:"))
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                   "Not a PKCS#11 URI (it must start with \"pkcs11:\")");
+      return NULL;
+    }
+  if (strlen (string) > 4096)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS, "The PKCS#11 URI is too long");
+      return NULL;
+    }
+  uri = p11_kit_uri_new ();
+  rv = p11_kit_uri_parse (string, P11_KIT_URI_FOR_ANY, uri);
+  if (rv != P11_KIT_URI_OK)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                   "Invalid PKCS#11 URI: %s", p11_kit_uri_message (rv));
+      p11_kit_uri_free (uri);
+      return NULL;
+    }
+  if (p11_kit_uri_get_pin_value (uri) != NULL || p11_kit_uri_get_pin_source (uri) != NULL)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                   "The PKCS#11 URI carries a PIN; pass the PIN separately");
+      p11_kit_uri_free (uri);
+      return NULL;
+    }
+
+  ti = p11_kit_uri_get_token_info (uri);
+  /* p11-kit leaves unset fields as all-zero */
+  out->token = token_field (ti->label, sizeof ti->label);
+  out->manufacturer = token_field (ti->manufacturerID, sizeof ti->manufacturerID);
+  out->model = token_field (ti->model, sizeof ti->model);
+  out->serial = token_field (ti->serialNumber, sizeof ti->serialNumber);
+
+  attr = p11_kit_uri_get_attribute (uri, CKA_LABEL);
+  if (attr && attr->pValue)
+    out->object = g_strndup (attr->pValue, attr->ulValueLen);
+  attr = p11_kit_uri_get_attribute (uri, CKA_ID);
+  if (attr && attr->pValue)
+    out->id = g_bytes_new (attr->pValue, attr->ulValueLen);
+  attr = p11_kit_uri_get_attribute (uri, CKA_CLASS);
+  if (attr && attr->pValue && attr->ulValueLen == sizeof (CK_OBJECT_CLASS))
+    {
+      CK_OBJECT_CLASS klass = *(CK_OBJECT_CLASS *) attr->pValue;
+      out->type = klass == CKO_CERTIFICATE ? P11C_OBJECT_CERT
+                : klass == CKO_PRIVATE_KEY ? P11C_OBJECT_PRIVATE
+                : klass == CKO_PUBLIC_KEY ? P11C_OBJECT_PUBLIC
+                : P11C_OBJECT_ANY;
+    }
+  p11_kit_uri_free (uri);
+  return g_steal_pointer (&out);
+}
+
+static gboolean
+field_matches (const char *want, const CK_UTF8CHAR *have, gsize len)
+{
+  g_autofree char *h = NULL;
+  if (want == NULL)
+    return TRUE;
+  h = token_field (have, len);
+  return g_strcmp0 (want, h ? h : "") == 0;
+}
+
+gboolean
+p11c_uri_matches_token (const P11cUri *uri, const CK_TOKEN_INFO *info)
+{
+  return field_matches (uri->token, info->label, sizeof info->label)
+      && field_matches (uri->manufacturer, info->manufacturerID, sizeof info->manufacturerID)
+      && field_matches (uri->model, info->model, sizeof info->model)
+      && field_matches (uri->serial, info->serialNumber, sizeof info->serialNumber);
+}
+
+static char *
+format_uri (P11KitUri *uri, P11KitUriType type)
+{
+  char *s = NULL;
+  if (p11_kit_uri_format (uri, type, &s) != P11_KIT_URI_OK)
+    s = g_strdup ("pkcs11:");
+  p11_kit_uri_free (uri);
+  return s;
+}
+
+char *
+p11c_uri_for_token (const CK_TOKEN_INFO *info)
+{
+  P11KitUri *uri = p11_kit_uri_new ();
+  memcpy (p11_kit_uri_get_token_info (uri), info, sizeof *info);
+  return format_uri (uri, P11_KIT_URI_FOR_TOKEN);
+}
+
+char *
+p11c_uri_for_object (const CK_TOKEN_INFO *info, P11cObjectType type,
+                     const guint8 *id, gsize id_len, const char *label)
+{
+  P11KitUri *uri = p11_kit_uri_new ();
+  CK_OBJECT_CLASS klass;
+  CK_ATTRIBUTE a;
+
+  memcpy (p11_kit_uri_get_token_info (uri), info, sizeof *info);
+  if (id != NULL && id_len > 0)
+    {
+      a.type = CKA_ID; a.pValue = (void *) id; a.ulValueLen = id_len;
+      p11_kit_uri_set_attribute (uri, &a);
+    }
+  if (label != NULL && label[0] != '\0')
+    {
+      a.type = CKA_LABEL; a.pValue = (void *) label; a.ulValueLen = strlen (label);
+      p11_kit_uri_set_attribute (uri, &a);
+    }
+  if (type != P11C_OBJECT_ANY)
+    {
+      klass = type == P11C_OBJECT_CERT ? CKO_CERTIFICATE
+            : type == P11C_OBJECT_PRIVATE ? CKO_PRIVATE_KEY : CKO_PUBLIC_KEY;
+      a.type = CKA_CLASS; a.pValue = &klass; a.ulValueLen = sizeof klass;
+      p11_kit_uri_set_attribute (uri, &a);
+    }
+  return format_uri (uri, P11_KIT_URI_FOR_OBJECT_ON_TOKEN);
+}

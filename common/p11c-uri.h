@@ -1,0 +1,48 @@
+#pragma once
+#include <glib.h>
+#include <p11-kit/pkcs11.h>
+
+G_BEGIN_DECLS
+
+/* RFC 7512 PKCS#11 URIs, through p11-kit's reference implementation. */
+
+typedef enum {
+  P11C_OBJECT_ANY = 0,
+  P11C_OBJECT_CERT,
+  P11C_OBJECT_PRIVATE,
+  P11C_OBJECT_PUBLIC,
+} P11cObjectType;
+
+typedef struct {
+  /* token attributes present in the URI (NULL when absent) */
+  char   *token;          /* label */
+  char   *manufacturer;
+  char   *model;
+  char   *serial;
+  /* object attributes */
+  char   *object;         /* CKA_LABEL */
+  GBytes *id;             /* CKA_ID */
+  P11cObjectType type;
+} P11cUri;
+
+void p11c_uri_free (P11cUri *uri);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (P11cUri, p11c_uri_free)
+
+/* Parse a "pkcs11:" URI.  Unknown query attributes (pin-value included) are
+ * refused: a URI names objects, it never carries a PIN. */
+P11cUri *p11c_uri_parse (const char *string, GError **error);
+
+/* Does the token part of @uri match this token?  (absent attributes match) */
+gboolean p11c_uri_matches_token (const P11cUri *uri, const CK_TOKEN_INFO *info);
+
+/* Build the URI of a token, or of an object on it (@id may be NULL,
+ * @label may be NULL). */
+char *p11c_uri_for_token (const CK_TOKEN_INFO *info);
+char *p11c_uri_for_object (const CK_TOKEN_INFO *info, P11cObjectType type,
+                           const guint8 *id, gsize id_len, const char *label);
+
+/* Blank-padded PKCS#11 fixed-size string → trimmed UTF-8 (invalid bytes
+ * replaced) */
+char *p11c_padded_string (const CK_UTF8CHAR *s, gsize len);
+
+G_END_DECLS
