@@ -141,7 +141,14 @@ p11c_est_parse_certs_only (const char *body, gsize len, GError **error)
           pad++;
           continue;
         }
-      if (!is_b64_char (c) || pad > 0)
+      if (pad > 0 && is_b64_char (c))
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_CA_BAD_REPLY,
+                       "The CA's reply is not valid base64 (data after '=' padding at offset %" G_GSIZE_FORMAT ")",
+                       i);
+          return NULL;
+        }
+      if (!is_b64_char (c))
         {
           g_set_error (error, P11C_ERROR, P11C_ERROR_CA_BAD_REPLY,
                        "The CA's reply is not base64 (unexpected byte 0x%02x at offset %" G_GSIZE_FORMAT ")",
@@ -295,10 +302,11 @@ take_time (const char **s, int *h, int *mi, int *sec)
  * 08:49:37 GMT", asctime "Sun Nov  6 08:49:37 1994".  Case-sensitive as in
  * RFC 9110.  Returns Unix time or -1. */
 static gint64
-parse_http_date (const char *s)
+parse_http_date (const char *value)
 {
   int wday, day, mon, year, h, mi, sec;
   g_autoptr(GDateTime) dt = NULL;
+  const char *s = value;
 
   if (take_name (&s, day_names, G_N_ELEMENTS (day_names), 3, &wday) && take_literal (&s, ", "))
     {
@@ -309,7 +317,8 @@ parse_http_date (const char *s)
             take_time (&s, &h, &mi, &sec) && take_literal (&s, " GMT") && *s == '\0'))
         return -1;
     }
-  else if (take_name (&s, day_names, G_N_ELEMENTS (day_names), 3, &wday) && take_literal (&s, " "))
+  else if ((s = value, take_name (&s, day_names, G_N_ELEMENTS (day_names), 3, &wday)) &&
+           take_literal (&s, " "))
     {
       /* asctime: day is 2 chars, space-padded */
       if (!(take_name (&s, month_names, 12, 3, &mon) && take_literal (&s, " ")))
@@ -326,7 +335,7 @@ parse_http_date (const char *s)
             take_literal (&s, " ") && take_digits (&s, 4, &year) && *s == '\0'))
         return -1;
     }
-  else if (take_name (&s, long_day_names, G_N_ELEMENTS (long_day_names), 0, &wday) &&
+  else if ((s = value, take_name (&s, long_day_names, G_N_ELEMENTS (long_day_names), 0, &wday)) &&
            take_literal (&s, ", "))
     {
       /* RFC 850, two-digit year: within 50 years (RFC 9110 §5.6.7) → 1970..2069 */
