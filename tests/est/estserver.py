@@ -490,6 +490,7 @@ class EstHandler(http.server.BaseHTTPRequestHandler):
             self.record["error"] = repr(e)
             self.send_text(500, "estserver internal error\n")
         finally:
+            self.record["duration"] = round(time.time() - self.record["time"], 3)
             self.server.state.log(self.record)
 
     def route(self, method, path, body):

@@ -261,6 +261,10 @@ expect "misbehaviour kept the OTP; next request 200" 200 "$code"
 control '{"slow": 1, "slow_seconds": 3}'
 post "$T/sl1" simpleenroll "$T/a.b64" -u alice:OTP-7 --max-time 1 >/dev/null; rc=$?
 expect "slow: client times out (curl 28)" 28 "$rc"
+deadline=$((SECONDS + 10))
+until grep -q '"slow_seconds"' "$D/requests.log" || [ $SECONDS -ge $deadline ]; do sleep 0.1; done
+check "slow: server saw the client go and issued nothing" sh -c \
+    "grep '\"slow_seconds\"' '$D/requests.log' | grep -q 'client went away'"
 code=$(post "$T/sl2" simpleenroll "$T/a.b64" -u alice:OTP-7)
 expect "slow: the OTP survived the abandoned request" 200 "$code"
 
@@ -280,6 +284,14 @@ code=$(post "$T/d4" simpleenroll "$T/a.b64" -u alice:OTP-9)
 expect "digest mode: Basic credentials 401" 401 "$code"
 control '{}'
 
+# ------------------------------------------------------------ RSA key
+openssl req -new -newkey rsa:2048 -nodes -keyout "$T/rsa.key" -subj /CN=alice \
+    -outform DER -out "$T/rsa.der" 2>/dev/null && openssl base64 -in "$T/rsa.der" -out "$T/rsa.b64"
+code=$(post "$T/rs1" simpleenroll "$T/rsa.b64" -u alice:OTP-14)
+expect "RSA-2048 CSR: 200" 200 "$code"
+p7certs "$T/rs1" "$T/rs1.pem"
+check "RSA-2048 CSR: certificate key = CSR key" same_key "$T/rs1.pem" "$T/rsa.key"
+
 # ------------------------------------------------------------ log, shutdown
 
 check "log never contains an OTP" sh -c "! grep -q 'OTP-' '$D/requests.log'"
@@ -287,6 +299,34 @@ check "log is one JSON object per line" sh -c \
     "grep -vc '^{.*}\$' '$D/requests.log' | grep -qx 0"
 kill "$SPID"; wait "$SPID"; rc=$?; SPID=
 expect "SIGTERM: clean exit" 0 "$rc"
+
+# ------------------------------------------------------------ second server:
+# --digest on the command line, --validity 1 (expired client certificates)
+D2=$T/srv2
+mkdir -p "$D2"
+echo '{"bob": {"otps": ["B-1"]}}' > "$D2/users.json"
+timeout 120 /usr/bin/python3 "$HERE/estserver.py" --dir "$D2" --ready-file "$T/ready2" \
+    --digest --validity 1 2>"$T/server2.err" &
+SPID=$!
+deadline=$((SECONDS + 30))
+until [ -s "$T/ready2" ] || ! kill -0 "$SPID" 2>/dev/null || [ $SECONDS -ge $deadline ]; do sleep 0.05; done
+BASE=https://127.0.0.1:$(cat "$T/ready2")/.well-known/est
+D=$D2
+newcsr b /CN=bob
+code=$(post "$T/b1" simpleenroll "$T/b.b64" -u bob:B-1)
+expect "--digest: Basic refused" 401 "$code"
+code=$(post "$T/b2" simpleenroll "$T/b.b64" --digest -u bob:B-1)
+expect "--digest: Digest accepted" 200 "$code"
+p7certs "$T/b2" "$T/b.pem"
+check "--digest: separate CA per directory" sh -c "! openssl verify -CAfile '$T/srv/ca.pem' '$T/b.pem'"
+deadline=$((SECONDS + 10))
+until ! openssl x509 -in "$T/b.pem" -noout -checkend 0 >/dev/null || [ $SECONDS -ge $deadline ]; do sleep 0.2; done
+check "--validity 1: certificate expired" sh -c "! openssl x509 -in '$T/b.pem' -noout -checkend 0"
+post "$T/b3" simplereenroll "$T/b.b64" --cert "$T/b.pem" --key "$T/b.key" >/dev/null; rc=$?
+check "expired client certificate: TLS refused" test "$rc" -ne 0
+check "expired client certificate: logged" grep -q 'certificate has expired' "$D2/requests.log"
+kill "$SPID"; wait "$SPID"; rc=$?; SPID=
+expect "second server: SIGTERM clean exit" 0 "$rc"
 
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]
