@@ -490,7 +490,8 @@ class EstHandler(http.server.BaseHTTPRequestHandler):
             self.record["error"] = repr(e)
             self.send_text(500, "estserver internal error\n")
         finally:
-            self.record["duration"] = round(time.time() - self.record["time"], 3)
+            elapsed = time.time() - self.record["time"]
+            self.record["duration"] = round(elapsed, 3)
             self.server.state.log(self.record)
 
     def route(self, method, path, body):
@@ -612,7 +613,7 @@ class EstHandler(http.server.BaseHTTPRequestHandler):
             self.send_body(202, None, b"", [("Retry-After", retry)])
             return
         if action == "garbage_base64":
-            self.send_body(200, CT_PKCS7_CERTS, b"%%% this is not base64 %%%\n",
+            self.send_body(200, CT_PKCS7_CERTS, b"%%% not base64 %%%\n",
                            [("Content-Transfer-Encoding", "base64")])
             return
         if action == "wrong_content_type":
@@ -719,6 +720,8 @@ class EstHandler(http.server.BaseHTTPRequestHandler):
             raise self.unauthorized("unsupported Digest parameters")
         if params["uri"] != self.path:
             raise HttpError(400, "Digest uri does not match request")
+        if not re.fullmatch(r"[0-9a-fA-F]{8}", params["nc"]):
+            raise self.unauthorized("malformed nonce count")
         if not self.server.nonces.known(params["nonce"]):
             raise self.unauthorized("stale nonce", stale=True)
         for otp in self.server.state.unused_otps(login):

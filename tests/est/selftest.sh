@@ -147,6 +147,7 @@ expect "non-base64 CSR: 400" 400 "$code"
 cp "$T/a.der" "$T/bad.der"
 size=$(stat -c %s "$T/bad.der")
 last=$(od -An -tu1 -j $((size - 1)) -N1 "$T/bad.der" | tr -d ' ')
+# shellcheck disable=SC2059  # the octal escape is the point
 printf "\\$(printf %03o $(( (last + 1) % 256 )))" |
     dd of="$T/bad.der" bs=1 seek=$((size - 1)) conv=notrunc 2>/dev/null
 openssl base64 -in "$T/bad.der" -out "$T/bad.b64"
