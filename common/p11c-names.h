@@ -36,3 +36,12 @@
 
 /* secrets larger than this are refused before touching anything */
 #define P11C_SECRET_MAX           256
+
+/* journal MESSAGE_IDs (stable, for journalctl MESSAGE_ID=...) */
+#define P11C_MSGID_ENROLLED       "4f0d3c6b1a2e4d7e9b51c0a8e2f1d301"
+#define P11C_MSGID_DELETED        "4f0d3c6b1a2e4d7e9b51c0a8e2f1d302"
+#define P11C_MSGID_RENEWED        "4f0d3c6b1a2e4d7e9b51c0a8e2f1d303"
+#define P11C_MSGID_FAILED         "4f0d3c6b1a2e4d7e9b51c0a8e2f1d304"
+#define P11C_MSGID_NEEDS_PERSON   "4f0d3c6b1a2e4d7e9b51c0a8e2f1d305"
+#define P11C_MSGID_PIN_CHANGED    "4f0d3c6b1a2e4d7e9b51c0a8e2f1d306"
+#define P11C_MSGID_RECOVERED      "4f0d3c6b1a2e4d7e9b51c0a8e2f1d307"

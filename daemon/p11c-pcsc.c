@@ -147,6 +147,8 @@ dispatch_cb (gpointer data)
 static void
 emit_locked (P11cPcscMonitor *m, P11cPcscEventKind kind, const char *reader, GBytes *atr)
 {
+  if (m->stopping)
+    return;   /* free() has started: nothing more is delivered */
   g_debug ("event %s %s", p11c_pcsc_event_kind_to_string (kind), reader ? reader : "");
   g_queue_push_tail (&m->events, p11c_pcsc_event_new (kind, reader, atr));
   if (m->idle == NULL)
@@ -375,24 +377,30 @@ sync_readers (P11cPcscMonitor *m, SCARDCONTEXT ctx, DWORD *pnp_state)
   return SCARD_S_SUCCESS;
 }
 
+/* sync_readers(), listing again (a few times) when a reader vanishes
+ * between the listing and the status call. */
+static LONG
+sync_readers_retry (P11cPcscMonitor *m, SCARDCONTEXT ctx, DWORD *pnp_state)
+{
+  LONG rv = SCARD_E_UNKNOWN_READER;
+
+  for (guint i = 0; i < MAX_READER_ERRORS && rv == SCARD_E_UNKNOWN_READER; i++)
+    rv = sync_readers (m, ctx, pnp_state);
+  return rv;
+}
+
 /* Serves one established context until it fails or we are stopping. */
 static LONG
 run_context (P11cPcscMonitor *m, SCARDCONTEXT ctx)
 {
   DWORD pnp_state = SCARD_STATE_UNAWARE;
-  guint errors = 0;
+  guint wait_errors = 0;   /* consecutive failed waits: never a tight loop */
   LONG rv;
 
-  for (;;)
-    {
-      rv = sync_readers (m, ctx, &pnp_state);
-      if (rv == SCARD_S_SUCCESS)
-        break;
-      if (rv != SCARD_E_UNKNOWN_READER || ++errors >= MAX_READER_ERRORS)
-        return rv;
-    }
+  rv = sync_readers_retry (m, ctx, &pnp_state);
+  if (rv != SCARD_S_SUCCESS)
+    return rv;
   mark_initial_done (m);
-  errors = 0;
 
   for (;;)
     {
@@ -425,25 +433,24 @@ run_context (P11cPcscMonitor *m, SCARDCONTEXT ctx)
             {
               if (is_stopping (m))
                 return rv;
-              continue;
+              continue;   /* someone else's SCardCancel */
             }
           break;
         }
 
       if (rv == SCARD_E_UNKNOWN_READER || rv == SCARD_E_READER_UNAVAILABLE)
         {
-          /* The reader list moved under us: relist, a few times at most. */
-          if (++errors >= MAX_READER_ERRORS)
+          /* The reader list moved under us: list again, a few times at
+           * most, then treat it as a service failure (with backoff). */
+          if (++wait_errors >= MAX_READER_ERRORS)
             return rv;
           relist = TRUE;
         }
       else if (rv != SCARD_S_SUCCESS)
         return rv;
       else
-        errors = 0;
-
-      if (rv == SCARD_S_SUCCESS)
         {
+          wait_errors = 0;
           if (states[n].dwEventState & SCARD_STATE_CHANGED)
             relist = TRUE;
           pnp_state = states[n].dwEventState & ~SCARD_STATE_CHANGED;
@@ -458,12 +465,8 @@ run_context (P11cPcscMonitor *m, SCARDCONTEXT ctx)
 
       if (relist)
         {
-          rv = sync_readers (m, ctx, &pnp_state);
-          if (rv == SCARD_E_UNKNOWN_READER && errors + 1 < MAX_READER_ERRORS)
-            {
-              errors++;
-              continue;
-            }
+          /* lists, reads every state and reports the differences */
+          rv = sync_readers_retry (m, ctx, &pnp_state);
           if (rv != SCARD_S_SUCCESS)
             return rv;
           continue;
@@ -574,11 +577,12 @@ monitor_thread (gpointer data)
 P11cPcscMonitor *
 p11c_pcsc_monitor_new (GMainContext *context, P11cPcscCallback cb, gpointer user_data)
 {
-  P11cPcscMonitor *m = g_new0 (P11cPcscMonitor, 1);
+  P11cPcscMonitor *m;
   gint64 deadline;
 
   g_return_val_if_fail (cb != NULL, NULL);
 
+  m = g_new0 (P11cPcscMonitor, 1);
   m->refcount = 1;
   m->context = g_main_context_ref (context ? context : g_main_context_default ());
   m->cb = cb;

@@ -1,0 +1,163 @@
+#define G_LOG_DOMAIN "p11c-auth"
+#include "p11c-auth.h"
+#include "p11c-error.h"
+#include <polkit/polkit.h>
+
+static PolkitAuthority *authority;
+
+typedef struct {
+  char     *sender;
+  char     *action;
+  gboolean  interactive;
+  guint     uid;
+  guint     owner_uid;
+} AuthData;
+
+static void
+auth_data_free (AuthData *d)
+{
+  g_free (d->sender);
+  g_free (d->action);
+  g_free (d);
+}
+
+void
+p11c_auth_shutdown (void)
+{
+  g_clear_object (&authority);
+}
+
+static void
+check_done (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  g_autoptr(GTask) task = user_data;
+  AuthData *d = g_task_get_task_data (task);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(PolkitAuthorizationResult) result = NULL;
+
+  result = polkit_authority_check_authorization_finish (POLKIT_AUTHORITY (source), res, &error);
+  if (result == NULL)
+    {
+      g_warning ("polkit check for %s failed: %s", d->action, error->message);
+      g_task_return_new_error (task, P11C_ERROR, P11C_ERROR_NOT_AUTHORIZED,
+                               "Not authorized: the authorization service (polkit) could not decide (%s)",
+                               error->message);
+      return;
+    }
+  if (polkit_authorization_result_get_is_authorized (result))
+    {
+      g_task_return_boolean (task, TRUE);
+      return;
+    }
+  if (polkit_authorization_result_get_is_challenge (result))
+    g_task_return_new_error (task, P11C_ERROR, P11C_ERROR_NOT_AUTHORIZED,
+                             "Not authorized to %s without authentication; retry with allow_interaction "
+                             "so an authentication agent can ask for a password", d->action);
+  else
+    g_task_return_new_error (task, P11C_ERROR, P11C_ERROR_NOT_AUTHORIZED,
+                             "Not authorized: the system policy does not allow %s for this user", d->action);
+}
+
+static void
+ask_polkit (GTask *task)
+{
+  AuthData *d = g_task_get_task_data (task);
+  g_autoptr(PolkitSubject) subject = polkit_system_bus_name_new (d->sender);
+  g_autoptr(PolkitDetails) details = polkit_details_new ();
+
+  polkit_authority_check_authorization (authority, subject, d->action, details,
+                                        d->interactive ? POLKIT_CHECK_AUTHORIZATION_FLAGS_ALLOW_USER_INTERACTION
+                                                       : POLKIT_CHECK_AUTHORIZATION_FLAGS_NONE,
+                                        g_task_get_cancellable (task), check_done, task);
+}
+
+static void
+authority_ready (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  g_autoptr(GTask) task = user_data;
+  g_autoptr(GError) error = NULL;
+  PolkitAuthority *a = polkit_authority_get_finish (res, &error);
+
+  if (a == NULL)
+    {
+      g_task_return_new_error (task, P11C_ERROR, P11C_ERROR_NOT_AUTHORIZED,
+                               "Not authorized: the authorization service (polkit) is not available (%s)",
+                               error->message);
+      return;
+    }
+  if (authority == NULL)
+    authority = a;
+  else
+    g_object_unref (a);
+  ask_polkit (g_steal_pointer (&task));
+}
+
+static void
+uid_ready (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  g_autoptr(GTask) task = user_data;
+  AuthData *d = g_task_get_task_data (task);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GVariant) reply = g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), res, &error);
+
+  if (reply == NULL)
+    {
+      g_task_return_new_error (task, P11C_ERROR, P11C_ERROR_NOT_AUTHORIZED,
+                               "Not authorized: cannot identify the caller (%s)", error->message);
+      return;
+    }
+  g_variant_get (reply, "(u)", &d->uid);
+  if (d->uid == 0 || d->uid == d->owner_uid)
+    {
+      g_task_return_boolean (task, TRUE);
+      return;
+    }
+  if (authority == NULL)
+    polkit_authority_get_async (g_task_get_cancellable (task), authority_ready, g_steal_pointer (&task));
+  else
+    ask_polkit (g_steal_pointer (&task));
+}
+
+void
+p11c_auth_check_async (GDBusMethodInvocation *invocation, const char *action,
+                       gboolean allow_interaction, guint owner_uid, GCancellable *cancel,
+                       GAsyncReadyCallback cb, gpointer user_data)
+{
+  GTask *task = g_task_new (NULL, cancel, cb, user_data);
+  AuthData *d = g_new0 (AuthData, 1);
+  GDBusConnection *conn = g_dbus_method_invocation_get_connection (invocation);
+
+  d->sender = g_strdup (g_dbus_method_invocation_get_sender (invocation));
+  d->action = g_strdup (action);
+  d->interactive = allow_interaction;
+  d->uid = G_MAXUINT;
+  d->owner_uid = owner_uid;
+  g_task_set_task_data (task, d, (GDestroyNotify) auth_data_free);
+
+  if (d->sender == NULL)
+    {
+      /* peer-to-peer connection: no bus to ask; only our own uid */
+      GCredentials *cred = g_dbus_connection_get_peer_credentials (conn);
+      d->uid = cred ? (guint) g_credentials_get_unix_user (cred, NULL) : G_MAXUINT;
+      if (d->uid == 0)
+        g_task_return_boolean (task, TRUE);
+      else
+        g_task_return_new_error (task, P11C_ERROR, P11C_ERROR_NOT_AUTHORIZED,
+                                 "Not authorized: unidentified caller");
+      g_object_unref (task);
+      return;
+    }
+  g_dbus_connection_call (conn, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                          "org.freedesktop.DBus", "GetConnectionUnixUser",
+                          g_variant_new ("(s)", d->sender), G_VARIANT_TYPE ("(u)"),
+                          G_DBUS_CALL_FLAGS_NONE, 10000, cancel, uid_ready, task);
+}
+
+gboolean
+p11c_auth_check_finish (GAsyncResult *res, guint *uid, GError **error)
+{
+  AuthData *d = g_task_get_task_data (G_TASK (res));
+  if (uid)
+    *uid = d->uid;
+  return g_task_propagate_boolean (G_TASK (res), error);
+}

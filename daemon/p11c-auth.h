@@ -1,0 +1,19 @@
+#pragma once
+#include <gio/gio.h>
+
+G_BEGIN_DECLS
+
+/* Ask polkit whether the sender of @invocation may do @action (async, the
+ * main loop never blocks).  Root (uid 0) is always allowed.  Anything polkit
+ * does not positively allow is refused with org.p11certd.Error.NotAuthorized.
+ * A caller whose uid is @owner_uid (G_MAXUINT: nobody) is allowed too: the
+ * owner of a job may cancel it. */
+void p11c_auth_check_async (GDBusMethodInvocation *invocation, const char *action,
+                            gboolean allow_interaction, guint owner_uid, GCancellable *cancel,
+                            GAsyncReadyCallback cb, gpointer user_data);
+/* Returns TRUE when allowed; *uid is the caller's Unix uid. */
+gboolean p11c_auth_check_finish (GAsyncResult *res, guint *uid, GError **error);
+
+void p11c_auth_shutdown (void);
+
+G_END_DECLS

@@ -1,0 +1,295 @@
+#define G_LOG_DOMAIN "p11c-config"
+#include "p11c-config.h"
+#include "p11c-error.h"
+#include "p11c-names.h"
+#include <string.h>
+
+void
+p11c_config_free (P11cConfig *c)
+{
+  if (c == NULL)
+    return;
+  g_free (c->path);
+  g_free (c->state_dir);
+  g_free (c->ca_dir);
+  g_strfreev (c->modules);
+  g_free (c);
+}
+
+static gboolean
+get_uint (GKeyFile *kf, const char *group, const char *key, guint min, guint max,
+          guint *out, GError **error)
+{
+  g_autoptr(GError) local = NULL;
+  gint64 v;
+
+  if (!g_key_file_has_key (kf, group, key, NULL))
+    return TRUE;
+  v = g_key_file_get_int64 (kf, group, key, &local);
+  if (local != NULL || v < (gint64) min || v > (gint64) max)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                   "[%s] %s must be a whole number from %u to %u", group, key, min, max);
+      return FALSE;
+    }
+  *out = (guint) v;
+  return TRUE;
+}
+
+static gboolean
+get_bool (GKeyFile *kf, const char *group, const char *key, gboolean *out, GError **error)
+{
+  g_autoptr(GError) local = NULL;
+  gboolean v;
+
+  if (!g_key_file_has_key (kf, group, key, NULL))
+    return TRUE;
+  v = g_key_file_get_boolean (kf, group, key, &local);
+  if (local != NULL)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                   "[%s] %s must be true or false", group, key);
+      return FALSE;
+    }
+  *out = v;
+  return TRUE;
+}
+
+static char *
+get_string (GKeyFile *kf, const char *group, const char *key, const char *def)
+{
+  g_autofree char *v = g_key_file_get_string (kf, group, key, NULL);
+  if (v != NULL)
+    g_strstrip (v);
+  if (v == NULL || v[0] == '\0')
+    return g_strdup (def);
+  return g_steal_pointer (&v);
+}
+
+P11cConfig *
+p11c_config_parse (const char *data, gsize len, const char *origin, GError **error)
+{
+  g_autoptr(GKeyFile) kf = g_key_file_new ();
+  g_autoptr(P11cConfig) c = g_new0 (P11cConfig, 1);
+  g_autoptr(GError) local = NULL;
+
+  c->path = g_strdup (origin);
+  p11c_pin_policy_init_default (&c->pin_policy);
+  c->job_linger = 300;
+  c->window_days = 30;
+  c->warn_days = 14;
+
+  if (data != NULL && !g_key_file_load_from_data (kf, data, len, G_KEY_FILE_NONE, &local))
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS, "%s: %s",
+                   origin ? origin : "config", local->message);
+      return NULL;
+    }
+
+  c->state_dir = get_string (kf, "daemon", "state-dir", P11C_DEFAULT_STATE_DIR);
+  c->ca_dir = get_string (kf, "daemon", "ca-dir", P11C_DEFAULT_CONFIG_DIR "/ca.d");
+  if (g_key_file_has_key (kf, "modules", "modules", NULL))
+    {
+      c->modules = g_key_file_get_string_list (kf, "modules", "modules", NULL, NULL);
+      for (char **m = c->modules; m && *m; m++)
+        g_strstrip (*m);
+    }
+  if (c->modules == NULL || c->modules[0] == NULL)
+    {
+      g_strfreev (c->modules);
+      c->modules = g_new0 (char *, 2);
+      c->modules[0] = g_strdup (P11C_DEFAULT_MODULE);
+    }
+
+  if (!get_uint (kf, "daemon", "job-linger", 0, 86400, &c->job_linger, error)
+      || !get_uint (kf, "pin-policy", "min-length", 1, P11C_SECRET_MAX, &c->pin_policy.min_length, error)
+      || !get_bool (kf, "pin-policy", "require-digit", &c->pin_policy.require_digit, error)
+      || !get_bool (kf, "pin-policy", "require-upper", &c->pin_policy.require_upper, error)
+      || !get_bool (kf, "pin-policy", "require-lower", &c->pin_policy.require_lower, error)
+      || !get_uint (kf, "renewal", "window-days", 0, 3650, &c->window_days, error)
+      || !get_uint (kf, "renewal", "warn-days", 0, 3650, &c->warn_days, error))
+    {
+      g_prefix_error (error, "%s: ", origin ? origin : "config");
+      return NULL;
+    }
+  return g_steal_pointer (&c);
+}
+
+P11cConfig *
+p11c_config_load (const char *path, GError **error)
+{
+  g_autofree char *data = NULL;
+  gsize len = 0;
+  g_autoptr(GError) local = NULL;
+  const char *file = path ? path : P11C_DEFAULT_CONFIG;
+
+  if (!g_file_get_contents (file, &data, &len, &local))
+    {
+      if (path == NULL && g_error_matches (local, G_FILE_ERROR, G_FILE_ERROR_NOENT))
+        return p11c_config_parse (NULL, 0, NULL, error);
+      g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
+                   "Cannot read the configuration %s: %s", file, local->message);
+      return NULL;
+    }
+  return p11c_config_parse (data, len, file, error);
+}
+
+/* ---- CA profiles -------------------------------------------------------- */
+
+gboolean
+p11c_name_is_valid (const char *name)
+{
+  gsize len = name ? strlen (name) : 0;
+
+  if (len == 0 || len > 64 || name[0] == '.')
+    return FALSE;
+  for (const char *p = name; *p; p++)
+    if (!g_ascii_isalnum (*p) && *p != '.' && *p != '_' && *p != '-')
+      return FALSE;
+  return TRUE;
+}
+
+void
+p11c_ca_profile_free (P11cCaProfile *p)
+{
+  if (p == NULL)
+    return;
+  g_free (p->name);
+  g_free (p->url);
+  g_free (p->label);
+  g_free (p->trust_anchor);
+  g_free (p->subject);
+  g_free (p->pin_file);
+  g_free (p->system_group);
+  g_free (p);
+}
+
+P11cCaProfile *
+p11c_ca_profile_parse (const char *name, const char *data, gsize len, GError **error)
+{
+  g_autoptr(GKeyFile) kf = g_key_file_new ();
+  g_autoptr(P11cCaProfile) p = g_new0 (P11cCaProfile, 1);
+  g_autoptr(GError) local = NULL;
+  g_autofree char *type = NULL;
+  g_autofree char *key_type = NULL;
+
+  if (!p11c_name_is_valid (name))
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS, "Invalid CA profile name");
+      return NULL;
+    }
+  if (!g_key_file_load_from_data (kf, data, len, G_KEY_FILE_NONE, &local))
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS, "CA profile %s: %s", name, local->message);
+      return NULL;
+    }
+  p->name = g_strdup (name);
+  type = get_string (kf, "ca", "type", "est");
+  if (g_str_equal (type, "est"))
+    p->type = P11C_CA_EST;
+  else if (g_str_equal (type, "local"))
+    p->type = P11C_CA_LOCAL;
+  else
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                   "CA profile %s: type must be est or local, not \"%s\"", name, type);
+      return NULL;
+    }
+  p->url = get_string (kf, "ca", "url", NULL);
+  p->label = get_string (kf, "ca", "label", NULL);
+  p->trust_anchor = get_string (kf, "ca", "trust-anchor", NULL);
+  p->subject = get_string (kf, "ca", "subject", "CN=${login}");
+  p->pin_file = get_string (kf, "ca", "pin-file", NULL);
+  p->system_group = get_string (kf, "ca", "system-group", NULL);
+  key_type = get_string (kf, "ca", "key-type", "ec-p256");
+  if (!p11c_key_type_from_string (key_type, &p->key_type))
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                   "CA profile %s: key-type must be ec-p256, ec-p384, rsa-2048 or rsa-3072", name);
+      return NULL;
+    }
+  p->write_chain = TRUE;
+  p->connect_timeout = 10;
+  p->timeout = 60;
+  p->max_attempts = 3;
+  p->retry_delay = 2;
+  p->max_wait = 3600;
+  p->validity_days = 365;
+  if (!get_bool (kf, "ca", "write-chain", &p->write_chain, error)
+      || !get_uint (kf, "ca", "connect-timeout", 1, 600, &p->connect_timeout, error)
+      || !get_uint (kf, "ca", "timeout", 1, 3600, &p->timeout, error)
+      || !get_uint (kf, "ca", "max-attempts", 1, 10, &p->max_attempts, error)
+      || !get_uint (kf, "ca", "retry-delay", 0, 600, &p->retry_delay, error)
+      || !get_uint (kf, "ca", "max-wait", 0, 7 * 86400, &p->max_wait, error)
+      || !get_uint (kf, "ca", "validity-days", 1, 3650, &p->validity_days, error))
+    {
+      g_prefix_error (error, "CA profile %s: ", name);
+      return NULL;
+    }
+  if (p->type == P11C_CA_EST)
+    {
+      if (p->url == NULL || !g_str_has_prefix (p->url, "https://"))
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                       "CA profile %s: url must be an https:// URL", name);
+          return NULL;
+        }
+      if (p->trust_anchor == NULL)
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                       "CA profile %s: trust-anchor (the CA's certificate file) is required", name);
+          return NULL;
+        }
+      if (p->label != NULL && !p11c_name_is_valid (p->label))
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                       "CA profile %s: label may hold only letters, digits, '.', '_' and '-'", name);
+          return NULL;
+        }
+    }
+  return g_steal_pointer (&p);
+}
+
+static gint
+profile_cmp (gconstpointer a, gconstpointer b)
+{
+  const P11cCaProfile *pa = *(P11cCaProfile **) a, *pb = *(P11cCaProfile **) b;
+  return g_strcmp0 (pa->name, pb->name);
+}
+
+GPtrArray *
+p11c_ca_profiles_load (const char *dir)
+{
+  GPtrArray *out = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_ca_profile_free);
+  g_autoptr(GDir) d = g_dir_open (dir, 0, NULL);
+  const char *entry;
+  gboolean have_local = FALSE;
+
+  while (d != NULL && (entry = g_dir_read_name (d)) != NULL)
+    {
+      g_autofree char *path = NULL, *data = NULL, *name = NULL;
+      g_autoptr(GError) error = NULL;
+      P11cCaProfile *p;
+      gsize len;
+
+      if (!g_str_has_suffix (entry, ".conf"))
+        continue;
+      name = g_strndup (entry, strlen (entry) - 5);
+      path = g_build_filename (dir, entry, NULL);
+      if (!g_file_get_contents (path, &data, &len, &error)
+          || (p = p11c_ca_profile_parse (name, data, len, &error)) == NULL)
+        {
+          g_warning ("Ignoring CA profile %s: %s", path, error->message);
+          continue;
+        }
+      have_local |= g_str_equal (p->name, "local");
+      g_ptr_array_add (out, p);
+    }
+  if (!have_local)
+    {
+      P11cCaProfile *p = p11c_ca_profile_parse ("local", "[ca]\ntype=local\n", -1, NULL);
+      g_ptr_array_add (out, p);
+    }
+  g_ptr_array_sort (out, profile_cmp);
+  return out;
+}

@@ -1,0 +1,1138 @@
+#define G_LOG_DOMAIN "p11c-dbus"
+#include "p11c-dbus.h"
+#include "p11c-auth.h"
+#include "p11c-enroll.h"
+#include "p11c-error.h"
+#include "p11c-job.h"
+#include "p11c-log.h"
+#include "p11c-names.h"
+#include "p11c-secret.h"
+#include "p11c-vardict.h"
+#include <gio/gunixfdlist.h>
+#include <string.h>
+
+extern GResource *p11c_get_resource (void);
+
+struct _P11cDaemon {
+  GDBusConnection *conn;
+  P11cEngine      *engine;
+  GDBusNodeInfo   *api;
+  GDBusNodeInfo   *om;
+  guint            manager_id;
+  guint            om_id;
+  GHashTable      *token_regs;   /* path → reg id */
+  GHashTable      *token_props;  /* path → a{sv} last emitted */
+  GHashTable      *jobs;         /* path → P11cJob */
+  GHashTable      *job_regs;     /* path → reg id */
+  guint            next_job;
+  gboolean         rescan_running, rescan_again;
+};
+
+static const char om_xml[] =
+  "<node><interface name='org.freedesktop.DBus.ObjectManager'>"
+  "<method name='GetManagedObjects'><arg name='objects' type='a{oa{sa{sv}}}' direction='out'/></method>"
+  "<signal name='InterfacesAdded'><arg name='object' type='o'/><arg name='interfaces' type='a{sa{sv}}'/></signal>"
+  "<signal name='InterfacesRemoved'><arg name='object' type='o'/><arg name='interfaces' type='as'/></signal>"
+  "</interface></node>";
+
+/* ---- calls -------------------------------------------------------------- */
+
+typedef struct {
+  P11cDaemon            *d;
+  GDBusMethodInvocation *inv;
+  GVariant              *params;
+  const char            *path;
+  guint                  uid;
+  void                 (*handler) (gpointer call);
+  gboolean               owner_may;
+  const char            *pending[4];
+  guint                  next_action;
+  /* per-method data */
+  P11cToken             *token;
+  GPtrArray             *tokens;
+  P11cUri               *uri;
+  char                  *pin;
+  char                  *new_pin;
+  gboolean               keep_key;
+  char                  *storage;
+} Call;
+
+static void
+call_free (Call *c)
+{
+  /* Best effort: wipe the serialized arguments, which may hold PINs. */
+  if (c->params)
+    {
+      p11c_memwipe ((void *) g_variant_get_data (c->params), g_variant_get_size (c->params));
+      g_variant_unref (c->params);
+    }
+  if (c->inv != NULL)
+    g_dbus_method_invocation_return_error (g_steal_pointer (&c->inv), P11C_ERROR, P11C_ERROR_FAILED,
+                                           "Internal error: the request was dropped");
+  g_clear_pointer (&c->token, p11c_token_unref);
+  g_clear_pointer (&c->tokens, g_ptr_array_unref);
+  g_clear_pointer (&c->uri, p11c_uri_free);
+  p11c_secret_free (c->pin);
+  p11c_secret_free (c->new_pin);
+  g_free (c->storage);
+  g_free (c);
+}
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (Call, call_free)
+
+/* Reply with @error (taken) */
+static void
+call_return_error (Call *c, GError *error)
+{
+  p11c_error_convert (&error);
+  g_dbus_method_invocation_return_gerror (g_steal_pointer (&c->inv), error);
+  g_error_free (error);
+}
+
+static void
+call_fail (Call *c, GError *error)
+{
+  call_return_error (c, error);
+  call_free (c);
+}
+
+typedef GVariant *(*ThreadFunc) (Call *c, GError **error);
+
+static void
+thread_run (GTask *task, gpointer source, gpointer data, GCancellable *cancel)
+{
+  Call *c = data;
+  ThreadFunc func = g_object_get_data (G_OBJECT (task), "func");
+  GError *error = NULL;
+  GVariant *reply = func (c, &error);
+
+  if (reply == NULL)
+    g_task_return_error (task, error);
+  else
+    g_task_return_pointer (task, g_variant_ref_sink (reply), (GDestroyNotify) g_variant_unref);
+}
+
+static void emit_token_changes (P11cDaemon *d, P11cToken *t);
+
+static void
+thread_done (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  g_autoptr(Call) c = user_data;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GVariant) reply = g_task_propagate_pointer (G_TASK (res), &error);
+
+  if (reply == NULL)
+    call_return_error (c, g_steal_pointer (&error));
+  else
+    g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_steal_pointer (&reply));
+  if (c->token != NULL)
+    emit_token_changes (c->d, c->token);
+}
+
+/* Run @func(c) in a worker thread, reply with its result. Takes @c. */
+static void
+call_in_thread (Call *c, ThreadFunc func)
+{
+  g_autoptr(GTask) task = g_task_new (NULL, NULL, thread_done, c);
+  g_object_set_data (G_OBJECT (task), "func", func);
+  g_task_set_task_data (task, c, NULL);
+  g_task_run_in_thread (task, thread_run);
+}
+
+/* ---- properties --------------------------------------------------------- */
+
+static GVariant *
+token_props (P11cToken *t)
+{
+  GVariantBuilder b;
+  CK_TOKEN_INFO info;
+  CK_SLOT_INFO slot;
+  g_autofree char *label = NULL, *serial = NULL, *manu = NULL, *model = NULL, *slot_desc = NULL;
+  gboolean present;
+
+  p11c_token_get_info (t, &info, &slot);
+  g_mutex_lock (&t->lock);
+  present = t->present;
+  g_mutex_unlock (&t->lock);
+  label = p11c_padded_string (info.label, sizeof info.label);
+  serial = p11c_padded_string (info.serialNumber, sizeof info.serialNumber);
+  manu = p11c_padded_string (info.manufacturerID, sizeof info.manufacturerID);
+  model = p11c_padded_string (info.model, sizeof info.model);
+  slot_desc = p11c_padded_string (slot.slotDescription, sizeof slot.slotDescription);
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&b, "{sv}", "Label", g_variant_new_string (label));
+  g_variant_builder_add (&b, "{sv}", "Serial", g_variant_new_string (serial));
+  g_variant_builder_add (&b, "{sv}", "Manufacturer", g_variant_new_string (manu));
+  g_variant_builder_add (&b, "{sv}", "Model", g_variant_new_string (model));
+  g_variant_builder_add (&b, "{sv}", "Slot", g_variant_new_string (slot_desc));
+  g_variant_builder_add (&b, "{sv}", "Uri", g_variant_new_string (t->uri));
+  g_variant_builder_add (&b, "{sv}", "Module", g_variant_new_string (t->module_name));
+  g_variant_builder_add (&b, "{sv}", "Present", g_variant_new_boolean (present));
+  g_variant_builder_add (&b, "{sv}", "LoginRequired", g_variant_new_boolean (!!(info.flags & CKF_LOGIN_REQUIRED)));
+  g_variant_builder_add (&b, "{sv}", "PinCountLow", g_variant_new_boolean (!!(info.flags & CKF_USER_PIN_COUNT_LOW)));
+  g_variant_builder_add (&b, "{sv}", "PinFinalTry", g_variant_new_boolean (!!(info.flags & CKF_USER_PIN_FINAL_TRY)));
+  g_variant_builder_add (&b, "{sv}", "PinLocked", g_variant_new_boolean (!!(info.flags & CKF_USER_PIN_LOCKED)));
+  return g_variant_ref_sink (g_variant_builder_end (&b));
+}
+
+/* "PinCountLow" → "pin_count_low" */
+static char *
+snake_case (const char *name)
+{
+  GString *s = g_string_new (NULL);
+  for (const char *p = name; *p; p++)
+    {
+      if (g_ascii_isupper (*p) && p != name)
+        g_string_append_c (s, '_');
+      g_string_append_c (s, g_ascii_tolower (*p));
+    }
+  return g_string_free (s, FALSE);
+}
+
+static GVariant *
+token_dict (P11cToken *t)
+{
+  g_autoptr(GVariant) props = token_props (t);
+  GVariantBuilder b;
+  GVariantIter iter;
+  const char *key;
+  GVariant *value;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&b, "{sv}", "path", g_variant_new_object_path (t->object_path));
+  g_variant_iter_init (&iter, props);
+  while (g_variant_iter_next (&iter, "{&sv}", &key, &value))
+    {
+      g_autofree char *k = snake_case (key);
+      g_variant_builder_add (&b, "{sv}", k, value);
+      g_variant_unref (value);
+    }
+  return g_variant_builder_end (&b);
+}
+
+static GVariant *
+tokens_value (P11cDaemon *d)
+{
+  GVariantBuilder b;
+  g_variant_builder_init (&b, G_VARIANT_TYPE ("ao"));
+  for (guint i = 0; i < d->engine->tokens->len; i++)
+    g_variant_builder_add (&b, "o", ((P11cToken *) d->engine->tokens->pdata[i])->object_path);
+  return g_variant_builder_end (&b);
+}
+
+static GVariant *
+modules_value (P11cDaemon *d)
+{
+  GVariantBuilder b;
+  g_variant_builder_init (&b, G_VARIANT_TYPE ("aa{sv}"));
+  for (guint i = 0; i < d->engine->modules->len; i++)
+    {
+      P11cModuleState *m = d->engine->modules->pdata[i];
+      g_variant_builder_open (&b, G_VARIANT_TYPE_VARDICT);
+      g_variant_builder_add (&b, "{sv}", "name", g_variant_new_string (m->name));
+      g_variant_builder_add (&b, "{sv}", "loaded", g_variant_new_boolean (m->module != NULL));
+      if (m->description)
+        g_variant_builder_add (&b, "{sv}", "description", g_variant_new_string (m->description));
+      if (m->error)
+        g_variant_builder_add (&b, "{sv}", "error", g_variant_new_string (m->error));
+      g_variant_builder_close (&b);
+    }
+  return g_variant_builder_end (&b);
+}
+
+static GVariant *
+manager_props (P11cDaemon *d)
+{
+  GVariantBuilder b;
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&b, "{sv}", "Version", g_variant_new_uint32 (P11C_API_VERSION));
+  g_variant_builder_add (&b, "{sv}", "Tokens", tokens_value (d));
+  g_variant_builder_add (&b, "{sv}", "Modules", modules_value (d));
+  g_variant_builder_add (&b, "{sv}", "PinPolicy", p11c_pin_policy_to_variant (&d->engine->config->pin_policy));
+  return g_variant_builder_end (&b);
+}
+
+static void
+emit_properties_changed (P11cDaemon *d, const char *path, const char *iface, GVariant *changed)
+{
+  g_dbus_connection_emit_signal (d->conn, NULL, path, "org.freedesktop.DBus.Properties",
+                                 "PropertiesChanged",
+                                 g_variant_new ("(s@a{sv}as)", iface, changed, NULL), NULL);
+}
+
+static void
+emit_token_changes (P11cDaemon *d, P11cToken *t)
+{
+  g_autoptr(GVariant) now = token_props (t);
+  GVariant *before = g_hash_table_lookup (d->token_props, t->object_path);
+  GVariantBuilder b;
+  GVariantIter iter;
+  const char *key;
+  GVariant *value;
+  gboolean any = FALSE;
+
+  if (before == NULL)
+    return;   /* not exported (removed meanwhile) */
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_iter_init (&iter, now);
+  while (g_variant_iter_next (&iter, "{&sv}", &key, &value))
+    {
+      g_autoptr(GVariant) old = g_variant_lookup_value (before, key, NULL);
+      if (old == NULL || !g_variant_equal (old, value))
+        {
+          g_variant_builder_add (&b, "{sv}", key, value);
+          any = TRUE;
+        }
+      g_variant_unref (value);
+    }
+  if (any)
+    {
+      emit_properties_changed (d, t->object_path, P11C_DBUS_TOKEN_IFACE, g_variant_builder_end (&b));
+      g_hash_table_replace (d->token_props, g_strdup (t->object_path), g_steal_pointer (&now));
+    }
+  else
+    g_variant_builder_clear (&b);
+}
+
+/* ---- method handlers ---------------------------------------------------- */
+
+static const P11cKeySpec list_certs_keys[] = {
+  { "token", "s", FALSE }, { "storage", "s", FALSE }, { "allow_interaction", "b", FALSE }, { NULL },
+};
+static const P11cKeySpec delete_keys[] = {
+  { "keep_key", "b", FALSE }, { "allow_interaction", "b", FALSE }, { NULL },
+};
+static const P11cKeySpec change_pin_keys[] = {
+  { "allow_interaction", "b", FALSE }, { NULL },
+};
+
+static GVariant *
+cert_dict (P11cCertEntry *e, const P11cConfig *config, gint64 now)
+{
+  GVariantBuilder b;
+  gsize id_len, der_len;
+  const guint8 *id = g_bytes_get_data (e->id, &id_len);
+  const guint8 *der = g_bytes_get_data (e->der, &der_len);
+  g_autoptr(GString) hex = g_string_new (NULL);
+
+  for (gsize i = 0; i < id_len; i++)
+    g_string_append_printf (hex, "%02x", id[i]);
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&b, "{sv}", "uri", g_variant_new_string (e->uri));
+  g_variant_builder_add (&b, "{sv}", "token", g_variant_new_object_path (e->token_path));
+  g_variant_builder_add (&b, "{sv}", "storage", g_variant_new_string (e->storage));
+  g_variant_builder_add (&b, "{sv}", "label", g_variant_new_string (e->label));
+  g_variant_builder_add (&b, "{sv}", "id", g_variant_new_string (hex->str));
+  g_variant_builder_add (&b, "{sv}", "der",
+                         g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, der ? der : (const guint8 *) "", der_len, 1));
+  g_variant_builder_add (&b, "{sv}", "has_private_key", g_variant_new_boolean (e->has_private_key));
+  if (e->ca)
+    g_variant_builder_add (&b, "{sv}", "ca", g_variant_new_string (e->ca));
+  if (e->summary)
+    {
+      P11cCertSummary *s = e->summary;
+      gint64 days_left;
+      gboolean due = p11c_cert_renewal_due (s->not_before, s->not_after, now, config->window_days, &days_left);
+      g_variant_builder_add (&b, "{sv}", "subject", g_variant_new_string (s->subject));
+      g_variant_builder_add (&b, "{sv}", "issuer", g_variant_new_string (s->issuer));
+      g_variant_builder_add (&b, "{sv}", "serial", g_variant_new_string (s->serial));
+      g_variant_builder_add (&b, "{sv}", "not_before", g_variant_new_int64 (s->not_before));
+      g_variant_builder_add (&b, "{sv}", "not_after", g_variant_new_int64 (s->not_after));
+      g_variant_builder_add (&b, "{sv}", "sha256", g_variant_new_string (s->sha256));
+      g_variant_builder_add (&b, "{sv}", "key_type", g_variant_new_string (s->key_type));
+      g_variant_builder_add (&b, "{sv}", "renewal_due", g_variant_new_boolean (due));
+      g_variant_builder_add (&b, "{sv}", "days_left", g_variant_new_int64 (days_left));
+    }
+  else
+    g_variant_builder_add (&b, "{sv}", "error", g_variant_new_string (e->error ? e->error : "invalid"));
+  return g_variant_builder_end (&b);
+}
+
+static GVariant *
+list_certs_thread (Call *c, GError **error)
+{
+  GVariantBuilder b;
+  gint64 now = g_get_real_time () / G_USEC_PER_SEC;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE ("aa{sv}"));
+  for (guint i = 0; c->tokens && i < c->tokens->len; i++)
+    {
+      P11cToken *t = c->tokens->pdata[i];
+      g_autoptr(GError) local = NULL;
+      g_autoptr(GPtrArray) certs = p11c_token_list_certs (t, &local);
+
+      if (certs == NULL)
+        {
+          /* one bad token must not hide the others; a named token fails */
+          if (c->tokens->len == 1 && c->token != NULL)
+            {
+              g_variant_builder_clear (&b);
+              g_propagate_error (error, g_steal_pointer (&local));
+              return NULL;
+            }
+          g_warning ("Listing certificates on %s failed: %s", t->id, local->message);
+          continue;
+        }
+      for (guint j = 0; j < certs->len; j++)
+        g_variant_builder_add_value (&b, cert_dict (certs->pdata[j], c->d->engine->config, now));
+    }
+  return g_variant_new ("(aa{sv})", &b);
+}
+
+static void
+handle_list_certs (Call *c)
+{
+  g_autoptr(GVariant) options = NULL;
+  GError *error = NULL;
+  const char *token_spec, *storage;
+
+  g_variant_get (c->params, "(@a{sv})", &options);
+  if (!p11c_vardict_validate (options, list_certs_keys, &error))
+    { call_fail (c, error); return; }
+  token_spec = p11c_vardict_get_string (options, "token", NULL);
+  storage = p11c_vardict_get_string (options, "storage", NULL);
+  if (storage && !g_str_equal (storage, "token") && !g_str_equal (storage, "system")
+      && !g_str_equal (storage, "file"))
+    {
+      g_set_error (&error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                   "Key \"storage\" must be token, system or file, not \"%s\"", storage);
+      { call_fail (c, error); return; }
+    }
+  c->tokens = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_token_unref);
+  if (token_spec != NULL)
+    {
+      P11cToken *t = p11c_engine_resolve_token (c->d->engine, token_spec, &error);
+      if (t == NULL)
+        {
+          g_prefix_error (&error, "Key \"token\": ");
+          { call_fail (c, error); return; }
+        }
+      c->token = p11c_token_ref (t);
+      g_ptr_array_add (c->tokens, p11c_token_ref (t));
+    }
+  else if (storage == NULL || g_str_equal (storage, "token"))
+    for (guint i = 0; i < c->d->engine->tokens->len; i++)
+      g_ptr_array_add (c->tokens, p11c_token_ref (c->d->engine->tokens->pdata[i]));
+  call_in_thread (c, list_certs_thread);
+}
+
+static void
+handle_list_tokens (Call *c)
+{
+  GVariantBuilder b;
+  g_variant_builder_init (&b, G_VARIANT_TYPE ("aa{sv}"));
+  for (guint i = 0; i < c->d->engine->tokens->len; i++)
+    g_variant_builder_add_value (&b, token_dict (c->d->engine->tokens->pdata[i]));
+  g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(aa{sv})", &b));
+  call_free (c);
+}
+
+static void
+handle_list_cas (Call *c)
+{
+  GVariantBuilder b;
+  g_variant_builder_init (&b, G_VARIANT_TYPE ("aa{sv}"));
+  for (guint i = 0; i < c->d->engine->cas->len; i++)
+    {
+      P11cCaProfile *p = c->d->engine->cas->pdata[i];
+      g_variant_builder_open (&b, G_VARIANT_TYPE_VARDICT);
+      g_variant_builder_add (&b, "{sv}", "name", g_variant_new_string (p->name));
+      g_variant_builder_add (&b, "{sv}", "type", g_variant_new_string (p->type == P11C_CA_EST ? "est" : "local"));
+      g_variant_builder_add (&b, "{sv}", "url", g_variant_new_string (p->url ? p->url : ""));
+      g_variant_builder_add (&b, "{sv}", "label", g_variant_new_string (p->label ? p->label : ""));
+      g_variant_builder_add (&b, "{sv}", "key_type", g_variant_new_string (p11c_key_type_to_string (p->key_type)));
+      g_variant_builder_add (&b, "{sv}", "needs_login", g_variant_new_boolean (p->type == P11C_CA_EST));
+      g_variant_builder_close (&b);
+    }
+  g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(aa{sv})", &b));
+  call_free (c);
+}
+
+static GVariant *
+delete_thread (Call *c, GError **error)
+{
+  GVariant *result = p11c_token_delete_cert (c->token, c->uri, c->pin, c->keep_key, error);
+  const char *cert = "";
+  if (result == NULL)
+    return NULL;
+  g_variant_lookup (result, "certificate", "&s", &cert);
+  p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_DELETED, c->token->id, NULL, NULL, 0,
+                  "Deleted certificate %s (by uid %u)", cert, c->uid);
+  return g_variant_new ("(@a{sv})", result);
+}
+
+static void
+handle_delete_cert (Call *c)
+{
+  g_autoptr(GVariant) options = NULL;
+  const char *uri, *pin;
+  GError *error = NULL;
+  guint matches = 0;
+
+  g_variant_get (c->params, "(&s&s@a{sv})", &uri, &pin, &options);
+  if (!p11c_vardict_validate (options, delete_keys, &error))
+    { call_fail (c, error); return; }
+  c->keep_key = p11c_vardict_get_bool (options, "keep_key", FALSE);
+  c->pin = g_strdup (pin);
+  c->uri = p11c_uri_parse (uri, &error);
+  if (c->uri == NULL)
+    { call_fail (c, error); return; }
+  if (!p11c_secret_check (c->pin, "PIN", &error))
+    { call_fail (c, error); return; }
+
+  for (guint i = 0; i < c->d->engine->tokens->len; i++)
+    {
+      P11cToken *t = c->d->engine->tokens->pdata[i];
+      CK_TOKEN_INFO info;
+      p11c_token_get_info (t, &info, NULL);
+      if (p11c_uri_matches_token (c->uri, &info))
+        {
+          matches++;
+          g_clear_pointer (&c->token, p11c_token_unref);
+          c->token = p11c_token_ref (t);
+        }
+    }
+  if (matches == 0)
+    {
+      g_set_error (&error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
+                   "No present token matches the URI %s; insert the token or check the URI", uri);
+      { call_fail (c, error); return; }
+    }
+  if (matches > 1)
+    {
+      g_set_error (&error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                   "The URI matches %u tokens; use the full URI from ListCerts", matches);
+      { call_fail (c, error); return; }
+    }
+  call_in_thread (c, delete_thread);
+}
+
+static GVariant *
+change_pin_thread (Call *c, GError **error)
+{
+  if (!p11c_token_change_pin (c->token, c->pin, c->new_pin, error))
+    return NULL;
+  p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_PIN_CHANGED, c->token->id, NULL, NULL, 0,
+                  "Changed the user PIN of token %s (by uid %u)", c->token->id, c->uid);
+  return g_variant_new ("()");
+}
+
+static void
+handle_change_pin (Call *c)
+{
+  g_autoptr(GVariant) options = NULL;
+  const char *old_pin, *new_pin;
+  GError *error = NULL;
+  P11cToken *t = p11c_engine_find_token_by_path (c->d->engine, c->path);
+
+  g_variant_get (c->params, "(&s&s@a{sv})", &old_pin, &new_pin, &options);
+  c->pin = g_strdup (old_pin);
+  c->new_pin = g_strdup (new_pin);
+  if (t == NULL)
+    g_set_error (&error, P11C_ERROR, P11C_ERROR_TOKEN_NOT_PRESENT, "The token was removed");
+  else if (!p11c_vardict_validate (options, change_pin_keys, &error)
+           || !p11c_secret_check (c->pin, "current PIN", &error)
+           || !p11c_secret_check (c->new_pin, "new PIN", &error)
+           || !p11c_pin_policy_check (&c->d->engine->config->pin_policy, c->new_pin, &error))
+    g_assert (error != NULL);
+  if (error != NULL)
+    { call_fail (c, error); return; }
+  c->token = p11c_token_ref (t);
+  call_in_thread (c, change_pin_thread);
+}
+
+static void
+rescan_done (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  Call *c = user_data;
+  P11cDaemon *d = c->d;
+  g_autoptr(GError) error = NULL;
+
+  d->rescan_running = FALSE;
+  if (!p11c_engine_rescan_finish (d->engine, res, &error))
+    g_warning ("Rescan failed: %s", error->message);
+  if (c->inv)
+    g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), NULL);
+  call_free (c);
+  if (d->rescan_again)
+    {
+      d->rescan_again = FALSE;
+      p11c_daemon_rescan (d);
+    }
+}
+
+static void
+start_rescan (P11cDaemon *d, Call *c)
+{
+  d->rescan_running = TRUE;
+  p11c_engine_rescan_async (d->engine, NULL, rescan_done, c);
+}
+
+void
+p11c_daemon_rescan (P11cDaemon *d)
+{
+  Call *c;
+  if (d->rescan_running)
+    {
+      d->rescan_again = TRUE;
+      return;
+    }
+  c = g_new0 (Call, 1);
+  c->d = d;
+  start_rescan (d, c);
+}
+
+static void
+handle_rescan (Call *c)
+{
+  if (c->d->rescan_running)
+    {
+      /* answer after the running scan and one more */
+      c->d->rescan_again = TRUE;
+      g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), NULL);
+      call_free (c);
+      return;
+    }
+  start_rescan (c->d, c);
+}
+
+/* ---- jobs --------------------------------------------------------------- */
+
+static const GDBusInterfaceVTable job_vtable;
+
+static void
+job_notify (P11cJob *job, gpointer user_data)
+{
+  P11cDaemon *d = user_data;
+  if (g_hash_table_contains (d->jobs, job->path))
+    emit_properties_changed (d, job->path, P11C_DBUS_JOB_IFACE, p11c_job_to_variant (job));
+}
+
+static void
+emit_interfaces_added (P11cDaemon *d, const char *path, const char *iface, GVariant *props)
+{
+  GVariantBuilder b;
+  g_variant_builder_init (&b, G_VARIANT_TYPE ("a{sa{sv}}"));
+  g_variant_builder_add (&b, "{s@a{sv}}", iface, props);
+  g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, "org.freedesktop.DBus.ObjectManager",
+                                 "InterfacesAdded", g_variant_new ("(oa{sa{sv}})", path, &b), NULL);
+}
+
+static void
+emit_interfaces_removed (P11cDaemon *d, const char *path, const char *iface)
+{
+  const char *ifaces[] = { iface, NULL };
+  g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, "org.freedesktop.DBus.ObjectManager",
+                                 "InterfacesRemoved", g_variant_new ("(o^as)", path, ifaces), NULL);
+}
+
+typedef struct {
+  P11cDaemon *d;
+  char       *path;
+} JobRemoval;
+
+static gboolean
+job_remove_cb (gpointer data)
+{
+  JobRemoval *r = data;
+  guint id = GPOINTER_TO_UINT (g_hash_table_lookup (r->d->job_regs, r->path));
+
+  if (id)
+    g_dbus_connection_unregister_object (r->d->conn, id);
+  g_hash_table_remove (r->d->job_regs, r->path);
+  if (g_hash_table_remove (r->d->jobs, r->path))
+    emit_interfaces_removed (r->d, r->path, P11C_DBUS_JOB_IFACE);
+  g_free (r->path);
+  g_free (r);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+job_finished (P11cDaemon *d, P11cJob *job, const char *result, GError *error)
+{
+  JobRemoval *r;
+
+  p11c_error_convert (&error);
+  p11c_job_finish (job, result, error);
+  job_notify (job, d);
+  g_dbus_connection_emit_signal (d->conn, NULL, job->path, P11C_DBUS_JOB_IFACE, "Finished",
+                                 g_variant_new ("(bss)", error == NULL,
+                                                job->error_name ? job->error_name : "",
+                                                error ? error->message : ""), NULL);
+  r = g_new0 (JobRemoval, 1);
+  r->d = d;
+  r->path = g_strdup (job->path);
+  g_timeout_add_seconds_full (G_PRIORITY_DEFAULT, d->engine->config->job_linger, job_remove_cb, r, NULL);
+}
+
+typedef struct {
+  P11cDaemon        *d;
+  P11cJob           *job;
+  P11cEnrollRequest *req;
+} EnrollRun;
+
+static void
+enroll_thread (GTask *task, gpointer source, gpointer data, GCancellable *cancel)
+{
+  EnrollRun *run = data;
+  GError *error = NULL;
+  char *uri = p11c_enroll_run (run->d->engine, run->job, run->req, &error);
+
+  if (uri == NULL)
+    g_task_return_error (task, error);
+  else
+    g_task_return_pointer (task, uri, g_free);
+}
+
+static void
+enroll_done (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  EnrollRun *run = g_task_get_task_data (G_TASK (res));
+  GError *error = NULL;
+  g_autofree char *uri = g_task_propagate_pointer (G_TASK (res), &error);
+
+  job_finished (run->d, run->job, uri, error);
+  g_clear_error (&error);
+  /* the token view changed: drop caches and refresh flags */
+  for (guint i = 0; i < run->d->engine->tokens->len; i++)
+    emit_token_changes (run->d, run->d->engine->tokens->pdata[i]);
+}
+
+static void
+enroll_run_free (EnrollRun *run)
+{
+  p11c_job_unref (run->job);
+  p11c_enroll_request_free (run->req);
+  g_free (run);
+}
+
+static P11cJob *
+job_register (P11cDaemon *d, const char *operation, guint uid, const char *sender, GError **error)
+{
+  P11cJob *job = p11c_job_new (++d->next_job, operation, uid, sender);
+  GDBusInterfaceInfo *iface = g_dbus_node_info_lookup_interface (d->api, P11C_DBUS_JOB_IFACE);
+  guint id = g_dbus_connection_register_object (d->conn, job->path, iface, &job_vtable, d, NULL, error);
+
+  if (id == 0)
+    {
+      p11c_job_unref (job);
+      return NULL;
+    }
+  job->notify = job_notify;
+  job->notify_data = d;
+  g_hash_table_insert (d->jobs, g_strdup (job->path), job);
+  g_hash_table_insert (d->job_regs, g_strdup (job->path), GUINT_TO_POINTER (id));
+  emit_interfaces_added (d, job->path, P11C_DBUS_JOB_IFACE, p11c_job_to_variant (job));
+  return job;
+}
+
+static void
+handle_enroll (Call *c)
+{
+  g_autoptr(GVariant) request = NULL;
+  GError *error = NULL;
+  GUnixFDList *fds = g_dbus_message_get_unix_fd_list (g_dbus_method_invocation_get_message (c->inv));
+  P11cEnrollRequest *req;
+  P11cJob *job;
+  EnrollRun *run;
+  g_autoptr(GTask) task = NULL;
+
+  g_variant_get (c->params, "(@a{sv})", &request);
+  req = p11c_enroll_request_new (c->d->engine, request, fds, &error);
+  if (req == NULL)
+    { call_fail (c, error); return; }
+  job = job_register (c->d, "enroll", c->uid, g_dbus_method_invocation_get_sender (c->inv), &error);
+  if (job == NULL)
+    {
+      p11c_enroll_request_free (req);
+      { call_fail (c, error); return; }
+    }
+  run = g_new0 (EnrollRun, 1);
+  run->d = c->d;
+  run->job = p11c_job_ref (job);
+  run->req = req;
+  g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(o)", job->path));
+  call_free (c);
+
+  task = g_task_new (NULL, job->cancel, enroll_done, NULL);
+  g_task_set_task_data (task, run, (GDestroyNotify) enroll_run_free);
+  g_task_set_return_on_cancel (task, FALSE);
+  g_task_run_in_thread (task, enroll_thread);
+}
+
+static void
+handle_cancel (Call *c)
+{
+  P11cJob *job = g_hash_table_lookup (c->d->jobs, c->path);
+
+  if (job == NULL)
+    {
+      g_dbus_method_invocation_return_error (g_steal_pointer (&c->inv), P11C_ERROR, P11C_ERROR_NOT_FOUND,
+                                             "The job is gone");
+    }
+  else
+    {
+      gboolean finished;
+      g_mutex_lock (&job->lock);
+      finished = job->finished;
+      g_mutex_unlock (&job->lock);
+      if (finished)
+        g_dbus_method_invocation_return_error (g_steal_pointer (&c->inv), P11C_ERROR, P11C_ERROR_FAILED,
+                                               "The job has already finished");
+      else
+        {
+          g_message ("Job %s cancelled by uid %u", job->path, c->uid);
+          g_cancellable_cancel (job->cancel);
+          g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), NULL);
+        }
+    }
+  call_free (c);
+}
+
+static void
+handle_get_managed_objects (Call *c)
+{
+  GVariantBuilder b;
+  GHashTableIter iter;
+  gpointer key, value;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE ("a{oa{sa{sv}}}"));
+  for (guint i = 0; i < c->d->engine->tokens->len; i++)
+    {
+      P11cToken *t = c->d->engine->tokens->pdata[i];
+      g_autoptr(GVariant) props = token_props (t);
+      g_variant_builder_add_parsed (&b, "{%o, {%s: %@a{sv}}}", t->object_path, P11C_DBUS_TOKEN_IFACE, props);
+    }
+  g_hash_table_iter_init (&iter, c->d->jobs);
+  while (g_hash_table_iter_next (&iter, &key, &value))
+    g_variant_builder_add_parsed (&b, "{%o, {%s: %@a{sv}}}", key, P11C_DBUS_JOB_IFACE,
+                                  p11c_job_to_variant (value));
+  g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(a{oa{sa{sv}}})", &b));
+  call_free (c);
+}
+
+/* ---- the method → action table (deny what is not listed) --------------- */
+
+typedef void (*Handler) (Call *c);
+typedef void (*ActionsFor) (GVariant *params, const char *actions[4]);
+
+static void
+delete_actions (GVariant *params, const char *actions[4])
+{
+  const char *uri = NULL;
+  g_variant_get_child (params, 0, "&s", &uri);
+  actions[0] = g_str_has_prefix (uri, "system:") ? P11C_ACTION_SYSTEM : P11C_ACTION_DELETE;
+  actions[1] = NULL;
+}
+
+static void
+enroll_actions (GVariant *params, const char *actions[4])
+{
+  g_autoptr(GVariant) request = g_variant_get_child_value (params, 0);
+  p11c_enroll_request_actions (request, actions);
+}
+
+static const struct {
+  const char *iface;
+  const char *method;
+  const char *action;
+  ActionsFor  actions_for;
+  gboolean    owner_may;   /* the job's owner needs no extra right */
+  Handler     handler;
+} methods[] = {
+  { P11C_DBUS_MANAGER_IFACE, "ListTokens", P11C_ACTION_LIST, NULL, FALSE, handle_list_tokens },
+  { P11C_DBUS_MANAGER_IFACE, "ListCerts", P11C_ACTION_LIST, NULL, FALSE, handle_list_certs },
+  { P11C_DBUS_MANAGER_IFACE, "ListCas", P11C_ACTION_LIST, NULL, FALSE, handle_list_cas },
+  { P11C_DBUS_MANAGER_IFACE, "Rescan", P11C_ACTION_LIST, NULL, FALSE, handle_rescan },
+  { P11C_DBUS_MANAGER_IFACE, "DeleteCert", NULL, delete_actions, FALSE, handle_delete_cert },
+  { P11C_DBUS_MANAGER_IFACE, "Enroll", NULL, enroll_actions, FALSE, handle_enroll },
+  { P11C_DBUS_TOKEN_IFACE, "ChangePin", P11C_ACTION_CHANGE_PIN, NULL, FALSE, handle_change_pin },
+  { P11C_DBUS_JOB_IFACE, "Cancel", P11C_ACTION_CANCEL_OTHER, NULL, TRUE, handle_cancel },
+  { "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", P11C_ACTION_LIST, NULL, FALSE, handle_get_managed_objects },
+};
+
+static void auth_next (Call *c);
+
+static void
+auth_done (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  Call *c = user_data;
+  GError *error = NULL;
+
+  if (!p11c_auth_check_finish (res, &c->uid, &error))
+    {
+      g_message ("Refused %s.%s to %s: %s", g_dbus_method_invocation_get_interface_name (c->inv),
+                 g_dbus_method_invocation_get_method_name (c->inv),
+                 g_dbus_method_invocation_get_sender (c->inv), error->message);
+      call_fail (c, error);
+      return;
+    }
+  auth_next (c);
+}
+
+static void
+auth_next (Call *c)
+{
+  const char *action = c->pending[c->next_action];
+  GVariant *options = NULL;
+  gboolean interactive = FALSE;
+  guint owner = G_MAXUINT;
+
+  if (action == NULL)
+    {
+      c->handler (c);
+      return;
+    }
+  c->next_action++;
+  /* trailing a{sv} options may ask for interactive authorization */
+  if (g_variant_n_children (c->params) > 0)
+    {
+      options = g_variant_get_child_value (c->params, g_variant_n_children (c->params) - 1);
+      if (g_variant_is_of_type (options, G_VARIANT_TYPE_VARDICT))
+        interactive = p11c_vardict_get_bool (options, "allow_interaction", FALSE);
+      g_variant_unref (options);
+    }
+  if (c->owner_may)
+    {
+      P11cJob *job = g_hash_table_lookup (c->d->jobs, c->path);
+      if (job)
+        owner = job->owner_uid;
+    }
+  p11c_auth_check_async (c->inv, action, interactive, owner, NULL, auth_done, c);
+}
+
+static void
+method_call (GDBusConnection *conn, const char *sender, const char *path,
+             const char *iface, const char *method, GVariant *params,
+             GDBusMethodInvocation *inv, gpointer user_data)
+{
+  Call *c;
+
+  for (gsize i = 0; i < G_N_ELEMENTS (methods); i++)
+    {
+      if (!g_str_equal (methods[i].iface, iface) || !g_str_equal (methods[i].method, method))
+        continue;
+      c = g_new0 (Call, 1);
+      c->d = user_data;
+      c->inv = inv;     /* we own the invocation until we reply */
+      c->params = g_variant_ref (params);
+      c->path = g_dbus_method_invocation_get_object_path (inv);
+      if (methods[i].actions_for)
+        methods[i].actions_for (params, c->pending);
+      else
+        c->pending[0] = methods[i].action;
+      c->handler = (void (*) (gpointer)) methods[i].handler;
+      c->owner_may = methods[i].owner_may;
+      auth_next (c);
+      return;
+    }
+  g_dbus_method_invocation_return_error (inv, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_METHOD,
+                                         "No such method %s.%s", iface, method);
+}
+
+static GVariant *
+get_property (GDBusConnection *conn, const char *sender, const char *path,
+              const char *iface, const char *name, GError **error, gpointer user_data)
+{
+  P11cDaemon *d = user_data;
+  g_autoptr(GVariant) props = NULL;
+  GVariant *v;
+
+  if (g_str_equal (iface, P11C_DBUS_MANAGER_IFACE))
+    props = g_variant_ref_sink (manager_props (d));
+  else if (g_str_equal (iface, P11C_DBUS_TOKEN_IFACE))
+    {
+      P11cToken *t = p11c_engine_find_token_by_path (d->engine, path);
+      if (t)
+        props = token_props (t);
+    }
+  else if (g_str_equal (iface, P11C_DBUS_JOB_IFACE))
+    {
+      P11cJob *j = g_hash_table_lookup (d->jobs, path);
+      if (j)
+        props = g_variant_ref_sink (p11c_job_to_variant (j));
+    }
+  v = props ? g_variant_lookup_value (props, name, NULL) : NULL;
+  if (v == NULL)
+    g_set_error (error, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_PROPERTY, "No property %s", name);
+  return v;
+}
+
+static const GDBusInterfaceVTable vtable = { method_call, get_property, NULL, { 0 } };
+static const GDBusInterfaceVTable job_vtable = { method_call, get_property, NULL, { 0 } };
+
+/* ---- tokens on the bus -------------------------------------------------- */
+
+static GVariant *
+token_signal_info (P11cToken *t, const char *reader, GBytes *atr)
+{
+  g_autoptr(GVariant) props = token_props (t);
+  GVariantBuilder b;
+  const char *label = NULL, *serial = NULL, *manu = NULL, *slot = NULL;
+
+  g_variant_lookup (props, "Label", "&s", &label);
+  g_variant_lookup (props, "Serial", "&s", &serial);
+  g_variant_lookup (props, "Manufacturer", "&s", &manu);
+  g_variant_lookup (props, "Slot", "&s", &slot);
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&b, "{sv}", "reader", g_variant_new_string (reader ? reader : slot));
+  g_variant_builder_add (&b, "{sv}", "recognized", g_variant_new_boolean (TRUE));
+  g_variant_builder_add (&b, "{sv}", "label", g_variant_new_string (label));
+  g_variant_builder_add (&b, "{sv}", "serial", g_variant_new_string (serial));
+  g_variant_builder_add (&b, "{sv}", "manufacturer", g_variant_new_string (manu));
+  g_variant_builder_add (&b, "{sv}", "uri", g_variant_new_string (t->uri));
+  if (atr != NULL)
+    {
+      g_autofree char *hex = NULL;
+      gsize len;
+      const guint8 *p = g_bytes_get_data (atr, &len);
+      GString *s = g_string_new (NULL);
+      for (gsize i = 0; i < len; i++)
+        g_string_append_printf (s, "%02X", p[i]);
+      hex = g_string_free (s, FALSE);
+      g_variant_builder_add (&b, "{sv}", "atr", g_variant_new_string (hex));
+    }
+  return g_variant_builder_end (&b);
+}
+
+static void
+manager_tokens_changed (P11cDaemon *d)
+{
+  GVariantBuilder b;
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&b, "{sv}", "Tokens", tokens_value (d));
+  emit_properties_changed (d, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, g_variant_builder_end (&b));
+}
+
+static void
+token_added (P11cEngine *e, P11cToken *t, gpointer user_data)
+{
+  P11cDaemon *d = user_data;
+  GDBusInterfaceInfo *iface = g_dbus_node_info_lookup_interface (d->api, P11C_DBUS_TOKEN_IFACE);
+  g_autoptr(GError) error = NULL;
+  guint id = g_dbus_connection_register_object (d->conn, t->object_path, iface, &vtable, d, NULL, &error);
+  GVariant *props;
+
+  if (id == 0)
+    {
+      g_warning ("Cannot export token %s: %s", t->object_path, error->message);
+      return;
+    }
+  props = token_props (t);
+  g_hash_table_insert (d->token_regs, g_strdup (t->object_path), GUINT_TO_POINTER (id));
+  g_hash_table_insert (d->token_props, g_strdup (t->object_path), props);
+  emit_interfaces_added (d, t->object_path, P11C_DBUS_TOKEN_IFACE, props);
+  manager_tokens_changed (d);
+  g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "TokenInserted",
+                                 g_variant_new ("(o@a{sv})", t->object_path, token_signal_info (t, NULL, NULL)),
+                                 NULL);
+}
+
+static void
+token_removed (P11cEngine *e, P11cToken *t, gpointer user_data)
+{
+  P11cDaemon *d = user_data;
+  guint id = GPOINTER_TO_UINT (g_hash_table_lookup (d->token_regs, t->object_path));
+
+  if (id)
+    g_dbus_connection_unregister_object (d->conn, id);
+  g_hash_table_remove (d->token_regs, t->object_path);
+  g_hash_table_remove (d->token_props, t->object_path);
+  emit_interfaces_removed (d, t->object_path, P11C_DBUS_TOKEN_IFACE);
+  manager_tokens_changed (d);
+  g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "TokenRemoved",
+                                 g_variant_new ("(o@a{sv})", t->object_path, token_signal_info (t, NULL, NULL)),
+                                 NULL);
+}
+
+static void
+token_changed (P11cEngine *e, P11cToken *t, gpointer user_data)
+{
+  emit_token_changes (user_data, t);
+}
+
+void
+p11c_daemon_card_event (P11cDaemon *d, gboolean inserted, const char *reader, GBytes *atr)
+{
+  /* Filled in by the PC/SC integration. */
+  p11c_daemon_rescan (d);
+}
+
+/* ---- life cycle --------------------------------------------------------- */
+
+P11cDaemon *
+p11c_daemon_new (GDBusConnection *conn, P11cEngine *engine, GError **error)
+{
+  P11cDaemon *d = g_new0 (P11cDaemon, 1);
+  g_autoptr(GBytes) xml = g_resource_lookup_data (p11c_get_resource (), "/org/p11certd/org.p11certd1.xml",
+                                                  G_RESOURCE_LOOKUP_FLAGS_NONE, error);
+
+  d->conn = g_object_ref (conn);
+  d->engine = engine;
+  d->token_regs = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  d->token_props = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_variant_unref);
+  d->jobs = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) p11c_job_unref);
+  d->job_regs = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  if (xml == NULL
+      || (d->api = g_dbus_node_info_new_for_xml (g_bytes_get_data (xml, NULL), error)) == NULL
+      || (d->om = g_dbus_node_info_new_for_xml (om_xml, error)) == NULL)
+    {
+      p11c_daemon_free (d);
+      return NULL;
+    }
+  d->manager_id = g_dbus_connection_register_object (conn, P11C_DBUS_PATH,
+                                                     g_dbus_node_info_lookup_interface (d->api, P11C_DBUS_MANAGER_IFACE),
+                                                     &vtable, d, NULL, error);
+  if (d->manager_id == 0)
+    {
+      p11c_daemon_free (d);
+      return NULL;
+    }
+  d->om_id = g_dbus_connection_register_object (conn, P11C_DBUS_PATH, d->om->interfaces[0],
+                                                &vtable, d, NULL, error);
+  if (d->om_id == 0)
+    {
+      p11c_daemon_free (d);
+      return NULL;
+    }
+  engine->callbacks.token_added = token_added;
+  engine->callbacks.token_removed = token_removed;
+  engine->callbacks.token_changed = token_changed;
+  engine->user_data = d;
+  for (guint i = 0; i < engine->tokens->len; i++)
+    token_added (engine, engine->tokens->pdata[i], d);
+  return d;
+}
+
+void
+p11c_daemon_free (P11cDaemon *d)
+{
+  GHashTableIter iter;
+  gpointer key, value;
+
+  if (d == NULL)
+    return;
+  if (d->engine)
+    {
+      d->engine->callbacks = (P11cEngineCallbacks) { 0 };
+      d->engine->user_data = NULL;
+    }
+  g_hash_table_iter_init (&iter, d->token_regs);
+  while (g_hash_table_iter_next (&iter, &key, &value))
+    g_dbus_connection_unregister_object (d->conn, GPOINTER_TO_UINT (value));
+  g_hash_table_iter_init (&iter, d->job_regs);
+  while (g_hash_table_iter_next (&iter, &key, &value))
+    g_dbus_connection_unregister_object (d->conn, GPOINTER_TO_UINT (value));
+  if (d->manager_id)
+    g_dbus_connection_unregister_object (d->conn, d->manager_id);
+  if (d->om_id)
+    g_dbus_connection_unregister_object (d->conn, d->om_id);
+  g_hash_table_unref (d->token_regs);
+  g_hash_table_unref (d->token_props);
+  g_hash_table_unref (d->jobs);
+  g_hash_table_unref (d->job_regs);
+  g_clear_pointer (&d->api, g_dbus_node_info_unref);
+  g_clear_pointer (&d->om, g_dbus_node_info_unref);
+  g_clear_object (&d->conn);
+  g_free (d);
+}

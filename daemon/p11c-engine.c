@@ -1,0 +1,725 @@
+#define G_LOG_DOMAIN "p11c-engine"
+#include "p11c-engine.h"
+#include "p11c-error.h"
+#include "p11c-names.h"
+#include "p11c-secret.h"
+#include <string.h>
+
+/* ---- tokens and cert entries -------------------------------------------- */
+
+P11cToken *
+p11c_token_ref (P11cToken *t)
+{
+  g_atomic_int_inc (&t->ref);
+  return t;
+}
+
+void
+p11c_token_unref (P11cToken *t)
+{
+  if (t == NULL || !g_atomic_int_dec_and_test (&t->ref))
+    return;
+  g_free (t->id);
+  g_free (t->object_path);
+  g_free (t->uri);
+  g_free (t->module_name);
+  g_clear_pointer (&t->certs, g_ptr_array_unref);
+  g_mutex_clear (&t->lock);
+  g_mutex_clear (&t->op_lock);
+  g_mutex_clear (&t->job_lock);
+  g_free (t);
+}
+
+void
+p11c_token_get_info (P11cToken *t, CK_TOKEN_INFO *info, CK_SLOT_INFO *slot_info)
+{
+  g_mutex_lock (&t->lock);
+  if (info)
+    *info = t->info;
+  if (slot_info)
+    *slot_info = t->slot_info;
+  g_mutex_unlock (&t->lock);
+}
+
+void
+p11c_token_invalidate (P11cToken *t)
+{
+  g_mutex_lock (&t->lock);
+  g_clear_pointer (&t->certs, g_ptr_array_unref);
+  t->generation++;
+  g_mutex_unlock (&t->lock);
+}
+
+P11cCertEntry *
+p11c_cert_entry_ref (P11cCertEntry *e)
+{
+  g_atomic_int_inc (&e->ref);
+  return e;
+}
+
+void
+p11c_cert_entry_unref (P11cCertEntry *e)
+{
+  if (e == NULL || !g_atomic_int_dec_and_test (&e->ref))
+    return;
+  g_free (e->uri);
+  g_free (e->storage);
+  g_free (e->token_path);
+  g_free (e->label);
+  g_clear_pointer (&e->id, g_bytes_unref);
+  g_clear_pointer (&e->der, g_bytes_unref);
+  p11c_cert_summary_free (e->summary);
+  g_free (e->error);
+  g_free (e->ca);
+  g_free (e);
+}
+
+/* ---- engine ------------------------------------------------------------- */
+
+static void
+module_state_free (P11cModuleState *m)
+{
+  p11c_module_unload (m->module);
+  g_free (m->name);
+  g_free (m->description);
+  g_free (m->error);
+  g_free (m);
+}
+
+P11cEngine *
+p11c_engine_new (P11cConfig *config)
+{
+  P11cEngine *e = g_new0 (P11cEngine, 1);
+
+  e->config = config;
+  e->modules = g_ptr_array_new_with_free_func ((GDestroyNotify) module_state_free);
+  e->tokens = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_token_unref);
+  e->cas = p11c_ca_profiles_load (config->ca_dir);
+  g_mutex_init (&e->scan_lock);
+  return e;
+}
+
+void
+p11c_engine_free (P11cEngine *e)
+{
+  if (e == NULL)
+    return;
+  g_ptr_array_unref (e->tokens);
+  g_ptr_array_unref (e->modules);
+  g_ptr_array_unref (e->cas);
+  p11c_config_free (e->config);
+  g_mutex_clear (&e->scan_lock);
+  g_free (e);
+}
+
+void
+p11c_engine_load_modules (P11cEngine *e)
+{
+  for (char **name = e->config->modules; name && *name; name++)
+    {
+      P11cModuleState *m = g_new0 (P11cModuleState, 1);
+      g_autoptr(GError) error = NULL;
+
+      m->name = g_strdup (*name);
+      m->module = p11c_module_load (*name, &error);
+      if (m->module == NULL)
+        {
+          m->error = g_strdup (error->message);
+          g_warning ("PKCS#11 module %s not loaded: %s", *name, error->message);
+        }
+      else
+        {
+          m->description = g_strdup (p11c_module_get_description (m->module));
+          g_message ("Loaded PKCS#11 module %s: %s", *name, m->description);
+        }
+      g_ptr_array_add (e->modules, m);
+    }
+}
+
+typedef struct {
+  P11cModuleState *module;
+  GArray          *tokens;   /* P11cSlotToken */
+  char            *error;
+} ScanResult;
+
+static void
+scan_result_free (ScanResult *r)
+{
+  g_clear_pointer (&r->tokens, g_array_unref);
+  g_free (r->error);
+  g_free (r);
+}
+
+GPtrArray *
+p11c_engine_scan (P11cEngine *e)
+{
+  GPtrArray *out = g_ptr_array_new_with_free_func ((GDestroyNotify) scan_result_free);
+
+  g_mutex_lock (&e->scan_lock);
+  for (guint i = 0; i < e->modules->len; i++)
+    {
+      P11cModuleState *m = e->modules->pdata[i];
+      ScanResult *r = g_new0 (ScanResult, 1);
+      g_autoptr(GError) error = NULL;
+
+      r->module = m;
+      if (m->module != NULL)
+        {
+          r->tokens = p11c_module_list_tokens (m->module, &error);
+          if (r->tokens == NULL)
+            r->error = g_strdup (error->message);
+        }
+      g_ptr_array_add (out, r);
+    }
+  g_mutex_unlock (&e->scan_lock);
+  return out;
+}
+
+static char *
+sanitise_id (const char *s)
+{
+  GString *out = g_string_new (NULL);
+  for (const char *p = s; *p; p++)
+    g_string_append_c (out, g_ascii_isalnum (*p) ? *p : '_');
+  return g_string_free (out, FALSE);
+}
+
+static P11cToken *
+find_token (P11cEngine *e, P11cModule *module, CK_SLOT_ID slot, const CK_TOKEN_INFO *info)
+{
+  for (guint i = 0; i < e->tokens->len; i++)
+    {
+      P11cToken *t = e->tokens->pdata[i];
+      if (t->module == module && t->slot == slot
+          && memcmp (t->info.serialNumber, info->serialNumber, sizeof info->serialNumber) == 0
+          && memcmp (t->info.label, info->label, sizeof info->label) == 0)
+        return t;
+    }
+  return NULL;
+}
+
+static gboolean
+path_in_use (P11cEngine *e, const char *path)
+{
+  for (guint i = 0; i < e->tokens->len; i++)
+    if (g_str_equal (((P11cToken *) e->tokens->pdata[i])->object_path, path))
+      return TRUE;
+  return FALSE;
+}
+
+static P11cToken *
+token_new (P11cEngine *e, P11cModuleState *m, const P11cSlotToken *st)
+{
+  P11cToken *t = g_new0 (P11cToken, 1);
+  g_autofree char *serial = p11c_padded_string (st->token_info.serialNumber,
+                                                sizeof st->token_info.serialNumber);
+  g_autofree char *base = NULL;
+
+  t->ref = 1;
+  g_mutex_init (&t->lock);
+  g_mutex_init (&t->op_lock);
+  g_mutex_init (&t->job_lock);
+  t->module = m->module;
+  t->module_name = g_strdup (m->name);
+  t->slot = st->slot;
+  t->slot_info = st->slot_info;
+  t->info = st->token_info;
+  t->present = TRUE;
+  t->uri = p11c_uri_for_token (&st->token_info);
+  base = sanitise_id (serial[0] ? serial : "token");
+  t->id = g_strdup (base);
+  t->object_path = g_strdup_printf (P11C_DBUS_TOKENS_PATH "/%s", t->id);
+  for (guint n = 2; path_in_use (e, t->object_path); n++)
+    {
+      g_free (t->id);
+      g_free (t->object_path);
+      t->id = g_strdup_printf ("%s_%u", base, n);
+      t->object_path = g_strdup_printf (P11C_DBUS_TOKENS_PATH "/%s", t->id);
+    }
+  return t;
+}
+
+void
+p11c_engine_apply_scan (P11cEngine *e, GPtrArray *scan)
+{
+  g_autoptr(GPtrArray) seen = g_ptr_array_new ();
+
+  for (guint i = 0; i < scan->len; i++)
+    {
+      ScanResult *r = scan->pdata[i];
+
+      if (r->error != NULL)
+        {
+          /* Keep what we know from a module that failed to answer. */
+          g_warning ("PKCS#11 module %s: %s", r->module->name, r->error);
+          for (guint j = 0; j < e->tokens->len; j++)
+            if (((P11cToken *) e->tokens->pdata[j])->module == r->module->module)
+              g_ptr_array_add (seen, e->tokens->pdata[j]);
+          continue;
+        }
+      for (guint j = 0; r->tokens && j < r->tokens->len; j++)
+        {
+          P11cSlotToken *st = &g_array_index (r->tokens, P11cSlotToken, j);
+          P11cToken *t = find_token (e, r->module->module, st->slot, &st->token_info);
+
+          if (t != NULL)
+            {
+              gboolean changed;
+              g_mutex_lock (&t->lock);
+              changed = memcmp (&t->info, &st->token_info, sizeof t->info) != 0;
+              t->info = st->token_info;
+              t->slot_info = st->slot_info;
+              g_mutex_unlock (&t->lock);
+              g_ptr_array_add (seen, t);
+              if (changed && e->callbacks.token_changed)
+                e->callbacks.token_changed (e, t, e->user_data);
+              continue;
+            }
+          t = token_new (e, r->module, st);
+          g_ptr_array_add (e->tokens, t);
+          g_ptr_array_add (seen, t);
+          g_message ("Token %s appeared (%s)", t->id, t->uri);
+          if (e->callbacks.token_added)
+            e->callbacks.token_added (e, t, e->user_data);
+        }
+    }
+
+  for (guint i = e->tokens->len; i > 0; i--)
+    {
+      P11cToken *t = e->tokens->pdata[i - 1];
+      if (g_ptr_array_find (seen, t, NULL))
+        continue;
+      p11c_token_ref (t);
+      g_mutex_lock (&t->lock);
+      t->present = FALSE;
+      g_mutex_unlock (&t->lock);
+      p11c_token_invalidate (t);
+      g_ptr_array_remove_index (e->tokens, i - 1);
+      g_message ("Token %s went away", t->id);
+      if (e->callbacks.token_removed)
+        e->callbacks.token_removed (e, t, e->user_data);
+      p11c_token_unref (t);
+    }
+}
+
+static void
+rescan_thread (GTask *task, gpointer source, gpointer data, GCancellable *cancel)
+{
+  g_task_return_pointer (task, p11c_engine_scan (data), (GDestroyNotify) g_ptr_array_unref);
+}
+
+void
+p11c_engine_rescan_async (P11cEngine *e, GCancellable *cancel, GAsyncReadyCallback cb, gpointer user_data)
+{
+  g_autoptr(GTask) task = g_task_new (NULL, cancel, cb, user_data);
+  g_task_set_task_data (task, e, NULL);
+  g_task_run_in_thread (task, rescan_thread);
+}
+
+gboolean
+p11c_engine_rescan_finish (P11cEngine *e, GAsyncResult *res, GError **error)
+{
+  g_autoptr(GPtrArray) scan = g_task_propagate_pointer (G_TASK (res), error);
+  if (scan == NULL)
+    return FALSE;
+  p11c_engine_apply_scan (e, scan);
+  return TRUE;
+}
+
+P11cToken *
+p11c_engine_find_token_by_path (P11cEngine *e, const char *path)
+{
+  for (guint i = 0; i < e->tokens->len; i++)
+    if (g_str_equal (((P11cToken *) e->tokens->pdata[i])->object_path, path))
+      return e->tokens->pdata[i];
+  return NULL;
+}
+
+P11cToken *
+p11c_engine_resolve_token (P11cEngine *e, const char *spec, GError **error)
+{
+  g_autoptr(P11cUri) uri = NULL;
+  P11cToken *found = NULL;
+  guint matches = 0;
+
+  if (spec == NULL || spec[0] == '\0')
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS, "No token given");
+      return NULL;
+    }
+  if (spec[0] == '/')
+    {
+      found = p11c_engine_find_token_by_path (e, spec);
+      if (found == NULL)
+        g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_NOT_PRESENT,
+                     "No token %s is present; insert it or list tokens with 'p11certctl tokens'", spec);
+      return found;
+    }
+  uri = p11c_uri_parse (spec, error);
+  if (uri == NULL)
+    return NULL;
+  for (guint i = 0; i < e->tokens->len; i++)
+    {
+      P11cToken *t = e->tokens->pdata[i];
+      CK_TOKEN_INFO info;
+      p11c_token_get_info (t, &info, NULL);
+      if (p11c_uri_matches_token (uri, &info))
+        {
+          found = t;
+          matches++;
+        }
+    }
+  if (matches == 0)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_NOT_PRESENT,
+                   "No present token matches %s; insert it or list tokens with 'p11certctl tokens'", spec);
+      return NULL;
+    }
+  if (matches > 1)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                   "%u tokens match %s; add the token's serial to the URI", matches, spec);
+      return NULL;
+    }
+  return found;
+}
+
+const P11cCaProfile *
+p11c_engine_find_ca (P11cEngine *e, const char *name)
+{
+  for (guint i = 0; i < e->cas->len; i++)
+    if (g_strcmp0 (((P11cCaProfile *) e->cas->pdata[i])->name, name) == 0)
+      return e->cas->pdata[i];
+  return NULL;
+}
+
+/* ---- token operations --------------------------------------------------- */
+
+/* Some modules report CKR_TOKEN_NOT_PRESENT only on the next call: make a
+ * removed token an explicit error before touching it. */
+static gboolean
+token_check_present (P11cToken *t, GError **error)
+{
+  gboolean present;
+  g_mutex_lock (&t->lock);
+  present = t->present;
+  g_mutex_unlock (&t->lock);
+  if (!present)
+    g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_NOT_PRESENT,
+                 "The token %s was removed; insert it and try again", t->id);
+  return present;
+}
+
+gboolean
+p11c_token_update_info (P11cToken *t)
+{
+  CK_TOKEN_INFO info;
+  gboolean changed = FALSE;
+
+  if (p11c_module_get_token_info (t->module, t->slot, &info, NULL))
+    {
+      g_mutex_lock (&t->lock);
+      changed = memcmp (&info, &t->info, sizeof info) != 0;
+      t->info = info;
+      g_mutex_unlock (&t->lock);
+    }
+  return changed;
+}
+
+gboolean
+p11c_token_login (P11cToken *t, P11cSession *s, const char *pin, GError **error)
+{
+  CK_FLAGS flags;
+
+  if (p11c_session_login (s, pin, error))
+    {
+      p11c_token_update_info (t);
+      return TRUE;
+    }
+  /* Never retried: report the token's own counter state and stop. */
+  p11c_token_update_info (t);
+  g_mutex_lock (&t->lock);
+  flags = t->info.flags;
+  g_mutex_unlock (&t->lock);
+  if (flags & CKF_USER_PIN_LOCKED)
+    {
+      if (g_error_matches (*error, P11C_ERROR, P11C_ERROR_PIN_INCORRECT))
+        (*error)->code = P11C_ERROR_PIN_LOCKED;
+      g_prefix_error (error, "The token PIN is now locked (no tries left). ");
+    }
+  else if (flags & CKF_USER_PIN_FINAL_TRY)
+    g_prefix_error (error, "Only one PIN try is left before the token locks. ");
+  else if (flags & CKF_USER_PIN_COUNT_LOW)
+    g_prefix_error (error, "Few PIN tries are left (the token reports the count is low). ");
+  return FALSE;
+}
+
+static GPtrArray *
+read_certs (P11cToken *t, GError **error)
+{
+  g_autoptr(P11cSession) s = NULL;
+  g_autoptr(GArray) certs = NULL;
+  g_autoptr(GArray) privs = NULL;
+  g_autoptr(GArray) pubs = NULL;
+  g_autoptr(GHashTable) key_ids = g_hash_table_new_full (g_bytes_hash, g_bytes_equal,
+                                                         (GDestroyNotify) g_bytes_unref, NULL);
+  g_autoptr(GPtrArray) out = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_cert_entry_unref);
+  CK_TOKEN_INFO info;
+
+  p11c_token_get_info (t, &info, NULL);
+  s = p11c_session_open (t->module, t->slot, FALSE, error);
+  if (s == NULL)
+    return NULL;
+  certs = p11c_session_find (s, CKO_CERTIFICATE, NULL, NULL, error);
+  if (certs == NULL)
+    return NULL;
+  /* Without a login most tokens hide private keys; the public half of a
+   * pair generated on the token is visible and has the same CKA_ID. */
+  privs = p11c_session_find (s, CKO_PRIVATE_KEY, NULL, NULL, NULL);
+  pubs = p11c_session_find (s, CKO_PUBLIC_KEY, NULL, NULL, NULL);
+  for (int k = 0; k < 2; k++)
+    {
+      GArray *keys = k == 0 ? privs : pubs;
+      for (guint i = 0; keys && i < keys->len; i++)
+        {
+          GBytes *id = p11c_session_get_bytes (s, g_array_index (keys, CK_OBJECT_HANDLE, i), CKA_ID, NULL);
+          if (id != NULL)
+            g_hash_table_add (key_ids, id);
+        }
+    }
+
+  for (guint i = 0; i < certs->len; i++)
+    {
+      CK_OBJECT_HANDLE h = g_array_index (certs, CK_OBJECT_HANDLE, i);
+      P11cCertEntry *e = g_new0 (P11cCertEntry, 1);
+      g_autoptr(GBytes) label = p11c_session_get_bytes (s, h, CKA_LABEL, NULL);
+      g_autoptr(GError) local = NULL;
+      gsize id_len = 0;
+      const guint8 *id_data;
+
+      e->ref = 1;
+      e->storage = g_strdup ("token");
+      e->token_path = g_strdup (t->object_path);
+      e->id = p11c_session_get_bytes (s, h, CKA_ID, NULL);
+      if (e->id == NULL)
+        e->id = g_bytes_new (NULL, 0);
+      e->label = label ? g_utf8_make_valid (g_bytes_get_data (label, NULL), g_bytes_get_size (label))
+                       : g_strdup ("");
+      e->der = p11c_session_get_bytes (s, h, CKA_VALUE, &local);
+      if (e->der != NULL)
+        {
+          gsize len;
+          const guint8 *der = g_bytes_get_data (e->der, &len);
+          e->summary = p11c_cert_summary_from_der (der, len, &local);
+        }
+      else
+        e->der = g_bytes_new (NULL, 0);
+      if (e->summary == NULL)
+        e->error = g_strdup (local ? local->message : "unreadable certificate");
+      id_data = g_bytes_get_data (e->id, &id_len);
+      e->has_private_key = id_len > 0 && g_hash_table_contains (key_ids, e->id);
+      e->uri = p11c_uri_for_object (&info, P11C_OBJECT_CERT, id_data, id_len, e->label);
+      g_ptr_array_add (out, e);
+    }
+  return g_steal_pointer (&out);
+}
+
+GPtrArray *
+p11c_token_list_certs (P11cToken *t, GError **error)
+{
+  GPtrArray *certs;
+  guint generation;
+
+  g_mutex_lock (&t->lock);
+  if (t->certs != NULL)
+    {
+      certs = g_ptr_array_ref (t->certs);
+      g_mutex_unlock (&t->lock);
+      return certs;
+    }
+  generation = t->generation;
+  g_mutex_unlock (&t->lock);
+
+  if (!token_check_present (t, error))
+    return NULL;
+  g_mutex_lock (&t->op_lock);
+  certs = read_certs (t, error);
+  g_mutex_unlock (&t->op_lock);
+  if (certs == NULL)
+    return NULL;
+
+  g_mutex_lock (&t->lock);
+  if (t->generation == generation && t->certs == NULL)
+    t->certs = g_ptr_array_ref (certs);
+  g_mutex_unlock (&t->lock);
+  return certs;
+}
+
+static char *
+object_uri (const CK_TOKEN_INFO *info, P11cObjectType type, GBytes *id, const char *label)
+{
+  gsize len = 0;
+  const guint8 *data = id ? g_bytes_get_data (id, &len) : NULL;
+  return p11c_uri_for_object (info, type, data, len, label);
+}
+
+static GVariant *
+delete_locked (P11cToken *t, P11cSession *s, const P11cUri *uri, gboolean keep_key, GError **error)
+{
+  g_autoptr(GArray) certs = NULL;
+  g_autoptr(GPtrArray) removed = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr(GBytes) cert_id = NULL;
+  g_autofree char *cert_label = NULL;
+  g_autofree char *kept_reason = NULL;
+  GVariantBuilder b;
+  CK_TOKEN_INFO info;
+  CK_OBJECT_HANDLE cert;
+
+  p11c_token_get_info (t, &info, NULL);
+  certs = p11c_session_find (s, CKO_CERTIFICATE, uri->id, uri->object, error);
+  if (certs == NULL)
+    return NULL;
+  if (certs->len == 0)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
+                   "No certificate on token %s matches the URI; list them with 'p11certctl list'", t->id);
+      return NULL;
+    }
+  if (certs->len > 1)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                   "%u certificates match the URI; name one (use the uri from ListCerts)", certs->len);
+      return NULL;
+    }
+  cert = g_array_index (certs, CK_OBJECT_HANDLE, 0);
+  cert_id = p11c_session_get_bytes (s, cert, CKA_ID, NULL);
+  {
+    g_autoptr(GBytes) l = p11c_session_get_bytes (s, cert, CKA_LABEL, NULL);
+    cert_label = l ? g_strndup (g_bytes_get_data (l, NULL), g_bytes_get_size (l)) : NULL;
+  }
+
+  if (!p11c_session_destroy (s, cert, error))
+    return NULL;
+  g_ptr_array_add (removed, object_uri (&info, P11C_OBJECT_CERT, cert_id, cert_label));
+
+  if (!keep_key && cert_id != NULL && g_bytes_get_size (cert_id) > 0)
+    {
+      g_autoptr(GArray) others = p11c_session_find (s, CKO_CERTIFICATE, cert_id, NULL, error);
+      if (others == NULL)
+        goto partial;
+      if (others->len > 0)
+        kept_reason = g_strdup_printf ("%u other certificate(s) use the same key", others->len);
+      else
+        {
+          static const CK_OBJECT_CLASS classes[] = { CKO_PRIVATE_KEY, CKO_PUBLIC_KEY };
+          for (gsize c = 0; c < G_N_ELEMENTS (classes); c++)
+            {
+              g_autoptr(GArray) keys = p11c_session_find (s, classes[c], cert_id, NULL, error);
+              if (keys == NULL)
+                goto partial;
+              for (guint i = 0; i < keys->len; i++)
+                {
+                  CK_OBJECT_HANDLE h = g_array_index (keys, CK_OBJECT_HANDLE, i);
+                  g_autoptr(GBytes) l = p11c_session_get_bytes (s, h, CKA_LABEL, NULL);
+                  g_autofree char *label = l ? g_strndup (g_bytes_get_data (l, NULL), g_bytes_get_size (l)) : NULL;
+                  if (!p11c_session_destroy (s, h, error))
+                    goto partial;
+                  g_ptr_array_add (removed, object_uri (&info,
+                                                        classes[c] == CKO_PRIVATE_KEY ? P11C_OBJECT_PRIVATE : P11C_OBJECT_PUBLIC,
+                                                        cert_id, label));
+                }
+            }
+        }
+    }
+
+  /* Verify: search again, the certificate (and keys) must be gone. */
+  {
+    g_autoptr(GArray) again = p11c_session_find (s, CKO_CERTIFICATE, cert_id, cert_label, error);
+    guint left = 0;
+    if (again == NULL)
+      goto partial;
+    left += again->len;
+    if (!keep_key && kept_reason == NULL && cert_id != NULL && g_bytes_get_size (cert_id) > 0)
+      {
+        g_autoptr(GArray) k1 = p11c_session_find (s, CKO_PRIVATE_KEY, cert_id, NULL, NULL);
+        g_autoptr(GArray) k2 = p11c_session_find (s, CKO_PUBLIC_KEY, cert_id, NULL, NULL);
+        left += (k1 ? k1->len : 0) + (k2 ? k2->len : 0);
+      }
+    if (left > 0)
+      {
+        g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_ERROR,
+                     "The token still shows %u of the deleted objects after deletion", left);
+        goto partial;
+      }
+  }
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_ptr_array_add (removed, NULL);
+  g_variant_builder_add (&b, "{sv}", "removed", g_variant_new_strv ((const char *const *) removed->pdata, -1));
+  g_variant_builder_add (&b, "{sv}", "certificate", g_variant_new_string (removed->pdata[0]));
+  g_variant_builder_add (&b, "{sv}", "keys_removed", g_variant_new_uint32 (removed->len - 2));
+  if (kept_reason)
+    g_variant_builder_add (&b, "{sv}", "keys_kept", g_variant_new_string (kept_reason));
+  return g_variant_builder_end (&b);
+
+partial:
+  if (removed->len > 0)
+    {
+      g_ptr_array_add (removed, NULL);
+      g_autofree char *list = g_strjoinv (", ", (char **) removed->pdata);
+      g_prefix_error (error, "Deletion incomplete: removed %s, then: ", list);
+    }
+  return NULL;
+}
+
+GVariant *
+p11c_token_delete_cert (P11cToken *t, const P11cUri *uri, const char *pin,
+                        gboolean keep_key, GError **error)
+{
+  g_autoptr(P11cSession) s = NULL;
+  GVariant *result = NULL;
+
+  if (uri->id == NULL && uri->object == NULL)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                   "The URI does not name a certificate (it needs id= or object=)");
+      return NULL;
+    }
+  if (uri->type != P11C_OBJECT_ANY && uri->type != P11C_OBJECT_CERT)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                   "The URI names a key, not a certificate (type=cert)");
+      return NULL;
+    }
+  if (!p11c_secret_check (pin, "PIN", error) || !token_check_present (t, error))
+    return NULL;
+
+  g_mutex_lock (&t->op_lock);
+  s = p11c_session_open (t->module, t->slot, TRUE, error);
+  if (s != NULL && p11c_token_login (t, s, pin, error))
+    result = delete_locked (t, s, uri, keep_key, error);
+  g_clear_pointer (&s, p11c_session_close);
+  g_mutex_unlock (&t->op_lock);
+  p11c_token_invalidate (t);
+  return result;
+}
+
+gboolean
+p11c_token_change_pin (P11cToken *t, const char *old_pin, const char *new_pin, GError **error)
+{
+  g_autoptr(P11cSession) s = NULL;
+  gboolean ok = FALSE;
+
+  if (!token_check_present (t, error))
+    return FALSE;
+  g_mutex_lock (&t->op_lock);
+  s = p11c_session_open (t->module, t->slot, TRUE, error);
+  /* Log in first so a wrong old PIN is reported exactly like elsewhere (and
+   * counted once by the token), then C_SetPIN in the user's session. */
+  if (s != NULL && p11c_token_login (t, s, old_pin, error))
+    ok = p11c_session_set_pin (s, old_pin, new_pin, error);
+  g_clear_pointer (&s, p11c_session_close);
+  g_mutex_unlock (&t->op_lock);
+  p11c_token_update_info (t);
+  return ok;
+}

@@ -1,0 +1,936 @@
+#define G_LOG_DOMAIN "p11c-enroll"
+#include "p11c-enroll.h"
+#include "p11c-error.h"
+#include "p11c-est.h"
+#include "p11c-localca.h"
+#include "p11c-log.h"
+#include "p11c-names.h"
+#include "p11c-secret.h"
+#include "p11c-store.h"
+#include "p11c-vardict.h"
+#include <glib/gstdio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef enum { STORAGE_TOKEN, STORAGE_SYSTEM, STORAGE_FILE } Storage;
+
+struct _P11cEnrollRequest {
+  const P11cCaProfile *ca;
+  const P11cConfig    *config;
+  Storage              storage;
+  P11cToken           *token;
+  char                *login;
+  char                *otp;        /* secret */
+  char                *pin;        /* secret */
+  char                *password;   /* secret, PKCS#12 */
+  P11cKeyType          key_type;
+  char                *subject;
+  char                *label;
+  char                *name;
+  int                  fd;
+};
+
+void
+p11c_enroll_request_free (P11cEnrollRequest *r)
+{
+  if (r == NULL)
+    return;
+  g_clear_pointer (&r->token, p11c_token_unref);
+  g_free (r->login);
+  p11c_secret_free (r->otp);
+  p11c_secret_free (r->pin);
+  p11c_secret_free (r->password);
+  g_free (r->subject);
+  g_free (r->label);
+  g_free (r->name);
+  if (r->fd >= 0)
+    close (r->fd);
+  g_free (r);
+}
+
+static const P11cKeySpec request_keys[] = {
+  { "ca", "s", TRUE }, { "login", "s", FALSE }, { "otp", "s", FALSE },
+  { "storage", "s", FALSE }, { "token", "s", FALSE }, { "pin", "s", FALSE },
+  { "key_type", "s", FALSE }, { "subject", "s", FALSE }, { "label", "s", FALSE },
+  { "name", "s", FALSE }, { "fd", "h", FALSE }, { "password", "s", FALSE },
+  { "allow_interaction", "b", FALSE }, { NULL },
+};
+
+void
+p11c_enroll_request_actions (GVariant *request, const char *actions[4])
+{
+  const char *storage = p11c_vardict_get_string (request, "storage", "token");
+  const char *ca = p11c_vardict_get_string (request, "ca", "");
+  guint n = 0;
+
+  if (g_str_equal (storage, "system"))
+    actions[n++] = P11C_ACTION_SYSTEM;
+  else
+    actions[n++] = P11C_ACTION_ENROLL;
+  if (g_str_equal (ca, "local"))
+    actions[n++] = P11C_ACTION_LOCAL_CA;
+  actions[n] = NULL;
+}
+
+static gboolean
+missing (const char *key, const char *why, GError **error)
+{
+  g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS, "Missing required key \"%s\" (%s)", key, why);
+  return FALSE;
+}
+
+/* "CN=${login}" → "CN=alice" */
+static char *
+expand_subject (const char *tmpl, const char *login)
+{
+  g_autoptr(GString) s = g_string_new (tmpl);
+  g_string_replace (s, "${login}", login ? login : "", 0);
+  return g_string_free (g_steal_pointer (&s), FALSE);
+}
+
+/* "CN=a,O=b" (RFC 4514 order is reversed; we take it as written, most
+ * significant first as OpenSSL's -subj "/O=b/CN=a" would be)  Also
+ * accepts "/O=b/CN=a".  Backslash escapes a separator. */
+static X509_NAME *
+parse_subject (const char *text, GError **error)
+{
+  g_autoptr(X509_NAME) name = X509_NAME_new ();
+  gboolean slash = text[0] == '/';
+  const char *p = slash ? text + 1 : text;
+  g_autoptr(GString) part = g_string_new (NULL);
+  g_autoptr(GPtrArray) parts = g_ptr_array_new_with_free_func (g_free);
+
+  for (; ; p++)
+    {
+      if (*p == '\\' && p[1])
+        {
+          g_string_append_c (part, *++p);
+          continue;
+        }
+      if (*p == '\0' || *p == (slash ? '/' : ','))
+        {
+          g_ptr_array_add (parts, g_strdup (g_strstrip (part->str)));
+          g_string_truncate (part, 0);
+          if (*p == '\0')
+            break;
+          continue;
+        }
+      g_string_append_c (part, *p);
+    }
+  for (guint i = 0; i < parts->len; i++)
+    {
+      const char *kv = parts->pdata[i];
+      const char *eq = strchr (kv, '=');
+      g_autofree char *key = NULL;
+      if (kv[0] == '\0' && parts->len > 1)
+        continue;
+      if (eq == NULL || eq == kv || eq[1] == '\0')
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                       "Key \"subject\": \"%s\" is not ATTRIBUTE=value (e.g. CN=agent-42,O=Shop)", kv);
+          return NULL;
+        }
+      key = g_strndup (kv, eq - kv);
+      g_strstrip (key);
+      if (!X509_NAME_add_entry_by_txt (name, key, MBSTRING_UTF8, (const guchar *) eq + 1, -1, -1, 0))
+        {
+          ERR_clear_error ();
+          g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                       "Key \"subject\": unknown attribute \"%s\" or bad value", key);
+          return NULL;
+        }
+    }
+  if (X509_NAME_entry_count (name) == 0)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS, "Key \"subject\": empty subject");
+      return NULL;
+    }
+  return g_steal_pointer (&name);
+}
+
+P11cEnrollRequest *
+p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds, GError **error)
+{
+  g_autoptr(P11cEnrollRequest) r = g_new0 (P11cEnrollRequest, 1);
+  const char *ca, *storage, *key_type, *token, *subject;
+  g_autoptr(X509_NAME) name = NULL;
+  gint32 fd_index;
+
+  r->fd = -1;
+  r->config = engine->config;
+  if (!p11c_vardict_validate (request, request_keys, error))
+    return NULL;
+
+  ca = p11c_vardict_get_string (request, "ca", NULL);
+  r->ca = p11c_engine_find_ca (engine, ca);
+  if (r->ca == NULL)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
+                   "Key \"ca\": no CA profile \"%s\"; see 'p11certctl ca list'", ca);
+      return NULL;
+    }
+
+  storage = p11c_vardict_get_string (request, "storage", "token");
+  if (g_str_equal (storage, "token"))
+    r->storage = STORAGE_TOKEN;
+  else if (g_str_equal (storage, "system"))
+    r->storage = STORAGE_SYSTEM;
+  else if (g_str_equal (storage, "file"))
+    r->storage = STORAGE_FILE;
+  else
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                   "Key \"storage\" must be token, system or file, not \"%s\"", storage);
+      return NULL;
+    }
+
+  r->login = g_strdup (p11c_vardict_get_string (request, "login", NULL));
+  r->otp = p11c_vardict_dup_secret (request, "otp");
+  r->pin = p11c_vardict_dup_secret (request, "pin");
+  r->password = p11c_vardict_dup_secret (request, "password");
+  if (r->ca->type == P11C_CA_EST)
+    {
+      if (r->login == NULL || r->login[0] == '\0')
+        return missing ("login", "the login your manager gave you", error) ? NULL : NULL;
+      if (r->otp == NULL)
+        return missing ("otp", "the one-time password your manager gave you", error) ? NULL : NULL;
+      if (!p11c_secret_check (r->otp, "one-time password", error))
+        return NULL;
+      if (strchr (r->login, ':') != NULL || !g_utf8_validate (r->login, -1, NULL))
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS, "Key \"login\": must be UTF-8 without ':'");
+          return NULL;
+        }
+    }
+
+  key_type = p11c_vardict_get_string (request, "key_type", NULL);
+  r->key_type = r->ca->key_type;
+  if (key_type && !p11c_key_type_from_string (key_type, &r->key_type))
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                   "Key \"key_type\" must be ec-p256, ec-p384, rsa-2048 or rsa-3072, not \"%s\"", key_type);
+      return NULL;
+    }
+
+  subject = p11c_vardict_get_string (request, "subject", NULL);
+  if (subject)
+    r->subject = g_strdup (subject);
+  else if (r->login)
+    r->subject = expand_subject (r->ca->subject, r->login);
+  else
+    {
+      const char *who = p11c_vardict_get_string (request, "name", p11c_vardict_get_string (request, "label", "p11certd"));
+      r->subject = g_strdup_printf ("CN=%s", who);
+    }
+  name = parse_subject (r->subject, error);
+  if (name == NULL)
+    return NULL;
+  r->label = g_strdup (p11c_vardict_get_string (request, "label", NULL));
+  r->name = g_strdup (p11c_vardict_get_string (request, "name", NULL));
+
+  switch (r->storage)
+    {
+    case STORAGE_TOKEN:
+      token = p11c_vardict_get_string (request, "token", NULL);
+      if (token == NULL)
+        return missing ("token", "the token URI or object path; see 'p11certctl tokens'", error) ? NULL : NULL;
+      r->token = p11c_engine_resolve_token (engine, token, error);
+      if (r->token == NULL)
+        {
+          g_prefix_error (error, "Key \"token\": ");
+          return NULL;
+        }
+      p11c_token_ref (r->token);
+      if (r->pin == NULL)
+        return missing ("pin", "the token PIN", error) ? NULL : NULL;
+      if (!p11c_secret_check (r->pin, "PIN", error))
+        return NULL;
+      if (r->label == NULL)
+        {
+          g_autofree char *date = g_date_time_format (g_date_time_new_now_utc (), "%Y-%m-%d");
+          r->label = g_strdup_printf ("%s %s", r->ca->name, date);
+        }
+      if (strlen (r->label) > 128)
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS, "Key \"label\": at most 128 bytes");
+          return NULL;
+        }
+      break;
+    case STORAGE_SYSTEM:
+      if (r->name == NULL)
+        return missing ("name", "the system store entry name", error) ? NULL : NULL;
+      if (!p11c_name_is_valid (r->name))
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                       "Key \"name\": use 1-64 letters, digits, '.', '_' or '-' (no '/', no '..')");
+          return NULL;
+        }
+      break;
+    case STORAGE_FILE:
+      if (!g_variant_lookup (request, "fd", "h", &fd_index))
+        return missing ("fd", "an open, writable file descriptor for the PKCS#12 file", error) ? NULL : NULL;
+      if (fds == NULL || fd_index < 0 || fd_index >= g_unix_fd_list_get_length (fds))
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS, "Key \"fd\": no file descriptor was passed");
+          return NULL;
+        }
+      r->fd = g_unix_fd_list_get (fds, fd_index, NULL);
+      if (!p11c_store_check_output_fd (r->fd, error))
+        return NULL;
+      if (r->password == NULL)
+        return missing ("password", "the password protecting the PKCS#12 file", error) ? NULL : NULL;
+      if (!p11c_secret_check (r->password, "password", error)
+          || !p11c_pin_policy_check (&engine->config->pin_policy, r->password, error))
+        {
+          g_prefix_error (error, "Key \"password\": ");
+          return NULL;
+        }
+      break;
+    }
+  return g_steal_pointer (&r);
+}
+
+/* ---- the key: on the token, or in software ------------------------------ */
+
+typedef struct {
+  P11cEnrollRequest *req;
+  P11cJob           *job;
+  /* token */
+  GBytes            *id;
+  char              *pending_file;
+  gboolean           generated;
+  /* software */
+  EVP_PKEY          *soft_key;
+  /* both */
+  EVP_PKEY          *pub;
+} Key;
+
+static gboolean
+job_check (P11cJob *job, GError **error)
+{
+  if (g_cancellable_is_cancelled (job->cancel))
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_CANCELLED, "The job was cancelled");
+      return FALSE;
+    }
+  return TRUE;
+}
+
+static char *
+hex (GBytes *b)
+{
+  gsize len;
+  const guint8 *p = g_bytes_get_data (b, &len);
+  GString *s = g_string_new (NULL);
+  for (gsize i = 0; i < len; i++)
+    g_string_append_printf (s, "%02x", p[i]);
+  return g_string_free (s, FALSE);
+}
+
+static const EVP_MD *
+md_for (P11cKeyType t)
+{
+  return t == P11C_KEY_EC_P384 ? EVP_sha384 () : EVP_sha256 ();
+}
+
+/* Record the key we are about to make, before making it, so a crash is
+ * recoverable (see p11c_enroll_recover). */
+static gboolean
+pending_record (Key *k, GError **error)
+{
+  g_autofree char *dir = g_build_filename (k->req->config->state_dir, "pending", NULL);
+  g_autoptr(GKeyFile) kf = g_key_file_new ();
+  g_autofree char *id = hex (k->id);
+  g_autofree char *data = NULL;
+  CK_TOKEN_INFO info;
+  g_autofree char *serial = NULL;
+  gsize len;
+
+  p11c_token_get_info (k->req->token, &info, NULL);
+  serial = p11c_padded_string (info.serialNumber, sizeof info.serialNumber);
+  g_key_file_set_string (kf, "pending", "token-uri", k->req->token->uri);
+  g_key_file_set_string (kf, "pending", "token-serial", serial);
+  g_key_file_set_string (kf, "pending", "id", id);
+  g_key_file_set_int64 (kf, "pending", "pid", getpid ());
+  g_key_file_set_int64 (kf, "pending", "created", g_get_real_time () / G_USEC_PER_SEC);
+  data = g_key_file_to_data (kf, &len, NULL);
+  if (g_mkdir_with_parents (dir, 0700) != 0)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED, "Cannot create %s", dir);
+      return FALSE;
+    }
+  k->pending_file = g_strdup_printf ("%s/%s.ini", dir, id);
+  return p11c_store_write_file (k->pending_file, data, len, 0600, NULL, error);
+}
+
+static void
+pending_clear (Key *k)
+{
+  if (k->pending_file)
+    g_unlink (k->pending_file);
+  g_clear_pointer (&k->pending_file, g_free);
+}
+
+static X509_REQ *
+build_csr (Key *k, EVP_PKEY *pub, P11cSession *s, CK_OBJECT_HANDLE priv, GError **error)
+{
+  g_autoptr(X509_REQ) req = X509_REQ_new ();
+  g_autoptr(X509_NAME) name = parse_subject (k->req->subject, error);
+  P11cKeyType kt = k->req->key_type;
+  const EVP_MD *md = md_for (kt);
+
+  if (name == NULL)
+    return NULL;
+  if (!X509_REQ_set_version (req, 0) || !X509_REQ_set_subject_name (req, name)
+      || !X509_REQ_set_pubkey (req, pub))
+    goto fail;
+
+  if (s == NULL)
+    {
+      if (X509_REQ_sign (req, k->soft_key, md) <= 0)
+        goto fail;
+      return g_steal_pointer (&req);
+    }
+  else
+    {
+      /* The private key stays on the token: sign the DER of the request
+       * info there and put the signature in. */
+      X509_ALGOR *alg = X509_ALGOR_new ();
+      ASN1_BIT_STRING *bits;
+      g_autoptr(GBytes) sig = NULL;
+      unsigned char *tbs = NULL;
+      int tbs_len, nid;
+
+      if (kt == P11C_KEY_EC_P256)
+        nid = NID_ecdsa_with_SHA256;
+      else if (kt == P11C_KEY_EC_P384)
+        nid = NID_ecdsa_with_SHA384;
+      else
+        nid = NID_sha256WithRSAEncryption;
+      X509_ALGOR_set0 (alg, OBJ_nid2obj (nid),
+                       nid == NID_sha256WithRSAEncryption ? V_ASN1_NULL : V_ASN1_UNDEF, NULL);
+      X509_REQ_set1_signature_algo (req, alg);
+      X509_ALGOR_free (alg);
+      tbs_len = i2d_re_X509_REQ_tbs (req, &tbs);
+      if (tbs_len <= 0)
+        goto fail;
+      sig = p11c_session_sign (s, priv, kt, md, tbs, tbs_len, error);
+      OPENSSL_free (tbs);
+      if (sig == NULL)
+        return NULL;
+      bits = ASN1_BIT_STRING_new ();
+      ASN1_BIT_STRING_set (bits, (unsigned char *) g_bytes_get_data (sig, NULL), g_bytes_get_size (sig));
+      bits->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07);
+      bits->flags |= ASN1_STRING_FLAG_BITS_LEFT;
+      X509_REQ_set0_signature (req, bits);
+      if (X509_REQ_verify (req, pub) != 1)
+        {
+          ERR_clear_error ();
+          g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_ERROR,
+                       "The token's signature on the certificate request does not verify");
+          return NULL;
+        }
+      return g_steal_pointer (&req);
+    }
+
+fail:
+  {
+    g_autofree char *why = p11c_openssl_error_string ();
+    g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED, "Cannot build the certificate request: %s", why);
+  }
+  return NULL;
+}
+
+/* Wait for the token's job slot; queued jobs stay cancellable. */
+static gboolean
+token_job_lock (P11cJob *job, P11cToken *t, GError **error)
+{
+  while (!g_mutex_trylock (&t->job_lock))
+    if (!p11c_job_wait (job, 0) || !job_check (job, error))
+      return FALSE;
+  return TRUE;
+}
+
+static X509_REQ *
+key_generate (Key *k, GError **error)
+{
+  P11cEnrollRequest *r = k->req;
+  X509_REQ *csr = NULL;
+
+  p11c_job_set_state (k->job, "generating-key", 0.1);
+  if (r->storage != STORAGE_TOKEN)
+    {
+      k->soft_key = r->key_type == P11C_KEY_EC_P256 ? EVP_PKEY_Q_keygen (NULL, NULL, "EC", "P-256")
+                  : r->key_type == P11C_KEY_EC_P384 ? EVP_PKEY_Q_keygen (NULL, NULL, "EC", "P-384")
+                  : EVP_PKEY_Q_keygen (NULL, NULL, "RSA", (size_t) (r->key_type == P11C_KEY_RSA_3072 ? 3072 : 2048));
+      if (k->soft_key == NULL)
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED, "Cannot generate the key");
+          return NULL;
+        }
+      k->pub = EVP_PKEY_dup (k->soft_key);
+      return build_csr (k, k->soft_key, NULL, 0, error);
+    }
+
+  {
+    guint8 id[20];
+    g_autoptr(P11cSession) s = NULL;
+    CK_OBJECT_HANDLE pub = 0, priv = 0;
+    P11cToken *t = r->token;
+
+    RAND_bytes (id, sizeof id);
+    k->id = g_bytes_new (id, sizeof id);
+    if (!pending_record (k, error))
+      return NULL;
+    g_mutex_lock (&t->op_lock);
+    s = p11c_session_open (t->module, t->slot, TRUE, error);
+    if (s != NULL && p11c_token_login (t, s, r->pin, error))
+      {
+        if (p11c_session_generate_key_pair (s, r->key_type, k->id, r->label, &pub, &priv, error))
+          {
+            k->generated = TRUE;
+            k->pub = p11c_session_public_key (s, pub, error);
+            p11c_job_set_state (k->job, "generating-key", 0.2);
+            if (k->pub != NULL)
+              csr = build_csr (k, k->pub, s, priv, error);
+          }
+      }
+    g_clear_pointer (&s, p11c_session_close);
+    g_mutex_unlock (&t->op_lock);
+    p11c_token_invalidate (t);
+    if (!k->generated)
+      pending_clear (k);
+    return csr;
+  }
+}
+
+/* Remove every object with our fresh CKA_ID (keys, and a certificate if one
+ * was written).  Logs in with the PIN that already worked once. */
+static void
+key_discard (Key *k)
+{
+  P11cToken *t = k->req->token;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(P11cSession) s = NULL;
+  guint removed = 0;
+  gboolean ok = FALSE;
+
+  if (k->req->storage != STORAGE_TOKEN || !k->generated)
+    return;
+  g_mutex_lock (&t->op_lock);
+  s = p11c_session_open (t->module, t->slot, TRUE, &error);
+  if (s != NULL && p11c_session_login (s, k->req->pin, &error))
+    {
+      g_autoptr(GArray) objs = p11c_session_find (s, CK_UNAVAILABLE_INFORMATION, k->id, NULL, &error);
+      ok = objs != NULL;
+      for (guint i = 0; objs && i < objs->len; i++)
+        if (p11c_session_destroy (s, g_array_index (objs, CK_OBJECT_HANDLE, i), &error))
+          removed++;
+        else
+          ok = FALSE;
+    }
+  g_clear_pointer (&s, p11c_session_close);
+  g_mutex_unlock (&t->op_lock);
+  p11c_token_invalidate (t);
+  if (ok)
+    {
+      g_message ("Removed the %u object(s) generated for the failed enrollment", removed);
+      pending_clear (k);
+    }
+  else
+    g_warning ("Could not remove the key generated for the failed enrollment (%s); "
+               "it will be removed at the next login to the token", error ? error->message : "?");
+}
+
+static void
+key_clear (Key *k)
+{
+  g_clear_pointer (&k->id, g_bytes_unref);
+  g_clear_pointer (&k->soft_key, EVP_PKEY_free);
+  g_clear_pointer (&k->pub, EVP_PKEY_free);
+  g_free (k->pending_file);
+}
+
+/* ---- the CA ------------------------------------------------------------- */
+
+typedef gboolean (*CaCall) (const P11cEstServer *srv, P11cJob *job, gpointer data, GError **error);
+
+/* Transient failures (CaUnreachable) are retried up to max-attempts with a
+ * doubling delay; everything else is final at once. */
+static gboolean
+with_retries (const P11cCaProfile *ca, P11cJob *job, const P11cEstServer *srv, CaCall call,
+              gpointer data, GError **error)
+{
+  for (guint attempt = 1; ; attempt++)
+    {
+      g_autoptr(GError) local = NULL;
+      guint delay;
+
+      p11c_job_set_attempt (job, attempt, 0);
+      if (call (srv, job, data, &local))
+        return TRUE;
+      if (!g_error_matches (local, P11C_ERROR, P11C_ERROR_CA_UNREACHABLE) || attempt >= ca->max_attempts)
+        {
+          if (g_error_matches (local, P11C_ERROR, P11C_ERROR_CA_UNREACHABLE))
+            g_prefix_error (&local, "Gave up after %u attempt(s); contact your CA administrator (manager). ", attempt);
+          g_propagate_error (error, g_steal_pointer (&local));
+          return FALSE;
+        }
+      delay = ca->retry_delay << MIN (attempt - 1, 10);
+      g_message ("Attempt %u of %u at the CA failed (%s); retrying in %u s", attempt, ca->max_attempts,
+                 local->message, delay);
+      p11c_job_set_attempt (job, attempt, g_get_real_time () / G_USEC_PER_SEC + delay);
+      if (!p11c_job_wait (job, delay))
+        return job_check (job, error);
+    }
+}
+
+static gboolean
+call_cacerts (const P11cEstServer *srv, P11cJob *job, gpointer data, GError **error)
+{
+  P11cX509Stack **out = data;
+  *out = p11c_est_get_cacerts (srv, job->cancel, error);
+  return *out != NULL;
+}
+
+typedef struct {
+  P11cEnrollRequest *req;
+  const guint8      *csr;
+  gsize              csr_len;
+  X509              *cert;
+  guint              waited;
+} EnrollCall;
+
+static gboolean
+call_enroll (const P11cEstServer *srv, P11cJob *job, gpointer data, GError **error)
+{
+  EnrollCall *c = data;
+
+  for (;;)
+    {
+      guint retry_after = 0;
+      if (!p11c_est_enroll (srv, FALSE, c->csr, c->csr_len, c->req->login, c->req->otp,
+                            job->cancel, &c->cert, &retry_after, error))
+        return FALSE;
+      if (c->cert != NULL)
+        return TRUE;
+      /* 202 Accepted: the CA wants time (manual approval) */
+      if (c->waited + retry_after > c->req->ca->max_wait)
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_CA_REJECTED,
+                       "The CA did not issue the certificate within %u s (max-wait); "
+                       "ask your CA administrator to approve the request, then enroll again",
+                       c->req->ca->max_wait);
+          return FALSE;
+        }
+      p11c_job_set_state (job, "waiting-for-ca", 0.5);
+      p11c_job_set_attempt (job, job->attempt, g_get_real_time () / G_USEC_PER_SEC + retry_after);
+      if (!p11c_job_wait (job, retry_after))
+        return job_check (job, error);
+      c->waited += retry_after;
+      p11c_job_set_state (job, "requesting", 0.4);
+    }
+}
+
+static gboolean
+verify_chain (X509 *cert, P11cX509Stack *cas, GError **error)
+{
+  g_autoptr(X509_STORE) store = X509_STORE_new ();
+  g_autoptr(X509_STORE_CTX) ctx = X509_STORE_CTX_new ();
+  int rc;
+
+  for (int i = 0; cas && i < sk_X509_num (cas); i++)
+    X509_STORE_add_cert (store, sk_X509_value (cas, i));
+  if (!X509_STORE_CTX_init (ctx, store, cert, cas))
+    return FALSE;
+  X509_STORE_CTX_set_purpose (ctx, X509_PURPOSE_ANY);
+  rc = X509_verify_cert (ctx);
+  if (rc != 1)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_CA_BAD_REPLY,
+                   "The CA's certificate does not chain to its own CA certificates (%s); "
+                   "nothing was written. Contact your CA administrator",
+                   X509_verify_cert_error_string (X509_STORE_CTX_get_error (ctx)));
+      ERR_clear_error ();
+      return FALSE;
+    }
+  return TRUE;
+}
+
+static X509 *
+obtain_cert (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, X509_REQ *csr,
+             EVP_PKEY *pub, P11cX509Stack **chain_out, GError **error)
+{
+  g_autoptr(X509) cert = NULL;
+  g_autoptr(P11cX509Stack) cas = NULL;
+
+  p11c_job_set_state (job, "requesting", 0.4);
+  if (r->ca->type == P11C_CA_LOCAL)
+    {
+      g_autofree char *dir = g_build_filename (r->config->state_dir, "local-ca", NULL);
+      X509 *ca_cert = p11c_local_ca_certificate (dir, error);
+      if (ca_cert == NULL)
+        return NULL;
+      cas = sk_X509_new_null ();
+      sk_X509_push (cas, ca_cert);
+      p11c_job_set_attempt (job, 1, 0);
+      cert = p11c_local_ca_issue (dir, csr, r->ca->validity_days, error);
+    }
+  else
+    {
+      P11cEstServer srv = {
+        .url = r->ca->url, .label = r->ca->label, .trust_anchor = r->ca->trust_anchor,
+        .connect_timeout = r->ca->connect_timeout, .timeout = r->ca->timeout,
+      };
+      unsigned char *der = NULL;
+      int der_len = i2d_X509_REQ (csr, &der);
+      EnrollCall call = { .req = r, .csr = der, .csr_len = MAX (der_len, 0) };
+      gboolean ok;
+
+      g_debug ("CSR for %s: %d bytes", r->subject, der_len);
+      ok = with_retries (r->ca, job, &srv, call_cacerts, &cas, error)
+           && with_retries (r->ca, job, &srv, call_enroll, &call, error);
+      OPENSSL_free (der);
+      cert = call.cert;
+      if (!ok)
+        return NULL;
+    }
+  if (cert == NULL)
+    return NULL;
+  if (EVP_PKEY_eq (X509_get0_pubkey (cert), pub) != 1)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_CA_BAD_REPLY,
+                   "The CA returned a certificate for a different key; nothing was written. "
+                   "Contact your CA administrator");
+      return NULL;
+    }
+  if (!verify_chain (cert, cas, error))
+    return NULL;
+  *chain_out = g_steal_pointer (&cas);
+  return g_steal_pointer (&cert);
+}
+
+/* ---- writing the result ------------------------------------------------- */
+
+static gboolean
+cert_on_token (P11cSession *s, X509 *cert)
+{
+  unsigned char *der = NULL;
+  int len = i2d_X509 (cert, &der);
+  CK_OBJECT_CLASS klass = CKO_CERTIFICATE;
+  CK_ATTRIBUTE t[] = { { CKA_CLASS, &klass, sizeof klass }, { CKA_VALUE, der, len } };
+  CK_OBJECT_HANDLE h;
+  CK_ULONG n = 0;
+  gboolean found = FALSE;
+
+  if (len > 0 && s->f->C_FindObjectsInit (s->handle, t, 2) == CKR_OK)
+    {
+      found = s->f->C_FindObjects (s->handle, &h, 1, &n) == CKR_OK && n > 0;
+      s->f->C_FindObjectsFinal (s->handle);
+    }
+  OPENSSL_free (der);
+  return found;
+}
+
+static char *
+write_token (Key *k, X509 *cert, P11cX509Stack *chain, GError **error)
+{
+  P11cToken *t = k->req->token;
+  g_autoptr(P11cSession) s = NULL;
+  CK_TOKEN_INFO info;
+  char *uri = NULL;
+
+  g_mutex_lock (&t->op_lock);
+  s = p11c_session_open (t->module, t->slot, TRUE, error);
+  if (s != NULL && p11c_session_login (s, k->req->pin, error)
+      && p11c_session_store_cert (s, cert, k->id, k->req->label, NULL, error))
+    {
+      p11c_token_get_info (t, &info, NULL);
+      uri = p11c_uri_for_object (&info, P11C_OBJECT_CERT, g_bytes_get_data (k->id, NULL),
+                                 g_bytes_get_size (k->id), k->req->label);
+      /* The CA chain goes next to it, once; a failure here is not fatal. */
+      for (int i = 0; k->req->ca->write_chain && chain && i < sk_X509_num (chain); i++)
+        {
+          X509 *ca = sk_X509_value (chain, i);
+          g_autoptr(GError) local = NULL;
+          unsigned char *der = NULL;
+          int len;
+          g_autofree char *cn = NULL;
+          g_autoptr(P11cCertSummary) sum = p11c_cert_summary_from_x509 (ca);
+          g_autoptr(GBytes) id = NULL;
+          guint8 sha1[20];
+          gsize sha1_len = sizeof sha1;
+          GChecksum *ck = g_checksum_new (G_CHECKSUM_SHA1);
+
+          if (cert_on_token (s, ca))
+            {
+              g_checksum_free (ck);
+              continue;
+            }
+          len = i2d_X509 (ca, &der);
+          g_checksum_update (ck, der, MAX (len, 0));
+          g_checksum_get_digest (ck, sha1, &sha1_len);
+          g_checksum_free (ck);
+          OPENSSL_free (der);
+          id = g_bytes_new (sha1, sha1_len);
+          cn = g_strdup_printf ("CA %s", sum->subject);
+          if (strlen (cn) > 64)
+            cn[64] = '\0';
+          if (!p11c_session_store_cert (s, ca, id, cn, NULL, &local))
+            g_warning ("Could not write the CA certificate %s to the token: %s", sum->subject, local->message);
+        }
+    }
+  g_clear_pointer (&s, p11c_session_close);
+  g_mutex_unlock (&t->op_lock);
+  p11c_token_invalidate (t);
+  return uri;
+}
+
+static char *
+write_file (Key *k, X509 *cert, P11cX509Stack *chain, GError **error)
+{
+  g_autoptr(P11cCertSummary) sum = p11c_cert_summary_from_x509 (cert);
+  g_autoptr(PKCS12) p12 = NULL;
+  unsigned char *der = NULL;
+  int len;
+  gboolean ok;
+
+  p12 = PKCS12_create_ex (k->req->password, sum->subject, k->soft_key, cert, chain,
+                          NID_aes_256_cbc, NID_aes_256_cbc, PKCS12_DEFAULT_ITER, PKCS12_DEFAULT_ITER, 0,
+                          NULL, NULL);
+  if (p12 == NULL || !PKCS12_set_mac (p12, k->req->password, -1, NULL, 0, PKCS12_DEFAULT_ITER, EVP_sha256 ()))
+    {
+      g_autofree char *why = p11c_openssl_error_string ();
+      g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED, "Cannot build the PKCS#12 file: %s", why);
+      return NULL;
+    }
+  len = i2d_PKCS12 (p12, &der);
+  ok = len > 0 && p11c_store_write_fd (k->req->fd, der, len, error);
+  OPENSSL_free (der);
+  if (!ok)
+    return NULL;
+  return g_strdup_printf ("file:sha256=%s", sum->sha256);
+}
+
+/* fingerprint → issuing profile, for renewal */
+static GMutex issued_lock;
+
+static void
+record_issued (const P11cConfig *config, X509 *cert, const char *ca, const char *uri)
+{
+  g_autofree char *path = g_build_filename (config->state_dir, "issued.ini", NULL);
+  g_autoptr(GKeyFile) kf = g_key_file_new ();
+  g_autoptr(P11cCertSummary) sum = p11c_cert_summary_from_x509 (cert);
+  g_autoptr(GError) error = NULL;
+  g_autofree char *data = NULL;
+  gsize len;
+
+  g_mutex_lock (&issued_lock);
+  g_key_file_load_from_file (kf, path, G_KEY_FILE_NONE, NULL);
+  g_key_file_set_string (kf, sum->sha256, "ca", ca);
+  g_key_file_set_string (kf, sum->sha256, "uri", uri);
+  g_key_file_set_int64 (kf, sum->sha256, "not-after", sum->not_after);
+  data = g_key_file_to_data (kf, &len, NULL);
+  if (!p11c_store_write_file (path, data, len, 0600, NULL, &error))
+    g_warning ("Cannot record the issuing CA: %s", error->message);
+  g_mutex_unlock (&issued_lock);
+}
+
+char *
+p11c_enroll_run (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, GError **error)
+{
+  Key k = { .req = r, .job = job };
+  g_autoptr(X509_REQ) csr = NULL;
+  g_autoptr(X509) cert = NULL;
+  g_autoptr(P11cX509Stack) chain = NULL;
+  g_autoptr(P11cCertSummary) sum = NULL;
+  g_autoptr(GError) local = NULL;
+  char *uri = NULL;
+  gboolean locked = FALSE;
+  const char *token_id = r->token ? r->token->id : NULL;
+
+  if (r->token != NULL)
+    {
+      if (!token_job_lock (job, r->token, &local))
+        goto out;
+      locked = TRUE;
+    }
+  if (!job_check (job, &local))
+    goto out;
+  csr = key_generate (&k, &local);
+  if (csr == NULL || !job_check (job, &local))
+    goto out;
+  cert = obtain_cert (engine, job, r, csr, k.pub, &chain, &local);
+  if (cert == NULL || !job_check (job, &local))
+    goto out;
+
+  p11c_job_set_state (job, "writing", 0.8);
+  sum = p11c_cert_summary_from_x509 (cert);
+  switch (r->storage)
+    {
+    case STORAGE_TOKEN:
+      uri = write_token (&k, cert, chain, &local);
+      break;
+    case STORAGE_SYSTEM:
+      if (p11c_system_store_save (r->config->state_dir, r->name, k.soft_key, cert, chain,
+                                  r->ca->system_group, &local))
+        uri = g_strconcat ("system:", r->name, NULL);
+      break;
+    case STORAGE_FILE:
+      uri = write_file (&k, cert, chain, &local);
+      break;
+    }
+  if (uri != NULL)
+    {
+      pending_clear (&k);
+      record_issued (r->config, cert, r->ca->name, uri);
+      p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_ENROLLED, token_id, sum->sha256, sum->subject,
+                      sum->not_after, "Enrolled %s from CA %s into %s (by uid %u)",
+                      sum->subject, r->ca->name, uri, job->owner_uid);
+    }
+
+out:
+  if (uri == NULL)
+    {
+      key_discard (&k);
+      p11c_log_event (G_LOG_LEVEL_WARNING, P11C_MSGID_FAILED, token_id, NULL, r->subject, 0,
+                      "Enrollment from CA %s failed: %s", r->ca->name, local->message);
+      g_propagate_error (error, g_steal_pointer (&local));
+    }
+  if (locked)
+    g_mutex_unlock (&r->token->job_lock);
+  key_clear (&k);
+  /* the secrets are not needed any more */
+  p11c_secret_clear (&r->pin);
+  p11c_secret_clear (&r->otp);
+  p11c_secret_clear (&r->password);
+  return uri;
+}
+
+/* ---- crash recovery ----------------------------------------------------- */
+
+void
+p11c_enroll_recover (P11cEngine *engine)
+{
+  g_autofree char *dir = g_build_filename (engine->config->state_dir, "pending", NULL);
+  g_autoptr(GDir) d = g_dir_open (dir, 0, NULL);
+  const char *name;
+
+  p11c_system_store_recover (engine->config->state_dir);
+  while (d && (name = g_dir_read_name (d)) != NULL)
+    {
+      g_autofree char *path = g_build_filename (dir, name, NULL);
+      if (strstr (name, ".tmp-") != NULL)
+        {
+          g_unlink (path);
+          continue;
+        }
+      if (g_str_has_suffix (name, ".ini"))
+        p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_RECOVERED, NULL, NULL, NULL, 0,
+                        "Found an interrupted enrollment (%s); its key will be removed at the next "
+                        "login to that token", name);
+    }
+}

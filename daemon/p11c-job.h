@@ -1,0 +1,53 @@
+#pragma once
+/* A long operation (enroll, renew) with state and progress.  Workers update
+ * it from any thread; listeners are told on the main context. */
+#include <gio/gio.h>
+
+G_BEGIN_DECLS
+
+typedef struct _P11cJob P11cJob;
+typedef void (*P11cJobNotify) (P11cJob *job, gpointer user_data);
+
+struct _P11cJob {
+  gint          ref;
+  guint         id;
+  char         *path;
+  char         *operation;
+  guint         owner_uid;
+  char         *owner_sender;
+  GCancellable *cancel;
+  GMainContext *context;
+  /* ---- guarded by lock ---- */
+  GMutex        lock;
+  char         *state;
+  double        progress;
+  guint         attempt;
+  gint64        retry_at;
+  char         *error_name;
+  char         *error_message;
+  char         *result;
+  gboolean      finished;
+  gboolean      notify_pending;
+  /* ---- main thread ---- */
+  P11cJobNotify notify;
+  gpointer      notify_data;
+};
+
+P11cJob *p11c_job_new (guint id, const char *operation, guint owner_uid, const char *sender);
+P11cJob *p11c_job_ref (P11cJob *job);
+void p11c_job_unref (P11cJob *job);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (P11cJob, p11c_job_unref)
+
+/* Any thread. */
+void p11c_job_set_state (P11cJob *job, const char *state, double progress);
+void p11c_job_set_attempt (P11cJob *job, guint attempt, gint64 retry_at);
+/* Main thread: the job ends (state done/failed/cancelled). */
+void p11c_job_finish (P11cJob *job, const char *result, const GError *error);
+
+/* Property snapshot as a{sv} (D-Bus property names). */
+GVariant *p11c_job_to_variant (P11cJob *job);
+
+/* Sleep up to @seconds unless the job is cancelled; FALSE when cancelled. */
+gboolean p11c_job_wait (P11cJob *job, guint seconds);
+
+G_END_DECLS

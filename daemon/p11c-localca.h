@@ -1,0 +1,15 @@
+#pragma once
+/* The built-in "local" CA: an EC P-256 CA key kept in the state directory,
+ * created on first use, that signs requests with no server at all. */
+#include <glib.h>
+#include "p11c-openssl.h"
+
+G_BEGIN_DECLS
+
+/* Load (or create) the CA in @dir; returns its certificate. */
+X509 *p11c_local_ca_certificate (const char *dir, GError **error);
+/* Issue a clientAuth certificate for @req (its subject and key) valid
+ * @days days. */
+X509 *p11c_local_ca_issue (const char *dir, X509_REQ *req, guint days, GError **error);
+
+G_END_DECLS

@@ -1,0 +1,725 @@
+#define G_LOG_DOMAIN "p11c-pkcs11"
+#include "p11c-pkcs11.h"
+#include "p11c-error.h"
+#include "p11c-uri.h"
+#include <dlfcn.h>
+#include <string.h>
+#include <openssl/core_names.h>
+#include <openssl/param_build.h>
+#include <openssl/err.h>
+
+struct _P11cModule {
+  char             *name;
+  char             *description;
+  void             *dl;
+  CK_FUNCTION_LIST *f;
+  gboolean          finalize;
+};
+
+/* ---- CK_RV → error ------------------------------------------------------ */
+
+#define CKR(x) { x, #x }
+static const struct { CK_RV rv; const char *name; } ckr_names[] = {
+  CKR (CKR_OK), CKR (CKR_CANCEL), CKR (CKR_HOST_MEMORY), CKR (CKR_SLOT_ID_INVALID),
+  CKR (CKR_GENERAL_ERROR), CKR (CKR_FUNCTION_FAILED), CKR (CKR_ARGUMENTS_BAD),
+  CKR (CKR_NO_EVENT), CKR (CKR_NEED_TO_CREATE_THREADS), CKR (CKR_CANT_LOCK),
+  CKR (CKR_ATTRIBUTE_READ_ONLY), CKR (CKR_ATTRIBUTE_SENSITIVE), CKR (CKR_ATTRIBUTE_TYPE_INVALID),
+  CKR (CKR_ATTRIBUTE_VALUE_INVALID), CKR (CKR_DATA_INVALID), CKR (CKR_DATA_LEN_RANGE),
+  CKR (CKR_DEVICE_ERROR), CKR (CKR_DEVICE_MEMORY), CKR (CKR_DEVICE_REMOVED),
+  CKR (CKR_ENCRYPTED_DATA_INVALID), CKR (CKR_ENCRYPTED_DATA_LEN_RANGE), CKR (CKR_FUNCTION_CANCELED),
+  CKR (CKR_FUNCTION_NOT_PARALLEL), CKR (CKR_FUNCTION_NOT_SUPPORTED), CKR (CKR_KEY_HANDLE_INVALID),
+  CKR (CKR_KEY_SIZE_RANGE), CKR (CKR_KEY_TYPE_INCONSISTENT), CKR (CKR_KEY_FUNCTION_NOT_PERMITTED),
+  CKR (CKR_MECHANISM_INVALID), CKR (CKR_MECHANISM_PARAM_INVALID), CKR (CKR_OBJECT_HANDLE_INVALID),
+  CKR (CKR_OPERATION_ACTIVE), CKR (CKR_OPERATION_NOT_INITIALIZED), CKR (CKR_PIN_INCORRECT),
+  CKR (CKR_PIN_INVALID), CKR (CKR_PIN_LEN_RANGE), CKR (CKR_PIN_EXPIRED), CKR (CKR_PIN_LOCKED),
+  CKR (CKR_SESSION_CLOSED), CKR (CKR_SESSION_COUNT), CKR (CKR_SESSION_HANDLE_INVALID),
+  CKR (CKR_SESSION_PARALLEL_NOT_SUPPORTED), CKR (CKR_SESSION_READ_ONLY), CKR (CKR_SESSION_EXISTS),
+  CKR (CKR_SESSION_READ_ONLY_EXISTS), CKR (CKR_SESSION_READ_WRITE_SO_EXISTS),
+  CKR (CKR_SIGNATURE_INVALID), CKR (CKR_SIGNATURE_LEN_RANGE), CKR (CKR_TEMPLATE_INCOMPLETE),
+  CKR (CKR_TEMPLATE_INCONSISTENT), CKR (CKR_TOKEN_NOT_PRESENT), CKR (CKR_TOKEN_NOT_RECOGNIZED),
+  CKR (CKR_TOKEN_WRITE_PROTECTED), CKR (CKR_USER_ALREADY_LOGGED_IN), CKR (CKR_USER_NOT_LOGGED_IN),
+  CKR (CKR_USER_PIN_NOT_INITIALIZED), CKR (CKR_USER_TYPE_INVALID),
+  CKR (CKR_USER_ANOTHER_ALREADY_LOGGED_IN), CKR (CKR_USER_TOO_MANY_TYPES),
+  CKR (CKR_DOMAIN_PARAMS_INVALID), CKR (CKR_CURVE_NOT_SUPPORTED), CKR (CKR_BUFFER_TOO_SMALL),
+  CKR (CKR_CRYPTOKI_NOT_INITIALIZED), CKR (CKR_CRYPTOKI_ALREADY_INITIALIZED),
+  CKR (CKR_FUNCTION_REJECTED), CKR (CKR_RANDOM_NO_RNG), CKR (CKR_RANDOM_SEED_NOT_SUPPORTED),
+};
+#undef CKR
+
+const char *
+p11c_ckr_name (CK_RV rv)
+{
+  for (gsize i = 0; i < G_N_ELEMENTS (ckr_names); i++)
+    if (ckr_names[i].rv == rv)
+      return ckr_names[i].name;
+  return "CKR_VENDOR_DEFINED";
+}
+
+gboolean
+p11c_ckr_check (CK_RV rv, const char *what, GError **error)
+{
+  P11cError code;
+  const char *hint;
+
+  if (rv == CKR_OK)
+    return TRUE;
+
+  switch (rv)
+    {
+    case CKR_PIN_INCORRECT:
+      code = P11C_ERROR_PIN_INCORRECT;
+      hint = "the token PIN is wrong";
+      break;
+    case CKR_PIN_LOCKED:
+      code = P11C_ERROR_PIN_LOCKED;
+      hint = "the token PIN is locked; unblock it with the SO PIN or ask your administrator";
+      break;
+    case CKR_PIN_EXPIRED:
+      code = P11C_ERROR_PIN_POLICY;
+      hint = "the token PIN has expired; change it first";
+      break;
+    case CKR_PIN_INVALID:
+    case CKR_PIN_LEN_RANGE:
+      code = P11C_ERROR_PIN_POLICY;
+      hint = "the token does not accept a PIN of this form or length";
+      break;
+    case CKR_TOKEN_NOT_PRESENT:
+    case CKR_DEVICE_REMOVED:
+    case CKR_SLOT_ID_INVALID:
+    case CKR_SESSION_CLOSED:
+    case CKR_SESSION_HANDLE_INVALID:
+    case CKR_TOKEN_NOT_RECOGNIZED:
+      code = P11C_ERROR_TOKEN_NOT_PRESENT;
+      hint = "the token is not present (was it removed?); insert it and try again";
+      break;
+    case CKR_TOKEN_WRITE_PROTECTED:
+    case CKR_SESSION_READ_ONLY:
+      code = P11C_ERROR_TOKEN_ERROR;
+      hint = "the token is write-protected";
+      break;
+    case CKR_USER_PIN_NOT_INITIALIZED:
+      code = P11C_ERROR_TOKEN_ERROR;
+      hint = "the token's user PIN is not initialized; initialize the token first";
+      break;
+    case CKR_DEVICE_MEMORY:
+      code = P11C_ERROR_NO_SPACE;
+      hint = "the token is full; delete unused objects";
+      break;
+    case CKR_HOST_MEMORY:
+      code = P11C_ERROR_FAILED;
+      hint = "out of memory";
+      break;
+    case CKR_DEVICE_ERROR:
+    case CKR_GENERAL_ERROR:
+    case CKR_FUNCTION_FAILED:
+      code = P11C_ERROR_TOKEN_ERROR;
+      hint = "the token reported an error; remove and re-insert it, then try again";
+      break;
+    case CKR_MECHANISM_INVALID:
+    case CKR_MECHANISM_PARAM_INVALID:
+    case CKR_KEY_SIZE_RANGE:
+    case CKR_CURVE_NOT_SUPPORTED:
+    case CKR_DOMAIN_PARAMS_INVALID:
+    case CKR_FUNCTION_NOT_SUPPORTED:
+    case CKR_ATTRIBUTE_TYPE_INVALID:
+    case CKR_TEMPLATE_INCONSISTENT:
+      code = P11C_ERROR_NOT_SUPPORTED;
+      hint = "the token does not support this operation or key type";
+      break;
+    case CKR_FUNCTION_CANCELED:
+    case CKR_CANCEL:
+      code = P11C_ERROR_CANCELLED;
+      hint = "the operation was cancelled";
+      break;
+    case CKR_OBJECT_HANDLE_INVALID:
+    case CKR_KEY_HANDLE_INVALID:
+      code = P11C_ERROR_NOT_FOUND;
+      hint = "the object is gone from the token";
+      break;
+    case CKR_USER_NOT_LOGGED_IN:
+      code = P11C_ERROR_FAILED;
+      hint = "the token requires a login for this";
+      break;
+    case CKR_SESSION_COUNT:
+    case CKR_OPERATION_ACTIVE:
+    case CKR_USER_ANOTHER_ALREADY_LOGGED_IN:
+    case CKR_SESSION_READ_WRITE_SO_EXISTS:
+      code = P11C_ERROR_BUSY;
+      hint = "the token is busy with another application; try again later";
+      break;
+    default:
+      code = P11C_ERROR_TOKEN_ERROR;
+      hint = "the token module failed";
+      break;
+    }
+  g_set_error (error, P11C_ERROR, code, "%s: %s (%s)", what, hint, p11c_ckr_name (rv));
+  return FALSE;
+}
+
+/* ---- modules ------------------------------------------------------------ */
+
+P11cModule *
+p11c_module_load (const char *name_or_path, GError **error)
+{
+  CK_C_GetFunctionList get_list;
+  CK_C_INITIALIZE_ARGS args = { 0 };
+  CK_INFO info;
+  P11cModule *m;
+  CK_RV rv;
+
+  m = g_new0 (P11cModule, 1);
+  m->name = g_strdup (name_or_path);
+  m->dl = dlopen (name_or_path, RTLD_NOW | RTLD_LOCAL);
+  if (m->dl == NULL)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
+                   "Cannot load PKCS#11 module %s: %s", name_or_path, dlerror ());
+      p11c_module_unload (m);
+      return NULL;
+    }
+  get_list = (CK_C_GetFunctionList) dlsym (m->dl, "C_GetFunctionList");
+  if (get_list == NULL)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED,
+                   "%s is not a PKCS#11 module (no C_GetFunctionList)", name_or_path);
+      p11c_module_unload (m);
+      return NULL;
+    }
+  rv = get_list (&m->f);
+  if (rv != CKR_OK || m->f == NULL)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED,
+                   "PKCS#11 module %s: C_GetFunctionList failed (%s)", name_or_path, p11c_ckr_name (rv));
+      m->f = NULL;
+      p11c_module_unload (m);
+      return NULL;
+    }
+  args.flags = CKF_OS_LOCKING_OK;
+  rv = m->f->C_Initialize (&args);
+  if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED)
+    m->finalize = FALSE;    /* someone else owns initialisation */
+  else if (rv != CKR_OK)
+    {
+      g_autofree char *what = g_strdup_printf ("PKCS#11 module %s: C_Initialize", name_or_path);
+      p11c_ckr_check (rv, what, error);
+      m->f = NULL;
+      p11c_module_unload (m);
+      return NULL;
+    }
+  else
+    m->finalize = TRUE;
+
+  if (m->f->C_GetInfo (&info) == CKR_OK)
+    {
+      g_autofree char *manu = p11c_padded_string (info.manufacturerID, sizeof info.manufacturerID);
+      g_autofree char *desc = p11c_padded_string (info.libraryDescription, sizeof info.libraryDescription);
+      m->description = g_strdup_printf ("%s (%s) %u.%u", desc, manu,
+                                        info.libraryVersion.major, info.libraryVersion.minor);
+    }
+  else
+    m->description = g_strdup (name_or_path);
+  return m;
+}
+
+void
+p11c_module_unload (P11cModule *m)
+{
+  if (m == NULL)
+    return;
+  if (m->f != NULL && m->finalize)
+    m->f->C_Finalize (NULL);
+  if (m->dl != NULL)
+    dlclose (m->dl);
+  g_free (m->name);
+  g_free (m->description);
+  g_free (m);
+}
+
+const char *p11c_module_get_name (P11cModule *m) { return m->name; }
+const char *p11c_module_get_description (P11cModule *m) { return m->description; }
+CK_FUNCTION_LIST *p11c_module_get_functions (P11cModule *m) { return m->f; }
+
+gboolean
+p11c_module_get_token_info (P11cModule *m, CK_SLOT_ID slot, CK_TOKEN_INFO *info, GError **error)
+{
+  return p11c_ckr_check (m->f->C_GetTokenInfo (slot, info), "Reading the token information", error);
+}
+
+GArray *
+p11c_module_list_tokens (P11cModule *m, GError **error)
+{
+  g_autoptr(GArray) out = g_array_new (FALSE, TRUE, sizeof (P11cSlotToken));
+  g_autofree CK_SLOT_ID *slots = NULL;
+  CK_ULONG n = 0;
+  CK_RV rv;
+
+  /* Some modules only notice new slots on a C_GetSlotList(FALSE). */
+  (void) m->f->C_GetSlotList (CK_FALSE, NULL, &n);
+  for (int tries = 0; tries < 5; tries++)
+    {
+      rv = m->f->C_GetSlotList (CK_TRUE, NULL, &n);
+      if (rv != CKR_OK)
+        break;
+      g_free (slots);
+      slots = g_new0 (CK_SLOT_ID, n + 1);
+      rv = m->f->C_GetSlotList (CK_TRUE, slots, &n);
+      if (rv != CKR_BUFFER_TOO_SMALL)
+        break;
+    }
+  if (!p11c_ckr_check (rv, "Listing the token slots", error))
+    return NULL;
+
+  for (CK_ULONG i = 0; i < n; i++)
+    {
+      P11cSlotToken st = { .slot = slots[i] };
+      if (m->f->C_GetSlotInfo (slots[i], &st.slot_info) != CKR_OK)
+        continue;
+      if (!(st.slot_info.flags & CKF_TOKEN_PRESENT))
+        continue;
+      rv = m->f->C_GetTokenInfo (slots[i], &st.token_info);
+      if (rv != CKR_OK)
+        {
+          g_debug ("slot %lu: no usable token (%s)", (unsigned long) slots[i], p11c_ckr_name (rv));
+          continue;
+        }
+      g_array_append_val (out, st);
+    }
+  return g_steal_pointer (&out);
+}
+
+/* ---- sessions ----------------------------------------------------------- */
+
+P11cSession *
+p11c_session_open (P11cModule *m, CK_SLOT_ID slot, gboolean rw, GError **error)
+{
+  P11cSession *s = g_new0 (P11cSession, 1);
+  CK_FLAGS flags = CKF_SERIAL_SESSION | (rw ? CKF_RW_SESSION : 0);
+
+  s->module = m;
+  s->f = m->f;
+  s->slot = slot;
+  if (!p11c_ckr_check (m->f->C_OpenSession (slot, flags, NULL, NULL, &s->handle),
+                       "Opening a session on the token", error))
+    {
+      g_free (s);
+      return NULL;
+    }
+  return s;
+}
+
+gboolean
+p11c_session_login (P11cSession *s, const char *pin, GError **error)
+{
+  CK_RV rv = s->f->C_Login (s->handle, CKU_USER, (CK_UTF8CHAR *) pin, strlen (pin));
+
+  if (rv == CKR_USER_ALREADY_LOGGED_IN)
+    {
+      /* A login left over from elsewhere: the PIN was not checked.  Log out
+       * and check it; this is the first real attempt, not a retry. */
+      s->f->C_Logout (s->handle);
+      rv = s->f->C_Login (s->handle, CKU_USER, (CK_UTF8CHAR *) pin, strlen (pin));
+    }
+  if (!p11c_ckr_check (rv, "Logging in to the token", error))
+    return FALSE;
+  s->logged_in = TRUE;
+  return TRUE;
+}
+
+void
+p11c_session_close (P11cSession *s)
+{
+  if (s == NULL)
+    return;
+  if (s->logged_in)
+    s->f->C_Logout (s->handle);
+  s->f->C_CloseSession (s->handle);
+  g_free (s);
+}
+
+GArray *
+p11c_session_find (P11cSession *s, CK_OBJECT_CLASS klass, GBytes *id,
+                   const char *label, GError **error)
+{
+  g_autoptr(GArray) out = g_array_new (FALSE, FALSE, sizeof (CK_OBJECT_HANDLE));
+  CK_ATTRIBUTE tmpl[3];
+  CK_ULONG n = 0;
+  CK_OBJECT_HANDLE batch[64];
+  CK_ULONG got;
+  CK_RV rv;
+
+  if (klass != (CK_OBJECT_CLASS) CK_UNAVAILABLE_INFORMATION)
+    tmpl[n++] = (CK_ATTRIBUTE) { CKA_CLASS, &klass, sizeof klass };
+  if (id != NULL)
+    {
+      gsize len;
+      const void *p = g_bytes_get_data (id, &len);
+      tmpl[n++] = (CK_ATTRIBUTE) { CKA_ID, (void *) p, len };
+    }
+  if (label != NULL)
+    tmpl[n++] = (CK_ATTRIBUTE) { CKA_LABEL, (void *) label, strlen (label) };
+
+  if (!p11c_ckr_check (s->f->C_FindObjectsInit (s->handle, tmpl, n), "Searching the token", error))
+    return NULL;
+  do
+    {
+      rv = s->f->C_FindObjects (s->handle, batch, G_N_ELEMENTS (batch), &got);
+      if (rv != CKR_OK)
+        break;
+      g_array_append_vals (out, batch, got);
+    }
+  while (got == G_N_ELEMENTS (batch));
+  s->f->C_FindObjectsFinal (s->handle);
+  if (!p11c_ckr_check (rv, "Searching the token", error))
+    return NULL;
+  return g_steal_pointer (&out);
+}
+
+GBytes *
+p11c_session_get_bytes (P11cSession *s, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_TYPE type, GError **error)
+{
+  CK_ATTRIBUTE a = { type, NULL, 0 };
+  g_autofree guint8 *buf = NULL;
+
+  if (!p11c_ckr_check (s->f->C_GetAttributeValue (s->handle, obj, &a, 1),
+                       "Reading an object attribute", error))
+    return NULL;
+  if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED, "The attribute is not available");
+      return NULL;
+    }
+  if (a.ulValueLen > 16 * 1024 * 1024)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED, "The attribute is too large");
+      return NULL;
+    }
+  buf = g_malloc0 (a.ulValueLen + 1);
+  a.pValue = buf;
+  if (!p11c_ckr_check (s->f->C_GetAttributeValue (s->handle, obj, &a, 1),
+                       "Reading an object attribute", error))
+    return NULL;
+  return g_bytes_new_take (g_steal_pointer (&buf), a.ulValueLen);
+}
+
+gboolean
+p11c_session_destroy (P11cSession *s, CK_OBJECT_HANDLE obj, GError **error)
+{
+  return p11c_ckr_check (s->f->C_DestroyObject (s->handle, obj), "Deleting an object from the token", error);
+}
+
+gboolean
+p11c_session_set_pin (P11cSession *s, const char *old_pin, const char *new_pin, GError **error)
+{
+  return p11c_ckr_check (s->f->C_SetPIN (s->handle,
+                                         (CK_UTF8CHAR *) old_pin, strlen (old_pin),
+                                         (CK_UTF8CHAR *) new_pin, strlen (new_pin)),
+                         "Changing the token PIN", error);
+}
+
+/* ---- keys --------------------------------------------------------------- */
+
+static const struct {
+  P11cKeyType type;
+  const char *name;
+} key_types[] = {
+  { P11C_KEY_EC_P256, "ec-p256" },
+  { P11C_KEY_EC_P384, "ec-p384" },
+  { P11C_KEY_RSA_2048, "rsa-2048" },
+  { P11C_KEY_RSA_3072, "rsa-3072" },
+};
+
+gboolean
+p11c_key_type_from_string (const char *name, P11cKeyType *out)
+{
+  for (gsize i = 0; i < G_N_ELEMENTS (key_types); i++)
+    if (g_strcmp0 (key_types[i].name, name) == 0)
+      {
+        *out = key_types[i].type;
+        return TRUE;
+      }
+  return FALSE;
+}
+
+const char *
+p11c_key_type_to_string (P11cKeyType type)
+{
+  for (gsize i = 0; i < G_N_ELEMENTS (key_types); i++)
+    if (key_types[i].type == type)
+      return key_types[i].name;
+  return "unknown";
+}
+
+static gboolean
+key_type_is_ec (P11cKeyType t)
+{
+  return t == P11C_KEY_EC_P256 || t == P11C_KEY_EC_P384;
+}
+
+/* DER OIDs for CKA_EC_PARAMS */
+static const guint8 oid_p256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
+static const guint8 oid_p384[] = { 0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22 };
+
+gboolean
+p11c_session_generate_key_pair (P11cSession *s, P11cKeyType type, GBytes *id,
+                                const char *label, CK_OBJECT_HANDLE *pub_out,
+                                CK_OBJECT_HANDLE *priv_out, GError **error)
+{
+  CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+  CK_ULONG bits = type == P11C_KEY_RSA_3072 ? 3072 : 2048;
+  CK_BYTE exponent[] = { 0x01, 0x00, 0x01 };
+  CK_MECHANISM mech = { key_type_is_ec (type) ? CKM_EC_KEY_PAIR_GEN : CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0 };
+  gsize id_len;
+  const void *id_data = g_bytes_get_data (id, &id_len);
+  CK_ATTRIBUTE pub[8], priv[8];
+  CK_ULONG np = 0, nq = 0;
+
+  pub[np++] = (CK_ATTRIBUTE) { CKA_TOKEN, &yes, sizeof yes };
+  pub[np++] = (CK_ATTRIBUTE) { CKA_PRIVATE, &no, sizeof no };
+  pub[np++] = (CK_ATTRIBUTE) { CKA_VERIFY, &yes, sizeof yes };
+  pub[np++] = (CK_ATTRIBUTE) { CKA_ID, (void *) id_data, id_len };
+  pub[np++] = (CK_ATTRIBUTE) { CKA_LABEL, (void *) label, strlen (label) };
+  if (type == P11C_KEY_EC_P256)
+    pub[np++] = (CK_ATTRIBUTE) { CKA_EC_PARAMS, (void *) oid_p256, sizeof oid_p256 };
+  else if (type == P11C_KEY_EC_P384)
+    pub[np++] = (CK_ATTRIBUTE) { CKA_EC_PARAMS, (void *) oid_p384, sizeof oid_p384 };
+  else
+    {
+      pub[np++] = (CK_ATTRIBUTE) { CKA_MODULUS_BITS, &bits, sizeof bits };
+      pub[np++] = (CK_ATTRIBUTE) { CKA_PUBLIC_EXPONENT, exponent, sizeof exponent };
+    }
+
+  priv[nq++] = (CK_ATTRIBUTE) { CKA_TOKEN, &yes, sizeof yes };
+  priv[nq++] = (CK_ATTRIBUTE) { CKA_PRIVATE, &yes, sizeof yes };
+  priv[nq++] = (CK_ATTRIBUTE) { CKA_SENSITIVE, &yes, sizeof yes };
+  priv[nq++] = (CK_ATTRIBUTE) { CKA_EXTRACTABLE, &no, sizeof no };
+  priv[nq++] = (CK_ATTRIBUTE) { CKA_SIGN, &yes, sizeof yes };
+  priv[nq++] = (CK_ATTRIBUTE) { CKA_ID, (void *) id_data, id_len };
+  priv[nq++] = (CK_ATTRIBUTE) { CKA_LABEL, (void *) label, strlen (label) };
+
+  return p11c_ckr_check (s->f->C_GenerateKeyPair (s->handle, &mech, pub, np, priv, nq,
+                                                  pub_out, priv_out),
+                         "Generating the key pair on the token", error);
+}
+
+static EVP_PKEY *
+pkey_from_params (const char *keytype, OSSL_PARAM_BLD *bld, GError **error)
+{
+  OSSL_PARAM *params = OSSL_PARAM_BLD_to_param (bld);
+  g_autoptr(EVP_PKEY_CTX) ctx = EVP_PKEY_CTX_new_from_name (NULL, keytype, NULL);
+  EVP_PKEY *pkey = NULL;
+
+  if (params == NULL || ctx == NULL || EVP_PKEY_fromdata_init (ctx) <= 0
+      || EVP_PKEY_fromdata (ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+    {
+      g_autofree char *why = p11c_openssl_error_string ();
+      g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_ERROR,
+                   "The token returned a public key OpenSSL cannot use: %s", why);
+      pkey = NULL;
+    }
+  OSSL_PARAM_free (params);
+  return pkey;
+}
+
+EVP_PKEY *
+p11c_session_public_key (P11cSession *s, CK_OBJECT_HANDLE pub, GError **error)
+{
+  g_autoptr(GBytes) params = p11c_session_get_bytes (s, pub, CKA_EC_PARAMS, NULL);
+  OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new ();
+  EVP_PKEY *pkey = NULL;
+
+  if (params != NULL)
+    {
+      gsize plen, qlen;
+      const guint8 *p = g_bytes_get_data (params, &plen);
+      g_autoptr(GBytes) point = p11c_session_get_bytes (s, pub, CKA_EC_POINT, error);
+      const char *group;
+      const guint8 *q;
+      ASN1_OCTET_STRING *os = NULL;
+
+      if (point == NULL)
+        goto out;
+      if (plen == sizeof oid_p256 && memcmp (p, oid_p256, plen) == 0)
+        group = "P-256";
+      else if (plen == sizeof oid_p384 && memcmp (p, oid_p384, plen) == 0)
+        group = "P-384";
+      else
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_SUPPORTED, "Unsupported EC curve on the token");
+          goto out;
+        }
+      q = g_bytes_get_data (point, &qlen);
+      /* The standard says DER OCTET STRING; some tokens return the raw point. */
+      if (qlen > 2 && q[0] == 0x04 && (qlen == 65 || qlen == 97))
+        {
+          const guint8 *tmp = q;
+          os = d2i_ASN1_OCTET_STRING (NULL, &tmp, qlen);
+          if (os != NULL && tmp != q + qlen)
+            g_clear_pointer (&os, ASN1_OCTET_STRING_free);
+        }
+      else
+        {
+          const guint8 *tmp = q;
+          os = d2i_ASN1_OCTET_STRING (NULL, &tmp, qlen);
+        }
+      OSSL_PARAM_BLD_push_utf8_string (bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0);
+      if (os != NULL)
+        OSSL_PARAM_BLD_push_octet_string (bld, OSSL_PKEY_PARAM_PUB_KEY,
+                                          ASN1_STRING_get0_data (os), ASN1_STRING_length (os));
+      else
+        OSSL_PARAM_BLD_push_octet_string (bld, OSSL_PKEY_PARAM_PUB_KEY, q, qlen);
+      ASN1_OCTET_STRING_free (os);
+      pkey = pkey_from_params ("EC", bld, error);
+    }
+  else
+    {
+      g_autoptr(GBytes) mod = p11c_session_get_bytes (s, pub, CKA_MODULUS, error);
+      g_autoptr(GBytes) exp = mod ? p11c_session_get_bytes (s, pub, CKA_PUBLIC_EXPONENT, error) : NULL;
+      g_autoptr(BIGNUM) n = NULL;
+      g_autoptr(BIGNUM) e = NULL;
+      gsize nl, el;
+      const guint8 *np, *ep;
+
+      if (exp == NULL)
+        goto out;
+      np = g_bytes_get_data (mod, &nl);
+      ep = g_bytes_get_data (exp, &el);
+      n = BN_bin2bn (np, nl, NULL);
+      e = BN_bin2bn (ep, el, NULL);
+      OSSL_PARAM_BLD_push_BN (bld, OSSL_PKEY_PARAM_RSA_N, n);
+      OSSL_PARAM_BLD_push_BN (bld, OSSL_PKEY_PARAM_RSA_E, e);
+      pkey = pkey_from_params ("RSA", bld, error);
+    }
+out:
+  OSSL_PARAM_BLD_free (bld);
+  return pkey;
+}
+
+/* ---- signing ------------------------------------------------------------ */
+
+static GBytes *
+ecdsa_raw_to_der (const guint8 *raw, gsize len, GError **error)
+{
+  g_autoptr(ECDSA_SIG) sig = ECDSA_SIG_new ();
+  BIGNUM *r, *s;
+  unsigned char *der = NULL;
+  int dlen;
+
+  if (len == 0 || len % 2 != 0)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_ERROR, "The token returned a malformed ECDSA signature");
+      return NULL;
+    }
+  r = BN_bin2bn (raw, len / 2, NULL);
+  s = BN_bin2bn (raw + len / 2, len / 2, NULL);
+  ECDSA_SIG_set0 (sig, r, s);
+  dlen = i2d_ECDSA_SIG (sig, &der);
+  if (dlen <= 0)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED, "Cannot encode the ECDSA signature");
+      return NULL;
+    }
+  {
+    GBytes *b = g_bytes_new (der, dlen);
+    OPENSSL_free (der);
+    return b;
+  }
+}
+
+/* DigestInfo prefixes (RFC 8017 9.2 note 1) */
+static const guint8 di_sha256[] = { 0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                                    0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20 };
+static const guint8 di_sha384[] = { 0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                                    0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30 };
+
+GBytes *
+p11c_session_sign (P11cSession *s, CK_OBJECT_HANDLE priv, P11cKeyType type,
+                   const EVP_MD *md, const guint8 *data, gsize len, GError **error)
+{
+  guint8 input[128];
+  gsize in_len = 0;
+  unsigned int hlen = 0;
+  guint8 hash[EVP_MAX_MD_SIZE];
+  CK_MECHANISM mech = { key_type_is_ec (type) ? CKM_ECDSA : CKM_RSA_PKCS, NULL, 0 };
+  g_autofree guint8 *sig = NULL;
+  CK_ULONG sig_len = 0;
+
+  if (!EVP_Digest (data, len, hash, &hlen, md, NULL))
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED, "Cannot hash the data to sign");
+      return NULL;
+    }
+  if (!key_type_is_ec (type))
+    {
+      const guint8 *prefix = EVP_MD_get_type (md) == NID_sha384 ? di_sha384 : di_sha256;
+      gsize plen = EVP_MD_get_type (md) == NID_sha384 ? sizeof di_sha384 : sizeof di_sha256;
+      memcpy (input, prefix, plen);
+      in_len = plen;
+    }
+  memcpy (input + in_len, hash, hlen);
+  in_len += hlen;
+
+  if (!p11c_ckr_check (s->f->C_SignInit (s->handle, &mech, priv), "Starting the signature on the token", error))
+    return NULL;
+  if (!p11c_ckr_check (s->f->C_Sign (s->handle, input, in_len, NULL, &sig_len), "Signing on the token", error))
+    return NULL;
+  if (sig_len == 0 || sig_len > 4096)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_ERROR, "The token reported an invalid signature length");
+      return NULL;
+    }
+  sig = g_malloc0 (sig_len);
+  if (!p11c_ckr_check (s->f->C_Sign (s->handle, input, in_len, sig, &sig_len), "Signing on the token", error))
+    return NULL;
+  if (key_type_is_ec (type))
+    return ecdsa_raw_to_der (sig, sig_len, error);
+  return g_bytes_new (sig, sig_len);
+}
+
+gboolean
+p11c_session_store_cert (P11cSession *s, X509 *cert, GBytes *id, const char *label,
+                         CK_OBJECT_HANDLE *out, GError **error)
+{
+  CK_OBJECT_CLASS klass = CKO_CERTIFICATE;
+  CK_CERTIFICATE_TYPE ctype = CKC_X_509;
+  CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+  unsigned char *value = NULL, *subject = NULL, *issuer = NULL, *serial = NULL;
+  int vlen, slen, ilen, snlen;
+  gsize id_len;
+  const void *id_data = g_bytes_get_data (id, &id_len);
+  CK_OBJECT_HANDLE handle = CK_INVALID_HANDLE;
+  gboolean ok;
+
+  vlen = i2d_X509 (cert, &value);
+  slen = i2d_X509_NAME (X509_get_subject_name (cert), &subject);
+  ilen = i2d_X509_NAME (X509_get_issuer_name (cert), &issuer);
+  snlen = i2d_ASN1_INTEGER (X509_get0_serialNumber (cert), &serial);
+  if (vlen <= 0 || slen <= 0 || ilen <= 0 || snlen <= 0)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED, "Cannot encode the certificate");
+      ok = FALSE;
+    }
+  else
+    {
+      CK_ATTRIBUTE t[] = {
+        { CKA_CLASS, &klass, sizeof klass },
+        { CKA_CERTIFICATE_TYPE, &ctype, sizeof ctype },
+        { CKA_TOKEN, &yes, sizeof yes },
+        { CKA_PRIVATE, &no, sizeof no },
+        { CKA_ID, (void *) id_data, id_len },
+        { CKA_LABEL, (void *) label, strlen (label) },
+        { CKA_SUBJECT, subject, slen },
+        { CKA_ISSUER, issuer, ilen },
+        { CKA_SERIAL_NUMBER, serial, snlen },
+        { CKA_VALUE, value, vlen },
+      };
+      ok = p11c_ckr_check (s->f->C_CreateObject (s->handle, t, G_N_ELEMENTS (t), &handle),
+                           "Writing the certificate to the token", error);
+    }
+  OPENSSL_free (value);
+  OPENSSL_free (subject);
+  OPENSSL_free (issuer);
+  OPENSSL_free (serial);
+  if (ok && out)
+    *out = handle;
+  return ok;
+}
