@@ -14,6 +14,7 @@
 #define INITIAL_WAIT_US   (2 * G_TIME_SPAN_SECOND)
 #define CANCEL_RETRY_US   (10 * G_TIME_SPAN_MILLISECOND)
 #define MAX_READER_ERRORS 3
+#define MAX_WAKES_PER_SECOND 50
 
 typedef struct {
   char    *name;
@@ -325,6 +326,7 @@ sync_readers (P11cPcscMonitor *m, SCARDCONTEXT ctx, DWORD *pnp_state)
     if (states[i].dwEventState & SCARD_STATE_UNKNOWN)
       return SCARD_E_UNKNOWN_READER;   /* vanished meanwhile: list again */
   *pnp_state = states[n].dwEventState & ~SCARD_STATE_CHANGED;
+  g_debug ("%u reader(s), PnP state 0x%lx", n, (unsigned long) *pnp_state);
 
   g_mutex_lock (&m->lock);
   {
@@ -395,6 +397,9 @@ run_context (P11cPcscMonitor *m, SCARDCONTEXT ctx)
 {
   DWORD pnp_state = SCARD_STATE_UNAWARE;
   guint wait_errors = 0;   /* consecutive failed waits: never a tight loop */
+  gint64 window_start = 0;
+  guint window_wakes = 0;
+  gboolean warned_busy = FALSE;
   LONG rv;
 
   rv = sync_readers_retry (m, ctx, &pnp_state);
@@ -405,7 +410,6 @@ run_context (P11cPcscMonitor *m, SCARDCONTEXT ctx)
   for (;;)
     {
       g_autofree SCARD_READERSTATE *states = NULL;
-      gboolean relist = FALSE;
       guint n = m->readers->len;   /* only this thread changes the list */
 
       states = g_new0 (SCARD_READERSTATE, n + 1);
@@ -420,6 +424,22 @@ run_context (P11cPcscMonitor *m, SCARDCONTEXT ctx)
         }
       states[n].szReader = PNP_READER;
       states[n].dwCurrentState = pnp_state;
+
+      /* Safety net: real events come at most a few per second.  Should a
+       * pcsc-lite quirk make every call return at once, throttle instead
+       * of spinning. */
+      if (g_get_monotonic_time () - window_start > G_TIME_SPAN_SECOND)
+        {
+          window_start = g_get_monotonic_time ();
+          window_wakes = 0;
+        }
+      else if (++window_wakes > MAX_WAKES_PER_SECOND)
+        {
+          if (!warned_busy)
+            g_warning ("PC/SC reports changes continuously; throttling the monitor");
+          warned_busy = TRUE;
+          wait_backoff (m, BACKOFF_MIN_US);
+        }
 
       /* Block until something changes. */
       for (;;)
@@ -444,40 +464,20 @@ run_context (P11cPcscMonitor *m, SCARDCONTEXT ctx)
            * most, then treat it as a service failure (with backoff). */
           if (++wait_errors >= MAX_READER_ERRORS)
             return rv;
-          relist = TRUE;
         }
       else if (rv != SCARD_S_SUCCESS)
         return rv;
       else
-        {
-          wait_errors = 0;
-          if (states[n].dwEventState & SCARD_STATE_CHANGED)
-            relist = TRUE;
-          pnp_state = states[n].dwEventState & ~SCARD_STATE_CHANGED;
-          for (guint i = 0; i < n; i++)
-            {
-              Reader *r = g_ptr_array_index (m->readers, i);
-              r->state = states[i].dwEventState & ~SCARD_STATE_CHANGED;
-              if (states[i].dwEventState & (SCARD_STATE_UNKNOWN | SCARD_STATE_IGNORE))
-                relist = TRUE;
-            }
-        }
+        wait_errors = 0;
 
-      if (relist)
-        {
-          /* lists, reads every state and reports the differences */
-          rv = sync_readers_retry (m, ctx, &pnp_state);
-          if (rv != SCARD_S_SUCCESS)
-            return rv;
-          continue;
-        }
-
-      g_mutex_lock (&m->lock);
-      for (guint i = 0; i < n; i++)
-        if (states[i].dwEventState & SCARD_STATE_CHANGED)
-          apply_state_locked (m, g_ptr_array_index (m->readers, i), &states[i],
-                              m->initial_done);
-      g_mutex_unlock (&m->lock);
+      /* Something moved: list the readers and read every state again, and
+       * report the differences to what we know.  Listing on every wake
+       * matters with pcsc-lite 1.9.9: its PnP pseudo-reader only reports
+       * reader count changes that happen *during* a call (its state word
+       * stays 0), so a reader added between two calls would go unseen. */
+      rv = sync_readers_retry (m, ctx, &pnp_state);
+      if (rv != SCARD_S_SUCCESS)
+        return rv;
     }
 }
 

@@ -240,6 +240,18 @@ class PcscEnv:
                 v.proc.kill()
                 v.proc.wait()
 
+    def transmit(self, reader=0, apdu='00 A4 04 00 00', timeout=10):
+        """Connects to the card in reader @reader and sends one APDU with
+        scriptor (pcsc-tools), as another PC/SC client would: the reader goes
+        INUSE and its event counter moves.  Returns scriptor's output."""
+        r = subprocess.run(['timeout', str(timeout), 'scriptor', '-r', self.readers[reader]],
+                           input=(apdu + '\n').encode(), env=os.environ.copy(),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out = r.stdout.decode(errors='replace')
+        if r.returncode != 0 or '<' not in out:
+            raise PcscEnvError('scriptor failed (%d): %s' % (r.returncode, out.strip()))
+        return out
+
     def has_card(self, reader=0):
         v = self.vicc.get(reader)
         return v is not None and v.proc.poll() is None

@@ -9,6 +9,8 @@ The binary writes one command per line and waits for "ok" / "error MSG":
 
     insert N        start a vicc card on reader N (0/1), reply once connected
     remove N        kill that vicc
+    apdu N          another client connects to the card in reader N and
+                    sends an APDU (scriptor): state/counter noise
     restart-pcscd   stop pcscd and start it again (reply when ready)
     stop-pcscd      stop pcscd
     start-pcscd     start it again
@@ -21,6 +23,8 @@ missing).
 
 import argparse
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +47,8 @@ def serve(sock, env, errors):
                 env.insert_card(int(words[1]))
             elif words[0] == 'remove':
                 env.remove_card(int(words[1]))
+            elif words[0] == 'apdu':
+                env.transmit(int(words[1]))
             elif words[0] == 'restart-pcscd':
                 env.restart()
             elif words[0] == 'stop-pcscd':
@@ -71,10 +77,13 @@ def main():
         print('SKIP: %s' % why, file=sys.stderr)
         return 77
 
+    # meson's timeout sends SIGTERM: unwind so `finally` stops pcscd/vicc
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = tempfile.mkdtemp(prefix='p11c-pcsc-')
     env = pcscenv.PcscEnv(tmp, port=opts.port)
     errors = []
     rc = 1
+    proc = None
     try:
         env.start()
         ours, theirs = socket.socketpair()
@@ -89,20 +98,26 @@ def main():
         rc = proc.wait()
         ours.close()
     finally:
-        if rc != 0:
-            for e in errors:
-                print('# command error: %s' % e, file=sys.stderr)
-            print('# pcscd log (tail):\n' + env.log_tail(40), file=sys.stderr)
-            for name in sorted(os.listdir(tmp)):
-                if name.startswith('vicc-'):
-                    with open(os.path.join(tmp, name), errors='replace') as f:
-                        print('# %s (tail):\n%s' % (name, ''.join(f.readlines()[-10:])),
-                              file=sys.stderr)
+        # stop our processes first: printing below may fail (closed pipe)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait()
         env.close()
-        if not opts.keep:
-            subprocess.run(['rm', '-rf', tmp])
-        else:
-            print('# kept %s' % tmp, file=sys.stderr)
+        try:
+            if rc != 0:
+                for e in errors:
+                    print('# command error: %s' % e, file=sys.stderr)
+                print('# pcscd log (tail):\n' + env.log_tail(40), file=sys.stderr)
+                for name in sorted(os.listdir(tmp)):
+                    if name.startswith('vicc-'):
+                        with open(os.path.join(tmp, name), errors='replace') as f:
+                            print('# %s (tail):\n%s' % (name, ''.join(f.readlines()[-10:])),
+                                  file=sys.stderr)
+            if opts.keep:
+                print('# kept %s' % tmp, file=sys.stderr)
+        finally:
+            if not opts.keep:
+                shutil.rmtree(tmp, ignore_errors=True)
     return rc
 
 
