@@ -34,8 +34,8 @@ token_field (const CK_UTF8CHAR *s, gsize len)
   gsize n = len;
   while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\0'))
     n--;
-  if (n == len && s[0] == '\0')
-    return NULL;
+  if (n == 0)
+    return NULL;   /* p11-kit leaves absent attributes blank */
   return g_strndup ((const char *) s, n);
 }
 

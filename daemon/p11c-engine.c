@@ -323,6 +323,10 @@ p11c_engine_rescan_finish (P11cEngine *e, GAsyncResult *res, GError **error)
   if (scan == NULL)
     return FALSE;
   p11c_engine_apply_scan (e, scan);
+  /* A rescan is also "forget what you know": another application may have
+   * changed a token behind our back. */
+  for (guint i = 0; i < e->tokens->len; i++)
+    p11c_token_invalidate (e->tokens->pdata[i]);
   return TRUE;
 }
 

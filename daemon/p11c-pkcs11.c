@@ -282,6 +282,11 @@ p11c_module_list_tokens (P11cModule *m, GError **error)
           g_debug ("slot %lu: no usable token (%s)", (unsigned long) slots[i], p11c_ckr_name (rv));
           continue;
         }
+      if (!(st.token_info.flags & CKF_TOKEN_INITIALIZED))
+        {
+          g_debug ("slot %lu: token not initialized, skipped", (unsigned long) slots[i]);
+          continue;
+        }
       g_array_append_val (out, st);
     }
   return g_steal_pointer (&out);

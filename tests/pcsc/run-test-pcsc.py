@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 
+sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 import pcscenv  # noqa: E402
 

@@ -709,6 +709,19 @@ test_int_error_500 (void)
   g_assert_nonnull (strstr (error->message, est.url));
   g_test_message ("%s", error->message);
   g_clear_error (&error);
+
+  /* the OTP was not used up: the next try works */
+  set_control (NULL);
+  g_assert_true (do_enroll (&srv, "carol", otp, key, NULL, &cert, &ra, &error));
+  g_assert_no_error (error);
+  g_assert_nonnull (cert);
+
+  set_control ("{\"error_500\":1,\"apply_to_cacerts\":1}");
+  {
+    g_autoptr(P11cX509Stack) certs = p11c_est_get_cacerts (&srv, NULL, &error);
+    g_assert_null (certs);
+    g_assert_error (error, P11C_ERROR, P11C_ERROR_CA_UNREACHABLE);
+  }
   set_control (NULL);
 }
 
@@ -738,22 +751,27 @@ static void
 test_int_slow_timeout (void)
 {
   g_autoptr(GError) error = NULL;
-  g_autoptr(P11cX509Stack) certs = NULL;
+  g_autoptr(X509) cert = NULL;
+  g_autoptr(EVP_PKEY) key = make_key ();
+  g_autofree char *otp = NULL;
   P11cEstServer srv;
   gint64 t0, dt;
+  guint ra;
 
   if (!est_available ())
     return;
   set_control ("{\"slow\":1,\"slow_seconds\":5}");
+  otp = new_user ("frank");
   server_init (&srv);
   srv.timeout = 1;
   t0 = g_get_monotonic_time ();
-  certs = p11c_est_get_cacerts (&srv, NULL, &error);
+  g_assert_false (do_enroll (&srv, "frank", otp, key, NULL, &cert, &ra, &error));
   dt = g_get_monotonic_time () - t0;
-  g_assert_null (certs);
+  g_assert_null (cert);
   g_assert_error (error, P11C_ERROR, P11C_ERROR_CA_UNREACHABLE);
   g_test_message ("%s (after %" G_GINT64_FORMAT " ms)", error->message, dt / 1000);
   g_assert_nonnull (strstr (error->message, "within 1 s"));
+  g_assert_nonnull (strstr (error->message, est.url));
   g_assert_cmpint (dt, >=, 900 * 1000);
   g_assert_cmpint (dt, <, 2500 * 1000);
   set_control (NULL);
@@ -778,63 +796,61 @@ static void
 test_int_cancel (void)
 {
   g_autoptr(GError) error = NULL;
-  g_autoptr(P11cX509Stack) certs = NULL;
+  g_autoptr(X509) cert = NULL;
+  g_autoptr(EVP_PKEY) key = make_key ();
   g_autoptr(GCancellable) cancel = g_cancellable_new ();
+  g_autofree char *otp = NULL;
   GThread *th;
   P11cEstServer srv;
   gint64 t0, dt;
+  guint ra;
 
   if (!est_available ())
     return;
-  set_control ("{\"slow\":1,\"slow_seconds\":5}");
+  set_control ("{\"slow\":1,\"slow_seconds\":3}");
+  otp = new_user ("grace");
   server_init (&srv);
   th = g_thread_new ("cancel", cancel_thread, cancel);
   t0 = g_get_monotonic_time ();
-  certs = p11c_est_get_cacerts (&srv, cancel, &error);
+  g_assert_false (do_enroll (&srv, "grace", otp, key, cancel, &cert, &ra, &error));
   dt = g_get_monotonic_time () - t0;
   g_thread_join (th);
-  g_assert_null (certs);
+  g_assert_null (cert);
   g_assert_error (error, P11C_ERROR, P11C_ERROR_CANCELLED);
   g_test_message ("%s (after %" G_GINT64_FORMAT " ms)", error->message, dt / 1000);
-  g_assert_cmpint (dt, <, 2000 * 1000);
+  g_assert_cmpint (dt, <, 1500 * 1000);
   set_control (NULL);
 }
 
 static void
-test_int_garbage (void)
+enroll_expect (const char *control, const char *login, P11cError code)
 {
   g_autoptr(GError) error = NULL;
-  g_autoptr(P11cX509Stack) certs = NULL;
   g_autoptr(X509) cert = NULL;
   g_autoptr(EVP_PKEY) key = make_key ();
   g_autofree char *otp = NULL;
   guint ra;
   P11cEstServer srv;
 
+  set_control (control);
+  otp = new_user (login);
+  server_init (&srv);
+  g_assert_false (do_enroll (&srv, login, otp, key, NULL, &cert, &ra, &error));
+  g_assert_error (error, P11C_ERROR, (gint) code);
+  g_assert_null (cert);
+  g_test_message ("%s: %s", control, error->message);
+  set_control (NULL);
+}
+
+static void
+test_int_garbage (void)
+{
   if (!est_available ())
     return;
-  server_init (&srv);
-
-  set_control ("{\"garbage_base64\":1}");
-  certs = p11c_est_get_cacerts (&srv, NULL, &error);
-  g_assert_null (certs);
-  g_assert_error (error, P11C_ERROR, P11C_ERROR_CA_BAD_REPLY);
-  g_test_message ("%s", error->message);
-  g_clear_error (&error);
-
-  set_control ("{\"wrong_content_type\":1}");
-  certs = p11c_est_get_cacerts (&srv, NULL, &error);
-  g_assert_null (certs);
-  g_assert_error (error, P11C_ERROR, P11C_ERROR_CA_BAD_REPLY);
-  g_test_message ("%s", error->message);
-  g_clear_error (&error);
-
-  set_control ("{\"garbage_base64\":1}");
-  otp = new_user ("erin");
-  g_assert_false (do_enroll (&srv, "erin", otp, key, NULL, &cert, &ra, &error));
-  g_assert_error (error, P11C_ERROR, P11C_ERROR_CA_BAD_REPLY);
-  g_assert_null (cert);
-  set_control (NULL);
+  enroll_expect ("{\"garbage_base64\":1}", "erin", P11C_ERROR_CA_BAD_REPLY);
+  enroll_expect ("{\"wrong_content_type\":1}", "erin", P11C_ERROR_CA_BAD_REPLY);
+  /* a certificate for some other key is useless */
+  enroll_expect ("{\"wrong_key\":1}", "erin", P11C_ERROR_CA_BAD_REPLY);
 }
 
 static void
@@ -846,13 +862,86 @@ test_int_close_connection (void)
 
   if (!est_available ())
     return;
-  set_control ("{\"close_connection\":1}");
+  enroll_expect ("{\"close_connection\":1}", "heidi", P11C_ERROR_CA_UNREACHABLE);
+
+  set_control ("{\"close_connection\":1,\"apply_to_cacerts\":1}");
   server_init (&srv);
   certs = p11c_est_get_cacerts (&srv, NULL, &error);
   g_assert_null (certs);
   g_assert_error (error, P11C_ERROR, P11C_ERROR_CA_UNREACHABLE);
   g_test_message ("%s", error->message);
   set_control (NULL);
+}
+
+static void
+test_int_digest (void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(X509) cert = NULL;
+  g_autoptr(EVP_PKEY) key = make_key ();
+  g_autofree char *otp = NULL;
+  guint ra = 99;
+  P11cEstServer srv;
+
+  if (!est_available ())
+    return;
+  set_control ("{\"auth\":\"digest\"}");
+  otp = new_user ("ivan");
+  server_init (&srv);
+  g_assert_false (do_enroll (&srv, "ivan", "WRONG", key, NULL, &cert, &ra, &error));
+  g_assert_error (error, P11C_ERROR, P11C_ERROR_CA_REJECTED);
+  g_clear_error (&error);
+  g_assert_true (do_enroll (&srv, "ivan", otp, key, NULL, &cert, &ra, &error));
+  g_assert_no_error (error);
+  g_assert_nonnull (cert);
+  g_assert_cmpint (EVP_PKEY_eq (X509_get0_pubkey (cert), key), ==, 1);
+  set_control (NULL);
+}
+
+static void
+test_int_reenroll (void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(X509) cert = NULL;
+  g_autoptr(X509) cert2 = NULL;
+  g_autoptr(EVP_PKEY) key = make_key ();
+  g_autoptr(EVP_PKEY) key2 = make_key ();
+  g_autoptr(GBytes) csr2 = make_csr (key2, "judy");
+  g_autofree char *otp = NULL;
+  const guint8 *der;
+  gsize len;
+  guint ra = 99;
+  P11cEstServer srv;
+
+  if (!est_available ())
+    return;
+  set_control (NULL);
+  otp = new_user ("judy");
+  server_init (&srv);
+  g_assert_true (do_enroll (&srv, "judy", otp, key, NULL, &cert, &ra, &error));
+  g_assert_no_error (error);
+  der = g_bytes_get_data (csr2, &len);
+
+  /* without a client certificate the CA says no */
+  g_assert_false (p11c_est_enroll (&srv, TRUE, der, len, NULL, NULL, NULL, &cert2, &ra, &error));
+  g_assert_error (error, P11C_ERROR, P11C_ERROR_CA_REJECTED);
+  g_test_message ("%s", error->message);
+  g_clear_error (&error);
+
+  /* a key that does not belong to the certificate is refused locally */
+  srv.client_cert = cert;
+  srv.client_key = key2;
+  g_assert_false (p11c_est_enroll (&srv, TRUE, der, len, NULL, NULL, NULL, &cert2, &ra, &error));
+  g_assert_error (error, P11C_ERROR, P11C_ERROR_FAILED);
+  g_test_message ("%s", error->message);
+  g_clear_error (&error);
+
+  /* with the current certificate and key: a new certificate for key2 */
+  srv.client_key = key;
+  g_assert_true (p11c_est_enroll (&srv, TRUE, der, len, NULL, NULL, NULL, &cert2, &ra, &error));
+  g_assert_no_error (error);
+  g_assert_nonnull (cert2);
+  g_assert_cmpint (EVP_PKEY_eq (X509_get0_pubkey (cert2), key2), ==, 1);
 }
 
 static void
@@ -1054,6 +1143,8 @@ main (int argc, char **argv)
   g_test_add_func ("/est/server/cancel", test_int_cancel);
   g_test_add_func ("/est/server/garbage", test_int_garbage);
   g_test_add_func ("/est/server/close-connection", test_int_close_connection);
+  g_test_add_func ("/est/server/digest", test_int_digest);
+  g_test_add_func ("/est/server/reenroll", test_int_reenroll);
   g_test_add_func ("/est/server/wrong-trust-anchor", test_int_wrong_trust_anchor);
   g_test_add_func ("/est/server/nothing-listening", test_int_nothing_listening);
 

@@ -1,0 +1,560 @@
+"""Integration test harness for p11certd: real parts, no mocks.
+
+Starts, per test: a private *system-type* dbus-daemon loaded with Debian's
+system.conf and the project's own bus policy (so the policy is enforced),
+SoftHSM2 tokens created for the test, the *built* p11certd against them,
+optionally the real polkitd (in a private mount namespace that sees only
+the project's actions and rules) and the real EST test server.  Everything
+binds to a temporary directory or 127.0.0.1, runs under `timeout`, and is
+killed by PID on cleanup.
+
+Run with /usr/bin/python3 (Debian's, which has python3-gi).
+"""
+import base64
+import datetime
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import gi
+gi.require_version("Gio", "2.0")
+from gi.repository import Gio, GLib  # noqa: E402
+
+SRC = os.environ.get("P11C_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("P11C_BUILD_DIR", os.path.join(SRC, "build"))
+DAEMON = os.path.join(BUILD, "daemon", "p11certd")
+CTL = os.path.join(BUILD, "client", "p11certctl")
+SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
+PY = "/usr/bin/python3"
+
+NAME = "org.p11certd"
+PATH = "/org/p11certd"
+MANAGER = "org.p11certd1.Manager"
+TOKEN_IFACE = "org.p11certd1.Token"
+JOB_IFACE = "org.p11certd1.Job"
+
+PIN = "Passw0rdA"
+SO_PIN = "S0-Passw0rd"
+TEST_USERS = ("p11c-alice", "p11c-bob", "p11certd-renew")
+
+
+def error_name(exc):
+    """'org.p11certd.Error.PinIncorrect' from a GLib.Error raised by a call."""
+    remote = Gio.DBusError.get_remote_error(exc)
+    return remote or ""
+
+
+def ensure_user(name):
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                       check=True)
+        return pwd.getpwnam(name).pw_uid
+
+
+def wait_for(predicate, timeout=10.0, what="condition", context=None):
+    """Iterate the GLib main context until predicate() is true or timeout.
+    No fixed sleeps: the main loop dispatches signals while we wait."""
+    ctx = context or GLib.MainContext.default()
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.1f s waiting for %s" % (timeout, what))
+        # wake at least every 50 ms to re-check state changed by other processes
+        tid = GLib.timeout_add(50, lambda: False)
+        ctx.iteration(True)
+        GLib.source_remove(tid) if ctx.find_source_by_id(tid) else None
+
+
+def wait_file(path, timeout=10.0, proc=None):
+    def ready():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError("process exited (%s) before %s appeared" % (proc.returncode, path))
+        return os.path.exists(path)
+    wait_for(ready, timeout, path)
+
+
+# ---------------------------------------------------------------------------
+# certificates (python3-cryptography)
+
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
+from cryptography.x509.oid import NameOID  # noqa: E402
+
+
+def make_key(kind="ec"):
+    if kind == "ec":
+        return ec.generate_private_key(ec.SECP256R1())
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def make_cert(cn, key=None, days=365, not_before=None, issuer_key=None):
+    key = key or make_key()
+    now = not_before or datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    cert = (x509.CertificateBuilder()
+            .subject_name(name).issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .sign(issuer_key or key, hashes.SHA256()))
+    return key, cert
+
+
+def der(cert):
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+# ---------------------------------------------------------------------------
+
+class Env:
+    """One test's world.  Use as a context manager or call close()."""
+
+    def __init__(self, name="p11c"):
+        self.tmp = tempfile.mkdtemp(prefix=name + "-")
+        os.chmod(self.tmp, 0o755)   # the bus socket must be reachable by test users
+        self.procs = []
+        self.logs = {}
+        self.conn = None
+        self.daemon = None
+        self.polkitd = None
+        self.est = None
+        self.modules = [SOFTHSM]
+        self.extra_config = ""
+        self.state_dir = os.path.join(self.tmp, "state")
+        self.ca_dir = os.path.join(self.tmp, "ca.d")
+        os.makedirs(self.ca_dir)
+        self.softhsm_conf = os.path.join(self.tmp, "softhsm2.conf")
+        self.token_dir = os.path.join(self.tmp, "tokens")
+        os.makedirs(self.token_dir)
+        with open(self.softhsm_conf, "w") as f:
+            f.write("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n" % self.token_dir)
+        os.environ["SOFTHSM2_CONF"] = self.softhsm_conf
+        self.env = dict(os.environ, SOFTHSM2_CONF=self.softhsm_conf, G_DEBUG="fatal-criticals",
+                        G_MESSAGES_DEBUG="all")
+        self.bus_address = None
+
+    # -- processes ----------------------------------------------------------
+    def spawn(self, name, argv, env=None, limit=900, **kw):
+        log = open(os.path.join(self.tmp, name + ".log"), "ab")
+        self.logs[name] = log.name
+        p = subprocess.Popen(["timeout", "-k", "5", str(limit)] + argv, stdout=log, stderr=subprocess.STDOUT,
+                             env=env or self.env, start_new_session=True, **kw)
+        self.procs.append(p)
+        return p
+
+    def kill(self, p, sig=signal.SIGTERM, wait=10):
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(wait)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        return p.returncode
+
+    def log(self, name):
+        try:
+            with open(self.logs[name], "rb") as f:
+                return f.read().decode(errors="replace")
+        except (KeyError, OSError):
+            return ""
+
+    def dump_logs(self):
+        for name in self.logs:
+            sys.stderr.write("\n===== %s log =====\n%s\n" % (name, self.log(name)[-20000:]))
+
+    def close(self):
+        if self.conn is not None:
+            try:
+                self.conn.close_sync(None)
+            except GLib.Error:
+                pass
+        for p in reversed(self.procs):
+            self.kill(p)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- SoftHSM ------------------------------------------------------------
+    def softhsm_util(self, *args):
+        return subprocess.run(["softhsm2-util"] + list(args), env=self.env, check=True,
+                              capture_output=True, text=True).stdout
+
+    def add_token(self, label, pin=PIN, so_pin=SO_PIN):
+        out = self.softhsm_util("--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", so_pin)
+        serial = None
+        for line in self.softhsm_util("--show-slots").splitlines():
+            line = line.strip()
+            if line.startswith("Serial number:"):
+                cur = line.split(":", 1)[1].strip()
+            if line.startswith("Label:") and line.split(":", 1)[1].strip() == label:
+                serial = cur
+        assert serial, out
+        return serial
+
+    def pkcs11_tool(self, label, *args, pin=PIN, login=True, check=True):
+        argv = ["pkcs11-tool", "--module", SOFTHSM, "--token-label", label]
+        if login:
+            argv += ["--login", "--pin", pin]
+        r = subprocess.run(argv + list(args), env=self.env, capture_output=True, text=True)
+        if check and r.returncode != 0:
+            raise AssertionError("pkcs11-tool %s failed: %s %s" % (args, r.stdout, r.stderr))
+        return r
+
+    def objects(self, label, pin=PIN, kind=None):
+        """Objects on the token as pkcs11-tool -O sees them (with login):
+        list of dicts {type, label, id}."""
+        args = ["-O"] + (["--type", kind] if kind else [])
+        out = self.pkcs11_tool(label, *args, pin=pin).stdout
+        objs, cur = [], None
+        for line in out.splitlines():
+            if line and not line.startswith(" ") and "Object" in line:
+                cur = {"type": line.split("Object")[0].strip().lower(), "label": "", "id": ""}
+                objs.append(cur)
+            elif cur is not None and line.strip().startswith("label:"):
+                cur["label"] = line.split(":", 1)[1].strip()
+            elif cur is not None and line.strip().startswith("ID:"):
+                cur["id"] = line.split(":", 1)[1].strip()
+        return objs
+
+    def put_cert(self, label, cert, obj_id, obj_label):
+        path = os.path.join(self.tmp, "c-%s.der" % obj_id)
+        with open(path, "wb") as f:
+            f.write(der(cert) if not isinstance(cert, bytes) else cert)
+        self.pkcs11_tool(label, "--write-object", path, "--type", "cert", "--id", obj_id, "--label", obj_label)
+
+    def put_raw_cert(self, label, value, obj_id, obj_label):
+        """A certificate object with an arbitrary CKA_VALUE (pkcs11-tool refuses garbage)."""
+        path = os.path.join(self.tmp, "raw-%s.bin" % obj_id)
+        with open(path, "wb") as f:
+            f.write(value)
+        subprocess.run([PY, os.path.join(SRC, "tests", "bulk_certs.py"), SOFTHSM, label, PIN, path, "raw",
+                        obj_id, obj_label], env=self.env, check=True)
+
+    def put_many_certs(self, label, count):
+        subprocess.run([PY, os.path.join(SRC, "tests", "bulk_certs.py"), SOFTHSM, label, PIN, self.tmp,
+                        str(count)], env=self.env, check=True)
+
+    def put_keypair(self, label, obj_id, obj_label, kind="ec"):
+        """Generate a key pair on the token (pkcs11-tool) and return its public key PEM."""
+        kt = "EC:prime256v1" if kind == "ec" else "rsa:2048"
+        self.pkcs11_tool(label, "--keypairgen", "--key-type", kt, "--id", obj_id, "--label", obj_label)
+        r = self.pkcs11_tool(label, "--read-object", "--type", "pubkey", "--id", obj_id, "-o",
+                             os.path.join(self.tmp, "pub-%s.der" % obj_id))
+        with open(os.path.join(self.tmp, "pub-%s.der" % obj_id), "rb") as f:
+            return serialization.load_der_public_key(f.read())
+
+    def put_cert_for_key(self, label, obj_id, obj_label, cn, kind="ec", days=365):
+        """Key pair on the token + a certificate for it (signed by a throwaway CA)."""
+        pub = self.put_keypair(label, obj_id, obj_label, kind)
+        ca_key = make_key()
+        now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+                .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test CA")]))
+                .public_key(pub).serial_number(x509.random_serial_number())
+                .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=days))
+                .sign(ca_key, hashes.SHA256()))
+        self.put_cert(label, cert, obj_id, obj_label)
+        return cert
+
+    # -- bus ----------------------------------------------------------------
+    def start_bus(self, policy_dirs=None):
+        policy_dirs = policy_dirs or [os.path.join(SRC, "dbus")]
+        conf = open("/usr/share/dbus-1/system.conf").read()
+        conf = conf.replace("<fork/>", "")
+        import re
+        conf = re.sub(r"<pidfile>.*?</pidfile>", "", conf)
+        conf = re.sub(r"<syslog/>", "", conf)
+        conf = re.sub(r"<listen>.*?</listen>", "<listen>unix:path=%s/bus</listen>" % self.tmp, conf)
+        conf = re.sub(r"<standard_system_servicedirs/>", "", conf)
+        conf = re.sub(r"<servicehelper>.*?</servicehelper>", "", conf)
+        # only our policy (and polkit's) is included: a private, enforcing bus
+        conf = re.sub(r"<includedir>.*?</includedir>", "", conf)
+        conf = re.sub(r"<include [^>]*>.*?</include>", "", conf)
+        extra = "".join("<includedir>%s</includedir>" % d for d in policy_dirs)
+        extra += "<includedir>/usr/share/dbus-1/system.d</includedir>"
+        conf = conf.replace("</busconfig>", extra + "</busconfig>")
+        path = os.path.join(self.tmp, "system.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        self.bus_address = "unix:path=%s/bus" % self.tmp
+        self.env["DBUS_SYSTEM_BUS_ADDRESS"] = self.bus_address
+        os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = self.bus_address
+        self.bus = self.spawn("dbus", ["dbus-daemon", "--config-file=" + path, "--nofork"])
+        wait_file(os.path.join(self.tmp, "bus"), proc=self.bus)
+        self.conn = self.connect()
+        return self.bus_address
+
+    def connect(self):
+        flags = (Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT |
+                 Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                return Gio.DBusConnection.new_for_address_sync(self.bus_address, flags, None, None)
+            except GLib.Error:
+                if time.monotonic() > deadline:
+                    raise
+                GLib.MainContext.default().iteration(False)
+
+    def name_has_owner(self, name=NAME):
+        r = self.conn.call_sync("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                                "NameHasOwner", GLib.Variant("(s)", (name,)), None, 0, 5000, None)
+        return r.unpack()[0]
+
+    # -- daemon -------------------------------------------------------------
+    def write_config(self):
+        path = os.path.join(self.tmp, "p11certd.conf")
+        with open(path, "w") as f:
+            f.write("[daemon]\nstate-dir=%s\nca-dir=%s\njob-linger=30\n[modules]\nmodules=%s\n%s"
+                    % (self.state_dir, self.ca_dir, ";".join(self.modules), self.extra_config))
+        return path
+
+    def start_daemon(self, wait=True, extra_args=(), env=None):
+        if self.bus_address is None:
+            self.start_bus()
+        conf = self.write_config()
+        self.daemon = self.spawn("p11certd", [DAEMON, "--address", self.bus_address, "--config", conf,
+                                              "--verbose"] + list(extra_args), env=env)
+        if wait:
+            wait_for(lambda: self.daemon.poll() is not None or self.name_has_owner(), 20, "p11certd on the bus")
+            if self.daemon.poll() is not None:
+                raise AssertionError("p11certd exited %s:\n%s" % (self.daemon.returncode, self.log("p11certd")))
+        return self.daemon
+
+    def stop_daemon(self, sig=signal.SIGTERM):
+        rc = self.kill(self.daemon, sig)
+        if self.conn is not None:
+            wait_for(lambda: not self.name_has_owner(), 10, "name released")
+        return rc
+
+    # -- calls --------------------------------------------------------------
+    def call(self, method, sig=None, args=(), path=PATH, iface=MANAGER, timeout=60000, fds=None):
+        params = GLib.Variant("(%s)" % sig, tuple(args)) if sig is not None else None
+        if fds is not None:
+            fdlist = Gio.UnixFDList.new()
+            for fd in fds:
+                fdlist.append(fd)
+            r, _ = self.conn.call_with_unix_fd_list_sync(NAME, path, iface, method, params, None, 0, timeout,
+                                                         fdlist, None)
+        else:
+            r = self.conn.call_sync(NAME, path, iface, method, params, None, 0, timeout, None)
+        return r.unpack()
+
+    def call_error(self, *a, **kw):
+        """Call that must fail: returns (error name, message)."""
+        try:
+            self.call(*a, **kw)
+        except GLib.Error as e:
+            name = error_name(e)
+            Gio.DBusError.strip_remote_error(e)
+            return name, e.message
+        raise AssertionError("call %s succeeded but should have failed" % (a,))
+
+    def list_certs(self, **options):
+        opts = {k: GLib.Variant("s", v) for k, v in options.items()}
+        return self.call("ListCerts", "a{sv}", [opts])[0]
+
+    def list_tokens(self):
+        return self.call("ListTokens")[0]
+
+    def get_property(self, path, iface, name):
+        return self.call("Get", "ss", [iface, name], path=path, iface="org.freedesktop.DBus.Properties")[0]
+
+    def ctl(self, *args, input=None, user=None, check=False, timeout=120, env=None):
+        """Run the built p11certctl against this bus."""
+        argv = [CTL, "--address", self.bus_address] + list(args)
+        if user:
+            argv = ["setpriv", "--reuid=" + user, "--regid=" + user, "--init-groups"] + argv
+        r = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout,
+                           env=env or self.env)
+        if check and r.returncode != 0:
+            raise AssertionError("p11certctl %s -> %d\n%s\n%s" % (args, r.returncode, r.stdout, r.stderr))
+        return r
+
+    def call_as(self, user, method, sig=None, args=(), path=PATH, iface=MANAGER):
+        """Make one D-Bus call as an unprivileged user (a separate process, so the
+        bus and polkit see that uid).  Returns (ok, error_name, result)."""
+        req = json.dumps({"address": self.bus_address, "path": path, "iface": iface, "method": method,
+                          "sig": sig, "args": args})
+        r = subprocess.run(["setpriv", "--reuid=" + user, "--regid=" + user, "--init-groups", PY,
+                            os.path.join(SRC, "tests", "p11c_call.py")],
+                           input=req, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise AssertionError("p11c_call failed: %s" % r.stderr)
+        out = json.loads(r.stdout)
+        return out["ok"], out.get("error", ""), out.get("result")
+
+    # -- jobs ---------------------------------------------------------------
+    def watch_job(self, path):
+        """Subscribe to a job's signals; returns a dict filled as they arrive."""
+        seen = {"states": [], "finished": None, "props": {}}
+
+        def on_signal(conn, sender, opath, iface, signal_name, params, *user):
+            if signal_name == "Finished":
+                seen["finished"] = params.unpack()
+            elif signal_name == "PropertiesChanged":
+                changed = params.unpack()[1]
+                seen["props"].update(changed)
+                st = changed.get("State")
+                if st and (not seen["states"] or seen["states"][-1] != st):
+                    seen["states"].append(st)
+        seen["sub"] = self.conn.signal_subscribe(NAME, None, None, path, None, Gio.DBusSignalFlags.NONE,
+                                                 on_signal)
+        return seen
+
+    def wait_job(self, path, timeout=60, seen=None):
+        """Wait for Finished (signal, or the state property if it finished
+        before we subscribed).  Returns (success, error_name, message)."""
+        seen = seen or self.watch_job(path)
+
+        def done():
+            if seen["finished"] is not None:
+                return True
+            try:
+                st = self.get_property(path, JOB_IFACE, "State")
+            except GLib.Error:
+                return False
+            if st in ("done", "failed", "cancelled"):
+                seen["finished"] = (st == "done",
+                                    self.get_property(path, JOB_IFACE, "Error"),
+                                    self.get_property(path, JOB_IFACE, "ErrorMessage"))
+                return True
+            return False
+        wait_for(done, timeout, "job %s to finish" % path)
+        self.conn.signal_unsubscribe(seen["sub"])
+        return seen["finished"]
+
+    def enroll(self, request, fds=None, timeout=60):
+        req = {}
+        for k, v in request.items():
+            if isinstance(v, bool):
+                req[k] = GLib.Variant("b", v)
+            elif k == "fd":
+                req[k] = GLib.Variant("h", v)
+            else:
+                req[k] = GLib.Variant("s", v)
+        return self.call("Enroll", "a{sv}", [req], fds=fds)[0]
+
+    # -- EST test server ----------------------------------------------------
+    def start_est(self, users=None, validity=None, digest=False):
+        d = os.path.join(self.tmp, "est")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "users.json"), "w") as f:
+            json.dump(users or {"alice": {"otps": ["OTP-1", "OTP-2", "OTP-3"]}}, f)
+        ready = os.path.join(d, "port")
+        argv = [PY, os.path.join(SRC, "tests", "est", "estserver.py"), "--dir", d, "--port", "0",
+                "--ready-file", ready]
+        if validity:
+            argv += ["--validity", str(validity)]
+        if digest:
+            argv += ["--digest"]
+        self.est = self.spawn("est", argv)
+        wait_file(ready, 20, self.est)
+        self.est_dir = d
+        self.est_port = int(open(ready).read().strip())
+        return d
+
+    def est_control(self, **switches):
+        tmp = os.path.join(self.est_dir, "control.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(switches, f)
+        os.rename(tmp, os.path.join(self.est_dir, "control.json"))
+
+    def est_requests(self):
+        path = os.path.join(self.est_dir, "requests.log")
+        if not os.path.exists(path):
+            return []
+        return [json.loads(line) for line in open(path) if line.strip()]
+
+    def add_est_profile(self, name="est", **kv):
+        conf = {"type": "est", "url": "https://127.0.0.1:%d" % self.est_port,
+                "trust-anchor": os.path.join(self.est_dir, "ca.pem"), "retry-delay": "1",
+                "timeout": "10", "connect-timeout": "5"}
+        conf.update({k.replace("_", "-"): str(v) for k, v in kv.items()})
+        with open(os.path.join(self.ca_dir, name + ".conf"), "w") as f:
+            f.write("[ca]\n" + "".join("%s=%s\n" % kv for kv in conf.items()))
+
+    # -- polkit -------------------------------------------------------------
+    def start_polkitd(self, actions_dir=None, rules_dir=None, extra_rules=""):
+        """Real polkitd on the private bus, in a private mount namespace that
+        sees only our actions and rules."""
+        actions = os.path.join(self.tmp, "pk-actions")
+        rules = os.path.join(self.tmp, "pk-rules")
+        os.makedirs(actions)
+        os.makedirs(rules)
+        shutil.copy(os.path.join(actions_dir or os.path.join(SRC, "dbus"), "org.p11certd.policy"), actions)
+        shutil.copy(os.path.join(rules_dir or os.path.join(SRC, "dbus"), "org.p11certd.rules"),
+                    os.path.join(rules, "50-p11certd.rules"))
+        if extra_rules:
+            with open(os.path.join(rules, "40-test.rules"), "w") as f:
+                f.write(extra_rules)
+        for d in (actions, rules):
+            os.chmod(d, 0o755)
+        self.polkitd = self.spawn("polkitd", [
+            "unshare", "--mount", "--propagation", "private", "sh", "-c",
+            "mount --bind %s /usr/share/polkit-1/actions && mount --bind %s /etc/polkit-1/rules.d && "
+            "exec /usr/lib/polkit-1/polkitd --no-debug" % (actions, rules)])
+        wait_for(lambda: self.polkitd.poll() is not None or self.name_has_owner("org.freedesktop.PolicyKit1"),
+                 20, "polkitd on the bus")
+        if self.polkitd.poll() is not None:
+            raise AssertionError("polkitd exited:\n" + self.log("polkitd"))
+
+
+class TestCase(unittest.TestCase):
+    """Base class: self.env is a fresh Env; logs are dumped on failure."""
+
+    def setUp(self):
+        self.env = Env(self.id().split(".")[-1][:40])
+
+    def tearDown(self):
+        failed = False
+        outcome = getattr(self, "_outcome", None)
+        if outcome is not None:
+            result = getattr(outcome, "result", None)
+            errors = getattr(result, "errors", []) + getattr(result, "failures", [])
+            failed = any(t is self for t, _ in errors)
+        if failed:
+            self.env.dump_logs()
+        if self.env.daemon is not None and self.env.daemon.poll() is None:
+            # the daemon must still be alive and answering at the end of every test
+            try:
+                self.env.call("ListTokens")
+            except GLib.Error as e:
+                self.env.dump_logs()
+                raise AssertionError("daemon stopped answering: %s" % e)
+        self.env.close()
+
+    def assertDBusError(self, expected, *a, **kw):
+        name, msg = self.env.call_error(*a, **kw)
+        self.assertEqual(name, "org.p11certd.Error." + expected, msg)
+        return msg
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("integration tests run as root (they start a system bus, polkitd and users)")
+    for u in TEST_USERS:
+        ensure_user(u)
+    unittest.main(verbosity=2)

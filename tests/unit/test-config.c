@@ -1,0 +1,121 @@
+#include "p11c-config.h"
+#include "p11c-error.h"
+#include "p11c-vardict.h"
+#include <string.h>
+
+static void
+test_defaults (void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(P11cConfig) c = p11c_config_parse (NULL, 0, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (c->modules[0], ==, "p11-kit-proxy.so");
+  g_assert_null (c->modules[1]);
+  g_assert_cmpuint (c->pin_policy.min_length, ==, 8);
+  g_assert_cmpuint (c->window_days, ==, 30);
+}
+
+static void
+test_values (void)
+{
+  const char *text = "[modules]\nmodules=/a.so; /b.so\n[pin-policy]\nmin-length=10\nrequire-upper=false\n"
+                     "[renewal]\nwindow-days=7\n";
+  g_autoptr(GError) error = NULL;
+  g_autoptr(P11cConfig) c = p11c_config_parse (text, -1, "t.conf", &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (c->modules[1], ==, "/b.so");
+  g_assert_cmpuint (c->pin_policy.min_length, ==, 10);
+  g_assert_false (c->pin_policy.require_upper);
+  g_assert_cmpuint (c->window_days, ==, 7);
+}
+
+static void
+test_bad_config (void)
+{
+  const char *bad[] = { "[pin-policy]\nmin-length=zero\n", "[pin-policy]\nmin-length=0\n",
+                        "[pin-policy]\nrequire-digit=maybe\n", "not a key file", "[renewal]\nwindow-days=-1\n", NULL };
+  for (const char **b = bad; *b; b++)
+    {
+      g_autoptr(GError) error = NULL;
+      g_autoptr(P11cConfig) c = p11c_config_parse (*b, -1, "bad.conf", &error);
+      g_test_message ("%s → %s", *b, error ? error->message : "ok");
+      g_assert_null (c);
+      g_assert_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS);
+      g_assert_true (g_str_has_prefix (error->message, "bad.conf"));
+    }
+}
+
+static void
+test_profiles (void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(P11cCaProfile) p = p11c_ca_profile_parse ("corp",
+      "[ca]\nurl=https://ca.example:8443\ntrust-anchor=/etc/x.pem\nlabel=agents\nkey-type=rsa-3072\n", -1, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (p->type, ==, P11C_CA_EST);
+  g_assert_cmpint (p->key_type, ==, P11C_KEY_RSA_3072);
+  g_assert_cmpuint (p->max_attempts, ==, 3);
+  g_assert_cmpstr (p->subject, ==, "CN=${login}");
+  {
+    const char *bad[][2] = {
+      { "x", "[ca]\nurl=http://plain\ntrust-anchor=/x\n" },
+      { "x", "[ca]\nurl=https://a\n" },
+      { "x", "[ca]\ntype=magic\n" },
+      { "x", "[ca]\nurl=https://a\ntrust-anchor=/x\nkey-type=dsa\n" },
+      { "x", "[ca]\nurl=https://a\ntrust-anchor=/x\nlabel=../x\n" },
+      { "x", "[ca]\nurl=https://a\ntrust-anchor=/x\nmax-attempts=0\n" },
+      { "../evil", "[ca]\ntype=local\n" },
+    };
+    for (gsize i = 0; i < G_N_ELEMENTS (bad); i++)
+      {
+        g_autoptr(GError) e = NULL;
+        g_autoptr(P11cCaProfile) q = p11c_ca_profile_parse (bad[i][0], bad[i][1], -1, &e);
+        g_assert_null (q);
+        g_assert_error (e, P11C_ERROR, P11C_ERROR_INVALID_ARGS);
+      }
+  }
+}
+
+static void
+test_names (void)
+{
+  g_assert_true (p11c_name_is_valid ("nginx-01.example_a"));
+  g_assert_false (p11c_name_is_valid (""));
+  g_assert_false (p11c_name_is_valid (".."));
+  g_assert_false (p11c_name_is_valid ("a/b"));
+  g_assert_false (p11c_name_is_valid (".hidden"));
+  g_assert_false (p11c_name_is_valid ("ä"));
+  g_assert_false (p11c_name_is_valid ("01234567890123456789012345678901234567890123456789012345678901234"));
+}
+
+static void
+test_vardict (void)
+{
+  static const P11cKeySpec spec[] = { { "name", "s", TRUE }, { "flag", "b", FALSE }, { NULL } };
+  g_autoptr(GVariant) ok = g_variant_ref_sink (g_variant_new_parsed ("{'name': <'x'>, 'flag': <true>}"));
+  g_autoptr(GVariant) missing = g_variant_ref_sink (g_variant_new_parsed ("{'flag': <true>}"));
+  g_autoptr(GVariant) wrong = g_variant_ref_sink (g_variant_new_parsed ("{'name': <5>}"));
+  g_autoptr(GVariant) unknown = g_variant_ref_sink (g_variant_new_parsed ("{'name': <'x'>, 'nmae': <'y'>}"));
+  g_autoptr(GError) e1 = NULL, e2 = NULL, e3 = NULL;
+
+  g_assert_true (p11c_vardict_validate (ok, spec, NULL));
+  g_assert_false (p11c_vardict_validate (missing, spec, &e1));
+  g_assert_nonnull (strstr (e1->message, "\"name\""));
+  g_assert_false (p11c_vardict_validate (wrong, spec, &e2));
+  g_assert_nonnull (strstr (e2->message, "\"name\""));
+  g_assert_false (p11c_vardict_validate (unknown, spec, &e3));
+  g_assert_nonnull (strstr (e3->message, "nmae"));
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/config/defaults", test_defaults);
+  g_test_add_func ("/config/values", test_values);
+  g_test_add_func ("/config/bad", test_bad_config);
+  g_test_add_func ("/config/profiles", test_profiles);
+  g_test_add_func ("/config/names", test_names);
+  g_test_add_func ("/config/vardict", test_vardict);
+  return g_test_run ();
+}
