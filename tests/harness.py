@@ -557,4 +557,9 @@ def main():
         sys.exit("integration tests run as root (they start a system bus, polkitd and users)")
     for u in TEST_USERS:
         ensure_user(u)
-    unittest.main(verbosity=2)
+    prog = unittest.main(verbosity=2, exit=False)
+    result = prog.result
+    if result.skipped:
+        print("%d test(s) skipped: a skipped test is a failure here" % len(result.skipped))
+        sys.exit(1)
+    sys.exit(0 if result.wasSuccessful() else 1)
