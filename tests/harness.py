@@ -281,7 +281,8 @@ class Env:
     # -- bus ----------------------------------------------------------------
     def start_bus(self, policy_dirs=None):
         policy_dirs = policy_dirs or [os.path.join(SRC, "dbus")]
-        conf = open("/usr/share/dbus-1/system.conf").read()
+        with open("/usr/share/dbus-1/system.conf") as f:
+            conf = f.read()
         conf = conf.replace("<fork/>", "")
         import re
         conf = re.sub(r"<pidfile>.*?</pidfile>", "", conf)
