@@ -601,11 +601,11 @@ handle_rescan (Call *c)
 static const GDBusInterfaceVTable job_vtable;
 
 static void
-job_notify (P11cJob *job, gpointer user_data)
+job_notify (P11cJob *job, GVariant *props, gpointer user_data)
 {
   P11cDaemon *d = user_data;
   if (g_hash_table_contains (d->jobs, job->path))
-    emit_properties_changed (d, job->path, P11C_DBUS_JOB_IFACE, p11c_job_to_variant (job));
+    emit_properties_changed (d, job->path, P11C_DBUS_JOB_IFACE, props);
 }
 
 static void
@@ -654,7 +654,7 @@ job_finished (P11cDaemon *d, P11cJob *job, const char *result, GError *error)
 
   p11c_error_convert (&error);
   p11c_job_finish (job, result, error);
-  job_notify (job, d);
+  emit_properties_changed (d, job->path, P11C_DBUS_JOB_IFACE, p11c_job_to_variant (job));
   g_dbus_connection_emit_signal (d->conn, NULL, job->path, P11C_DBUS_JOB_IFACE, "Finished",
                                  g_variant_new ("(bss)", error == NULL,
                                                 job->error_name ? job->error_name : "",

@@ -4,6 +4,8 @@
 #include "p11c-names.h"
 #include "p11c-secret.h"
 #include <string.h>
+#include <unistd.h>
+#include <glib/gstdio.h>
 
 /* ---- tokens and cert entries -------------------------------------------- */
 
@@ -23,6 +25,7 @@ p11c_token_unref (P11cToken *t)
   g_free (t->object_path);
   g_free (t->uri);
   g_free (t->module_name);
+  g_free (t->pending_dir);
   g_clear_pointer (&t->certs, g_ptr_array_unref);
   g_mutex_clear (&t->lock);
   g_mutex_clear (&t->op_lock);
@@ -221,6 +224,7 @@ token_new (P11cEngine *e, P11cModuleState *m, const P11cSlotToken *st)
   g_mutex_init (&t->job_lock);
   t->module = m->module;
   t->module_name = g_strdup (m->name);
+  t->pending_dir = g_build_filename (e->config->state_dir, "pending", NULL);
   t->slot = st->slot;
   t->slot_info = st->slot_info;
   t->info = st->token_info;
@@ -430,6 +434,69 @@ p11c_token_update_info (P11cToken *t)
   return changed;
 }
 
+/* Keys recorded in STATE/pending by an enrollment that died (another
+ * process) or that could not clean up after itself: remove them now that
+ * we are logged in — unless a certificate with that CKA_ID exists, in which
+ * case the enrollment did finish and only the record is stale. */
+static void
+clean_orphans (P11cToken *t, P11cSession *s)
+{
+  g_autoptr(GDir) d = g_dir_open (t->pending_dir, 0, NULL);
+  g_autofree char *serial = NULL;
+  const char *name;
+  CK_TOKEN_INFO info;
+
+  if (d == NULL || !s->logged_in)
+    return;
+  p11c_token_get_info (t, &info, NULL);
+  serial = p11c_padded_string (info.serialNumber, sizeof info.serialNumber);
+  while ((name = g_dir_read_name (d)) != NULL)
+    {
+      g_autofree char *path = g_build_filename (t->pending_dir, name, NULL);
+      g_autoptr(GKeyFile) kf = g_key_file_new ();
+      g_autofree char *rec_serial = NULL, *id_hex = NULL;
+      g_autoptr(GBytes) id = NULL;
+      g_autoptr(GArray) certs = NULL;
+      g_autoptr(GArray) objs = NULL;
+      guint removed = 0;
+      gsize len;
+      guint8 *raw;
+
+      if (!g_str_has_suffix (name, ".ini") || !g_key_file_load_from_file (kf, path, G_KEY_FILE_NONE, NULL))
+        continue;
+      rec_serial = g_key_file_get_string (kf, "pending", "token-serial", NULL);
+      id_hex = g_key_file_get_string (kf, "pending", "id", NULL);
+      if (g_strcmp0 (rec_serial, serial) != 0 || id_hex == NULL)
+        continue;
+      if (g_key_file_get_int64 (kf, "pending", "pid", NULL) == getpid ()
+          && !g_key_file_get_boolean (kf, "pending", "abandoned", NULL))
+        continue;   /* a job of ours still running */
+      len = strlen (id_hex) / 2;
+      raw = g_malloc0 (len + 1);
+      for (gsize i = 0; i < len; i++)
+        raw[i] = (g_ascii_xdigit_value (id_hex[2 * i]) << 4) | g_ascii_xdigit_value (id_hex[2 * i + 1]);
+      id = g_bytes_new_take (raw, len);
+      certs = p11c_session_find (s, CKO_CERTIFICATE, id, NULL, NULL);
+      if (certs == NULL)
+        continue;
+      if (certs->len == 0)
+        {
+          objs = p11c_session_find (s, CK_UNAVAILABLE_INFORMATION, id, NULL, NULL);
+          for (guint i = 0; objs && i < objs->len; i++)
+            if (p11c_session_destroy (s, g_array_index (objs, CK_OBJECT_HANDLE, i), NULL))
+              removed++;
+          if (objs == NULL || removed < objs->len)
+            continue;   /* try again at the next login */
+        }
+      g_unlink (path);
+      g_log_structured (G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE,
+                        "MESSAGE_ID", P11C_MSGID_RECOVERED, "P11C_TOKEN", t->id,
+                        "MESSAGE", "Removed %u object(s) left on token %s by an interrupted enrollment (id %s)%s",
+                        removed, t->id, id_hex, certs->len ? "; it had completed, kept" : "");
+      p11c_token_invalidate (t);
+    }
+}
+
 gboolean
 p11c_token_login (P11cToken *t, P11cSession *s, const char *pin, GError **error)
 {
@@ -438,6 +505,7 @@ p11c_token_login (P11cToken *t, P11cSession *s, const char *pin, GError **error)
   if (p11c_session_login (s, pin, error))
     {
       p11c_token_update_info (t);
+      clean_orphans (t, s);
       return TRUE;
     }
   /* Never retried: report the token's own counter state and stop. */

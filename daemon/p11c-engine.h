@@ -26,6 +26,7 @@ struct _P11cToken {
   char         *uri;
   P11cModule   *module;
   char         *module_name;
+  char         *pending_dir;  /* STATE/pending: keys of unfinished enrollments */
   CK_SLOT_ID    slot;
   /* ---- guarded by lock ---- */
   GMutex        lock;

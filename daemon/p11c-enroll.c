@@ -541,8 +541,17 @@ key_discard (Key *k)
       pending_clear (k);
     }
   else
-    g_warning ("Could not remove the key generated for the failed enrollment (%s); "
-               "it will be removed at the next login to the token", error ? error->message : "?");
+    {
+      g_autoptr(GKeyFile) kf = g_key_file_new ();
+      if (k->pending_file && g_key_file_load_from_file (kf, k->pending_file, G_KEY_FILE_NONE, NULL))
+        {
+          g_key_file_set_boolean (kf, "pending", "abandoned", TRUE);
+          g_key_file_save_to_file (kf, k->pending_file, NULL);
+        }
+      g_warning ("Could not remove the key generated for the failed enrollment (%s); "
+                 "it will be removed at the next login to the token", error ? error->message : "?");
+      g_clear_pointer (&k->pending_file, g_free);   /* keep the record */
+    }
 }
 
 static void

@@ -733,7 +733,7 @@ est_request (const P11cEstServer *srv, const char *op, const char *post,
   guint connect_timeout = srv->connect_timeout ? srv->connect_timeout : DEFAULT_CONNECT_TIMEOUT;
   guint timeout = srv->timeout ? srv->timeout : DEFAULT_TIMEOUT;
   Xfer x = { srv, cancel, NULL, FALSE, FALSE };
-  gboolean basic_retry = FALSE;
+  gboolean digest_retry = FALSE;
   CURLcode rc = CURLE_OK;
   char *ct = NULL;
   struct curl_header *h = NULL;
@@ -826,8 +826,10 @@ est_request (const P11cEstServer *srv, const char *op, const char *post,
     }
   if (login != NULL)
     {
-      /* curl keeps its own copies; they go with curl_easy_cleanup. */
-      SET (CURLOPT_HTTPAUTH, (long) (CURLAUTH_BASIC | CURLAUTH_DIGEST));
+      /* curl keeps its own copies; they go with curl_easy_cleanup.  Basic
+       * is sent at once (over verified TLS, RFC 7030 §3.2.3): no probe
+       * round trip per attempt.  A Digest challenge switches to Digest. */
+      SET (CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC);
       SET (CURLOPT_USERNAME, login);
       SET (CURLOPT_PASSWORD, password ? password : "");
     }
@@ -846,16 +848,20 @@ again:
 
   curl_easy_getinfo (curl, CURLINFO_RESPONSE_CODE, &reply->status);
 
-  /* A 401 without any WWW-Authenticate challenge leaves curl nothing to
-   * answer: send Basic credentials once, as RFC 7030 §3.2.3 servers expect. */
-  if (reply->status == 401 && login != NULL && !basic_retry &&
-      curl_easy_header (curl, "WWW-Authenticate", 0, CURLH_HEADER, -1, &h) != CURLHE_OK)
+  /* The server wants Digest (RFC 7616): answer its challenge once. */
+  if (reply->status == 401 && login != NULL && !digest_retry)
     {
-      g_debug ("%s → HTTP 401 without a challenge; retrying with Basic", url);
-      basic_retry = TRUE;
-      g_byte_array_set_size (x.body, 0);
-      SET (CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC);
-      goto again;
+      gboolean digest = FALSE;
+      for (size_t i = 0; !digest && curl_easy_header (curl, "WWW-Authenticate", i, CURLH_HEADER, -1, &h) == CURLHE_OK; i++)
+        digest = h->value && g_ascii_strncasecmp (h->value, "digest", 6) == 0;
+      if (digest)
+        {
+          g_debug ("%s → HTTP 401 with a Digest challenge; answering it", url);
+          digest_retry = TRUE;
+          g_byte_array_set_size (x.body, 0);
+          SET (CURLOPT_HTTPAUTH, (long) CURLAUTH_DIGEST);
+          goto again;
+        }
     }
 
   if (curl_easy_getinfo (curl, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct != NULL)

@@ -46,27 +46,39 @@ p11c_job_unref (P11cJob *j)
   g_free (j);
 }
 
+typedef struct {
+  P11cJob  *job;
+  GVariant *props;
+} Notify;
+
+static void
+notify_free (Notify *n)
+{
+  p11c_job_unref (n->job);
+  g_variant_unref (n->props);
+  g_free (n);
+}
+
 static gboolean
 notify_idle (gpointer data)
 {
-  P11cJob *j = data;
-  g_mutex_lock (&j->lock);
-  j->notify_pending = FALSE;
-  g_mutex_unlock (&j->lock);
-  if (j->notify)
-    j->notify (j, j->notify_data);
+  Notify *n = data;
+  if (n->job->notify)
+    n->job->notify (n->job, n->props, n->job->notify_data);
   return G_SOURCE_REMOVE;
 }
 
-/* called with lock held */
+static GVariant *props_locked (P11cJob *j);
+
+/* Called with the lock held: every change is reported, in order, with the
+ * values it had (a client following the job sees each state). */
 static void
 schedule_notify (P11cJob *j)
 {
-  if (j->notify_pending)
-    return;
-  j->notify_pending = TRUE;
-  g_main_context_invoke_full (j->context, G_PRIORITY_DEFAULT, notify_idle,
-                              p11c_job_ref (j), (GDestroyNotify) p11c_job_unref);
+  Notify *n = g_new0 (Notify, 1);
+  n->job = p11c_job_ref (j);
+  n->props = g_variant_ref_sink (props_locked (j));
+  g_main_context_invoke_full (j->context, G_PRIORITY_DEFAULT, notify_idle, n, (GDestroyNotify) notify_free);
 }
 
 void
@@ -120,13 +132,12 @@ p11c_job_finish (P11cJob *j, const char *result, const GError *error)
   g_mutex_unlock (&j->lock);
 }
 
-GVariant *
-p11c_job_to_variant (P11cJob *j)
+static GVariant *
+props_locked (P11cJob *j)
 {
   GVariantBuilder b;
 
   g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  g_mutex_lock (&j->lock);
   g_variant_builder_add (&b, "{sv}", "Operation", g_variant_new_string (j->operation));
   g_variant_builder_add (&b, "{sv}", "State", g_variant_new_string (j->state));
   g_variant_builder_add (&b, "{sv}", "Progress", g_variant_new_double (j->progress));
@@ -136,8 +147,17 @@ p11c_job_to_variant (P11cJob *j)
   g_variant_builder_add (&b, "{sv}", "ErrorMessage", g_variant_new_string (j->error_message ? j->error_message : ""));
   g_variant_builder_add (&b, "{sv}", "Result", g_variant_new_string (j->result ? j->result : ""));
   g_variant_builder_add (&b, "{sv}", "Owner", g_variant_new_uint32 (j->owner_uid));
-  g_mutex_unlock (&j->lock);
   return g_variant_builder_end (&b);
+}
+
+GVariant *
+p11c_job_to_variant (P11cJob *j)
+{
+  GVariant *v;
+  g_mutex_lock (&j->lock);
+  v = props_locked (j);
+  g_mutex_unlock (&j->lock);
+  return v;
 }
 
 typedef struct {

@@ -6,7 +6,7 @@
 G_BEGIN_DECLS
 
 typedef struct _P11cJob P11cJob;
-typedef void (*P11cJobNotify) (P11cJob *job, gpointer user_data);
+typedef void (*P11cJobNotify) (P11cJob *job, GVariant *props, gpointer user_data);
 
 struct _P11cJob {
   gint          ref;
@@ -27,7 +27,6 @@ struct _P11cJob {
   char         *error_message;
   char         *result;
   gboolean      finished;
-  gboolean      notify_pending;
   /* ---- main thread ---- */
   P11cJobNotify notify;
   gpointer      notify_data;

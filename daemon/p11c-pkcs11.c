@@ -572,8 +572,9 @@ p11c_session_public_key (P11cSession *s, CK_OBJECT_HANDLE pub, GError **error)
                                           ASN1_STRING_get0_data (os), ASN1_STRING_length (os));
       else
         OSSL_PARAM_BLD_push_octet_string (bld, OSSL_PKEY_PARAM_PUB_KEY, q, qlen);
-      ASN1_OCTET_STRING_free (os);
+      /* the builder keeps pointers: free the point only after building */
       pkey = pkey_from_params ("EC", bld, error);
+      ASN1_OCTET_STRING_free (os);
     }
   else
     {

@@ -152,6 +152,7 @@ class Env:
         self.logs[name] = log.name
         p = subprocess.Popen(["timeout", "-k", "5", str(limit)] + argv, stdout=log, stderr=subprocess.STDOUT,
                              env=env or self.env, start_new_session=True, **kw)
+        log.close()   # the child has its own copy
         self.procs.append(p)
         return p
 
@@ -418,6 +419,7 @@ class Env:
             elif signal_name == "PropertiesChanged":
                 changed = params.unpack()[1]
                 seen["props"].update(changed)
+                seen["max_retry_at"] = max(seen.get("max_retry_at", 0), changed.get("RetryAt", 0))
                 st = changed.get("State")
                 if st and (not seen["states"] or seen["states"][-1] != st):
                     seen["states"].append(st)
