@@ -205,8 +205,9 @@ struct rule {
   int has_rv;
   CK_RV rv;
   long count;             /* fires left; -1 = unlimited */
-  unsigned long after;    /* matching calls to skip before firing */
-  unsigned long seen;     /* matching calls seen so far */
+  unsigned long after;    /* matching calls still to skip before firing */
+  size_t count_off, count_len; /* where the values sit in file_text */
+  size_t after_off, after_len; /* (len 0 = not given in the file) */
   unsigned long delay_ms;
   CK_FLAGS flags_set, flags_clear;
   int hide, absent;
@@ -227,6 +228,7 @@ static size_t n_rules;
 static int have_file;     /* whether cached stat below is valid */
 static struct stat file_st;
 static char *file_path;   /* path the cache refers to */
+static char *file_text;   /* unmodified text of the parsed file */
 
 static int
 parse_ulong(const char *s, unsigned long *out)
@@ -291,7 +293,7 @@ lookup_fn(const char *s)
 /* Parse one line (already stripped of comment and surrounding blanks).
  * Returns 1 and fills *r on success, 0 (with *why) on error. */
 static int
-parse_rule(char *line, struct rule *r, const char **why)
+parse_rule(char *line, const char *base, struct rule *r, const char **why)
 {
   memset(r, 0, sizeof *r);
   r->count = -1;
@@ -354,12 +356,16 @@ parse_rule(char *line, struct rule *r, const char **why)
         return 0;
       }
       r->count = (long) v;
+      r->count_off = (size_t) (val - base);
+      r->count_len = strlen(val);
     } else if (strcmp(key, "after") == 0) {
       if (!parse_ulong(val, &v)) {
         *why = "bad after";
         return 0;
       }
       r->after = v;
+      r->after_off = (size_t) (val - base);
+      r->after_len = strlen(val);
     } else if (strcmp(key, "delay") == 0) {
       if (!parse_ulong(val, &v) || v > 3600000UL) {
         *why = "bad delay (milliseconds, at most 3600000)";
@@ -401,6 +407,7 @@ parse_rule(char *line, struct rule *r, const char **why)
   return 1;
 }
 
+/* text is a writable copy of file_text (same layout). */
 static void
 parse_text(char *text)
 {
@@ -422,7 +429,7 @@ parse_text(char *text)
     snprintf(orig, sizeof orig, "%s", line);
     struct rule r;
     const char *why = "";
-    if (!parse_rule(line, &r, &why)) {
+    if (!parse_rule(line, text, &r, &why)) {
       warn_line_once(orig, why);
       continue;
     }
@@ -444,6 +451,23 @@ clear_rules(void)
   free(rules);
   rules = NULL;
   n_rules = 0;
+  free(file_text);
+  file_text = NULL;
+}
+
+/* Takes ownership of text; parses it into rules. */
+static void
+load_text(char *text)
+{
+  clear_rules();
+  char *copy = strdup(text);
+  if (!copy) {
+    free(text);
+    return;
+  }
+  file_text = text;
+  parse_text(copy);
+  free(copy);
 }
 
 static int
@@ -505,8 +529,7 @@ refresh_rules(void)
   }
   close(fd);
   text[got] = '\0';
-  parse_text(text);
-  free(text);
+  load_text(text);
   /* Remember the stat of what we actually read (fstat of the opened file);
    * if it was replaced meanwhile, the next call sees a different stat. */
   file_st = fst;
@@ -514,9 +537,109 @@ refresh_rules(void)
 }
 
 /* Evaluate the rules for one call of fn.  Returns the accumulated fault. */
+struct span { size_t off, len; unsigned long value; };
+
+static int
+span_cmp(const void *a, const void *b)
+{
+  const struct span *x = a, *y = b;
+  return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Persist the current after=/count= values: rewrite the fault file
+ * atomically (temp file + rename) with those values substituted, so that the
+ * state survives across processes.  Called with rules_lock held. */
+static void
+persist_counters(void)
+{
+  static int warned_persist;
+  if (!file_text || !file_path)
+    return;
+  size_t n = 0;
+  struct span *sp = calloc(2 * n_rules + 1, sizeof *sp);
+  if (!sp)
+    return;
+  for (size_t i = 0; i < n_rules; i++) {
+    if (rules[i].count_len)
+      sp[n++] = (struct span) { rules[i].count_off, rules[i].count_len,
+                                (unsigned long) rules[i].count };
+    if (rules[i].after_len)
+      sp[n++] = (struct span) { rules[i].after_off, rules[i].after_len, rules[i].after };
+  }
+  qsort(sp, n, sizeof *sp, span_cmp);
+
+  size_t tlen = strlen(file_text);
+  char *out = malloc(tlen + 24 * n + 1);
+  if (!out) {
+    free(sp);
+    return;
+  }
+  size_t o = 0, pos = 0;
+  for (size_t i = 0; i < n; i++) {
+    memcpy(out + o, file_text + pos, sp[i].off - pos);
+    o += sp[i].off - pos;
+    o += (size_t) sprintf(out + o, "%lu", sp[i].value);
+    pos = sp[i].off + sp[i].len;
+  }
+  memcpy(out + o, file_text + pos, tlen - pos);
+  o += tlen - pos;
+  out[o] = '\0';
+  free(sp);
+
+  size_t plen = strlen(file_path);
+  char *tmp = malloc(plen + 16);
+  struct stat tmp_st;
+  int ok = 0;
+  if (tmp) {
+    memcpy(tmp, file_path, plen);
+    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
+    int fd = mkstemp(tmp);
+    if (fd >= 0) {
+      size_t done = 0;
+      while (done < o) {
+        ssize_t w = write(fd, out + done, o - done);
+        if (w < 0 && errno == EINTR)
+          continue;
+        if (w <= 0)
+          break;
+        done += (size_t) w;
+      }
+      if (fchmod(fd, file_st.st_mode & 07777) != 0 || fstat(fd, &tmp_st) != 0)
+        done = (size_t) -1;
+      if (close(fd) == 0 && done == o && rename(tmp, file_path) == 0)
+        ok = 1;
+      else
+        unlink(tmp);
+    }
+    free(tmp);
+  }
+  struct stat st;
+  if (ok && stat(file_path, &st) == 0 && st.st_dev == tmp_st.st_dev &&
+      st.st_ino == tmp_st.st_ino) {
+    /* The file now holds exactly our in-memory state; reparse our own text
+     * to recompute the value offsets, and remember its stat. */
+    file_st = st;
+    load_text(out);
+    return;
+  }
+  if (ok) {
+    /* Someone replaced the file right after us: reparse it next call. */
+    have_file = 0;
+    free(out);
+    return;
+  }
+  free(out);
+  if (!warned_persist) {
+    warned_persist = 1;
+    warn("cannot rewrite %s to persist count=/after= (%s); counting in memory only",
+         file_path, strerror(errno));
+  }
+}
+
 static void
 evaluate(int fn, struct fault *f)
 {
+  int dirty = 0;
   memset(f, 0, sizeof *f);
   pthread_mutex_lock(&rules_lock);
   refresh_rules();
@@ -524,15 +647,21 @@ evaluate(int fn, struct fault *f)
     struct rule *r = &rules[i];
     if (r->fn == FN_ANY ? excluded_from_wildcard(fn) : r->fn != fn)
       continue;
-    r->seen++;
-    if (r->seen <= r->after || r->count == 0)
+    if (r->count == 0)
       continue;
+    if (r->after > 0) {
+      r->after--;
+      dirty = 1;
+      continue;
+    }
     /* Only the first firing rv rule decides the return value; later rv
      * rules are neither applied nor consumed for this call. */
     if (r->has_rv && f->has_rv)
       continue;
-    if (r->count > 0)
+    if (r->count > 0) {
       r->count--;
+      dirty = 1;
+    }
     if (r->has_rv) {
       f->has_rv = 1;
       f->rv = r->rv;
@@ -543,6 +672,8 @@ evaluate(int fn, struct fault *f)
     f->hide |= r->hide;
     f->absent |= r->absent;
   }
+  if (dirty)
+    persist_counters();
   pthread_mutex_unlock(&rules_lock);
 
   if (f->delay_ms) {
