@@ -4,12 +4,15 @@
 #include "p11c-enroll.h"
 #include "p11c-error.h"
 #include "p11c-job.h"
+#include "p11c-localca.h"
+#include "p11c-store.h"
 #include "p11c-log.h"
 #include "p11c-names.h"
 #include "p11c-secret.h"
 #include "p11c-vardict.h"
 #include <gio/gunixfdlist.h>
 #include <string.h>
+#include <openssl/pem.h>
 
 extern GResource *p11c_get_resource (void);
 
@@ -376,6 +379,12 @@ list_certs_thread (Call *c, GError **error)
       for (guint j = 0; j < certs->len; j++)
         g_variant_builder_add_value (&b, cert_dict (certs->pdata[j], c->d->engine->config, now));
     }
+  if (c->storage && g_str_equal (c->storage, "system"))
+    {
+      g_autoptr(GPtrArray) sys = p11c_system_store_list (c->d->engine->config->state_dir);
+      for (guint j = 0; j < sys->len; j++)
+        g_variant_builder_add_value (&b, cert_dict (sys->pdata[j], c->d->engine->config, now));
+    }
   return g_variant_new ("(aa{sv})", &b);
 }
 
@@ -413,6 +422,9 @@ handle_list_certs (Call *c)
   else if (storage == NULL || g_str_equal (storage, "token"))
     for (guint i = 0; i < c->d->engine->tokens->len; i++)
       g_ptr_array_add (c->tokens, p11c_token_ref (c->d->engine->tokens->pdata[i]));
+  /* the daemon's own store unless a token or another storage was asked for */
+  if (token_spec == NULL && (storage == NULL || g_str_equal (storage, "system")))
+    c->storage = g_strdup ("system");
   call_in_thread (c, list_certs_thread);
 }
 
@@ -449,6 +461,44 @@ handle_list_cas (Call *c)
 }
 
 static GVariant *
+ca_certificate_thread (Call *c, GError **error)
+{
+  const P11cCaProfile *p = p11c_engine_find_ca (c->d->engine, c->storage);
+  g_autofree char *pem = NULL;
+
+  if (p == NULL)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND, "No CA profile \"%s\"", c->storage);
+      return NULL;
+    }
+  if (p->type == P11C_CA_LOCAL)
+    {
+      g_autofree char *dir = g_build_filename (c->d->engine->config->state_dir, "local-ca", NULL);
+      g_autoptr(X509) cert = p11c_local_ca_certificate (dir, error);
+      g_autoptr(BIO) bio = BIO_new (BIO_s_mem ());
+      char *data;
+      long len;
+      if (cert == NULL)
+        return NULL;
+      PEM_write_bio_X509 (bio, cert);
+      len = BIO_get_mem_data (bio, &data);
+      pem = g_strndup (data, len);
+    }
+  else if (!g_file_get_contents (p->trust_anchor, &pem, NULL, error))
+    return NULL;
+  return g_variant_new ("(s)", pem);
+}
+
+static void
+handle_get_ca_certificate (Call *c)
+{
+  const char *name;
+  g_variant_get (c->params, "(&s)", &name);
+  c->storage = g_strdup (name);
+  call_in_thread (c, ca_certificate_thread);
+}
+
+static GVariant *
 delete_thread (Call *c, GError **error)
 {
   GVariant *result = p11c_token_delete_cert (c->token, c->uri, c->pin, c->keep_key, error);
@@ -458,6 +508,18 @@ delete_thread (Call *c, GError **error)
   g_variant_lookup (result, "certificate", "&s", &cert);
   p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_DELETED, c->token->id, NULL, NULL, 0,
                   "Deleted certificate %s (by uid %u)", cert, c->uid);
+  return g_variant_new ("(@a{sv})", result);
+}
+
+static GVariant *
+delete_system_thread (Call *c, GError **error)
+{
+  GVariant *result = p11c_system_store_delete (c->d->engine->config->state_dir,
+                                               c->storage + strlen ("system:"), error);
+  if (result == NULL)
+    return NULL;
+  p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_DELETED, NULL, NULL, NULL, 0,
+                  "Deleted system certificate %s (by uid %u)", c->storage, c->uid);
   return g_variant_new ("(@a{sv})", result);
 }
 
@@ -473,6 +535,13 @@ handle_delete_cert (Call *c)
   if (!p11c_vardict_validate (options, delete_keys, &error))
     { call_fail (c, error); return; }
   c->keep_key = p11c_vardict_get_bool (options, "keep_key", FALSE);
+  if (g_str_has_prefix (uri, "system:"))
+    {
+      /* the daemon's own store: no PIN, polkit (system.manage) decided */
+      c->storage = g_strdup (uri);
+      call_in_thread (c, delete_system_thread);
+      return;
+    }
   c->pin = g_strdup (pin);
   c->uri = p11c_uri_parse (uri, &error);
   if (c->uri == NULL)
@@ -843,6 +912,7 @@ static const struct {
   { P11C_DBUS_MANAGER_IFACE, "ListTokens", P11C_ACTION_LIST, NULL, FALSE, handle_list_tokens },
   { P11C_DBUS_MANAGER_IFACE, "ListCerts", P11C_ACTION_LIST, NULL, FALSE, handle_list_certs },
   { P11C_DBUS_MANAGER_IFACE, "ListCas", P11C_ACTION_LIST, NULL, FALSE, handle_list_cas },
+  { P11C_DBUS_MANAGER_IFACE, "GetCaCertificate", P11C_ACTION_LIST, NULL, FALSE, handle_get_ca_certificate },
   { P11C_DBUS_MANAGER_IFACE, "Rescan", P11C_ACTION_LIST, NULL, FALSE, handle_rescan },
   { P11C_DBUS_MANAGER_IFACE, "DeleteCert", NULL, delete_actions, FALSE, handle_delete_cert },
   { P11C_DBUS_MANAGER_IFACE, "Enroll", NULL, enroll_actions, FALSE, handle_enroll },

@@ -215,22 +215,8 @@ p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds
       return NULL;
     }
 
-  subject = p11c_vardict_get_string (request, "subject", NULL);
-  if (subject)
-    r->subject = g_strdup (subject);
-  else if (r->login)
-    r->subject = expand_subject (r->ca->subject, r->login);
-  else
-    {
-      const char *who = p11c_vardict_get_string (request, "name", p11c_vardict_get_string (request, "label", "p11certd"));
-      r->subject = g_strdup_printf ("CN=%s", who);
-    }
-  name = parse_subject (r->subject, error);
-  if (name == NULL)
-    return NULL;
   r->label = g_strdup (p11c_vardict_get_string (request, "label", NULL));
   r->name = g_strdup (p11c_vardict_get_string (request, "name", NULL));
-
   switch (r->storage)
     {
     case STORAGE_TOKEN:
@@ -290,6 +276,20 @@ p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds
         }
       break;
     }
+  subject = p11c_vardict_get_string (request, "subject", NULL);
+  if (subject)
+    r->subject = g_strdup (subject);
+  else if (r->login)
+    r->subject = expand_subject (r->ca->subject, r->login);
+  else
+    {
+      const char *who = p11c_vardict_get_string (request, "name", p11c_vardict_get_string (request, "label", "p11certd"));
+      r->subject = g_strdup_printf ("CN=%s", who);
+    }
+  name = parse_subject (r->subject, error);
+  if (name == NULL)
+    return NULL;
+
   return g_steal_pointer (&r);
 }
 

@@ -7,6 +7,7 @@
 #include "p11c-names.h"
 #include <glib-unix.h>
 #include <locale.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <systemd/sd-daemon.h>
 
@@ -81,6 +82,8 @@ main (int argc, char **argv)
   };
 
   setlocale (LC_ALL, "");
+  /* a caller's pipe that closes early is an error to report, not a death */
+  signal (SIGPIPE, SIG_IGN);
   ctx = g_option_context_new ("- PKCS#11 token and certificate service");
   g_option_context_set_summary (ctx, "Owns org.p11certd on the system bus and manages certificates on PKCS#11 tokens.");
   g_option_context_add_main_entries (ctx, entries, NULL);

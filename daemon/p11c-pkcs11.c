@@ -478,6 +478,8 @@ p11c_session_generate_key_pair (P11cSession *s, P11cKeyType type, GBytes *id,
   CK_ATTRIBUTE pub[8], priv[8];
   CK_ULONG np = 0, nq = 0;
 
+  if (label == NULL)
+    label = "";
   pub[np++] = (CK_ATTRIBUTE) { CKA_TOKEN, &yes, sizeof yes };
   pub[np++] = (CK_ATTRIBUTE) { CKA_PRIVATE, &no, sizeof no };
   pub[np++] = (CK_ATTRIBUTE) { CKA_VERIFY, &yes, sizeof yes };

@@ -4,6 +4,7 @@
 #include "p11c-config.h"
 #include "p11c-engine.h"
 #include "p11c-error.h"
+#include "p11c-names.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -239,6 +240,14 @@ p11c_system_store_save (const char *state_dir, const char *name, EVP_PKEY *key, 
       return FALSE;
     }
 
+  {
+    /* test hook: P11CERTD_TEST_HOOKS=system-store-pause=SECONDS stops here,
+     * with the new entry complete but not yet in place (crash tests) */
+    const char *hooks = g_getenv (P11C_ENV_DEBUG_HOOKS);
+    const char *pause = hooks ? strstr (hooks, "system-store-pause=") : NULL;
+    if (pause)
+      g_usleep (G_USEC_PER_SEC * g_ascii_strtoull (pause + strlen ("system-store-pause="), NULL, 10));
+  }
   g_mutex_lock (&store_lock);
   /* Swap atomically when an entry exists: the old files stay complete
    * until the new ones are in place. */

@@ -435,6 +435,8 @@ class Env:
         def done():
             if seen["finished"] is not None:
                 return True
+            if self.daemon is not None and self.daemon.poll() is not None:
+                raise AssertionError("p11certd died (exit %s) while job %s ran" % (self.daemon.returncode, path))
             try:
                 st = self.get_property(path, JOB_IFACE, "State")
             except GLib.Error:

@@ -11,6 +11,9 @@
  * If env P11C_FAULT_LOG is set, one line "C_Name rv=0x%08lx\n" is appended to
  * that file per call (one write() on an O_APPEND descriptor).
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include <ctype.h>
 #include <dlfcn.h>
 #include <errno.h>
