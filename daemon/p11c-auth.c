@@ -113,7 +113,10 @@ uid_ready (GObject *source, GAsyncResult *res, gpointer user_data)
       return;
     }
   if (authority == NULL)
-    polkit_authority_get_async (g_task_get_cancellable (task), authority_ready, g_steal_pointer (&task));
+    {
+      GCancellable *cancel = g_task_get_cancellable (task);
+      polkit_authority_get_async (cancel, authority_ready, g_steal_pointer (&task));
+    }
   else
     ask_polkit (g_steal_pointer (&task));
 }

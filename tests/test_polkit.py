@@ -1,0 +1,175 @@
+"""Issue 8: who may do what — the project's bus policy on a private system
+bus and the real polkitd with the project's actions and rules, callers as
+unprivileged users (uid 0 is always allowed, so it proves nothing)."""
+import os
+import subprocess
+
+from harness import DAEMON, JOB_IFACE, PIN, TOKEN_IFACE, TestCase, main, wait_for
+
+ALICE, BOB, RENEW = "p11c-alice", "p11c-bob", "p11certd-renew"
+
+# A test rule (runs before the project's 50-p11certd.rules) that reads its
+# decisions from a file on every check, so one polkitd serves every case.
+TEST_RULE = """
+polkit.addRule(function (action, subject) {
+    var lines = polkit.spawn(["/bin/cat", "%s"]).split("\\n");
+    if (lines.indexOf("allow " + subject.user + " " + action.id) >= 0) return polkit.Result.YES;
+    if (lines.indexOf("deny " + subject.user + " " + action.id) >= 0) return polkit.Result.NO;
+    return polkit.Result.NOT_HANDLED;
+});
+"""
+
+
+class Polkit(TestCase):
+    def setUp(self):
+        super().setUp()
+        e = self.env
+        e.add_token("agent")
+        e.put_cert_for_key("agent", "01", "c1", "First")
+        e.put_cert_for_key("agent", "02", "c2", "Second")
+        self.decisions = os.path.join(e.tmp, "decisions")
+        open(self.decisions, "w").close()
+        os.chmod(self.decisions, 0o644)
+        with open(os.path.join(e.ca_dir, "down.conf"), "w") as f:
+            f.write("[ca]\nurl=https://127.0.0.1:1\ntrust-anchor=/etc/ssl/certs/ca-certificates.crt\n"
+                    "max-attempts=1\n")
+        e.start_bus()
+        e.start_polkitd(extra_rules=TEST_RULE % self.decisions)
+        e.start_daemon()
+        self.token_path = e.list_tokens()[0]["path"]
+
+    def decide(self, *lines):
+        with open(self.decisions, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def both_ways(self, user, action, method, sig, args, path="/org/p11certd", iface="org.p11certd1.Manager",
+                  allowed_errors=("",)):
+        """Refused without a rule, allowed with one."""
+        self.decide()
+        ok, err, _ = self.env.call_as(user, method, sig, args, path, iface)
+        self.assertFalse(ok, "%s was allowed %s without a rule" % (user, action))
+        self.assertEqual(err, "org.p11certd.Error.NotAuthorized")
+        self.decide("allow %s %s" % (user, action))
+        ok, err, _ = self.env.call_as(user, method, sig, args, path, iface)
+        self.assertTrue(ok or err in allowed_errors, "%s with a rule for %s: %s" % (user, action, err))
+        self.decide()
+
+    def cert_uri(self, label):
+        return [c["uri"] for c in self.env.list_certs() if c["label"] == label][0]
+
+    def test_list_allowed_to_all(self):
+        for user in (ALICE, BOB, RENEW):
+            ok, err, res = self.env.call_as(user, "ListCerts", "a{sv}", [{}])
+            self.assertTrue(ok, err)
+            self.assertIn("CN=First", res)
+        # and an admin can take it away
+        self.decide("deny %s org.p11certd.list" % ALICE)
+        ok, err, _ = self.env.call_as(ALICE, "ListCerts", "a{sv}", [{}])
+        self.assertEqual((ok, err), (False, "org.p11certd.Error.NotAuthorized"))
+        ok, err, _ = self.env.call_as(ALICE, "GetManagedObjects", path="/org/p11certd",
+                                      iface="org.freedesktop.DBus.ObjectManager")
+        self.assertEqual((ok, err), (False, "org.p11certd.Error.NotAuthorized"))
+
+    def test_delete(self):
+        self.both_ways(ALICE, "org.p11certd.token.delete", "DeleteCert", "ssa{sv}", [self.cert_uri("c1"), PIN, {}])
+        self.assertEqual([c["label"] for c in self.env.list_certs()], ["c2"])
+
+    def test_change_pin(self):
+        self.both_ways(ALICE, "org.p11certd.token.change-pin", "ChangePin", "ssa{sv}", [PIN, "N3wPassword", {}],
+                       path=self.token_path, iface=TOKEN_IFACE)
+        self.env.pkcs11_tool("agent", "-O", pin="N3wPassword")
+
+    def test_enroll_token(self):
+        req = {"ca": ["s", "down"], "login": ["s", "alice"], "otp": ["s", "x"], "token": ["s", "pkcs11:token=agent"],
+               "pin": ["s", PIN]}
+        self.both_ways(ALICE, "org.p11certd.token.enroll", "Enroll", "a{sv}", [req])
+
+    def test_system_manage(self):
+        self.both_ways(ALICE, "org.p11certd.system.manage", "DeleteCert", "ssa{sv}", ["system:nothing", "", {}],
+                       allowed_errors=("org.p11certd.Error.NotFound",))
+
+    def test_local_ca_issue(self):
+        req = {"ca": ["s", "local"], "storage": ["s", "system"], "name": ["s", "svc"]}
+        # system.manage alone is not enough: issuing from the local CA is its own right
+        self.decide("allow %s org.p11certd.system.manage" % ALICE)
+        ok, err, _ = self.env.call_as(ALICE, "Enroll", "a{sv}", [req])
+        self.assertEqual((ok, err), (False, "org.p11certd.Error.NotAuthorized"))
+        self.decide("allow %s org.p11certd.system.manage" % ALICE, "allow %s org.p11certd.local-ca.issue" % ALICE)
+        ok, err, _ = self.env.call_as(ALICE, "Enroll", "a{sv}", [req])
+        self.assertTrue(ok, err)
+        self.decide("allow %s org.p11certd.local-ca.issue" % ALICE)
+        ok, err, _ = self.env.call_as(ALICE, "Enroll", "a{sv}", [req])
+        self.assertEqual((ok, err), (False, "org.p11certd.Error.NotAuthorized"))
+
+    def test_cancel_other(self):
+        e = self.env
+        self.decide("allow %s org.p11certd.token.enroll" % ALICE)
+        e.start_est()
+        e.add_est_profile("est")
+        e.est_control(accepted_202=1, retry_after=120)
+        e.stop_daemon()
+        e.start_daemon()
+        req = {"ca": ["s", "est"], "login": ["s", "alice"], "otp": ["s", "OTP-1"], "token": ["s", "pkcs11:token=agent"],
+               "pin": ["s", PIN]}
+        ok, err, res = e.call_as(ALICE, "Enroll", "a{sv}", [req])
+        self.assertTrue(ok, err)
+        job = res.strip("(),'")
+        self.assertEqual(e.get_property(job, JOB_IFACE, "Owner"), int(subprocess.check_output(["id", "-u", ALICE])))
+        # bob may not cancel alice's job; with the right he may
+        self.both_ways(BOB, "org.p11certd.job.cancel-other", "Cancel", None, [], path=job, iface=JOB_IFACE)
+        wait_for(lambda: e.get_property(job, JOB_IFACE, "State") == "cancelled", 10, "cancelled")
+
+    def test_owner_cancels_own_job(self):
+        e = self.env
+        self.decide("allow %s org.p11certd.token.enroll" % ALICE)
+        e.start_est()
+        e.add_est_profile("est")
+        e.est_control(accepted_202=1, retry_after=120)
+        e.stop_daemon()
+        e.start_daemon()
+        req = {"ca": ["s", "est"], "login": ["s", "alice"], "otp": ["s", "OTP-1"], "token": ["s", "pkcs11:token=agent"],
+               "pin": ["s", PIN]}
+        ok, err, res = e.call_as(ALICE, "Enroll", "a{sv}", [req])
+        job = res.strip("(),'")
+        ok, err, _ = e.call_as(ALICE, "Cancel", None, [], path=job, iface=JOB_IFACE)
+        self.assertTrue(ok, err)
+
+    def test_renew_user_may_not_delete(self):
+        # the renewal timer's user: list yes, delete/enroll/pin/system no — even with no other rule
+        ok, err, _ = self.env.call_as(RENEW, "ListCerts", "a{sv}", [{}])
+        self.assertTrue(ok, err)
+        for method, sig, args, path, iface in [
+                ("DeleteCert", "ssa{sv}", [self.cert_uri("c1"), PIN, {}], "/org/p11certd", "org.p11certd1.Manager"),
+                ("ChangePin", "ssa{sv}", [PIN, "N3wPassword", {}], self.token_path, TOKEN_IFACE),
+                ("DeleteCert", "ssa{sv}", ["system:x", "", {}], "/org/p11certd", "org.p11certd1.Manager")]:
+            ok, err, _ = self.env.call_as(RENEW, method, sig, args, path, iface)
+            self.assertEqual((ok, err), (False, "org.p11certd.Error.NotAuthorized"), method)
+        self.assertEqual(len(self.env.list_certs()), 2)
+
+    def test_unknown_method_refused(self):
+        ok, err, _ = self.env.call_as(ALICE, "DropAllTokens")
+        self.assertEqual((ok, err), (False, "org.freedesktop.DBus.Error.UnknownMethod"))
+        ok, err, _ = self.env.call_as(ALICE, "ListCerts", None, [], iface="org.p11certd1.Secret")
+        self.assertFalse(ok)
+
+    def test_non_root_cannot_own_name(self):
+        e = self.env
+        conf = e.write_config()
+        os.chmod(conf, 0o644)
+        r = subprocess.run(["setpriv", "--reuid=" + ALICE, "--regid=" + ALICE, "--init-groups", DAEMON,
+                            "--address", e.bus_address, "--config", conf, "--state-dir", "/tmp"],
+                           capture_output=True, text=True, timeout=30, env=dict(e.env, SOFTHSM2_CONF="/dev/null"))
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("Cannot own org.p11certd", r.stderr)
+
+    def test_polkit_down_denies(self):
+        e = self.env
+        e.kill(e.polkitd)
+        wait_for(lambda: not e.name_has_owner("org.freedesktop.PolicyKit1"), 10, "polkitd gone")
+        ok, err, _ = e.call_as(ALICE, "DeleteCert", "ssa{sv}", [self.cert_uri("c1"), PIN, {}])
+        self.assertEqual((ok, err), (False, "org.p11certd.Error.NotAuthorized"))
+        self.assertEqual(len(e.list_certs()), 2)
+
+
+if __name__ == "__main__":
+    main()
