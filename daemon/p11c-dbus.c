@@ -16,6 +16,22 @@
 
 extern GResource *p11c_get_resource (void);
 
+typedef struct {
+  gboolean   inserted;
+  char      *reader;
+  GBytes    *atr;
+  GPtrArray *tokens;   /* tokens that came / went in its rescan */
+} CardEvent;
+
+static void
+card_event_free (CardEvent *ev)
+{
+  g_free (ev->reader);
+  g_clear_pointer (&ev->atr, g_bytes_unref);
+  g_ptr_array_unref (ev->tokens);
+  g_free (ev);
+}
+
 struct _P11cDaemon {
   GDBusConnection *conn;
   P11cEngine      *engine;
@@ -29,6 +45,9 @@ struct _P11cDaemon {
   GHashTable      *job_regs;     /* path → reg id */
   guint            next_job;
   gboolean         rescan_running, rescan_again;
+  /* PC/SC card events, handled one at a time: each gives one signal */
+  GQueue           card_events;
+  CardEvent       *card_event;     /* the one being handled */
 };
 
 static const char om_xml[] =
@@ -115,6 +134,7 @@ thread_run (GTask *task, gpointer source, gpointer data, GCancellable *cancel)
 }
 
 static void emit_token_changes (P11cDaemon *d, P11cToken *t);
+static void card_event_next (P11cDaemon *d);
 
 static void
 thread_done (GObject *source, GAsyncResult *res, gpointer user_data)
@@ -628,6 +648,8 @@ rescan_done (GObject *source, GAsyncResult *res, gpointer user_data)
       d->rescan_again = FALSE;
       p11c_daemon_rescan (d);
     }
+  else
+    card_event_next (d);
 }
 
 static void
@@ -641,7 +663,7 @@ void
 p11c_daemon_rescan (P11cDaemon *d)
 {
   Call *c;
-  if (d->rescan_running)
+  if (d->rescan_running || d->card_event != NULL)
     {
       d->rescan_again = TRUE;
       return;
@@ -654,7 +676,7 @@ p11c_daemon_rescan (P11cDaemon *d)
 static void
 handle_rescan (Call *c)
 {
-  if (c->d->rescan_running)
+  if (c->d->rescan_running || c->d->card_event != NULL)
     {
       /* answer after the running scan and one more */
       c->d->rescan_again = TRUE;
@@ -1036,21 +1058,24 @@ static const GDBusInterfaceVTable job_vtable = { method_call, get_property, NULL
 static GVariant *
 token_signal_info (P11cToken *t, const char *reader, GBytes *atr)
 {
-  g_autoptr(GVariant) props = token_props (t);
+  g_autoptr(GVariant) props = t ? token_props (t) : NULL;
   GVariantBuilder b;
   const char *label = NULL, *serial = NULL, *manu = NULL, *slot = NULL;
 
-  g_variant_lookup (props, "Label", "&s", &label);
-  g_variant_lookup (props, "Serial", "&s", &serial);
-  g_variant_lookup (props, "Manufacturer", "&s", &manu);
-  g_variant_lookup (props, "Slot", "&s", &slot);
   g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  g_variant_builder_add (&b, "{sv}", "reader", g_variant_new_string (reader ? reader : slot));
-  g_variant_builder_add (&b, "{sv}", "recognized", g_variant_new_boolean (TRUE));
-  g_variant_builder_add (&b, "{sv}", "label", g_variant_new_string (label));
-  g_variant_builder_add (&b, "{sv}", "serial", g_variant_new_string (serial));
-  g_variant_builder_add (&b, "{sv}", "manufacturer", g_variant_new_string (manu));
-  g_variant_builder_add (&b, "{sv}", "uri", g_variant_new_string (t->uri));
+  if (props != NULL)
+    {
+      g_variant_lookup (props, "Label", "&s", &label);
+      g_variant_lookup (props, "Serial", "&s", &serial);
+      g_variant_lookup (props, "Manufacturer", "&s", &manu);
+      g_variant_lookup (props, "Slot", "&s", &slot);
+      g_variant_builder_add (&b, "{sv}", "label", g_variant_new_string (label));
+      g_variant_builder_add (&b, "{sv}", "serial", g_variant_new_string (serial));
+      g_variant_builder_add (&b, "{sv}", "manufacturer", g_variant_new_string (manu));
+      g_variant_builder_add (&b, "{sv}", "uri", g_variant_new_string (t->uri));
+    }
+  g_variant_builder_add (&b, "{sv}", "reader", g_variant_new_string (reader ? reader : slot ? slot : ""));
+  g_variant_builder_add (&b, "{sv}", "recognized", g_variant_new_boolean (t != NULL));
   if (atr != NULL)
     {
       g_autofree char *hex = NULL;
@@ -1093,9 +1118,12 @@ token_added (P11cEngine *e, P11cToken *t, gpointer user_data)
   g_hash_table_insert (d->token_props, g_strdup (t->object_path), props);
   emit_interfaces_added (d, t->object_path, P11C_DBUS_TOKEN_IFACE, props);
   manager_tokens_changed (d);
-  g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "TokenInserted",
-                                 g_variant_new ("(o@a{sv})", t->object_path, token_signal_info (t, NULL, NULL)),
-                                 NULL);
+  if (d->card_event != NULL && d->card_event->inserted)
+    g_ptr_array_add (d->card_event->tokens, p11c_token_ref (t));
+  else
+    g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "TokenInserted",
+                                   g_variant_new ("(o@a{sv})", t->object_path, token_signal_info (t, NULL, NULL)),
+                                   NULL);
 }
 
 static void
@@ -1110,9 +1138,12 @@ token_removed (P11cEngine *e, P11cToken *t, gpointer user_data)
   g_hash_table_remove (d->token_props, t->object_path);
   emit_interfaces_removed (d, t->object_path, P11C_DBUS_TOKEN_IFACE);
   manager_tokens_changed (d);
-  g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "TokenRemoved",
-                                 g_variant_new ("(o@a{sv})", t->object_path, token_signal_info (t, NULL, NULL)),
-                                 NULL);
+  if (d->card_event != NULL && !d->card_event->inserted)
+    g_ptr_array_add (d->card_event->tokens, p11c_token_ref (t));
+  else
+    g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "TokenRemoved",
+                                   g_variant_new ("(o@a{sv})", t->object_path, token_signal_info (t, NULL, NULL)),
+                                   NULL);
 }
 
 static void
@@ -1121,11 +1152,65 @@ token_changed (P11cEngine *e, P11cToken *t, gpointer user_data)
   emit_token_changes (user_data, t);
 }
 
+/* The card event's rescan is done: one signal for it — the token a module
+ * recognised in that reader, or the bare card ("/", recognized false). */
+static void
+card_rescan_done (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  P11cDaemon *d = user_data;
+  g_autoptr(GError) error = NULL;
+  CardEvent *ev = d->card_event;
+  P11cToken *t = NULL;
+
+  if (!p11c_engine_rescan_finish (d->engine, res, &error))
+    g_warning ("Rescan after a card event failed: %s", error->message);
+  for (guint i = 0; i < ev->tokens->len && t == NULL; i++)
+    {
+      P11cToken *cand = ev->tokens->pdata[i];
+      CK_SLOT_INFO slot;
+      g_autofree char *desc = NULL;
+      p11c_token_get_info (cand, NULL, &slot);
+      desc = p11c_padded_string (slot.slotDescription, sizeof slot.slotDescription);
+      if (ev->tokens->len == 1 || g_str_has_prefix (ev->reader, desc) || g_str_has_prefix (desc, ev->reader))
+        t = cand;
+    }
+  g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE,
+                                 ev->inserted ? "TokenInserted" : "TokenRemoved",
+                                 g_variant_new ("(o@a{sv})", t ? t->object_path : "/",
+                                                token_signal_info (t, ev->reader, ev->atr)), NULL);
+  /* other tokens that changed in the same rescan get their own signals */
+  for (guint i = 0; i < ev->tokens->len; i++)
+    if (ev->tokens->pdata[i] != t)
+      g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE,
+                                     ev->inserted ? "TokenInserted" : "TokenRemoved",
+                                     g_variant_new ("(o@a{sv})", ((P11cToken *) ev->tokens->pdata[i])->object_path,
+                                                    token_signal_info (ev->tokens->pdata[i], NULL, NULL)), NULL);
+  card_event_free (g_steal_pointer (&d->card_event));
+  card_event_next (d);
+}
+
+static void
+card_event_next (P11cDaemon *d)
+{
+  if (d->card_event != NULL || d->rescan_running)
+    return;
+  d->card_event = g_queue_pop_head (&d->card_events);
+  if (d->card_event != NULL)
+    p11c_engine_rescan_async (d->engine, NULL, card_rescan_done, d);
+}
+
 void
 p11c_daemon_card_event (P11cDaemon *d, gboolean inserted, const char *reader, GBytes *atr)
 {
-  /* Filled in by the PC/SC integration. */
-  p11c_daemon_rescan (d);
+  CardEvent *ev = g_new0 (CardEvent, 1);
+
+  g_message ("Card %s reader \"%s\"", inserted ? "inserted into" : "removed from", reader);
+  ev->inserted = inserted;
+  ev->reader = g_strdup (reader);
+  ev->atr = atr ? g_bytes_ref (atr) : NULL;
+  ev->tokens = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_token_unref);
+  g_queue_push_tail (&d->card_events, ev);
+  card_event_next (d);
 }
 
 /* ---- life cycle --------------------------------------------------------- */
@@ -1201,6 +1286,8 @@ p11c_daemon_free (P11cDaemon *d)
   g_hash_table_unref (d->token_props);
   g_hash_table_unref (d->jobs);
   g_hash_table_unref (d->job_regs);
+  g_queue_clear_full (&d->card_events, (GDestroyNotify) card_event_free);
+  g_clear_pointer (&d->card_event, card_event_free);
   g_clear_pointer (&d->api, g_dbus_node_info_unref);
   g_clear_pointer (&d->om, g_dbus_node_info_unref);
   g_clear_object (&d->conn);

@@ -5,6 +5,7 @@
 #include "p11c-enroll.h"
 #include "p11c-error.h"
 #include "p11c-names.h"
+#include "p11c-pcsc.h"
 #include <glib-unix.h>
 #include <locale.h>
 #include <signal.h>
@@ -16,8 +17,31 @@ typedef struct {
   P11cEngine      *engine;
   P11cDaemon      *daemon;
   GDBusConnection *conn;
+  P11cPcscMonitor *pcsc;
   int              exit_code;
 } App;
+
+static void
+on_pcsc_event (const P11cPcscEvent *ev, gpointer data)
+{
+  App *app = data;
+
+  switch (ev->kind)
+    {
+    case P11C_PCSC_CARD_INSERTED:
+    case P11C_PCSC_CARD_REMOVED:
+      p11c_daemon_card_event (app->daemon, ev->kind == P11C_PCSC_CARD_INSERTED, ev->reader, ev->atr);
+      break;
+    case P11C_PCSC_SERVICE_UP:
+    case P11C_PCSC_READER_ADDED:
+    case P11C_PCSC_READER_REMOVED:
+      /* slots may have come or gone with the readers */
+      p11c_daemon_rescan (app->daemon);
+      break;
+    case P11C_PCSC_SERVICE_DOWN:
+      break;    /* logged by the monitor; we keep serving what we know */
+    }
+}
 
 static gboolean
 on_signal (gpointer data)
@@ -146,6 +170,9 @@ main (int argc, char **argv)
       g_printerr ("p11certd: cannot export the D-Bus objects: %s\n", error->message);
       return 1;
     }
+  /* hotplug: a thread blocked in SCardGetStatusChange, events on our loop */
+  app.pcsc = p11c_pcsc_monitor_new (NULL, on_pcsc_event, &app);
+
   owner_id = g_bus_own_name_on_connection (app.conn, P11C_DBUS_NAME, G_BUS_NAME_OWNER_FLAGS_DO_NOT_QUEUE,
                                            name_acquired, name_lost, &app, NULL);
 
@@ -156,6 +183,7 @@ main (int argc, char **argv)
 
   g_main_loop_run (app.loop);
 
+  p11c_pcsc_monitor_free (app.pcsc);
   g_bus_unown_name (owner_id);
   p11c_daemon_free (app.daemon);
   g_dbus_connection_flush_sync (app.conn, NULL, NULL);
