@@ -6,6 +6,7 @@
 #include "p11c-job.h"
 #include "p11c-localca.h"
 #include "p11c-store.h"
+#include "p11c-renew.h"
 #include "p11c-log.h"
 #include "p11c-names.h"
 #include "p11c-secret.h"
@@ -48,7 +49,13 @@ struct _P11cDaemon {
   /* PC/SC card events, handled one at a time: each gives one signal */
   GQueue           card_events;
   CardEvent       *card_event;     /* the one being handled */
+  /* CertificateExpiring: fingerprints already announced, next crossing */
+  GHashTable      *expiring_sent;
+  guint            expiry_timer;
+  gboolean         expiry_running;
 };
+
+static void schedule_expiry (P11cDaemon *d);
 
 static const char om_xml[] =
   "<node><interface name='org.freedesktop.DBus.ObjectManager'>"
@@ -77,6 +84,8 @@ typedef struct {
   char                  *new_pin;
   gboolean               keep_key;
   char                  *storage;
+  gpointer               payload;        /* a worker's result for the main thread */
+  GDestroyNotify         payload_free;
 } Call;
 
 static void
@@ -97,6 +106,8 @@ call_free (Call *c)
   p11c_secret_free (c->pin);
   p11c_secret_free (c->new_pin);
   g_free (c->storage);
+  if (c->payload && c->payload_free)
+    c->payload_free (c->payload);
   g_free (c);
 }
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (Call, call_free)
@@ -149,6 +160,7 @@ thread_done (GObject *source, GAsyncResult *res, gpointer user_data)
     g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_steal_pointer (&reply));
   if (c->token != NULL)
     emit_token_changes (c->d, c->token);
+  schedule_expiry (c->d);
 }
 
 /* Run @func(c) in a worker thread, reply with its result. Takes @c. */
@@ -330,7 +342,7 @@ static const P11cKeySpec change_pin_keys[] = {
 };
 
 static GVariant *
-cert_dict (P11cCertEntry *e, const P11cConfig *config, gint64 now)
+cert_dict (P11cCertEntry *e, const P11cConfig *config, gint64 now, GHashTable *issued)
 {
   GVariantBuilder b;
   gsize id_len, der_len;
@@ -349,8 +361,12 @@ cert_dict (P11cCertEntry *e, const P11cConfig *config, gint64 now)
   g_variant_builder_add (&b, "{sv}", "der",
                          g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, der ? der : (const guint8 *) "", der_len, 1));
   g_variant_builder_add (&b, "{sv}", "has_private_key", g_variant_new_boolean (e->has_private_key));
-  if (e->ca)
-    g_variant_builder_add (&b, "{sv}", "ca", g_variant_new_string (e->ca));
+  if (e->summary)
+    {
+      const char *ca = issued ? g_hash_table_lookup (issued, e->summary->sha256) : NULL;
+      if (ca)
+        g_variant_builder_add (&b, "{sv}", "ca", g_variant_new_string (ca));
+    }
   if (e->summary)
     {
       P11cCertSummary *s = e->summary;
@@ -376,6 +392,7 @@ list_certs_thread (Call *c, GError **error)
 {
   GVariantBuilder b;
   gint64 now = g_get_real_time () / G_USEC_PER_SEC;
+  g_autoptr(GHashTable) issued = p11c_issued_load (c->d->engine->config->state_dir);
 
   g_variant_builder_init (&b, G_VARIANT_TYPE ("aa{sv}"));
   for (guint i = 0; c->tokens && i < c->tokens->len; i++)
@@ -397,13 +414,13 @@ list_certs_thread (Call *c, GError **error)
           continue;
         }
       for (guint j = 0; j < certs->len; j++)
-        g_variant_builder_add_value (&b, cert_dict (certs->pdata[j], c->d->engine->config, now));
+        g_variant_builder_add_value (&b, cert_dict (certs->pdata[j], c->d->engine->config, now, issued));
     }
   if (c->storage && g_str_equal (c->storage, "system"))
     {
       g_autoptr(GPtrArray) sys = p11c_system_store_list (c->d->engine->config->state_dir);
       for (guint j = 0; j < sys->len; j++)
-        g_variant_builder_add_value (&b, cert_dict (sys->pdata[j], c->d->engine->config, now));
+        g_variant_builder_add_value (&b, cert_dict (sys->pdata[j], c->d->engine->config, now, issued));
     }
   return g_variant_new ("(aa{sv})", &b);
 }
@@ -640,6 +657,7 @@ rescan_done (GObject *source, GAsyncResult *res, gpointer user_data)
   d->rescan_running = FALSE;
   if (!p11c_engine_rescan_finish (d->engine, res, &error))
     g_warning ("Rescan failed: %s", error->message);
+  schedule_expiry (d);
   if (c->inv)
     g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), NULL);
   call_free (c);
@@ -787,6 +805,7 @@ enroll_done (GObject *source, GAsyncResult *res, gpointer user_data)
   /* the token view changed: drop caches and refresh flags */
   for (guint i = 0; i < run->d->engine->tokens->len; i++)
     emit_token_changes (run->d, run->d->engine->tokens->pdata[i]);
+  schedule_expiry (run->d);
 }
 
 static void
@@ -817,6 +836,31 @@ job_register (P11cDaemon *d, const char *operation, guint uid, const char *sende
   return job;
 }
 
+/* Export a job for @req (taken) and run it in a worker thread. */
+static P11cJob *
+start_job (P11cDaemon *d, const char *operation, P11cEnrollRequest *req, guint uid,
+           const char *sender, GError **error)
+{
+  g_autoptr(GTask) task = NULL;
+  P11cJob *job = job_register (d, operation, uid, sender, error);
+  EnrollRun *run;
+
+  if (job == NULL)
+    {
+      p11c_enroll_request_free (req);
+      return NULL;
+    }
+  run = g_new0 (EnrollRun, 1);
+  run->d = d;
+  run->job = p11c_job_ref (job);
+  run->req = req;
+  task = g_task_new (NULL, job->cancel, enroll_done, NULL);
+  g_task_set_task_data (task, run, (GDestroyNotify) enroll_run_free);
+  g_task_set_return_on_cancel (task, FALSE);
+  g_task_run_in_thread (task, enroll_thread);
+  return job;
+}
+
 static void
 handle_enroll (Call *c)
 {
@@ -825,30 +869,394 @@ handle_enroll (Call *c)
   GUnixFDList *fds = g_dbus_message_get_unix_fd_list (g_dbus_method_invocation_get_message (c->inv));
   P11cEnrollRequest *req;
   P11cJob *job;
-  EnrollRun *run;
-  g_autoptr(GTask) task = NULL;
 
   g_variant_get (c->params, "(@a{sv})", &request);
   req = p11c_enroll_request_new (c->d->engine, request, fds, &error);
-  if (req == NULL)
-    { call_fail (c, error); return; }
-  job = job_register (c->d, "enroll", c->uid, g_dbus_method_invocation_get_sender (c->inv), &error);
-  if (job == NULL)
+  if (req == NULL
+      || (job = start_job (c->d, "enroll", req, c->uid, g_dbus_method_invocation_get_sender (c->inv), &error)) == NULL)
     {
-      p11c_enroll_request_free (req);
-      { call_fail (c, error); return; }
+      call_fail (c, error);
+      return;
     }
-  run = g_new0 (EnrollRun, 1);
-  run->d = c->d;
-  run->job = p11c_job_ref (job);
-  run->req = req;
   g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(o)", job->path));
   call_free (c);
+}
 
-  task = g_task_new (NULL, job->cancel, enroll_done, NULL);
-  g_task_set_task_data (task, run, (GDestroyNotify) enroll_run_free);
-  g_task_set_return_on_cancel (task, FALSE);
-  g_task_run_in_thread (task, enroll_thread);
+/* ---- renewal ------------------------------------------------------------ */
+
+typedef struct {
+  P11cCertEntry *entry;
+  P11cToken     *token;     /* NULL: system store */
+} Found;
+
+static void
+found_free (Found *f)
+{
+  p11c_cert_entry_unref (f->entry);
+  g_clear_pointer (&f->token, p11c_token_unref);
+  g_free (f);
+}
+
+/* Every certificate the daemon can see (thread).  @tokens: a snapshot. */
+static GPtrArray *
+collect_certs (P11cDaemon *d, GPtrArray *tokens)
+{
+  GPtrArray *out = g_ptr_array_new_with_free_func ((GDestroyNotify) found_free);
+  g_autoptr(GPtrArray) sys = p11c_system_store_list (d->engine->config->state_dir);
+
+  for (guint i = 0; tokens && i < tokens->len; i++)
+    {
+      g_autoptr(GPtrArray) certs = p11c_token_list_certs (tokens->pdata[i], NULL);
+      for (guint j = 0; certs && j < certs->len; j++)
+        {
+          Found *f = g_new0 (Found, 1);
+          f->entry = p11c_cert_entry_ref (certs->pdata[j]);
+          f->token = p11c_token_ref (tokens->pdata[i]);
+          g_ptr_array_add (out, f);
+        }
+    }
+  for (guint j = 0; j < sys->len; j++)
+    {
+      Found *f = g_new0 (Found, 1);
+      f->entry = p11c_cert_entry_ref (sys->pdata[j]);
+      g_ptr_array_add (out, f);
+    }
+  return out;
+}
+
+static GPtrArray *
+tokens_snapshot (P11cDaemon *d)
+{
+  GPtrArray *a = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_token_unref);
+  for (guint i = 0; i < d->engine->tokens->len; i++)
+    g_ptr_array_add (a, p11c_token_ref (d->engine->tokens->pdata[i]));
+  return a;
+}
+
+static const char *
+entry_sha256 (P11cCertEntry *e)
+{
+  return e->summary ? e->summary->sha256 : "";
+}
+
+static GVariant *
+renew_resolve_thread (Call *c, GError **error)
+{
+  const char *uri;
+  g_autoptr(GVariant) options = NULL;
+  g_autoptr(GPtrArray) all = collect_certs (c->d, c->tokens);
+  g_autoptr(GHashTable) issued = p11c_issued_load (c->d->engine->config->state_dir);
+  Found *found = NULL;
+  const char *ca;
+  P11cEnrollRequest *req;
+
+  g_variant_get (c->params, "(&s@a{sv})", &uri, &options);
+  for (guint i = 0; i < all->len && found == NULL; i++)
+    if (g_str_equal (((Found *) all->pdata[i])->entry->uri, uri))
+      found = all->pdata[i];
+  if (found == NULL)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
+                   "No certificate %s; list them with 'p11certctl list' (is the token inserted?)", uri);
+      return NULL;
+    }
+  ca = g_hash_table_lookup (issued, entry_sha256 (found->entry));
+  if (ca == NULL)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
+                   "The certificate %s was not issued through a CA profile of p11certd, so it cannot be renewed "
+                   "here; enroll a new one instead", uri);
+      return NULL;
+    }
+  req = p11c_renew_request_new (c->d->engine, found->entry, found->token, ca, options, error);
+  if (req == NULL)
+    return NULL;
+  c->payload = req;
+  c->payload_free = (GDestroyNotify) p11c_enroll_request_free;
+  return g_variant_new ("()");
+}
+
+static void
+renew_resolved (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  Call *c = user_data;
+  GError *error = NULL;
+  g_autoptr(GVariant) ok = g_task_propagate_pointer (G_TASK (res), &error);
+  P11cEnrollRequest *req;
+  P11cJob *job;
+
+  if (ok == NULL)
+    {
+      call_fail (c, error);
+      return;
+    }
+  req = g_steal_pointer (&c->payload);
+  job = start_job (c->d, "renew", req, c->uid, g_dbus_method_invocation_get_sender (c->inv), &error);
+  if (job == NULL)
+    {
+      call_fail (c, error);
+      return;
+    }
+  g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(o)", job->path));
+  call_free (c);
+}
+
+static void
+run_in_thread_then (Call *c, ThreadFunc func, GAsyncReadyCallback done)
+{
+  g_autoptr(GTask) task = g_task_new (NULL, NULL, done, c);
+  g_object_set_data (G_OBJECT (task), "func", func);
+  g_task_set_task_data (task, c, NULL);
+  g_task_run_in_thread (task, thread_run);
+}
+
+static void
+handle_renew (Call *c)
+{
+  c->tokens = tokens_snapshot (c->d);
+  run_in_thread_then (c, renew_resolve_thread, renew_resolved);
+}
+
+typedef struct {
+  GPtrArray *requests;      /* P11cEnrollRequest */
+  GPtrArray *needs_person;  /* GVariant (sx@a{sv}) for RenewalNeeded */
+  GPtrArray *not_renewable; /* char* uri */
+} DuePlan;
+
+static void
+due_plan_free (DuePlan *p)
+{
+  g_ptr_array_unref (p->requests);
+  g_ptr_array_unref (p->needs_person);
+  g_ptr_array_unref (p->not_renewable);
+  g_free (p);
+}
+
+static GVariant *
+renew_due_thread (Call *c, GError **error)
+{
+  P11cConfig *config = c->d->engine->config;
+  g_autoptr(GPtrArray) all = collect_certs (c->d, c->tokens);
+  g_autoptr(GHashTable) issued = p11c_issued_load (config->state_dir);
+  g_autoptr(GHashTable) present = g_hash_table_new (g_str_hash, g_str_equal);
+  DuePlan *plan = g_new0 (DuePlan, 1);
+  gint64 now = g_get_real_time () / G_USEC_PER_SEC;
+
+  plan->requests = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_enroll_request_free);
+  plan->needs_person = g_ptr_array_new_with_free_func ((GDestroyNotify) g_variant_unref);
+  plan->not_renewable = g_ptr_array_new_with_free_func (g_free);
+  for (guint i = 0; i < all->len; i++)
+    {
+      Found *f = all->pdata[i];
+      P11cCertSummary *sum = f->entry->summary;
+      const char *ca;
+      const P11cCaProfile *profile;
+      gint64 days_left;
+      g_autoptr(GError) local = NULL;
+
+      if (sum == NULL)
+        continue;
+      g_hash_table_add (present, sum->sha256);
+      ca = g_hash_table_lookup (issued, sum->sha256);
+      if (ca == NULL || !p11c_cert_renewal_due (sum->not_before, sum->not_after, now, config->window_days, &days_left))
+        continue;
+      profile = p11c_engine_find_ca (c->d->engine, ca);
+      if (profile == NULL)
+        {
+          g_ptr_array_add (plan->not_renewable, g_strdup (f->entry->uri));
+          continue;
+        }
+      if (f->token != NULL)
+        {
+          p11c_autosecret pin = p11c_profile_read_pin (profile, &local);
+          if (pin == NULL)
+            {
+              GVariantBuilder b;
+              if (local != NULL)
+                g_warning ("%s", local->message);
+              g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+              g_variant_builder_add (&b, "{sv}", "subject", g_variant_new_string (sum->subject));
+              g_variant_builder_add (&b, "{sv}", "token", g_variant_new_object_path (f->token->object_path));
+              g_variant_builder_add (&b, "{sv}", "ca", g_variant_new_string (ca));
+              g_variant_builder_add (&b, "{sv}", "days_left", g_variant_new_int64 (days_left));
+              g_variant_builder_add (&b, "{sv}", "reason", g_variant_new_string ("the token PIN is needed"));
+              g_ptr_array_add (plan->needs_person,
+                               g_variant_ref_sink (g_variant_new ("(sx@a{sv})", f->entry->uri, sum->not_after,
+                                                                  g_variant_builder_end (&b))));
+              continue;
+            }
+          {
+            GVariantBuilder ob;
+            g_autoptr(GVariant) opts = NULL;
+            P11cEnrollRequest *req;
+            g_variant_builder_init (&ob, G_VARIANT_TYPE_VARDICT);
+            g_variant_builder_add (&ob, "{sv}", "pin", g_variant_new_string (pin));
+            opts = g_variant_ref_sink (g_variant_builder_end (&ob));
+            req = p11c_renew_request_new (c->d->engine, f->entry, f->token, ca, opts, &local);
+            p11c_memwipe ((void *) g_variant_get_data (opts), g_variant_get_size (opts));
+            if (req != NULL)
+              g_ptr_array_add (plan->requests, req);
+            else
+              g_ptr_array_add (plan->not_renewable, g_strdup (f->entry->uri));
+          }
+        }
+      else
+        {
+          P11cEnrollRequest *req = p11c_renew_request_new (c->d->engine, f->entry, NULL, ca, NULL, &local);
+          if (req != NULL)
+            g_ptr_array_add (plan->requests, req);
+          else
+            g_ptr_array_add (plan->not_renewable, g_strdup (f->entry->uri));
+        }
+    }
+  /* forget the records of certificates that are gone (tokens that are not
+   * present keep theirs: they may come back) */
+  if (c->tokens->len == c->d->engine->tokens->len)
+    p11c_issued_prune_missing (config->state_dir, present, c->tokens);
+  c->payload = plan;
+  c->payload_free = (GDestroyNotify) due_plan_free;
+  return g_variant_new ("()");
+}
+
+static void
+renew_due_planned (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  Call *c = user_data;
+  GError *error = NULL;
+  g_autoptr(GVariant) ok = g_task_propagate_pointer (G_TASK (res), &error);
+  DuePlan *plan;
+  GVariantBuilder jobs, person, b;
+  const char *sender;
+
+  if (ok == NULL)
+    {
+      call_fail (c, error);
+      return;
+    }
+  plan = c->payload;
+  sender = g_dbus_method_invocation_get_sender (c->inv);
+  g_variant_builder_init (&jobs, G_VARIANT_TYPE ("ao"));
+  g_variant_builder_init (&person, G_VARIANT_TYPE ("as"));
+  while (plan->requests->len > 0)
+    {
+      P11cEnrollRequest *req = g_ptr_array_steal_index (plan->requests, 0);
+      g_autoptr(GError) local = NULL;
+      P11cJob *job = start_job (c->d, "renew", req, c->uid, sender, &local);
+      if (job != NULL)
+        g_variant_builder_add (&jobs, "o", job->path);
+    }
+  for (guint i = 0; i < plan->needs_person->len; i++)
+    {
+      GVariant *args = plan->needs_person->pdata[i];
+      const char *uri;
+      gint64 not_after;
+      g_variant_get (args, "(&sx@a{sv})", &uri, &not_after, NULL);
+      g_variant_builder_add (&person, "s", uri);
+      g_dbus_connection_emit_signal (c->d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "RenewalNeeded",
+                                     args, NULL);
+      p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_NEEDS_PERSON, NULL, NULL, NULL, not_after,
+                      "Certificate %s is due for renewal and needs its token PIN", uri);
+    }
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&b, "{sv}", "jobs", g_variant_builder_end (&jobs));
+  g_variant_builder_add (&b, "{sv}", "needs_person", g_variant_builder_end (&person));
+  g_ptr_array_add (plan->not_renewable, NULL);
+  g_variant_builder_add (&b, "{sv}", "not_renewable",
+                         g_variant_new_strv ((const char *const *) plan->not_renewable->pdata, -1));
+  g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(@a{sv})", g_variant_builder_end (&b)));
+  call_free (c);
+}
+
+static const P11cKeySpec renew_due_keys[] = { { "allow_interaction", "b", FALSE }, { NULL } };
+
+static void
+handle_renew_due (Call *c)
+{
+  g_autoptr(GVariant) options = NULL;
+  GError *error = NULL;
+
+  g_variant_get (c->params, "(@a{sv})", &options);
+  if (!p11c_vardict_validate (options, renew_due_keys, &error))
+    {
+      call_fail (c, error);
+      return;
+    }
+  c->tokens = tokens_snapshot (c->d);
+  run_in_thread_then (c, renew_due_thread, renew_due_planned);
+}
+
+/* ---- CertificateExpiring: a timer for the next threshold crossing ------- */
+
+static void
+expiry_thread (GTask *task, gpointer source, gpointer data, GCancellable *cancel)
+{
+  P11cDaemon *d = data;
+  GPtrArray *tokens = g_object_get_data (G_OBJECT (task), "tokens");
+  g_task_return_pointer (task, collect_certs (d, tokens), (GDestroyNotify) g_ptr_array_unref);
+}
+
+static gboolean
+expiry_timer_cb (gpointer data)
+{
+  P11cDaemon *d = data;
+  d->expiry_timer = 0;
+  schedule_expiry (d);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+expiry_done (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  P11cDaemon *d = user_data;
+  g_autoptr(GPtrArray) all = g_task_propagate_pointer (G_TASK (res), NULL);
+  gint64 now = g_get_real_time () / G_USEC_PER_SEC;
+  gint64 next = G_MAXINT64;
+  gint64 warn = (gint64) d->engine->config->warn_days * 86400;
+
+  d->expiry_running = FALSE;
+  for (guint i = 0; all && i < all->len; i++)
+    {
+      P11cCertEntry *e = ((Found *) all->pdata[i])->entry;
+      gint64 threshold;
+      if (e->summary == NULL)
+        continue;
+      threshold = e->summary->not_after - warn;
+      if (now >= threshold)
+        {
+          if (g_hash_table_add (d->expiring_sent, g_strdup (e->summary->sha256)))
+            {
+              g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE,
+                                             "CertificateExpiring",
+                                             g_variant_new ("(sx)", e->uri, e->summary->not_after), NULL);
+              p11c_log_event (G_LOG_LEVEL_MESSAGE, NULL, NULL, e->summary->sha256, e->summary->subject,
+                              e->summary->not_after, "Certificate %s expires in %" G_GINT64_FORMAT " s",
+                              e->uri, e->summary->not_after - now);
+            }
+        }
+      else
+        next = MIN (next, threshold);
+    }
+  if (d->expiry_timer)
+    g_source_remove (d->expiry_timer);
+  d->expiry_timer = 0;
+  if (next != G_MAXINT64)
+    d->expiry_timer = g_timeout_add_seconds_full (G_PRIORITY_LOW, (guint) MIN (next - now + 1, 86400),
+                                                  expiry_timer_cb, d, NULL);
+}
+
+/* Called when certificates may have changed: re-read them and set the timer. */
+static void
+schedule_expiry (P11cDaemon *d)
+{
+  g_autoptr(GTask) task = NULL;
+
+  if (d->expiry_running)
+    return;
+  d->expiry_running = TRUE;
+  task = g_task_new (NULL, NULL, expiry_done, d);
+  g_task_set_task_data (task, d, NULL);
+  g_object_set_data_full (G_OBJECT (task), "tokens", tokens_snapshot (d), (GDestroyNotify) g_ptr_array_unref);
+  g_task_run_in_thread (task, expiry_thread);
 }
 
 static void
@@ -938,6 +1346,8 @@ static const struct {
   { P11C_DBUS_MANAGER_IFACE, "Rescan", P11C_ACTION_LIST, NULL, FALSE, handle_rescan },
   { P11C_DBUS_MANAGER_IFACE, "DeleteCert", NULL, delete_actions, FALSE, handle_delete_cert },
   { P11C_DBUS_MANAGER_IFACE, "Enroll", NULL, enroll_actions, FALSE, handle_enroll },
+  { P11C_DBUS_MANAGER_IFACE, "Renew", P11C_ACTION_RENEW, NULL, FALSE, handle_renew },
+  { P11C_DBUS_MANAGER_IFACE, "RenewDue", P11C_ACTION_RENEW, NULL, FALSE, handle_renew_due },
   { P11C_DBUS_TOKEN_IFACE, "ChangePin", P11C_ACTION_CHANGE_PIN, NULL, FALSE, handle_change_pin },
   { P11C_DBUS_JOB_IFACE, "Cancel", P11C_ACTION_CANCEL_OTHER, NULL, TRUE, handle_cancel },
   { "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", P11C_ACTION_LIST, NULL, FALSE, handle_get_managed_objects },
@@ -1256,6 +1666,8 @@ p11c_daemon_new (GDBusConnection *conn, P11cEngine *engine, GError **error)
   engine->user_data = d;
   for (guint i = 0; i < engine->tokens->len; i++)
     token_added (engine, engine->tokens->pdata[i], d);
+  d->expiring_sent = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  schedule_expiry (d);
   return d;
 }
 
@@ -1287,6 +1699,9 @@ p11c_daemon_free (P11cDaemon *d)
   g_hash_table_unref (d->jobs);
   g_hash_table_unref (d->job_regs);
   g_queue_clear_full (&d->card_events, (GDestroyNotify) card_event_free);
+  if (d->expiry_timer)
+    g_source_remove (d->expiry_timer);
+  g_clear_pointer (&d->expiring_sent, g_hash_table_unref);
   g_clear_pointer (&d->card_event, card_event_free);
   g_clear_pointer (&d->api, g_dbus_node_info_unref);
   g_clear_pointer (&d->om, g_dbus_node_info_unref);

@@ -73,7 +73,6 @@ p11c_cert_entry_unref (P11cCertEntry *e)
   g_clear_pointer (&e->der, g_bytes_unref);
   p11c_cert_summary_free (e->summary);
   g_free (e->error);
-  g_free (e->ca);
   g_free (e);
 }
 

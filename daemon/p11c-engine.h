@@ -59,7 +59,6 @@ typedef struct {
   P11cCertSummary *summary;    /* NULL when the value does not parse */
   char            *error;      /* why summary is NULL */
   gboolean         has_private_key;
-  char            *ca;         /* issuing profile, when known */
 } P11cCertEntry;
 
 P11cCertEntry *p11c_cert_entry_ref (P11cCertEntry *e);

@@ -7,6 +7,8 @@
 #include "p11c-names.h"
 #include "p11c-secret.h"
 #include "p11c-store.h"
+#include "p11c-tokenkey.h"
+#include "p11c-renew.h"
 #include "p11c-vardict.h"
 #include <glib/gstdio.h>
 #include <openssl/err.h>
@@ -31,6 +33,12 @@ struct _P11cEnrollRequest {
   char                *label;
   char                *name;
   int                  fd;
+  /* renewal of an existing certificate */
+  gboolean             renew;
+  gboolean             rekey;
+  X509                *old_cert;
+  GBytes              *old_id;      /* token: CKA_ID of the current key */
+  EVP_PKEY            *old_key;     /* system: the current key */
 };
 
 void
@@ -48,6 +56,9 @@ p11c_enroll_request_free (P11cEnrollRequest *r)
   g_free (r->name);
   if (r->fd >= 0)
     close (r->fd);
+  g_clear_pointer (&r->old_cert, X509_free);
+  g_clear_pointer (&r->old_id, g_bytes_unref);
+  g_clear_pointer (&r->old_key, EVP_PKEY_free);
   g_free (r);
 }
 
@@ -293,6 +304,71 @@ p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds
   return g_steal_pointer (&r);
 }
 
+static const P11cKeySpec renew_keys[] = {
+  { "pin", "s", FALSE }, { "rekey", "b", FALSE }, { "allow_interaction", "b", FALSE }, { NULL },
+};
+
+P11cEnrollRequest *
+p11c_renew_request_new (P11cEngine *engine, P11cCertEntry *entry, P11cToken *token,
+                        const char *ca_name, GVariant *options, GError **error)
+{
+  g_autoptr(P11cEnrollRequest) r = g_new0 (P11cEnrollRequest, 1);
+  const guint8 *der;
+  gsize len;
+
+  r->fd = -1;
+  r->config = engine->config;
+  r->renew = TRUE;
+  if (options && !p11c_vardict_validate (options, renew_keys, error))
+    return NULL;
+  r->rekey = p11c_vardict_get_bool (options, "rekey", TRUE);
+  r->pin = p11c_vardict_dup_secret (options, "pin");
+  r->ca = p11c_engine_find_ca (engine, ca_name);
+  if (r->ca == NULL)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
+                   "The certificate was issued through CA profile \"%s\", which is not configured any more", ca_name);
+      return NULL;
+    }
+  der = g_bytes_get_data (entry->der, &len);
+  r->old_cert = d2i_X509 (NULL, &der, len);
+  if (r->old_cert == NULL)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED, "The certificate to renew is unreadable");
+      return NULL;
+    }
+  r->subject = g_strdup (entry->summary ? entry->summary->subject : "CN=renewed");
+  r->key_type = r->ca->key_type;
+  {
+    g_autofree char *kt = p11c_pkey_type_name (X509_get0_pubkey (r->old_cert));
+    p11c_key_type_from_string (kt, &r->key_type);   /* keep the key type */
+  }
+  if (token != NULL)
+    {
+      r->storage = STORAGE_TOKEN;
+      r->token = p11c_token_ref (token);
+      r->old_id = g_bytes_ref (entry->id);
+      r->label = g_strdup (entry->label);
+      if (r->pin == NULL)
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                       "Missing required key \"pin\" (the token PIN) to renew a token certificate");
+          return NULL;
+        }
+      if (!p11c_secret_check (r->pin, "PIN", error))
+        return NULL;
+    }
+  else
+    {
+      g_autoptr(X509) current = NULL;
+      r->storage = STORAGE_SYSTEM;
+      r->name = g_strdup (entry->label);
+      if (!p11c_system_store_load (engine->config->state_dir, r->name, &current, &r->old_key, error))
+        return NULL;
+    }
+  return g_steal_pointer (&r);
+}
+
 /* ---- the key: on the token, or in software ------------------------------ */
 
 typedef struct {
@@ -387,6 +463,20 @@ build_csr (Key *k, EVP_PKEY *pub, P11cSession *s, CK_OBJECT_HANDLE priv, GError 
   if (!X509_REQ_set_version (req, 0) || !X509_REQ_set_subject_name (req, name)
       || !X509_REQ_set_pubkey (req, pub))
     goto fail;
+  if (k->req->old_cert != NULL)
+    {
+      /* servers refuse a re-enrollment that changes the names */
+      int pos = X509_get_ext_by_NID (k->req->old_cert, NID_subject_alt_name, -1);
+      if (!X509_REQ_set_subject_name (req, X509_get_subject_name (k->req->old_cert)))
+        goto fail;
+      if (pos >= 0)
+        {
+          STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null ();
+          sk_X509_EXTENSION_push (exts, X509_get_ext (k->req->old_cert, pos));
+          X509_REQ_add_extensions (req, exts);
+          sk_X509_EXTENSION_free (exts);
+        }
+    }
 
   if (s == NULL)
     {
@@ -454,6 +544,42 @@ token_job_lock (P11cJob *job, P11cToken *t, GError **error)
   return TRUE;
 }
 
+/* rekey=false: the CSR is signed by the key the certificate already has */
+static X509_REQ *
+csr_with_old_key (Key *k, GError **error)
+{
+  P11cEnrollRequest *r = k->req;
+  X509_REQ *csr = NULL;
+
+  k->pub = EVP_PKEY_dup (X509_get0_pubkey (r->old_cert));
+  if (r->storage != STORAGE_TOKEN)
+    {
+      k->soft_key = EVP_PKEY_dup (r->old_key);
+      return build_csr (k, k->soft_key, NULL, 0, error);
+    }
+  {
+    P11cToken *t = r->token;
+    g_autoptr(P11cSession) s = NULL;
+    g_autoptr(GArray) keys = NULL;
+
+    k->id = g_bytes_ref (r->old_id);
+    g_mutex_lock (&t->op_lock);
+    s = p11c_session_open (t->module, t->slot, FALSE, error);
+    if (s != NULL && p11c_token_login (t, s, r->pin, error)
+        && (keys = p11c_session_find (s, CKO_PRIVATE_KEY, r->old_id, NULL, error)) != NULL)
+      {
+        if (keys->len == 0)
+          g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
+                       "The certificate's private key is not on the token; renew with a new key");
+        else
+          csr = build_csr (k, k->pub, s, g_array_index (keys, CK_OBJECT_HANDLE, 0), error);
+      }
+    g_clear_pointer (&s, p11c_session_close);
+    g_mutex_unlock (&t->op_lock);
+    return csr;
+  }
+}
+
 static X509_REQ *
 key_generate (Key *k, GError **error)
 {
@@ -461,6 +587,8 @@ key_generate (Key *k, GError **error)
   X509_REQ *csr = NULL;
 
   p11c_job_set_state (k->job, "generating-key", 0.1);
+  if (r->renew && !r->rekey)
+    return csr_with_old_key (k, error);
   if (r->storage != STORAGE_TOKEN)
     {
       k->soft_key = r->key_type == P11C_KEY_EC_P256 ? EVP_PKEY_Q_keygen (NULL, NULL, "EC", "P-256")
@@ -519,7 +647,7 @@ key_discard (Key *k)
   gboolean ok = FALSE;
 
   if (k->req->storage != STORAGE_TOKEN || !k->generated)
-    return;
+    return;   /* nothing generated (or the key is the certificate's own) */
   g_mutex_lock (&t->op_lock);
   s = p11c_session_open (t->module, t->slot, TRUE, &error);
   if (s != NULL && p11c_session_login (s, k->req->pin, &error))
@@ -621,7 +749,7 @@ call_enroll (const P11cEstServer *srv, P11cJob *job, gpointer data, GError **err
   for (;;)
     {
       guint retry_after = 0;
-      if (!p11c_est_enroll (srv, FALSE, c->csr, c->csr_len, c->req->login, c->req->otp,
+      if (!p11c_est_enroll (srv, c->req->renew, c->csr, c->csr_len, c->req->login, c->req->otp,
                             job->cancel, &c->cert, &retry_after, error))
         return FALSE;
       if (c->cert != NULL)
@@ -697,7 +825,24 @@ obtain_cert (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, X509_REQ *c
       unsigned char *der = NULL;
       int der_len = i2d_X509_REQ (csr, &der);
       EnrollCall call = { .req = r, .csr = der, .csr_len = MAX (der_len, 0) };
+      g_autoptr(EVP_PKEY) client_key = NULL;
       gboolean ok;
+
+      if (r->renew)
+        {
+          /* simplereenroll: authenticated by the current certificate and its
+           * key — on the token through C_Sign, or the system store's file */
+          client_key = r->storage == STORAGE_TOKEN
+                         ? p11c_token_key_new (r->token, r->pin, r->old_id, X509_get0_pubkey (r->old_cert), error)
+                         : EVP_PKEY_dup (r->old_key);
+          if (client_key == NULL)
+            {
+              OPENSSL_free (der);
+              return NULL;
+            }
+          srv.client_cert = r->old_cert;
+          srv.client_key = client_key;
+        }
 
       g_debug ("CSR for %s: %d bytes", r->subject, der_len);
       ok = with_retries (r->ca, job, &srv, call_cacerts, &cas, error)
@@ -742,6 +887,43 @@ cert_on_token (P11cSession *s, X509 *cert)
     }
   OPENSSL_free (der);
   return found;
+}
+
+/* The new certificate is on the token: remove the one it replaces (and its
+ * key, when a new key was made).  A failure here leaves both, said in the
+ * log; the new certificate is good either way. */
+static void
+remove_old_on_token (Key *k, P11cSession *s)
+{
+  P11cEnrollRequest *r = k->req;
+  unsigned char *der = NULL;
+  int len = i2d_X509 (r->old_cert, &der);
+  CK_OBJECT_CLASS klass = CKO_CERTIFICATE;
+  CK_ATTRIBUTE t[] = { { CKA_CLASS, &klass, sizeof klass }, { CKA_VALUE, der, len } };
+  CK_OBJECT_HANDLE h[8];
+  CK_ULONG n = 0;
+  g_autoptr(GError) error = NULL;
+
+  if (len > 0 && s->f->C_FindObjectsInit (s->handle, t, 2) == CKR_OK)
+    {
+      s->f->C_FindObjects (s->handle, h, G_N_ELEMENTS (h), &n);
+      s->f->C_FindObjectsFinal (s->handle);
+    }
+  OPENSSL_free (der);
+  for (CK_ULONG i = 0; i < n; i++)
+    if (!p11c_session_destroy (s, h[i], &error))
+      g_warning ("The renewed certificate is written, but the old one could not be removed: %s", error->message);
+  if (r->rekey)
+    {
+      static const CK_OBJECT_CLASS keys[] = { CKO_PRIVATE_KEY, CKO_PUBLIC_KEY };
+      for (gsize c = 0; c < G_N_ELEMENTS (keys); c++)
+        {
+          g_autoptr(GArray) objs = p11c_session_find (s, keys[c], r->old_id, NULL, NULL);
+          for (guint i = 0; objs && i < objs->len; i++)
+            if (!p11c_session_destroy (s, g_array_index (objs, CK_OBJECT_HANDLE, i), NULL))
+              g_warning ("The old key of the renewed certificate could not be removed");
+        }
+    }
 }
 
 static char *
@@ -791,6 +973,8 @@ write_token (Key *k, X509 *cert, P11cX509Stack *chain, GError **error)
           if (!p11c_session_store_cert (s, ca, id, cn, NULL, &local))
             g_warning ("Could not write the CA certificate %s to the token: %s", sum->subject, local->message);
         }
+      if (k->req->renew)
+        remove_old_on_token (k, s);
     }
   g_clear_pointer (&s, p11c_session_close);
   g_mutex_unlock (&t->op_lock);
@@ -822,30 +1006,6 @@ write_file (Key *k, X509 *cert, P11cX509Stack *chain, GError **error)
   if (!ok)
     return NULL;
   return g_strdup_printf ("file:sha256=%s", sum->sha256);
-}
-
-/* fingerprint → issuing profile, for renewal */
-static GMutex issued_lock;
-
-static void
-record_issued (const P11cConfig *config, X509 *cert, const char *ca, const char *uri)
-{
-  g_autofree char *path = g_build_filename (config->state_dir, "issued.ini", NULL);
-  g_autoptr(GKeyFile) kf = g_key_file_new ();
-  g_autoptr(P11cCertSummary) sum = p11c_cert_summary_from_x509 (cert);
-  g_autoptr(GError) error = NULL;
-  g_autofree char *data = NULL;
-  gsize len;
-
-  g_mutex_lock (&issued_lock);
-  g_key_file_load_from_file (kf, path, G_KEY_FILE_NONE, NULL);
-  g_key_file_set_string (kf, sum->sha256, "ca", ca);
-  g_key_file_set_string (kf, sum->sha256, "uri", uri);
-  g_key_file_set_int64 (kf, sum->sha256, "not-after", sum->not_after);
-  data = g_key_file_to_data (kf, &len, NULL);
-  if (!p11c_store_write_file (path, data, len, 0600, NULL, &error))
-    g_warning ("Cannot record the issuing CA: %s", error->message);
-  g_mutex_unlock (&issued_lock);
 }
 
 char *
@@ -895,10 +1055,10 @@ p11c_enroll_run (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, GError 
   if (uri != NULL)
     {
       pending_clear (&k);
-      record_issued (r->config, cert, r->ca->name, uri);
-      p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_ENROLLED, token_id, sum->sha256, sum->subject,
-                      sum->not_after, "Enrolled %s from CA %s into %s (by uid %u)",
-                      sum->subject, r->ca->name, uri, job->owner_uid);
+      p11c_issued_record (r->config->state_dir, cert, r->ca->name, uri, r->old_cert);
+      p11c_log_event (G_LOG_LEVEL_MESSAGE, r->renew ? P11C_MSGID_RENEWED : P11C_MSGID_ENROLLED, token_id,
+                      sum->sha256, sum->subject, sum->not_after, "%s %s from CA %s into %s (by uid %u)",
+                      r->renew ? "Renewed" : "Enrolled", sum->subject, r->ca->name, uri, job->owner_uid);
     }
 
 out:
@@ -906,7 +1066,8 @@ out:
     {
       key_discard (&k);
       p11c_log_event (G_LOG_LEVEL_WARNING, P11C_MSGID_FAILED, token_id, NULL, r->subject, 0,
-                      "Enrollment from CA %s failed: %s", r->ca->name, local->message);
+                      "%s from CA %s failed: %s", r->renew ? "Renewal" : "Enrollment", r->ca->name,
+                      local->message);
       g_propagate_error (error, g_steal_pointer (&local));
     }
   if (locked)

@@ -21,6 +21,11 @@ P11cEnrollRequest *p11c_enroll_request_new (P11cEngine *engine, GVariant *reques
 void p11c_enroll_request_free (P11cEnrollRequest *req);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (P11cEnrollRequest, p11c_enroll_request_free)
 
+/* A renewal of @entry (on @token, or in the system store when @token is
+ * NULL) through CA profile @ca_name; options: pin s, rekey b (default true). */
+P11cEnrollRequest *p11c_renew_request_new (P11cEngine *engine, P11cCertEntry *entry, P11cToken *token,
+                                           const char *ca_name, GVariant *options, GError **error);
+
 /* Blocking: run the enrollment, updating @job.  Returns the new
  * certificate's URI. */
 char *p11c_enroll_run (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *req, GError **error);

@@ -1,0 +1,185 @@
+/* The legacy EC_KEY_METHOD / RSA_METHOD hooks are the one way in OpenSSL 3
+ * to give libssl a key whose private operation happens elsewhere without a
+ * provider; they are deprecated but supported in 3.x. */
+#undef OPENSSL_API_COMPAT
+#define OPENSSL_API_COMPAT 10101
+#define G_LOG_DOMAIN "p11c-tokenkey"
+#include "p11c-tokenkey.h"
+#include "p11c-error.h"
+#include "p11c-secret.h"
+#include <openssl/ec.h>
+#include <openssl/rsa.h>
+#include <string.h>
+
+typedef struct {
+  P11cToken *token;
+  char      *pin;
+  GBytes    *id;
+} TokenKey;
+
+static int ex_index = -1;
+static int ex_index_rsa = -1;
+static EC_KEY_METHOD *ec_method;
+static RSA_METHOD *rsa_method;
+
+static void
+token_key_free (void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+  TokenKey *k = ptr;
+  if (k == NULL)
+    return;
+  p11c_token_unref (k->token);
+  p11c_secret_free (k->pin);
+  g_bytes_unref (k->id);
+  g_free (k);
+}
+
+/* Sign @in with @mech on the token; returns the raw signature. */
+static GBytes *
+token_sign_raw (TokenKey *k, CK_MECHANISM_TYPE mech, const guint8 *in, gsize in_len)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(P11cSession) s = NULL;
+  g_autoptr(GArray) keys = NULL;
+  g_autofree guint8 *sig = NULL;
+  CK_MECHANISM m = { mech, NULL, 0 };
+  CK_ULONG len = 0;
+  GBytes *out = NULL;
+
+  g_mutex_lock (&k->token->op_lock);
+  s = p11c_session_open (k->token->module, k->token->slot, FALSE, &error);
+  if (s == NULL || !p11c_session_login (s, k->pin, &error))
+    goto done;
+  keys = p11c_session_find (s, CKO_PRIVATE_KEY, k->id, NULL, &error);
+  if (keys == NULL || keys->len == 0)
+    goto done;
+  if (!p11c_ckr_check (s->f->C_SignInit (s->handle, &m, g_array_index (keys, CK_OBJECT_HANDLE, 0)), "sign", &error)
+      || !p11c_ckr_check (s->f->C_Sign (s->handle, (guint8 *) in, in_len, NULL, &len), "sign", &error)
+      || len == 0 || len > 4096)
+    goto done;
+  sig = g_malloc0 (len);
+  if (!p11c_ckr_check (s->f->C_Sign (s->handle, (guint8 *) in, in_len, sig, &len), "sign", &error))
+    goto done;
+  out = g_bytes_new (sig, len);
+done:
+  g_clear_pointer (&s, p11c_session_close);
+  g_mutex_unlock (&k->token->op_lock);
+  if (out == NULL)
+    g_warning ("TLS client signature on the token failed: %s", error ? error->message : "no private key");
+  return out;
+}
+
+static ECDSA_SIG *
+ec_sign_sig (const unsigned char *dgst, int dlen, const BIGNUM *kinv, const BIGNUM *r, EC_KEY *ec)
+{
+  TokenKey *k = EC_KEY_get_ex_data (ec, ex_index);
+  g_autoptr(GBytes) raw = k ? token_sign_raw (k, CKM_ECDSA, dgst, dlen) : NULL;
+  ECDSA_SIG *sig;
+  gsize len;
+  const guint8 *p;
+
+  if (raw == NULL)
+    return NULL;
+  p = g_bytes_get_data (raw, &len);
+  sig = ECDSA_SIG_new ();
+  ECDSA_SIG_set0 (sig, BN_bin2bn (p, len / 2, NULL), BN_bin2bn (p + len / 2, len / 2, NULL));
+  return sig;
+}
+
+static int
+ec_sign (int type, const unsigned char *dgst, int dlen, unsigned char *out, unsigned int *outlen,
+         const BIGNUM *kinv, const BIGNUM *r, EC_KEY *ec)
+{
+  ECDSA_SIG *sig = ec_sign_sig (dgst, dlen, kinv, r, ec);
+  unsigned char *p = out;
+  int n;
+
+  if (sig == NULL)
+    return 0;
+  n = i2d_ECDSA_SIG (sig, &p);
+  ECDSA_SIG_free (sig);
+  if (n <= 0)
+    return 0;
+  *outlen = n;
+  return 1;
+}
+
+static int
+rsa_priv_enc (int flen, const unsigned char *from, unsigned char *to, RSA *rsa, int padding)
+{
+  TokenKey *k = RSA_get_ex_data (rsa, ex_index_rsa);
+  g_autoptr(GBytes) raw = NULL;
+  gsize len;
+
+  if (k == NULL)
+    return -1;
+  /* PKCS#1 v1.5 (TLS 1.2) → CKM_RSA_PKCS; PSS padded by OpenSSL (TLS 1.3)
+   * → raw CKM_RSA_X_509, which some tokens lack. */
+  if (padding == RSA_PKCS1_PADDING)
+    raw = token_sign_raw (k, CKM_RSA_PKCS, from, flen);
+  else if (padding == RSA_NO_PADDING)
+    raw = token_sign_raw (k, CKM_RSA_X_509, from, flen);
+  if (raw == NULL)
+    return -1;
+  len = g_bytes_get_size (raw);
+  memcpy (to, g_bytes_get_data (raw, NULL), len);
+  return (int) len;
+}
+
+static void
+init_methods (void)
+{
+  static gsize once = 0;
+  if (g_once_init_enter (&once))
+    {
+      ex_index = EC_KEY_get_ex_new_index (0, NULL, NULL, NULL, token_key_free);
+      ex_index_rsa = RSA_get_ex_new_index (0, NULL, NULL, NULL, token_key_free);
+      ec_method = EC_KEY_METHOD_new (EC_KEY_get_default_method ());
+      EC_KEY_METHOD_set_sign (ec_method, ec_sign, NULL, ec_sign_sig);
+      rsa_method = RSA_meth_dup (RSA_get_default_method ());
+      RSA_meth_set1_name (rsa_method, "p11certd token key");
+      RSA_meth_set_priv_enc (rsa_method, rsa_priv_enc);
+      g_once_init_leave (&once, 1);
+    }
+}
+
+EVP_PKEY *
+p11c_token_key_new (P11cToken *token, const char *pin, GBytes *id, EVP_PKEY *pub, GError **error)
+{
+  TokenKey *k;
+  EVP_PKEY *pkey = EVP_PKEY_new ();
+
+  init_methods ();
+  k = g_new0 (TokenKey, 1);
+  k->token = p11c_token_ref (token);
+  k->pin = g_strdup (pin);
+  k->id = g_bytes_ref (id);
+
+  if (EVP_PKEY_get_base_id (pub) == EVP_PKEY_EC)
+    {
+      EC_KEY *ec = EVP_PKEY_get1_EC_KEY (pub);
+      EC_KEY *copy = ec ? EC_KEY_dup (ec) : NULL;
+      EC_KEY_free (ec);
+      if (copy == NULL || !EC_KEY_set_method (copy, ec_method) || !EC_KEY_set_ex_data (copy, ex_index, k)
+          || !EVP_PKEY_assign_EC_KEY (pkey, copy))
+        goto fail;
+    }
+  else if (EVP_PKEY_get_base_id (pub) == EVP_PKEY_RSA)
+    {
+      RSA *rsa = EVP_PKEY_get1_RSA (pub);
+      RSA *copy = rsa ? RSAPublicKey_dup (rsa) : NULL;
+      RSA_free (rsa);
+      if (copy == NULL || !RSA_set_method (copy, rsa_method) || !RSA_set_ex_data (copy, ex_index_rsa, k)
+          || !EVP_PKEY_assign_RSA (pkey, copy))
+        goto fail;
+    }
+  else
+    goto fail;
+  return pkey;
+
+fail:
+  EVP_PKEY_free (pkey);
+  g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_SUPPORTED,
+               "Cannot use this token key for TLS client authentication");
+  return NULL;
+}

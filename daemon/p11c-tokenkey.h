@@ -1,0 +1,14 @@
+#pragma once
+/* An OpenSSL private key whose signatures are made by the token (C_Sign on
+ * the private key with a given CKA_ID), for TLS client authentication with
+ * a certificate whose key never leaves the token.  Each signature opens a
+ * session and logs in with the PIN (already verified by the caller), under
+ * the token's op_lock. */
+#include "p11c-engine.h"
+
+G_BEGIN_DECLS
+
+EVP_PKEY *p11c_token_key_new (P11cToken *token, const char *pin, GBytes *id,
+                              EVP_PKEY *pub, GError **error);
+
+G_END_DECLS
