@@ -469,6 +469,8 @@ class Env:
         with open(os.path.join(d, "users.json"), "w") as f:
             json.dump(users or {"alice": {"otps": ["OTP-1", "OTP-2", "OTP-3"]}}, f)
         ready = os.path.join(d, "port")
+        if os.path.exists(ready):
+            os.unlink(ready)
         argv = [PY, os.path.join(SRC, "tests", "est", "estserver.py"), "--dir", d, "--port", "0",
                 "--ready-file", ready]
         if validity:
