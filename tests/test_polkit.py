@@ -134,6 +134,13 @@ class Polkit(TestCase):
         ok, err, _ = e.call_as(ALICE, "Cancel", None, [], path=job, iface=JOB_IFACE)
         self.assertTrue(ok, err)
 
+    def test_renew(self):
+        self.both_ways(ALICE, "org.p11certd.renew", "RenewDue", "a{sv}", [{}])
+        # the renewal timer's user may renew, with no rule of ours
+        ok, err, res = self.env.call_as(RENEW, "RenewDue", "a{sv}", [{}])
+        self.assertTrue(ok, err)
+        self.assertIn("needs_person", res)
+
     def test_renew_user_may_not_delete(self):
         # the renewal timer's user: list yes, delete/enroll/pin/system no — even with no other rule
         ok, err, _ = self.env.call_as(RENEW, "ListCerts", "a{sv}", [{}])
