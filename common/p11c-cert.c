@@ -59,6 +59,10 @@ name_oneline (const X509_NAME *name)
   if (X509_NAME_print_ex (bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) < 0)
     return g_strdup ("");
   n = BIO_get_mem_data (bio, &data);
+  /* an empty name (allowed with subjectAltName) prints nothing and leaves
+   * data NULL: g_strndup (NULL, 0) would return NULL, not "" */
+  if (data == NULL || n <= 0)
+    return g_strdup ("");
   return g_strndup (data, n);
 }
 
