@@ -392,7 +392,13 @@ p11c_est_parse_retry_after (const char *value, gint64 now, guint *seconds_out)
 
       if (t < 0)
         return FALSE;
-      delta = t - now;
+      /* saturating t - now: @now comes from the caller, any value */
+      if (t <= now)
+        delta = 0;
+      else if (now < t - P11C_EST_MAX_RETRY_AFTER)
+        delta = P11C_EST_MAX_RETRY_AFTER;
+      else
+        delta = t - now;
     }
 
   if (seconds_out != NULL)
@@ -856,7 +862,7 @@ again:
         digest = h->value && g_ascii_strncasecmp (h->value, "digest", 6) == 0;
       if (digest)
         {
-          g_debug ("%s → HTTP 401 with a Digest challenge; answering it", url);
+          g_debug ("%s -> HTTP 401 with a Digest challenge; answering it", url);
           digest_retry = TRUE;
           g_byte_array_set_size (x.body, 0);
           SET (CURLOPT_HTTPAUTH, (long) CURLAUTH_DIGEST);
@@ -869,7 +875,7 @@ again:
   if (curl_easy_header (curl, "Retry-After", 0, CURLH_HEADER, -1, &h) == CURLHE_OK && h && h->value)
     reply->retry_after = g_strdup (h->value);
   reply->body = g_steal_pointer (&x.body);
-  g_debug ("%s → HTTP %ld (%s, %u bytes)", url, reply->status,
+  g_debug ("%s -> HTTP %ld (%s, %u bytes)", url, reply->status,
            reply->content_type ? reply->content_type : "no content type", reply->body->len);
 
   /* drop curl's copy of the credentials now rather than at cleanup */

@@ -419,6 +419,13 @@ test_parse_retry_after (void)
         g_assert_cmpuint (secs, ==, 4242); /* untouched */
     }
   g_assert_false (p11c_est_parse_retry_after (NULL, NOW, &secs));
+  /* any @now works, without overflow */
+  g_assert_true (p11c_est_parse_retry_after ("Tue, 14 Nov 2023 22:15:20 GMT", G_MININT64, &secs));
+  g_assert_cmpuint (secs, ==, 86400);
+  g_assert_true (p11c_est_parse_retry_after ("Tue, 14 Nov 2023 22:15:20 GMT", G_MAXINT64, &secs));
+  g_assert_cmpuint (secs, ==, 1);
+  g_assert_true (p11c_est_parse_retry_after ("Fri, 31 Dec 9999 23:59:59 GMT", 0, &secs));
+  g_assert_cmpuint (secs, ==, 86400);
   g_assert_true (p11c_est_parse_retry_after ("5", NOW, NULL));
 }
 
@@ -1063,7 +1070,7 @@ est_setup (void)
       ready = g_build_filename (est.tmpdir, "ready", NULL);
       argv[3] = est.dir;
       argv[7] = ready;
-      if (!g_spawn_async (NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_SEARCH_PATH,
+      if (!g_spawn_async (NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL,
                           NULL, NULL, &est.pid, &error))
         {
           g_printerr ("cannot start %s: %s\n", server, error->message);
