@@ -49,8 +49,10 @@ P11cX509Stack *p11c_est_get_cacerts (const P11cEstServer *srv,
                                      GError             **error);
 
 /* POST /simpleenroll (reenroll=FALSE) or /simplereenroll (reenroll=TRUE).
- * @login/@password: HTTP Basic or Digest (whichever the server asks for);
- * may be NULL for simplereenroll with TLS client auth.  @password is never
+ * @login/@password: HTTP Basic, sent at once over the verified TLS
+ * connection; if the server answers 401 with a Digest challenge, the
+ * request is repeated once with Digest.  @login may be NULL for
+ * simplereenroll with TLS client auth.  @password is never
  * copied by this module except into curl, and never logged.
  *
  * 200: *cert_out = the issued certificate whose public key is the CSR's key
