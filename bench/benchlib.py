@@ -174,3 +174,21 @@ def idle_watch(pids, seconds, context=None):
                   "switches": after[n]["switches"] - before[n]["switches"],
                   "rss_kb": after[n]["rss_kb"], "fds": after[n]["fds"], "threads": after[n]["threads"]}
     return out
+
+
+def spawn_lines(env, name, argv, limit=900, extra_env=None):
+    """Start argv under `timeout` (killed with the Env) with stdout piped; a
+    thread appends (time.monotonic(), line) for every line as it arrives.
+    Returns (Popen, lines list)."""
+    import threading
+    p = subprocess.Popen(["timeout", "-k", "5", str(limit)] + argv, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=dict(env.env, **(extra_env or {})),
+                         start_new_session=True)
+    env.procs.append(p)
+    lines = []
+
+    def pump():
+        for raw in p.stdout:
+            lines.append((time.monotonic(), raw.decode(errors="replace").rstrip("\n")))
+    threading.Thread(target=pump, daemon=True).start()
+    return p, lines
