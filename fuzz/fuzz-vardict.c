@@ -1,0 +1,149 @@
+/* fuzz-vardict: a{sv} requests from D-Bus callers, and the secrets in them.
+ *
+ *  - the bytes as a serialized a{sv} (g_variant_new_from_data, untrusted),
+ *    and as GVariant text (g_variant_parse);
+ *  - each dictionary: p11c_enroll_request_actions (the real code the polkit
+ *    check runs on an unvalidated request), then p11c_vardict_validate with
+ *    specs mirroring daemon/p11c-enroll.c request_keys / renew_keys and
+ *    daemon/p11c-dbus.c list_certs_keys, then the typed getters;
+ *  - the bytes as a C string: p11c_pin_policy_check (default and a loose
+ *    policy) and p11c_secret_check. */
+#include "fuzz-common.h"
+#include "p11c-enroll.h"
+#include "p11c-error.h"
+#include "p11c-names.h"
+#include "p11c-pin-policy.h"
+#include "p11c-secret.h"
+#include "p11c-vardict.h"
+
+P11C_FUZZ_INITIALIZE
+
+/* daemon/p11c-enroll.c request_keys (static there) */
+static const P11cKeySpec request_keys[] = {
+  { "ca", "s", TRUE }, { "login", "s", FALSE }, { "otp", "s", FALSE },
+  { "storage", "s", FALSE }, { "token", "s", FALSE }, { "pin", "s", FALSE },
+  { "key_type", "s", FALSE }, { "subject", "s", FALSE }, { "label", "s", FALSE },
+  { "name", "s", FALSE }, { "fd", "h", FALSE }, { "password", "s", FALSE },
+  { "allow_interaction", "b", FALSE }, { NULL },
+};
+/* daemon/p11c-enroll.c renew_keys */
+static const P11cKeySpec renew_keys[] = {
+  { "pin", "s", FALSE }, { "rekey", "b", FALSE }, { "allow_interaction", "b", FALSE }, { NULL },
+};
+/* daemon/p11c-dbus.c list_certs_keys */
+static const P11cKeySpec list_certs_keys[] = {
+  { "token", "s", FALSE }, { "storage", "s", FALSE }, { "allow_interaction", "b", FALSE }, { NULL },
+};
+
+static void
+check_secret_string (const char *s)
+{
+  P11cPinPolicy def, loose = { 1, 0, FALSE, FALSE, FALSE };
+  g_autoptr(GError) e1 = NULL;
+  g_autoptr(GError) e2 = NULL;
+  g_autoptr(GError) e3 = NULL;
+  gboolean ok;
+
+  p11c_pin_policy_init_default (&def);
+  ok = p11c_pin_policy_check (&def, s, &e1);
+  P11C_FUZZ_ASSERT (ok == (e1 == NULL));
+  P11C_FUZZ_ASSERT (ok || g_error_matches (e1, P11C_ERROR, P11C_ERROR_PIN_POLICY));
+  if (e1)
+    P11C_FUZZ_ASSERT (g_utf8_validate (e1->message, -1, NULL));   /* goes out on D-Bus */
+  ok = p11c_pin_policy_check (&loose, s, &e2);
+  P11C_FUZZ_ASSERT (ok == (e2 == NULL));
+  ok = p11c_secret_check (s, "PIN", &e3);
+  P11C_FUZZ_ASSERT (ok == (e3 == NULL));
+  if (ok)   /* what p11c_secret_check accepts is small, UTF-8 and one line */
+    P11C_FUZZ_ASSERT (s[0] && strlen (s) <= P11C_SECRET_MAX && g_utf8_validate (s, -1, NULL)
+                      && !strpbrk (s, "\r\n"));
+}
+
+static void
+check_spec (GVariant *dict, const P11cKeySpec *spec)
+{
+  g_autoptr(GError) error = NULL;
+  gboolean ok = p11c_vardict_validate (dict, spec, &error);
+
+  P11C_FUZZ_ASSERT (ok == (error == NULL));
+  if (!ok)
+    {
+      P11C_FUZZ_ASSERT (g_error_matches (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS));
+      /* the message becomes a D-Bus error string */
+      P11C_FUZZ_ASSERT (g_utf8_validate (error->message, -1, NULL));
+      return;
+    }
+  for (const P11cKeySpec *p = spec; p->key; p++)
+    {
+      if (g_str_equal (p->type, "s"))
+        {
+          const char *v = p11c_vardict_get_string (dict, p->key, NULL);
+          P11C_FUZZ_ASSERT (!p->required || v != NULL);
+          if (v != NULL)
+            {
+              p11c_autosecret copy = p11c_vardict_dup_secret (dict, p->key);
+              P11C_FUZZ_ASSERT (strlen (v) <= P11C_VARDICT_STRING_MAX);
+              P11C_FUZZ_ASSERT (copy && g_str_equal (copy, v));
+              if (g_str_equal (p->key, "pin") || g_str_equal (p->key, "password")
+                  || g_str_equal (p->key, "otp"))
+                check_secret_string (v);
+            }
+        }
+      else if (g_str_equal (p->type, "b"))
+        (void) p11c_vardict_get_bool (dict, p->key, FALSE);
+    }
+}
+
+static void
+check_dict (GVariant *dict)
+{
+  const char *actions[4] = { NULL, NULL, NULL, NULL };
+  guint n = 0;
+
+  /* the polkit check runs before validation, on whatever the caller sent */
+  p11c_enroll_request_actions (dict, actions);
+  while (n < 4 && actions[n])
+    n++;
+  P11C_FUZZ_ASSERT (n >= 1 && n < 4);
+
+  check_spec (dict, request_keys);
+  check_spec (dict, renew_keys);
+  check_spec (dict, list_certs_keys);
+}
+
+int
+LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
+{
+  g_autofree char *text = NULL;
+
+  if (size > 64 * 1024)
+    return 0;
+
+  /* serialized a{sv}, untrusted */
+  {
+    g_autoptr(GBytes) bytes = g_bytes_new (data, size);
+    g_autoptr(GVariant) dict = g_variant_ref_sink (
+        g_variant_new_from_bytes (G_VARIANT_TYPE_VARDICT, bytes, FALSE));
+    check_dict (dict);
+  }
+
+  text = p11c_fuzz_strndup (data, size);
+
+  /* GVariant text form (what gdbus call / busctl users type).  GLib wants
+   * UTF-8 text here: g_variant_parse itself hits a critical
+   * (g_variant_new_string) on invalid UTF-8 inside a string literal
+   * (regression input crash-glib-variant-parse-invalid-utf8), so like any
+   * caller we validate first.  p11certd never parses GVariant text. */
+  if (g_utf8_validate (text, size, NULL))
+  {
+    g_autoptr(GVariant) dict = g_variant_parse (G_VARIANT_TYPE_VARDICT, text, NULL, NULL, NULL);
+    if (dict)
+      {
+        g_variant_take_ref (dict);   /* documented non-floating; be sure */
+        check_dict (dict);
+      }
+  }
+
+  check_secret_string (text);
+  return 0;
+}
