@@ -857,6 +857,11 @@ start_job (P11cDaemon *d, const char *operation, P11cEnrollRequest *req, guint u
   task = g_task_new (NULL, job->cancel, enroll_done, NULL);
   g_task_set_task_data (task, run, (GDestroyNotify) enroll_run_free);
   g_task_set_return_on_cancel (task, FALSE);
+  /* The worker reports a cancel itself (job_check, then the key removed).  A
+   * Cancel() that comes too late — the certificate already written — must not
+   * turn its result into G_IO_ERROR_CANCELLED: that would say "cancelled,
+   * removed" about a certificate that stays on the token. */
+  g_task_set_check_cancellable (task, FALSE);
   g_task_run_in_thread (task, enroll_thread);
   return job;
 }
