@@ -137,23 +137,30 @@ def proc_sample(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / float(CLK_TCK)
-    switches = 0
+    per_tid = {}
     tids = os.listdir("/proc/%d/task" % pid)
     for tid in tids:
         try:
             with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
                 for line in f:
                     if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                        switches += int(line.split()[1])
+                        per_tid[tid] = per_tid.get(tid, 0) + int(line.split()[1])
         except OSError:
             pass
+    switches = sum(per_tid.values())
     rss = 0
     with open("/proc/%d/status" % pid) as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1])
     fds = len(os.listdir("/proc/%d/fd" % pid))
-    return {"cpu": cpu, "switches": switches, "rss_kb": rss, "fds": fds, "threads": len(tids)}
+    return {"cpu": cpu, "switches": switches, "per_tid": per_tid, "rss_kb": rss, "fds": fds, "threads": len(tids)}
+
+
+def switches_between(before, after):
+    """Context switches between two samples, per thread: threads that started
+    count from 0; threads that ended are lost (their counts vanish with them)."""
+    return sum(n - before["per_tid"].get(tid, 0) for tid, n in after["per_tid"].items())
 
 
 def idle_watch(pids, seconds, context=None):
@@ -171,8 +178,9 @@ def idle_watch(pids, seconds, context=None):
     out = {}
     for n in pids:
         out[n] = {"cpu_ms": (after[n]["cpu"] - before[n]["cpu"]) * 1000.0,
-                  "switches": after[n]["switches"] - before[n]["switches"],
-                  "rss_kb": after[n]["rss_kb"], "fds": after[n]["fds"], "threads": after[n]["threads"]}
+                  "switches": switches_between(before[n], after[n]),
+                  "rss_kb": after[n]["rss_kb"], "fds": after[n]["fds"],
+                  "threads": "%d->%d" % (before[n]["threads"], after[n]["threads"])}
     return out
 
 
