@@ -1,0 +1,153 @@
+/* p11certctl ca list [--json] | ca show NAME [--pem] */
+#define G_LOG_DOMAIN "p11certctl"
+#include "ctl-common.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static GVariant *
+list_cas (GDBusConnection *bus, GError **error)
+{
+  g_autoptr(GVariant) reply = ctl_call_manager (bus, "ListCas", NULL, "(aa{sv})", CTL_TIMEOUT_LIST, error);
+  if (reply == NULL)
+    return NULL;
+  return g_variant_get_child_value (reply, 0);
+}
+
+static int
+ca_list (int argc, char **argv)
+{
+  gboolean opt_json = FALSE;
+  GOptionEntry entries[] = {
+    { "json", 0, 0, G_OPTION_ARG_NONE, &opt_json, "Print JSON", NULL },
+    { NULL },
+  };
+  g_autoptr(GOptionContext) ctx = g_option_context_new ("— list the CA profiles");
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GVariant) cas = NULL;
+  g_autoptr(CtlTable) table = NULL;
+  static const char *const headers[] = { "NAME", "TYPE", "KEY TYPE", "LOGIN", "URL" };
+  GDBusConnection *bus;
+  int rc;
+
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  if ((rc = ctl_parse (ctx, &argc, &argv)) >= 0)
+    return rc;
+  if (argc > 1)
+    return ctl_usage_error (ctx, "ca list: unexpected argument \"%s\"", argv[1]);
+  if ((bus = ctl_bus (&rc)) == NULL)
+    return rc;
+  cas = list_cas (bus, &error);
+  if (cas == NULL)
+    return ctl_report (error, NULL);
+  if (opt_json)
+    {
+      ctl_json_print (cas);
+      return CTL_EXIT_OK;
+    }
+  if (g_variant_n_children (cas) == 0)
+    {
+      ctl_message ("No CA profiles.");
+      return CTL_EXIT_OK;
+    }
+  table = ctl_table_new (5, headers);
+  ctl_table_set_shrinkable (table, 0, 8);
+  ctl_table_set_shrinkable (table, 4, 16);
+  for (gsize i = 0; i < g_variant_n_children (cas); i++)
+    {
+      g_autoptr(GVariant) c = g_variant_get_child_value (cas, i);
+      const char *url = ctl_dict_str (c, "url", "");
+      ctl_table_add_row (table, ctl_dict_str (c, "name", ""), ctl_dict_str (c, "type", ""),
+                         ctl_dict_str (c, "key_type", ""), ctl_dict_bool (c, "needs_login", FALSE) ? "yes" : "no",
+                         url[0] ? url : "-");
+    }
+  ctl_table_print (table, 80);
+  return CTL_EXIT_OK;
+}
+
+static int
+ca_show (int argc, char **argv)
+{
+  gboolean opt_pem = FALSE;
+  GOptionEntry entries[] = {
+    { "pem", 0, 0, G_OPTION_ARG_NONE, &opt_pem, "Print the CA certificate (trust anchor) as PEM", NULL },
+    { NULL },
+  };
+  g_autoptr(GOptionContext) ctx = g_option_context_new ("NAME — show a CA profile");
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GVariant) cas = NULL;
+  g_autoptr(GVariant) ca = NULL;
+  GDBusConnection *bus;
+  int rc;
+
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  if ((rc = ctl_parse (ctx, &argc, &argv)) >= 0)
+    return rc;
+  if (argc != 2)
+    return ctl_usage_error (ctx, "ca show: give one CA profile name");
+  if ((bus = ctl_bus (&rc)) == NULL)
+    return rc;
+  if (opt_pem)
+    {
+      g_autoptr(GVariant) reply = ctl_call_manager (bus, "GetCaCertificate", g_variant_new ("(s)", argv[1]), "(s)",
+                                                    CTL_TIMEOUT_LIST, &error);
+      const char *pem;
+      if (reply == NULL)
+        return ctl_report (error, NULL);
+      g_variant_get (reply, "(&s)", &pem);
+      fputs (pem, stdout);
+      if (pem[0] && pem[strlen (pem) - 1] != '\n')
+        putchar ('\n');
+      fflush (stdout);
+      return CTL_EXIT_OK;
+    }
+  cas = list_cas (bus, &error);
+  if (cas == NULL)
+    return ctl_report (error, NULL);
+  for (gsize i = 0; i < g_variant_n_children (cas) && ca == NULL; i++)
+    {
+      g_autoptr(GVariant) c = g_variant_get_child_value (cas, i);
+      if (g_strcmp0 (ctl_dict_str (c, "name", NULL), argv[1]) == 0)
+        ca = g_steal_pointer (&c);
+    }
+  if (ca == NULL)
+    {
+      ctl_warn ("No CA profile \"%s\"; see 'p11certctl ca list'", argv[1]);
+      return CTL_EXIT_NOT_FOUND;
+    }
+  printf ("Name:        %s\n", ctl_dict_str (ca, "name", ""));
+  printf ("Type:        %s\n", ctl_dict_str (ca, "type", ""));
+  if (ctl_dict_str (ca, "url", "")[0])
+    printf ("URL:         %s\n", ctl_dict_str (ca, "url", ""));
+  if (ctl_dict_str (ca, "label", "")[0])
+    printf ("EST label:   %s\n", ctl_dict_str (ca, "label", ""));
+  printf ("Key type:    %s\n", ctl_dict_str (ca, "key_type", ""));
+  printf ("Needs login: %s\n", ctl_dict_bool (ca, "needs_login", FALSE) ? "yes (login and one-time password)" : "no");
+  printf ("(the CA certificate: p11certctl ca show %s --pem)\n", ctl_dict_str (ca, "name", ""));
+  fflush (stdout);
+  return CTL_EXIT_OK;
+}
+
+int
+ctl_cmd_ca (int argc, char **argv)
+{
+  if (argc >= 2 && g_str_equal (argv[1], "list"))
+    {
+      g_set_prgname ("p11certctl ca list");
+      return ca_list (argc - 1, argv + 1);
+    }
+  if (argc >= 2 && g_str_equal (argv[1], "show"))
+    {
+      g_set_prgname ("p11certctl ca show");
+      return ca_show (argc - 1, argv + 1);
+    }
+  if (argc >= 2 && (g_str_equal (argv[1], "--help") || g_str_equal (argv[1], "-h")))
+    {
+      printf ("Usage:\n  p11certctl ca list [--json]\n  p11certctl ca show NAME [--pem]\n\n"
+              "Lists the CA profiles, or shows one (with --pem, its CA certificate or trust anchor).\n");
+      return CTL_EXIT_OK;
+    }
+  if (argc < 2)
+    return ctl_usage_error (NULL, "ca: give a subcommand: list or show NAME");
+  return ctl_usage_error (NULL, "ca: unknown subcommand \"%s\" (list, show NAME)", argv[1]);
+}

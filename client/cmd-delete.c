@@ -1,0 +1,211 @@
+/* p11certctl delete URI | --label L | --id HEX [--token URI] [--keep-key] [--yes]
+ *                   [--pin-file FILE | --pin-fd N] */
+#define G_LOG_DOMAIN "p11certctl"
+#include "ctl-common.h"
+#include "p11c-secret.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static char *
+normalize_id (const char *hex)
+{
+  GString *s = g_string_new (NULL);
+  if (g_str_has_prefix (hex, "0x") || g_str_has_prefix (hex, "0X"))
+    hex += 2;
+  for (const char *p = hex; *p; p++)
+    if (*p != ':' && *p != ' ')
+      g_string_append_c (s, g_ascii_tolower (*p));
+  return g_string_free (s, FALSE);
+}
+
+/* The token dictionary a certificate is on (NULL for the system store) */
+static GVariant *
+token_of (GVariant *tokens, GVariant *cert)
+{
+  const char *path = ctl_dict_str (cert, "token", "/");
+  for (gsize i = 0; tokens != NULL && i < g_variant_n_children (tokens); i++)
+    {
+      GVariant *t = g_variant_get_child_value (tokens, i);
+      if (g_strcmp0 (ctl_dict_str (t, "path", NULL), path) == 0)
+        return t;
+      g_variant_unref (t);
+    }
+  return NULL;
+}
+
+int
+ctl_cmd_delete (int argc, char **argv)
+{
+  g_autofree char *opt_label = NULL;
+  g_autofree char *opt_id = NULL;
+  g_autofree char *opt_token = NULL;
+  g_autofree char *opt_pin_file = NULL;
+  int opt_pin_fd = -1;
+  gboolean opt_keep_key = FALSE, opt_yes = FALSE;
+  GOptionEntry entries[] = {
+    { "label", 0, 0, G_OPTION_ARG_STRING, &opt_label, "The certificate with this label", "L" },
+    { "id", 0, 0, G_OPTION_ARG_STRING, &opt_id, "The certificate with this CKA_ID (hex)", "HEX" },
+    { "token", 0, 0, G_OPTION_ARG_STRING, &opt_token, "Look for --label/--id only on this token", "URI" },
+    { "keep-key", 0, 0, G_OPTION_ARG_NONE, &opt_keep_key, "Keep the private and public key", NULL },
+    { "yes", 'y', 0, G_OPTION_ARG_NONE, &opt_yes, "Do not ask for confirmation", NULL },
+    { "pin-file", 0, 0, G_OPTION_ARG_FILENAME, &opt_pin_file, "Read the token PIN from FILE (first line)", "FILE" },
+    { "pin-fd", 0, 0, G_OPTION_ARG_INT, &opt_pin_fd, "Read the token PIN from file descriptor N", "N" },
+    { NULL },
+  };
+  g_autoptr(GOptionContext) ctx = g_option_context_new ("URI | --label L | --id HEX — delete a certificate");
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GVariant) cert = NULL;
+  g_autoptr(GVariant) tokens = NULL;
+  g_autoptr(GVariant) token = NULL;
+  g_autoptr(GVariant) reply = NULL;
+  g_autoptr(GVariant) result = NULL;
+  p11c_autosecret pin = NULL;
+  g_autofree char *uri = NULL;
+  GVariantBuilder b;
+  GDBusConnection *bus;
+  gboolean is_system;
+  int given, rc;
+
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  g_option_context_set_summary (ctx, "Deletes a certificate and, unless --keep-key, its key pair. Shows the\n"
+                                     "certificate and asks before deleting unless --yes. The token PIN is read\n"
+                                     "from --pin-file, --pin-fd or the terminal; system: URIs need no PIN.");
+  if ((rc = ctl_parse (ctx, &argc, &argv)) >= 0)
+    return rc;
+  given = (argc > 1 ? 1 : 0) + (opt_label ? 1 : 0) + (opt_id ? 1 : 0);
+  if (argc > 2)
+    return ctl_usage_error (ctx, "delete: unexpected argument \"%s\"", argv[2]);
+  if (given != 1)
+    return ctl_usage_error (ctx, "delete: give exactly one of URI, --label or --id");
+  if (opt_pin_file && opt_pin_fd >= 0)
+    return ctl_usage_error (ctx, "--pin-file and --pin-fd exclude each other");
+  if (!opt_yes && !ctl_stdin_is_tty ())
+    return ctl_usage_error (ctx, "delete: not asking for confirmation without a terminal; add --yes");
+  if ((bus = ctl_bus (&rc)) == NULL)
+    return rc;
+  tokens = ctl_list_tokens (bus, &error);
+  if (tokens == NULL)
+    return ctl_report (error, NULL);
+
+  if (argc == 2)
+    {
+      uri = g_strdup (argv[1]);
+      cert = ctl_find_cert (bus, uri, &error);
+      if (cert == NULL && error != NULL)
+        return ctl_report (error, NULL);
+    }
+  else
+    {
+      g_autoptr(GVariant) list_reply = NULL;
+      g_autoptr(GVariant) list = NULL;
+      g_autofree char *want_id = opt_id ? normalize_id (opt_id) : NULL;
+      guint matches = 0;
+
+      g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+      if (opt_token)
+        g_variant_builder_add (&b, "{sv}", "token", g_variant_new_string (opt_token));
+      ctl_add_interaction (&b);
+      list_reply = ctl_call_manager (bus, "ListCerts", g_variant_new ("(a{sv})", &b), "(aa{sv})",
+                                     CTL_TIMEOUT_LIST, &error);
+      if (list_reply == NULL)
+        return ctl_report (error, NULL);
+      list = g_variant_get_child_value (list_reply, 0);
+      for (gsize i = 0; i < g_variant_n_children (list); i++)
+        {
+          g_autoptr(GVariant) c = g_variant_get_child_value (list, i);
+          g_autofree char *id = normalize_id (ctl_dict_str (c, "id", ""));
+          if ((opt_label && g_strcmp0 (ctl_dict_str (c, "label", NULL), opt_label) == 0)
+              || (want_id && g_str_equal (id, want_id)))
+            {
+              matches++;
+              g_clear_pointer (&cert, g_variant_unref);
+              cert = g_steal_pointer (&c);
+            }
+        }
+      if (matches == 0)
+        {
+          ctl_warn ("No certificate with %s \"%s\"%s%s; see 'p11certctl list'", opt_label ? "label" : "id",
+                    opt_label ? opt_label : opt_id, opt_token ? " on " : "", opt_token ? opt_token : "");
+          return CTL_EXIT_NOT_FOUND;
+        }
+      if (matches > 1)
+        {
+          ctl_warn ("%u certificates have %s \"%s\"; give the URI (see 'p11certctl list --verbose')%s", matches,
+                    opt_label ? "label" : "id", opt_label ? opt_label : opt_id, opt_token ? "" : " or --token");
+          return CTL_EXIT_USAGE;
+        }
+      uri = g_strdup (ctl_dict_str (cert, "uri", ""));
+    }
+  is_system = g_str_has_prefix (uri, "system:");
+  if (cert != NULL)
+    token = token_of (tokens, cert);
+
+  if (!opt_yes)
+    {
+      printf ("Certificate:\n");
+      if (cert != NULL)
+        ctl_print_cert (cert, tokens);
+      else
+        printf ("  URI:      %s\n", uri);
+      if (!opt_keep_key)
+        printf ("Its private key is deleted too (unless another certificate uses it).\n");
+      if (!ctl_confirm ("Certificate will be deleted. Continue?", FALSE))
+        {
+          ctl_message ("Nothing was deleted.");
+          return CTL_EXIT_CANCELLED;
+        }
+    }
+
+  if (!is_system)
+    {
+      g_autofree char *prompt = NULL;
+      if (token != NULL && ctl_dict_bool (token, "pin_locked", FALSE))
+        {
+          ctl_warn ("The PIN of token \"%s\" is locked; it must be unlocked with the SO PIN first",
+                    ctl_dict_str (token, "label", ""));
+          return CTL_EXIT_PIN_LOCKED;
+        }
+      if (token != NULL && ctl_dict_bool (token, "pin_final_try", FALSE) && !opt_pin_file && opt_pin_fd < 0)
+        fprintf (stderr, "Warning: one more wrong PIN locks the token.\n");
+      prompt = g_strdup_printf ("PIN of token \"%s\": ", token ? ctl_dict_str (token, "label", "") : uri);
+      pin = ctl_secret_get (opt_pin_file, opt_pin_fd, prompt, "PIN", &error);
+      if (pin == NULL)
+        return ctl_report (error, NULL);
+    }
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  if (opt_keep_key)
+    g_variant_builder_add (&b, "{sv}", "keep_key", g_variant_new_boolean (TRUE));
+  ctl_add_interaction (&b);
+  {
+    GVariant *params = g_variant_ref_sink (g_variant_new ("(ss@a{sv})", uri, pin ? pin : "",
+                                                          g_variant_builder_end (&b)));
+    reply = ctl_call_manager (bus, "DeleteCert", params, "(a{sv})", CTL_TIMEOUT_TOKEN, &error);
+    /* wipe our serialised copy of the PIN */
+    if (pin != NULL)
+      ctl_variant_wipe (params);
+    g_variant_unref (params);
+  }
+  p11c_secret_clear (&pin);
+  if (reply == NULL)
+    return ctl_report (error, NULL);
+  result = g_variant_get_child_value (reply, 0);
+  {
+    g_autofree const char **removed = NULL;
+    const char *what = ctl_dict_str (result, "certificate", uri);
+    const char *kept = ctl_dict_str (result, "keys_kept", "");
+    guint32 keys = 0;
+
+    g_variant_lookup (result, "keys_removed", "u", &keys);
+    ctl_message ("Deleted the certificate %s.", what);
+    if (g_variant_lookup (result, "removed", "^a&s", &removed))
+      for (guint i = 0; removed[i]; i++)
+        ctl_message ("  removed %s", removed[i]);
+    if (keys > 0)
+      ctl_message ("%u key object%s removed.", keys, keys == 1 ? "" : "s");
+    if (kept[0] != '\0')
+      ctl_message ("Keys kept: %s", kept);
+  }
+  return CTL_EXIT_OK;
+}

@@ -1,0 +1,442 @@
+/* p11certctl job JOB_PATH — and the job follower shared by enroll and renew */
+#define G_LOG_DOMAIN "p11certctl"
+#include "ctl-common.h"
+#include "p11c-names.h"
+
+#include <glib-unix.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BAR_WIDTH 10
+
+typedef struct {
+  GMainLoop       *loop;
+  GDBusConnection *bus;
+  const char      *path;
+  const char      *prefix;
+  gboolean         tty;
+  char            *state;
+  double           progress;
+  guint            attempt;
+  gint64           retry_at;
+  char            *error_name;
+  char            *error_message;
+  char            *result;
+  char            *operation;
+  gboolean         finished;
+  gboolean         cancel_sent;
+  guint            interrupts;
+  gboolean         vanished;
+  gboolean         line_open;   /* tty: a progress line without newline */
+  char            *last_plain;
+} Follow;
+
+void
+ctl_job_result_clear (CtlJobResult *r)
+{
+  g_clear_pointer (&r->state, g_free);
+  g_clear_pointer (&r->error_name, g_free);
+  g_clear_pointer (&r->error_message, g_free);
+  g_clear_pointer (&r->result, g_free);
+  g_clear_pointer (&r->operation, g_free);
+}
+
+static gboolean
+state_is_final (const char *state)
+{
+  return g_strcmp0 (state, "done") == 0 || g_strcmp0 (state, "failed") == 0
+         || g_strcmp0 (state, "cancelled") == 0;
+}
+
+static void
+set_str (char **field, GVariant *props, const char *key)
+{
+  const char *s;
+  if (g_variant_lookup (props, key, "&s", &s))
+    {
+      g_free (*field);
+      *field = g_strdup (s);
+    }
+}
+
+static void
+apply_props (Follow *f, GVariant *props)
+{
+  set_str (&f->state, props, "State");
+  set_str (&f->error_name, props, "Error");
+  set_str (&f->error_message, props, "ErrorMessage");
+  set_str (&f->result, props, "Result");
+  set_str (&f->operation, props, "Operation");
+  g_variant_lookup (props, "Progress", "d", &f->progress);
+  g_variant_lookup (props, "Attempt", "u", &f->attempt);
+  g_variant_lookup (props, "RetryAt", "x", &f->retry_at);
+}
+
+static char *
+describe (Follow *f, gboolean countdown)
+{
+  g_autoptr(GString) s = g_string_new (f->state ? f->state : "?");
+  gint64 now = g_get_real_time () / G_USEC_PER_SEC;
+
+  if (f->attempt > 1 || (f->retry_at > 0 && !state_is_final (f->state)))
+    {
+      g_string_append_printf (s, " (attempt %u", MAX (f->attempt, 1u));
+      if (f->retry_at > 0 && !state_is_final (f->state))
+        {
+          if (countdown)
+            g_string_append_printf (s, ", retry in %" G_GINT64_FORMAT " s", MAX (f->retry_at - now, (gint64) 0));
+          else
+            {
+              g_autoptr(GDateTime) dt = g_date_time_new_from_unix_local (f->retry_at);
+              g_autofree char *at = dt ? g_date_time_format (dt, "%H:%M:%S") : g_strdup ("?");
+              g_string_append_printf (s, ", retry at %s", at);
+            }
+        }
+      g_string_append_c (s, ')');
+    }
+  return g_string_free (g_steal_pointer (&s), FALSE);
+}
+
+static void
+render (Follow *f)
+{
+  int pct = (int) (CLAMP (f->progress, 0.0, 1.0) * 100.0 + 0.5);
+
+  if (f->state == NULL)
+    return;
+  if (f->tty)
+    {
+      g_autofree char *text = describe (f, TRUE);
+      char bar[BAR_WIDTH + 1];
+      int fill = pct * BAR_WIDTH / 100;
+      for (int i = 0; i < BAR_WIDTH; i++)
+        bar[i] = i < fill ? '#' : ' ';
+      bar[BAR_WIDTH] = '\0';
+      printf ("\r%s[%s] %3d%% %s\033[K", f->prefix ? f->prefix : "", bar, pct, text);
+      f->line_open = TRUE;
+      if (state_is_final (f->state))
+        {
+          putchar ('\n');
+          f->line_open = FALSE;
+        }
+      fflush (stdout);
+    }
+  else
+    {
+      g_autofree char *text = describe (f, FALSE);
+      g_autofree char *line = g_strdup_printf ("%s%3d%% %s", f->prefix ? f->prefix : "", pct, text);
+      if (g_strcmp0 (line, f->last_plain) != 0)
+        {
+          puts (line);
+          fflush (stdout);
+          g_free (f->last_plain);
+          f->last_plain = g_steal_pointer (&line);
+        }
+    }
+}
+
+static void
+end_line (Follow *f)
+{
+  if (f->line_open)
+    {
+      putchar ('\n');
+      fflush (stdout);
+      f->line_open = FALSE;
+    }
+}
+
+static void
+on_properties_changed (GDBusConnection *conn, const char *sender, const char *path, const char *iface,
+                       const char *signal, GVariant *params, gpointer user_data)
+{
+  Follow *f = user_data;
+  const char *which;
+  g_autoptr(GVariant) changed = NULL;
+
+  if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(sa{sv}as)")))
+    return;
+  g_variant_get (params, "(&s@a{sv}as)", &which, &changed, NULL);
+  if (!g_str_equal (which, P11C_DBUS_JOB_IFACE) || f->finished)
+    return;
+  apply_props (f, changed);
+  render (f);
+}
+
+static gboolean
+fetch_props (Follow *f, GError **error)
+{
+  g_autoptr(GVariant) reply = g_dbus_connection_call_sync (f->bus, P11C_DBUS_NAME, f->path,
+                                                           "org.freedesktop.DBus.Properties", "GetAll",
+                                                           g_variant_new ("(s)", P11C_DBUS_JOB_IFACE),
+                                                           G_VARIANT_TYPE ("(a{sv})"), G_DBUS_CALL_FLAGS_NONE,
+                                                           CTL_TIMEOUT_LIST, NULL, error);
+  g_autoptr(GVariant) props = NULL;
+  if (reply == NULL)
+    return FALSE;
+  g_variant_get (reply, "(@a{sv})", &props);
+  apply_props (f, props);
+  return TRUE;
+}
+
+static void
+on_finished (GDBusConnection *conn, const char *sender, const char *path, const char *iface,
+             const char *signal, GVariant *params, gpointer user_data)
+{
+  Follow *f = user_data;
+  gboolean success;
+  const char *name, *message;
+
+  if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(bss)")) || f->finished)
+    return;
+  g_variant_get (params, "(b&s&s)", &success, &name, &message);
+  /* the final properties (Result) come before Finished; read them again in
+   * case a PropertiesChanged was lost */
+  fetch_props (f, NULL);
+  if (!state_is_final (f->state))
+    {
+      g_free (f->state);
+      f->state = g_strdup (success ? "done" : g_strcmp0 (name, P11C_DBUS_ERROR_PREFIX "Cancelled") == 0
+                                                ? "cancelled" : "failed");
+    }
+  if (!success)
+    {
+      g_free (f->error_name);
+      f->error_name = g_strdup (name);
+      g_free (f->error_message);
+      f->error_message = g_strdup (message);
+    }
+  f->finished = TRUE;
+  render (f);
+  g_main_loop_quit (f->loop);
+}
+
+static void
+cancel_done (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  Follow *f = user_data;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GVariant) reply = g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), res, &error);
+
+  if (reply == NULL && !f->finished)
+    {
+      end_line (f);
+      ctl_report (error, "Cannot cancel the job");
+    }
+}
+
+static gboolean
+on_signal (gpointer user_data)
+{
+  Follow *f = user_data;
+
+  f->interrupts++;
+  if (f->finished)
+    return G_SOURCE_CONTINUE;
+  end_line (f);
+  if (f->interrupts == 1)
+    {
+      fprintf (stderr, "Cancelling the job… (press Ctrl-C again to stop waiting)\n");
+      f->cancel_sent = TRUE;
+      g_dbus_connection_call (f->bus, P11C_DBUS_NAME, f->path, P11C_DBUS_JOB_IFACE, "Cancel", NULL, NULL,
+                              G_DBUS_CALL_FLAGS_NONE, CTL_TIMEOUT_LIST, NULL, cancel_done, f);
+    }
+  else
+    {
+      fprintf (stderr, "Stopped waiting; the job may still be running: p11certctl job %s\n", f->path);
+      g_free (f->state);
+      f->state = g_strdup ("interrupted");
+      g_main_loop_quit (f->loop);
+    }
+  return G_SOURCE_CONTINUE;
+}
+
+static gboolean
+on_tick (gpointer user_data)
+{
+  Follow *f = user_data;
+  if (f->retry_at > 0 && !f->finished)
+    render (f);
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+on_name_vanished (GDBusConnection *conn, const char *name, gpointer user_data)
+{
+  Follow *f = user_data;
+  if (f->finished)
+    return;
+  f->vanished = TRUE;
+  g_main_loop_quit (f->loop);
+}
+
+gboolean
+ctl_follow_job (GDBusConnection *bus, const char *path, const char *prefix, CtlJobResult *out, GError **error)
+{
+  Follow f = { 0 };
+  guint sub_props, sub_fin, watch, sig_int, sig_term, tick = 0;
+  g_autoptr(GError) local = NULL;
+  gboolean ok = TRUE;
+
+  memset (out, 0, sizeof *out);
+  if (!g_variant_is_object_path (path))
+    {
+      g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, "\"%s\" is not a D-Bus object path (like %s/1)", path,
+                   P11C_DBUS_JOBS_PATH);
+      return FALSE;
+    }
+  f.loop = g_main_loop_new (NULL, FALSE);
+  f.bus = bus;
+  f.path = path;
+  f.prefix = prefix;
+  f.tty = isatty (STDOUT_FILENO);
+
+  /* subscribe first, then read the state: no change can be missed */
+  sub_props = g_dbus_connection_signal_subscribe (bus, P11C_DBUS_NAME, "org.freedesktop.DBus.Properties",
+                                                  "PropertiesChanged", path, P11C_DBUS_JOB_IFACE,
+                                                  G_DBUS_SIGNAL_FLAGS_NONE, on_properties_changed, &f, NULL);
+  sub_fin = g_dbus_connection_signal_subscribe (bus, P11C_DBUS_NAME, P11C_DBUS_JOB_IFACE, "Finished", path, NULL,
+                                                G_DBUS_SIGNAL_FLAGS_NONE, on_finished, &f, NULL);
+  watch = g_bus_watch_name_on_connection (bus, P11C_DBUS_NAME, G_BUS_NAME_WATCHER_FLAGS_NONE, NULL,
+                                          on_name_vanished, &f, NULL);
+  sig_int = g_unix_signal_add (SIGINT, on_signal, &f);
+  sig_term = g_unix_signal_add (SIGTERM, on_signal, &f);
+
+  if (!fetch_props (&f, &local))
+    {
+      g_autofree char *remote = g_dbus_error_get_remote_error (local);
+      if (g_strcmp0 (remote, "org.freedesktop.DBus.Error.UnknownMethod") == 0
+          || g_strcmp0 (remote, "org.freedesktop.DBus.Error.UnknownObject") == 0
+          || g_strcmp0 (remote, "org.freedesktop.DBus.Error.UnknownInterface") == 0)
+        g_set_error (error, CTL_ERROR, CTL_ERROR_NOT_FOUND,
+                     "No job %s (a finished job stays on the bus only for a while)", path);
+      else
+        g_propagate_error (error, g_steal_pointer (&local));
+      ok = FALSE;
+    }
+  else
+    {
+      render (&f);
+      if (state_is_final (f.state))
+        f.finished = TRUE;
+      else
+        {
+          if (f.tty)
+            tick = g_timeout_add_seconds (1, on_tick, &f);
+          g_main_loop_run (f.loop);
+        }
+      end_line (&f);
+      if (f.vanished && !f.finished)
+        {
+          g_set_error (error, CTL_ERROR, CTL_ERROR_FAILED,
+                       "p11certd went away while the job %s was running; see its log "
+                       "(journalctl -u p11certd)", path);
+          ok = FALSE;
+        }
+    }
+
+  if (tick)
+    g_source_remove (tick);
+  g_source_remove (sig_int);
+  g_source_remove (sig_term);
+  g_bus_unwatch_name (watch);
+  g_dbus_connection_signal_unsubscribe (bus, sub_props);
+  g_dbus_connection_signal_unsubscribe (bus, sub_fin);
+  g_main_loop_unref (f.loop);
+
+  out->state = g_steal_pointer (&f.state);
+  out->error_name = g_steal_pointer (&f.error_name);
+  out->error_message = g_steal_pointer (&f.error_message);
+  out->result = g_steal_pointer (&f.result);
+  out->operation = g_steal_pointer (&f.operation);
+  g_free (f.last_plain);
+  return ok;
+}
+
+int
+ctl_job_exit_code (const CtlJobResult *r)
+{
+  if (g_strcmp0 (r->state, "done") == 0)
+    return CTL_EXIT_OK;
+  if (g_strcmp0 (r->state, "cancelled") == 0 || g_strcmp0 (r->state, "interrupted") == 0)
+    return CTL_EXIT_CANCELLED;
+  return ctl_exit_code_for_name (r->error_name);
+}
+
+static gboolean
+is_ca_error (const char *name)
+{
+  return g_strcmp0 (name, P11C_DBUS_ERROR_PREFIX "CaRejected") == 0
+         || g_strcmp0 (name, P11C_DBUS_ERROR_PREFIX "CaUnreachable") == 0
+         || g_strcmp0 (name, P11C_DBUS_ERROR_PREFIX "CaBadReply") == 0;
+}
+
+int
+ctl_job_report (GDBusConnection *bus, const CtlJobResult *r, const char *output_file)
+{
+  if (g_strcmp0 (r->state, "done") == 0)
+    {
+      g_autoptr(GError) error = NULL;
+      g_autoptr(GVariant) cert = NULL;
+
+      ctl_message ("The certificate was written successfully.");
+      if (r->result == NULL || r->result[0] == '\0')
+        return CTL_EXIT_OK;
+      if (g_str_has_prefix (r->result, "file:"))
+        {
+          if (output_file)
+            ctl_message ("  File:     %s", output_file);
+          ctl_message ("  Id:       %s", r->result);
+          return CTL_EXIT_OK;
+        }
+      cert = ctl_find_cert (bus, r->result, &error);
+      if (cert != NULL)
+        {
+          g_autoptr(GVariant) tokens = ctl_list_tokens (bus, NULL);
+          ctl_print_cert (cert, tokens);
+        }
+      else
+        ctl_message ("  URI:      %s", r->result);
+      return CTL_EXIT_OK;
+    }
+  if (g_strcmp0 (r->state, "interrupted") == 0)
+    return CTL_EXIT_CANCELLED;
+  if (g_strcmp0 (r->state, "cancelled") == 0)
+    {
+      ctl_warn ("The job was cancelled; nothing was written%s%s", r->error_message && r->error_message[0] ? ": " : "",
+                r->error_message ? r->error_message : "");
+      return CTL_EXIT_CANCELLED;
+    }
+  ctl_warn ("%s", r->error_message && r->error_message[0] ? r->error_message : "The job failed");
+  if (is_ca_error (r->error_name))
+    fprintf (stderr, "Try again (at most 3 times), then contact your manager.\n");
+  return ctl_job_exit_code (r);
+}
+
+/* ---- the command -------------------------------------------------------- */
+
+int
+ctl_cmd_job (int argc, char **argv)
+{
+  g_autoptr(GOptionContext) ctx = g_option_context_new ("JOB_PATH — follow a job until it finishes");
+  g_autoptr(GError) error = NULL;
+  CtlJobResult r = { 0 };
+  GDBusConnection *bus;
+  int rc;
+
+  g_option_context_set_summary (ctx, "Shows the state of an enroll or renew job (object path as printed by\n"
+                                     "'enroll --no-wait') and follows it; Ctrl-C cancels the job.");
+  if ((rc = ctl_parse (ctx, &argc, &argv)) >= 0)
+    return rc;
+  if (argc != 2)
+    return ctl_usage_error (ctx, "job: give one job object path (like %s/1)", P11C_DBUS_JOBS_PATH);
+  if ((bus = ctl_bus (&rc)) == NULL)
+    return rc;
+  if (!ctl_follow_job (bus, argv[1], NULL, &r, &error))
+    return ctl_report (error, NULL);
+  rc = ctl_job_report (bus, &r, NULL);
+  ctl_job_result_clear (&r);
+  return rc;
+}

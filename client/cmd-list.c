@@ -1,0 +1,139 @@
+/* p11certctl list [--token URI|PATH] [--storage token|system|file] [--json] */
+#define G_LOG_DOMAIN "p11certctl"
+#include "ctl-common.h"
+
+#include <stdio.h>
+
+static const char *
+token_label (GVariant *tokens, GVariant *cert)
+{
+  const char *path = ctl_dict_str (cert, "token", "/");
+
+  if (g_strcmp0 (ctl_dict_str (cert, "storage", ""), "system") == 0)
+    return "system";
+  for (gsize i = 0; tokens != NULL && i < g_variant_n_children (tokens); i++)
+    {
+      g_autoptr(GVariant) t = g_variant_get_child_value (tokens, i);
+      if (g_strcmp0 (ctl_dict_str (t, "path", NULL), path) == 0)
+        return ctl_dict_str (t, "label", path);
+    }
+  return path;
+}
+
+int
+ctl_cmd_list (int argc, char **argv)
+{
+  g_autofree char *opt_token = NULL;
+  g_autofree char *opt_storage = NULL;
+  gboolean opt_json = FALSE, opt_verbose = FALSE;
+  GOptionEntry entries[] = {
+    { "token", 0, 0, G_OPTION_ARG_STRING, &opt_token, "Only this token (PKCS#11 URI or object path)", "URI" },
+    { "storage", 0, 0, G_OPTION_ARG_STRING, &opt_storage, "Only this storage: token, system or file", "S" },
+    { "json", 0, 0, G_OPTION_ARG_NONE, &opt_json, "Print JSON (every field, DER as base64)", NULL },
+    { "verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose, "Print every certificate in full, with its URI", NULL },
+    { NULL },
+  };
+  g_autoptr(GOptionContext) ctx = g_option_context_new ("— list certificates");
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GVariant) reply = NULL;
+  g_autoptr(GVariant) certs = NULL;
+  g_autoptr(GVariant) tokens = NULL;
+  g_autoptr(CtlTable) table = NULL;
+  static const char *const headers[] = { "SUBJECT", "EXPIRES", "LEFT", "TOKEN", "LABEL" };
+  GVariantBuilder b;
+  GDBusConnection *bus;
+  int rc;
+
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  g_option_context_set_summary (ctx, "Lists the certificates on the tokens and in the system store: subject,\n"
+                                     "expiry date and days left, token (or \"system\") and label.\n"
+                                     "Use --verbose or --json for URIs and details.");
+  if ((rc = ctl_parse (ctx, &argc, &argv)) >= 0)
+    return rc;
+  if (argc > 1)
+    return ctl_usage_error (ctx, "list: unexpected argument \"%s\"", argv[1]);
+  if (opt_storage && !g_str_equal (opt_storage, "token") && !g_str_equal (opt_storage, "system")
+      && !g_str_equal (opt_storage, "file"))
+    return ctl_usage_error (ctx, "--storage must be token, system or file, not \"%s\"", opt_storage);
+  if ((bus = ctl_bus (&rc)) == NULL)
+    return rc;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  if (opt_token)
+    g_variant_builder_add (&b, "{sv}", "token", g_variant_new_string (opt_token));
+  if (opt_storage)
+    g_variant_builder_add (&b, "{sv}", "storage", g_variant_new_string (opt_storage));
+  ctl_add_interaction (&b);
+  reply = ctl_call_manager (bus, "ListCerts", g_variant_new ("(a{sv})", &b), "(aa{sv})", CTL_TIMEOUT_LIST, &error);
+  if (reply == NULL)
+    return ctl_report (error, NULL);
+  certs = g_variant_get_child_value (reply, 0);
+  if (opt_json)
+    {
+      ctl_json_print (certs);
+      return CTL_EXIT_OK;
+    }
+  if (g_variant_n_children (certs) == 0)
+    {
+      ctl_message ("No certificates.");
+      return CTL_EXIT_OK;
+    }
+  tokens = ctl_list_tokens (bus, NULL);
+  if (opt_verbose)
+    {
+      for (gsize i = 0; i < g_variant_n_children (certs); i++)
+        {
+          g_autoptr(GVariant) c = g_variant_get_child_value (certs, i);
+          if (i > 0)
+            putchar ('\n');
+          ctl_print_cert (c, tokens);
+          if (ctl_dict_str (c, "error", NULL) == NULL)
+            {
+              printf ("  Key:      %s%s\n", ctl_dict_str (c, "key_type", "?"),
+                      ctl_dict_bool (c, "has_private_key", FALSE) ? ", private key present" : ", no private key");
+              if (ctl_dict_bool (c, "renewal_due", FALSE))
+                printf ("  Renewal:  due\n");
+              if (ctl_dict_str (c, "ca", NULL))
+                printf ("  CA:       %s\n", ctl_dict_str (c, "ca", ""));
+              printf ("  SHA-256:  %s\n", ctl_dict_str (c, "sha256", ""));
+            }
+        }
+      fflush (stdout);
+      return CTL_EXIT_OK;
+    }
+  table = ctl_table_new (5, headers);
+  ctl_table_set_shrinkable (table, 0, 16);
+  ctl_table_set_shrinkable (table, 3, 8);
+  ctl_table_set_shrinkable (table, 4, 8);
+  for (gsize i = 0; i < g_variant_n_children (certs); i++)
+    {
+      g_autoptr(GVariant) c = g_variant_get_child_value (certs, i);
+      const char *err = ctl_dict_str (c, "error", NULL);
+      g_autofree char *subject = NULL;
+      g_autofree char *date = NULL;
+      g_autofree char *left = NULL;
+
+      if (err != NULL)
+        {
+          subject = g_strdup_printf ("(unreadable: %s)", err);
+          date = g_strdup ("-");
+          left = g_strdup ("-");
+        }
+      else
+        {
+          gint64 not_after = ctl_dict_int64 (c, "not_after", 0);
+          subject = g_strdup (ctl_dict_str (c, "subject", ""));
+          date = ctl_format_date (not_after);
+          left = ctl_format_days_left (not_after);
+          if (ctl_dict_bool (c, "renewal_due", FALSE) && not_after > g_get_real_time () / G_USEC_PER_SEC)
+            {
+              char *tmp = g_strconcat (left, " !", NULL);
+              g_free (left);
+              left = tmp;
+            }
+        }
+      ctl_table_add_row (table, subject, date, left, token_label (tokens, c), ctl_dict_str (c, "label", ""));
+    }
+  ctl_table_print (table, 80);
+  return CTL_EXIT_OK;
+}

@@ -1,0 +1,310 @@
+/* p11certctl monitor [--json] — one line per event until SIGINT/SIGTERM */
+#define G_LOG_DOMAIN "p11certctl"
+#include "ctl-common.h"
+#include "p11c-names.h"
+
+#include <glib-unix.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+  GMainLoop *loop;
+  gboolean   json;
+  gboolean   daemon_gone;
+} Monitor;
+
+static char *
+timestamp (gboolean iso)
+{
+  g_autoptr(GDateTime) now = g_date_time_new_now_local ();
+  return g_date_time_format (now, iso ? "%Y-%m-%dT%H:%M:%S%:z" : "%Y-%m-%d %H:%M:%S");
+}
+
+static void
+emit_line (GString *line)
+{
+  g_string_append_c (line, '\n');
+  fputs (line->str, stdout);
+  fflush (stdout);
+}
+
+/* key=value pairs of a dictionary, values quoted when they hold spaces */
+static void
+append_pairs (GString *s, GVariant *dict)
+{
+  GVariantIter iter;
+  const char *key;
+  GVariant *value;
+
+  g_variant_iter_init (&iter, dict);
+  while (g_variant_iter_next (&iter, "{&sv}", &key, &value))
+    {
+      g_autofree char *text = NULL;
+      if (g_variant_is_of_type (value, G_VARIANT_TYPE_STRING) || g_variant_is_of_type (value, G_VARIANT_TYPE_OBJECT_PATH))
+        text = g_strdup (g_variant_get_string (value, NULL));
+      else
+        text = g_variant_print (value, FALSE);
+      for (char *p = text; *p; p++)
+        if ((guchar) *p < 0x20)
+          *p = ' ';
+      if (text[0] == '\0' || strpbrk (text, " \"=") != NULL)
+        {
+          g_autofree char *q = g_strescape (text, NULL);
+          g_string_append_printf (s, " %s=\"%s\"", key, q);
+        }
+      else
+        g_string_append_printf (s, " %s=%s", key, text);
+      g_variant_unref (value);
+    }
+}
+
+static void
+json_begin (GString *s, const char *event)
+{
+  g_autofree char *ts = timestamp (TRUE);
+  g_string_append (s, "{\"time\":");
+  ctl_json_append_string (s, ts);
+  g_string_append (s, ",\"event\":");
+  ctl_json_append_string (s, event);
+}
+
+static void
+json_field (GString *s, const char *key, GVariant *v)
+{
+  g_string_append_c (s, ',');
+  ctl_json_append_string (s, key);
+  g_string_append_c (s, ':');
+  ctl_json_append (s, v, -1);
+}
+
+static void
+on_manager_signal (GDBusConnection *conn, const char *sender, const char *path, const char *iface,
+                   const char *signal, GVariant *params, gpointer user_data)
+{
+  Monitor *m = user_data;
+  g_autoptr(GString) s = g_string_new (NULL);
+  g_autofree char *ts = timestamp (FALSE);
+
+  if (g_str_equal (signal, "TokenInserted") || g_str_equal (signal, "TokenRemoved"))
+    {
+      g_autoptr(GVariant) token = NULL;
+      g_autoptr(GVariant) info = NULL;
+      if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(oa{sv})")))
+        return;
+      g_variant_get (params, "(@o@a{sv})", &token, &info);
+      if (m->json)
+        {
+          json_begin (s, signal);
+          json_field (s, "token", token);
+          json_field (s, "info", info);
+          g_string_append_c (s, '}');
+        }
+      else
+        {
+          g_string_printf (s, "%s %s %s", ts, signal, g_variant_get_string (token, NULL));
+          append_pairs (s, info);
+        }
+    }
+  else if (g_str_equal (signal, "RenewalNeeded"))
+    {
+      g_autoptr(GVariant) uri = NULL;
+      g_autoptr(GVariant) not_after = NULL;
+      g_autoptr(GVariant) info = NULL;
+      if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(sxa{sv})")))
+        return;
+      g_variant_get (params, "(@s@x@a{sv})", &uri, &not_after, &info);
+      if (m->json)
+        {
+          json_begin (s, signal);
+          json_field (s, "uri", uri);
+          json_field (s, "not_after", not_after);
+          json_field (s, "info", info);
+          g_string_append_c (s, '}');
+        }
+      else
+        {
+          g_autofree char *date = ctl_format_date (g_variant_get_int64 (not_after));
+          g_string_printf (s, "%s %s %s expires=%s", ts, signal, g_variant_get_string (uri, NULL), date);
+          append_pairs (s, info);
+        }
+    }
+  else if (g_str_equal (signal, "CertificateExpiring"))
+    {
+      g_autoptr(GVariant) uri = NULL;
+      g_autoptr(GVariant) not_after = NULL;
+      if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(sx)")))
+        return;
+      g_variant_get (params, "(@s@x)", &uri, &not_after);
+      if (m->json)
+        {
+          json_begin (s, signal);
+          json_field (s, "uri", uri);
+          json_field (s, "not_after", not_after);
+          g_string_append_c (s, '}');
+        }
+      else
+        {
+          g_autofree char *date = ctl_format_date (g_variant_get_int64 (not_after));
+          g_autofree char *left = ctl_format_days_left (g_variant_get_int64 (not_after));
+          g_string_printf (s, "%s %s %s expires=%s (%s)", ts, signal, g_variant_get_string (uri, NULL), date, left);
+        }
+    }
+  else
+    return;
+  emit_line (s);
+}
+
+static void
+on_job_signal (GDBusConnection *conn, const char *sender, const char *path, const char *iface,
+               const char *signal, GVariant *params, gpointer user_data)
+{
+  Monitor *m = user_data;
+  g_autoptr(GString) s = g_string_new (NULL);
+  g_autofree char *ts = timestamp (FALSE);
+
+  if (!g_str_has_prefix (path, P11C_DBUS_JOBS_PATH "/"))
+    return;
+  if (g_str_equal (signal, "PropertiesChanged"))
+    {
+      const char *which;
+      g_autoptr(GVariant) changed = NULL;
+      const char *state;
+      if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(sa{sv}as)")))
+        return;
+      g_variant_get (params, "(&s@a{sv}as)", &which, &changed, NULL);
+      /* only state changes: the final one comes with Finished */
+      if (!g_str_equal (which, P11C_DBUS_JOB_IFACE) || !g_variant_lookup (changed, "State", "&s", &state)
+          || g_str_equal (state, "done") || g_str_equal (state, "failed") || g_str_equal (state, "cancelled"))
+        return;
+      if (m->json)
+        {
+          g_autoptr(GVariant) p = g_variant_ref_sink (g_variant_new_object_path (path));
+          json_begin (s, "JobChanged");
+          json_field (s, "job", p);
+          json_field (s, "properties", changed);
+          g_string_append_c (s, '}');
+        }
+      else
+        {
+          double progress = 0;
+          guint32 attempt = 0;
+          g_variant_lookup (changed, "Progress", "d", &progress);
+          g_variant_lookup (changed, "Attempt", "u", &attempt);
+          g_string_printf (s, "%s JobChanged %s state=%s progress=%d%%", ts, path, state,
+                           (int) (CLAMP (progress, 0.0, 1.0) * 100 + 0.5));
+          if (attempt > 1)
+            g_string_append_printf (s, " attempt=%u", attempt);
+        }
+    }
+  else if (g_str_equal (signal, "Finished"))
+    {
+      gboolean ok;
+      const char *name, *message;
+      if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(bss)")))
+        return;
+      g_variant_get (params, "(b&s&s)", &ok, &name, &message);
+      if (m->json)
+        {
+          g_autoptr(GVariant) p = g_variant_ref_sink (g_variant_new_object_path (path));
+          g_autoptr(GVariant) sv = g_variant_ref_sink (g_variant_new_boolean (ok));
+          g_autoptr(GVariant) nv = g_variant_ref_sink (g_variant_new_string (name));
+          g_autoptr(GVariant) mv = g_variant_ref_sink (g_variant_new_string (message));
+          json_begin (s, "JobFinished");
+          json_field (s, "job", p);
+          json_field (s, "success", sv);
+          json_field (s, "error", nv);
+          json_field (s, "message", mv);
+          g_string_append_c (s, '}');
+        }
+      else
+        {
+          g_string_printf (s, "%s JobFinished %s %s", ts, path, ok ? "success" : name);
+          if (!ok && message[0])
+            {
+              g_autofree char *q = g_strescape (message, NULL);
+              g_string_append_printf (s, " message=\"%s\"", q);
+            }
+        }
+    }
+  else
+    return;
+  emit_line (s);
+}
+
+static void
+on_name_appeared (GDBusConnection *conn, const char *name, const char *owner, gpointer user_data)
+{
+  Monitor *m = user_data;
+  if (m->daemon_gone)
+    fprintf (stderr, "p11certd is running again.\n");
+  m->daemon_gone = FALSE;
+}
+
+static void
+on_name_vanished (GDBusConnection *conn, const char *name, gpointer user_data)
+{
+  Monitor *m = user_data;
+  if (!m->daemon_gone)
+    fprintf (stderr, "p11certd is not running (or not reachable on this bus); waiting for it.\n");
+  m->daemon_gone = TRUE;
+}
+
+static gboolean
+on_quit (gpointer user_data)
+{
+  Monitor *m = user_data;
+  g_main_loop_quit (m->loop);
+  return G_SOURCE_REMOVE;
+}
+
+int
+ctl_cmd_monitor (int argc, char **argv)
+{
+  gboolean opt_json = FALSE;
+  GOptionEntry entries[] = {
+    { "json", 0, 0, G_OPTION_ARG_NONE, &opt_json, "One JSON object per line", NULL },
+    { NULL },
+  };
+  g_autoptr(GOptionContext) ctx = g_option_context_new ("— print events as they happen");
+  Monitor m = { 0 };
+  GDBusConnection *bus;
+  guint subs[3], watch, sig_int, sig_term;
+  int rc;
+
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  g_option_context_set_summary (ctx, "Prints one line per event (token inserted or removed, renewal needed,\n"
+                                     "certificate expiring, job state changes) until interrupted.");
+  if ((rc = ctl_parse (ctx, &argc, &argv)) >= 0)
+    return rc;
+  if (argc > 1)
+    return ctl_usage_error (ctx, "monitor: unexpected argument \"%s\"", argv[1]);
+  if ((bus = ctl_bus (&rc)) == NULL)
+    return rc;
+  m.json = opt_json;
+  m.loop = g_main_loop_new (NULL, FALSE);
+  subs[0] = g_dbus_connection_signal_subscribe (bus, P11C_DBUS_NAME, P11C_DBUS_MANAGER_IFACE, NULL, P11C_DBUS_PATH,
+                                                NULL, G_DBUS_SIGNAL_FLAGS_NONE, on_manager_signal, &m, NULL);
+  subs[1] = g_dbus_connection_signal_subscribe (bus, P11C_DBUS_NAME, "org.freedesktop.DBus.Properties",
+                                                "PropertiesChanged", NULL, P11C_DBUS_JOB_IFACE,
+                                                G_DBUS_SIGNAL_FLAGS_NONE, on_job_signal, &m, NULL);
+  subs[2] = g_dbus_connection_signal_subscribe (bus, P11C_DBUS_NAME, P11C_DBUS_JOB_IFACE, "Finished", NULL, NULL,
+                                                G_DBUS_SIGNAL_FLAGS_NONE, on_job_signal, &m, NULL);
+  watch = g_bus_watch_name_on_connection (bus, P11C_DBUS_NAME, G_BUS_NAME_WATCHER_FLAGS_NONE, on_name_appeared,
+                                          on_name_vanished, &m, NULL);
+  sig_int = g_unix_signal_add (SIGINT, on_quit, &m);
+  sig_term = g_unix_signal_add (SIGTERM, on_quit, &m);
+  if (isatty (STDERR_FILENO))
+    fprintf (stderr, "Monitoring… (Ctrl-C to stop)\n");
+  /* make sure the match rules are in place before anyone relies on us */
+  g_dbus_connection_flush_sync (bus, NULL, NULL);
+  g_main_loop_run (m.loop);
+  for (guint i = 0; i < G_N_ELEMENTS (subs); i++)
+    g_dbus_connection_signal_unsubscribe (bus, subs[i]);
+  g_bus_unwatch_name (watch);
+  g_source_remove (sig_int);
+  g_source_remove (sig_term);
+  g_main_loop_unref (m.loop);
+  return CTL_EXIT_OK;
+}

@@ -1,0 +1,183 @@
+/* p11certctl renew URI [--pin-file F] [--keep-key] | renew --due */
+#define G_LOG_DOMAIN "p11certctl"
+#include "ctl-common.h"
+#include "p11c-secret.h"
+
+#include <stdio.h>
+
+static int
+renew_due (GDBusConnection *bus)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GVariant) reply = NULL;
+  g_autoptr(GVariant) result = NULL;
+  g_autofree const char **jobs = NULL;
+  g_autofree const char **person = NULL;
+  g_autofree const char **not_renewable = NULL;
+  GVariantBuilder b;
+  guint n_jobs = 0, failed = 0, n_person = 0;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  ctl_add_interaction (&b);
+  reply = ctl_call_manager (bus, "RenewDue", g_variant_new ("(a{sv})", &b), "(a{sv})", CTL_TIMEOUT_TOKEN, &error);
+  if (reply == NULL)
+    return ctl_report (error, "renew --due");
+  result = g_variant_get_child_value (reply, 0);
+  g_variant_lookup (result, "jobs", "^a&o", &jobs);
+  g_variant_lookup (result, "needs_person", "^a&s", &person);
+  g_variant_lookup (result, "not_renewable", "^a&s", &not_renewable);
+  n_jobs = jobs ? g_strv_length ((char **) jobs) : 0;
+  n_person = person ? g_strv_length ((char **) person) : 0;
+
+  if (n_jobs == 0 && n_person == 0 && (not_renewable == NULL || not_renewable[0] == NULL))
+    {
+      ctl_message ("No certificate is due for renewal.");
+      return CTL_EXIT_OK;
+    }
+  for (guint i = 0; i < n_jobs; i++)
+    {
+      CtlJobResult r = { 0 };
+      g_autoptr(GError) local = NULL;
+      g_autofree char *prefix = g_strdup_printf ("%s: ", jobs[i]);
+
+      ctl_message ("Renewing (job %s)…", jobs[i]);
+      if (!ctl_follow_job (bus, jobs[i], prefix, &r, &local))
+        {
+          ctl_report (local, jobs[i]);
+          failed++;
+          continue;
+        }
+      if (g_strcmp0 (r.state, "interrupted") == 0)
+        {
+          ctl_job_result_clear (&r);
+          return CTL_EXIT_CANCELLED;
+        }
+      if (ctl_job_report (bus, &r, NULL) != CTL_EXIT_OK)
+        failed++;
+      ctl_job_result_clear (&r);
+    }
+  for (guint i = 0; not_renewable && not_renewable[i]; i++)
+    ctl_warn ("%s is due but cannot be renewed: its CA profile is gone; enroll a new certificate",
+              not_renewable[i]);
+  if (n_person > 0)
+    {
+      ctl_message ("%u certificate%s need%s a person (the token PIN) to be renewed:", n_person,
+                   n_person == 1 ? "" : "s", n_person == 1 ? "s" : "");
+      for (guint i = 0; i < n_person; i++)
+        ctl_message ("  p11certctl renew '%s'", person[i]);
+    }
+  if (failed > 0)
+    {
+      ctl_warn ("%u of %u renewals failed", failed, n_jobs);
+      return CTL_EXIT_FAILURE;
+    }
+  if (n_person > 0)
+    return CTL_EXIT_NEEDS_PERSON;
+  return CTL_EXIT_OK;
+}
+
+int
+ctl_cmd_renew (int argc, char **argv)
+{
+  g_autofree char *opt_pin_file = NULL;
+  gboolean opt_keep_key = FALSE, opt_due = FALSE, opt_no_wait = FALSE;
+  GOptionEntry entries[] = {
+    { "pin-file", 0, 0, G_OPTION_ARG_FILENAME, &opt_pin_file, "Read the token PIN from FILE", "FILE" },
+    { "keep-key", 0, 0, G_OPTION_ARG_NONE, &opt_keep_key, "Keep the key pair (default: a new one)", NULL },
+    { "due", 0, 0, G_OPTION_ARG_NONE, &opt_due, "Renew every due certificate that needs no person", NULL },
+    { "no-wait", 0, 0, G_OPTION_ARG_NONE, &opt_no_wait, "Print the job path and exit at once", NULL },
+    { NULL },
+  };
+  g_autoptr(GOptionContext) ctx = g_option_context_new ("URI | --due — renew certificates");
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GVariant) cert = NULL;
+  g_autoptr(GVariant) reply = NULL;
+  p11c_autosecret pin = NULL;
+  g_autofree char *job = NULL;
+  GVariantBuilder b;
+  GDBusConnection *bus;
+  CtlJobResult r = { 0 };
+  const char *uri;
+  int rc;
+
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  g_option_context_set_summary (ctx,
+    "Renews a certificate through the CA profile that issued it, with a new key\n"
+    "unless --keep-key. With --due, renews every due certificate that can be\n"
+    "renewed without a person and lists those that need their token PIN\n"
+    "(exit status 20).");
+  if ((rc = ctl_parse (ctx, &argc, &argv)) >= 0)
+    return rc;
+  if (opt_due)
+    {
+      if (argc > 1 || opt_pin_file || opt_keep_key || opt_no_wait)
+        return ctl_usage_error (ctx, "renew --due takes no URI or other options");
+      if ((bus = ctl_bus (&rc)) == NULL)
+        return rc;
+      return renew_due (bus);
+    }
+  if (argc != 2)
+    return ctl_usage_error (ctx, argc < 2 ? "renew: give a certificate URI (see 'p11certctl list --verbose') or --due"
+                                          : "renew: give one certificate URI");
+  uri = argv[1];
+  if ((bus = ctl_bus (&rc)) == NULL)
+    return rc;
+  cert = ctl_find_cert (bus, uri, &error);
+  if (cert == NULL && error != NULL)
+    return ctl_report (error, NULL);
+  if (cert == NULL)
+    {
+      ctl_warn ("No certificate %s; see 'p11certctl list --verbose' (is the token inserted?)", uri);
+      return CTL_EXIT_NOT_FOUND;
+    }
+  if (!g_str_has_prefix (uri, "system:"))
+    {
+      g_autoptr(GVariant) tokens = ctl_list_tokens (bus, NULL);
+      const char *label = NULL;
+      g_autofree char *prompt = NULL;
+      for (gsize i = 0; tokens && i < g_variant_n_children (tokens); i++)
+        {
+          g_autoptr(GVariant) t = g_variant_get_child_value (tokens, i);
+          if (g_strcmp0 (ctl_dict_str (t, "path", NULL), ctl_dict_str (cert, "token", "")) == 0)
+            {
+              label = ctl_dict_str (t, "label", NULL);
+              if (ctl_dict_bool (t, "pin_locked", FALSE))
+                {
+                  ctl_warn ("The PIN of token \"%s\" is locked; it must be unlocked with the SO PIN first", label);
+                  return CTL_EXIT_PIN_LOCKED;
+                }
+              if (ctl_dict_bool (t, "pin_final_try", FALSE) && !opt_pin_file)
+                fprintf (stderr, "Warning: one more wrong PIN locks the token.\n");
+              prompt = g_strdup_printf ("PIN of token \"%s\": ", label);
+            }
+        }
+      pin = ctl_secret_get (opt_pin_file, -1, prompt ? prompt : "Token PIN: ", "PIN", &error);
+      if (pin == NULL)
+        return ctl_report (error, NULL);
+    }
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  if (pin)
+    g_variant_builder_add (&b, "{sv}", "pin", g_variant_new_string (pin));
+  g_variant_builder_add (&b, "{sv}", "rekey", g_variant_new_boolean (!opt_keep_key));
+  ctl_add_interaction (&b);
+  {
+    GVariant *params = g_variant_ref_sink (g_variant_new ("(s@a{sv})", uri, g_variant_builder_end (&b)));
+    reply = ctl_call_manager (bus, "Renew", params, "(o)", CTL_TIMEOUT_START, &error);
+    ctl_variant_wipe (params);
+    g_variant_unref (params);
+  }
+  p11c_secret_clear (&pin);
+  if (reply == NULL)
+    return ctl_report (error, NULL);
+  g_variant_get (reply, "(o)", &job);
+  if (opt_no_wait)
+    {
+      ctl_message ("%s", job);
+      return CTL_EXIT_OK;
+    }
+  if (!ctl_follow_job (bus, job, NULL, &r, &error))
+    return ctl_report (error, NULL);
+  rc = ctl_job_report (bus, &r, NULL);
+  ctl_job_result_clear (&r);
+  return rc;
+}

@@ -1,0 +1,70 @@
+/* p11certctl tokens [--json] */
+#define G_LOG_DOMAIN "p11certctl"
+#include "ctl-common.h"
+
+static const char *
+pin_state (GVariant *t)
+{
+  if (ctl_dict_bool (t, "pin_locked", FALSE))
+    return "LOCKED";
+  if (ctl_dict_bool (t, "pin_final_try", FALSE))
+    return "final try";
+  if (ctl_dict_bool (t, "pin_count_low", FALSE))
+    return "count low";
+  if (!ctl_dict_bool (t, "present", TRUE))
+    return "absent";
+  return "ok";
+}
+
+int
+ctl_cmd_tokens (int argc, char **argv)
+{
+  gboolean opt_json = FALSE;
+  GOptionEntry entries[] = {
+    { "json", 0, 0, G_OPTION_ARG_NONE, &opt_json, "Print JSON (the full ListTokens reply)", NULL },
+    { NULL },
+  };
+  g_autoptr(GOptionContext) ctx = g_option_context_new ("— list the tokens");
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GVariant) tokens = NULL;
+  g_autoptr(CtlTable) table = NULL;
+  static const char *const headers[] = { "LABEL", "SERIAL", "MANUFACTURER", "PIN", "PATH" };
+  GDBusConnection *bus;
+  int rc;
+
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  g_option_context_set_summary (ctx, "Lists the PKCS#11 tokens present: label, serial, manufacturer, PIN state\n"
+                                     "(ok, count low, final try, LOCKED) and D-Bus object path.");
+  if ((rc = ctl_parse (ctx, &argc, &argv)) >= 0)
+    return rc;
+  if (argc > 1)
+    return ctl_usage_error (ctx, "tokens: unexpected argument \"%s\"", argv[1]);
+  if ((bus = ctl_bus (&rc)) == NULL)
+    return rc;
+  tokens = ctl_list_tokens (bus, &error);
+  if (tokens == NULL)
+    return ctl_report (error, NULL);
+  if (opt_json)
+    {
+      ctl_json_print (tokens);
+      return CTL_EXIT_OK;
+    }
+  if (g_variant_n_children (tokens) == 0)
+    {
+      ctl_message ("No tokens present.");
+      return CTL_EXIT_OK;
+    }
+  table = ctl_table_new (5, headers);
+  ctl_table_set_shrinkable (table, 0, 8);
+  ctl_table_set_shrinkable (table, 1, 8);
+  ctl_table_set_shrinkable (table, 2, 8);
+  ctl_table_set_shrinkable (table, 4, 24);
+  for (gsize i = 0; i < g_variant_n_children (tokens); i++)
+    {
+      g_autoptr(GVariant) t = g_variant_get_child_value (tokens, i);
+      ctl_table_add_row (table, ctl_dict_str (t, "label", ""), ctl_dict_str (t, "serial", ""),
+                         ctl_dict_str (t, "manufacturer", ""), pin_state (t), ctl_dict_str (t, "path", ""));
+    }
+  ctl_table_print (table, 80);
+  return CTL_EXIT_OK;
+}

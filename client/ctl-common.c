@@ -1,0 +1,1145 @@
+#define G_LOG_DOMAIN "p11certctl"
+#include "ctl-common.h"
+#include "p11c-error.h"
+#include "p11c-names.h"
+#include "p11c-secret.h"
+#include "p11c-uri.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+G_DEFINE_QUARK (p11certctl-error-quark, ctl_error)
+
+/* ---- messages ------------------------------------------------------------ */
+
+void
+ctl_warn (const char *fmt, ...)
+{
+  va_list ap;
+  g_autofree char *msg = NULL;
+  va_start (ap, fmt);
+  msg = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  fflush (stdout);
+  fprintf (stderr, "p11certctl: %s\n", msg);
+}
+
+void
+ctl_message (const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  vfprintf (stdout, fmt, ap);
+  va_end (ap);
+  fputc ('\n', stdout);
+  fflush (stdout);
+}
+
+int
+ctl_usage_error (GOptionContext *ctx, const char *fmt, ...)
+{
+  va_list ap;
+  g_autofree char *msg = NULL;
+  va_start (ap, fmt);
+  msg = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  fprintf (stderr, "p11certctl: %s\n", msg);
+  if (ctx != NULL)
+    fprintf (stderr, "Try '%s --help'.\n", g_get_prgname ());
+  return CTL_EXIT_USAGE;
+}
+
+int
+ctl_parse (GOptionContext *ctx, int *argc, char ***argv)
+{
+  g_autoptr(GError) error = NULL;
+
+  g_option_context_set_help_enabled (ctx, TRUE);
+  if (!g_option_context_parse (ctx, argc, argv, &error))
+    return ctl_usage_error (ctx, "%s", error->message);
+  return -1;
+}
+
+/* ---- bus ----------------------------------------------------------------- */
+
+static CtlBusKind bus_kind = CTL_BUS_DEFAULT;
+static char *bus_address;
+static GDBusConnection *bus_conn;
+
+void
+ctl_set_bus (CtlBusKind kind, const char *address)
+{
+  bus_kind = kind;
+  g_free (bus_address);
+  bus_address = g_strdup (address);
+}
+
+GDBusConnection *
+ctl_bus (int *exit_code)
+{
+  g_autoptr(GError) error = NULL;
+  const char *address = NULL;
+  const char *what = "the system bus";
+
+  if (bus_conn != NULL)
+    return bus_conn;
+  switch (bus_kind)
+    {
+    case CTL_BUS_ADDRESS:
+      address = bus_address;
+      break;
+    case CTL_BUS_DEFAULT:
+      address = g_getenv (P11C_ENV_BUS_ADDRESS);
+      if (address != NULL && address[0] == '\0')
+        address = NULL;
+      break;
+    default:
+      break;
+    }
+  if (address != NULL)
+    {
+      what = address;
+      bus_conn = g_dbus_connection_new_for_address_sync (address,
+                                                         G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT
+                                                         | G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
+                                                         NULL, NULL, &error);
+    }
+  else if (bus_kind == CTL_BUS_SESSION)
+    {
+      what = "the session bus";
+      bus_conn = g_bus_get_sync (G_BUS_TYPE_SESSION, NULL, &error);
+    }
+  else
+    bus_conn = g_bus_get_sync (G_BUS_TYPE_SYSTEM, NULL, &error);
+  if (bus_conn == NULL)
+    {
+      ctl_warn ("Cannot connect to %s: %s", what, error->message);
+      *exit_code = CTL_EXIT_FAILURE;
+      return NULL;
+    }
+  g_dbus_connection_set_exit_on_close (bus_conn, FALSE);
+  return bus_conn;
+}
+
+gboolean
+ctl_interactive (void)
+{
+  return isatty (STDIN_FILENO);
+}
+
+void
+ctl_add_interaction (GVariantBuilder *b)
+{
+  if (ctl_interactive ())
+    g_variant_builder_add (b, "{sv}", "allow_interaction", g_variant_new_boolean (TRUE));
+}
+
+GVariant *
+ctl_call (GDBusConnection *bus, const char *path, const char *iface, const char *method,
+          GVariant *params, const char *reply_type, int timeout_ms, GError **error)
+{
+  return g_dbus_connection_call_sync (bus, P11C_DBUS_NAME, path, iface, method, params,
+                                      reply_type ? G_VARIANT_TYPE (reply_type) : NULL,
+                                      ctl_interactive () ? G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION
+                                                         : G_DBUS_CALL_FLAGS_NONE,
+                                      timeout_ms, NULL, error);
+}
+
+GVariant *
+ctl_call_manager (GDBusConnection *bus, const char *method, GVariant *params,
+                  const char *reply_type, int timeout_ms, GError **error)
+{
+  return ctl_call (bus, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, method, params, reply_type,
+                   timeout_ms, error);
+}
+
+GVariant *
+ctl_get_manager_property (GDBusConnection *bus, const char *name, GError **error)
+{
+  g_autoptr(GVariant) reply = ctl_call (bus, P11C_DBUS_PATH, "org.freedesktop.DBus.Properties", "Get",
+                                        g_variant_new ("(ss)", P11C_DBUS_MANAGER_IFACE, name), "(v)",
+                                        CTL_TIMEOUT_LIST, error);
+  GVariant *value;
+  if (reply == NULL)
+    return NULL;
+  g_variant_get (reply, "(v)", &value);
+  return value;
+}
+
+gboolean
+ctl_get_pin_policy (GDBusConnection *bus, P11cPinPolicy *policy, GError **error)
+{
+  g_autoptr(GVariant) v = ctl_get_manager_property (bus, "PinPolicy", error);
+  guint32 u;
+  gboolean b;
+
+  p11c_pin_policy_init_default (policy);
+  if (v == NULL)
+    return FALSE;
+  if (!g_variant_is_of_type (v, G_VARIANT_TYPE_VARDICT))
+    return TRUE;
+  if (g_variant_lookup (v, "min_length", "u", &u))
+    policy->min_length = u;
+  if (g_variant_lookup (v, "max_length", "u", &u))
+    policy->max_length = u;
+  if (g_variant_lookup (v, "require_digit", "b", &b))
+    policy->require_digit = b;
+  if (g_variant_lookup (v, "require_upper", "b", &b))
+    policy->require_upper = b;
+  if (g_variant_lookup (v, "require_lower", "b", &b))
+    policy->require_lower = b;
+  return TRUE;
+}
+
+/* ---- errors -------------------------------------------------------------- */
+
+static int
+exit_code_for_p11c (int code)
+{
+  switch (code)
+    {
+    case P11C_ERROR_INVALID_ARGS:      return CTL_EXIT_USAGE;
+    case P11C_ERROR_NOT_FOUND:         return CTL_EXIT_NOT_FOUND;
+    case P11C_ERROR_NOT_AUTHORIZED:    return CTL_EXIT_NOT_AUTHORIZED;
+    case P11C_ERROR_PIN_INCORRECT:     return CTL_EXIT_PIN_INCORRECT;
+    case P11C_ERROR_PIN_LOCKED:        return CTL_EXIT_PIN_LOCKED;
+    case P11C_ERROR_PIN_POLICY:        return CTL_EXIT_PIN_POLICY;
+    case P11C_ERROR_TOKEN_NOT_PRESENT: return CTL_EXIT_TOKEN_NOT_PRESENT;
+    case P11C_ERROR_CA_UNREACHABLE:    return CTL_EXIT_CA_UNREACHABLE;
+    case P11C_ERROR_CA_REJECTED:       return CTL_EXIT_CA_REJECTED;
+    case P11C_ERROR_CANCELLED:         return CTL_EXIT_CANCELLED;
+    default:                           return CTL_EXIT_FAILURE;
+    }
+}
+
+int
+ctl_exit_code_for_name (const char *name)
+{
+  int code;
+
+  if (name == NULL || name[0] == '\0')
+    return CTL_EXIT_FAILURE;
+  if (g_str_equal (name, "org.freedesktop.DBus.Error.AccessDenied")
+      || g_str_equal (name, "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"))
+    return CTL_EXIT_NOT_AUTHORIZED;
+  if (g_str_equal (name, "org.freedesktop.DBus.Error.InvalidArgs"))
+    return CTL_EXIT_USAGE;
+  if (g_str_equal (name, "org.freedesktop.DBus.Error.UnknownObject"))
+    return CTL_EXIT_NOT_FOUND;
+  if (strchr (name, '.') != NULL && !g_str_has_prefix (name, P11C_DBUS_ERROR_PREFIX))
+    return CTL_EXIT_FAILURE;
+  code = p11c_error_from_name (name);
+  return code < 0 ? CTL_EXIT_FAILURE : exit_code_for_p11c (code);
+}
+
+char *
+ctl_error_short_name (const GError *error)
+{
+  g_autofree char *remote = g_dbus_error_get_remote_error (error);
+  if (remote != NULL)
+    {
+      if (g_str_has_prefix (remote, P11C_DBUS_ERROR_PREFIX))
+        return g_strdup (remote + strlen (P11C_DBUS_ERROR_PREFIX));
+      return g_steal_pointer (&remote);
+    }
+  if (error->domain == P11C_ERROR)
+    return g_strdup (p11c_error_to_name (error->code));
+  return NULL;
+}
+
+int
+ctl_exit_code (const GError *error)
+{
+  g_autofree char *remote = NULL;
+
+  if (error == NULL)
+    return CTL_EXIT_OK;
+  if (error->domain == CTL_ERROR)
+    return error->code == CTL_ERROR_USAGE ? CTL_EXIT_USAGE
+           : error->code == CTL_ERROR_NOT_FOUND ? CTL_EXIT_NOT_FOUND : CTL_EXIT_FAILURE;
+  remote = g_dbus_error_get_remote_error (error);
+  if (remote != NULL)
+    return ctl_exit_code_for_name (remote);
+  if (error->domain == P11C_ERROR)
+    return exit_code_for_p11c (error->code);
+  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return CTL_EXIT_CANCELLED;
+  if (g_error_matches (error, G_DBUS_ERROR, G_DBUS_ERROR_ACCESS_DENIED)
+      || g_error_matches (error, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED))
+    return CTL_EXIT_NOT_AUTHORIZED;
+  return CTL_EXIT_FAILURE;
+}
+
+static gboolean
+name_is (const char *remote, const GError *error, const char *name, GQuark domain, int code)
+{
+  return (remote != NULL && g_str_equal (remote, name)) || g_error_matches (error, domain, code);
+}
+
+int
+ctl_report (const GError *error, const char *what)
+{
+  g_autofree char *remote = g_dbus_error_get_remote_error (error);
+  g_autoptr(GError) copy = g_error_copy (error);
+  g_autofree char *msg = NULL;
+
+  g_dbus_error_strip_remote_error (copy);
+  if (name_is (remote, error, "org.freedesktop.DBus.Error.ServiceUnknown", G_DBUS_ERROR, G_DBUS_ERROR_SERVICE_UNKNOWN)
+      || name_is (remote, error, "org.freedesktop.DBus.Error.NameHasNoOwner", G_DBUS_ERROR,
+                  G_DBUS_ERROR_NAME_HAS_NO_OWNER))
+    {
+      ctl_warn ("p11certd is not running (or not reachable on this bus)");
+      return CTL_EXIT_FAILURE;
+    }
+  if (name_is (remote, error, "org.freedesktop.DBus.Error.UnknownMethod", G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_METHOD))
+    msg = g_strdup_printf ("%s%sthis p11certd does not support that (%s); is the daemon older than p11certctl?",
+                           what ? what : "", what ? ": " : "", copy->message);
+  else if (name_is (remote, error, "org.freedesktop.DBus.Error.NoReply", G_DBUS_ERROR, G_DBUS_ERROR_NO_REPLY)
+           || g_error_matches (error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT))
+    msg = g_strdup_printf ("%s%sp11certd did not answer in time (%s)", what ? what : "", what ? ": " : "",
+                           copy->message);
+  else if (name_is (remote, error, "org.freedesktop.DBus.Error.AccessDenied", G_DBUS_ERROR,
+                    G_DBUS_ERROR_ACCESS_DENIED))
+    msg = g_strdup_printf ("%s%snot allowed by the bus policy: %s", what ? what : "", what ? ": " : "",
+                           copy->message);
+  else
+    msg = g_strdup_printf ("%s%s%s", what ? what : "", what ? ": " : "", copy->message);
+  ctl_warn ("%s", msg);
+  return ctl_exit_code (error);
+}
+
+/* ---- secrets ------------------------------------------------------------- */
+
+gboolean
+ctl_stdin_is_tty (void)
+{
+  return isatty (STDIN_FILENO);
+}
+
+gboolean
+ctl_stdout_is_tty (void)
+{
+  return isatty (STDOUT_FILENO);
+}
+
+/* Read one line from @fd byte by byte (so nothing of the next line is
+ * consumed and no stdio buffer keeps a copy). */
+static char *
+read_line_fd (int fd, const char *what, gboolean *eof_empty, GError **error)
+{
+  char buf[P11C_SECRET_MAX + 2];
+  gsize len = 0;
+  gboolean too_long = FALSE, any = FALSE;
+  char *out;
+
+  *eof_empty = FALSE;
+  for (;;)
+    {
+      char ch;
+      ssize_t n = read (fd, &ch, 1);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        {
+          int e = errno;
+          p11c_memwipe (buf, sizeof buf);
+          g_set_error (error, CTL_ERROR, CTL_ERROR_FAILED, "Cannot read the %s: %s", what, g_strerror (e));
+          return NULL;
+        }
+      if (n == 0)
+        break;
+      any = TRUE;
+      if (ch == '\n')
+        break;
+      if (len < sizeof buf - 1)
+        buf[len++] = ch;
+      else
+        too_long = TRUE;
+      ch = 0;
+    }
+  if (!any)
+    {
+      *eof_empty = TRUE;
+      g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, "No %s given (end of input)", what);
+      return NULL;
+    }
+  if (len > 0 && buf[len - 1] == '\r')
+    len--;
+  buf[len] = '\0';
+  if (too_long || len > P11C_SECRET_MAX)
+    {
+      p11c_memwipe (buf, sizeof buf);
+      g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, "The %s is too long (at most %d bytes)", what,
+                   P11C_SECRET_MAX);
+      return NULL;
+    }
+  out = g_strndup (buf, len);
+  p11c_memwipe (buf, sizeof buf);
+  return out;
+}
+
+static char *
+checked (char *secret, const char *what, GError **error)
+{
+  g_autoptr(GError) local = NULL;
+  if (secret == NULL)
+    return NULL;
+  if (!p11c_secret_check (secret, what, &local))
+    {
+      p11c_secret_free (secret);
+      g_set_error_literal (error, CTL_ERROR, CTL_ERROR_USAGE, local->message);
+      return NULL;
+    }
+  return secret;
+}
+
+char *
+ctl_secret_from_fd (int fd, const char *what, GError **error)
+{
+  gboolean eof;
+  char *s = read_line_fd (fd, what, &eof, error);
+  return checked (s, what, error);
+}
+
+char *
+ctl_secret_from_file (const char *path, const char *what, GError **error)
+{
+  struct stat st;
+  gboolean eof;
+  char *s;
+  int fd = open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+
+  if (fd < 0)
+    {
+      int e = errno;
+      g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, "Cannot open the %s file %s: %s", what, path, g_strerror (e));
+      return NULL;
+    }
+  if (fstat (fd, &st) == 0)
+    {
+      if (!S_ISREG (st.st_mode) && !S_ISFIFO (st.st_mode) && !S_ISCHR (st.st_mode))
+        {
+          close (fd);
+          g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, "The %s file %s is not a regular file", what, path);
+          return NULL;
+        }
+      if (S_ISREG (st.st_mode) && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+        ctl_warn ("warning: the %s file %s can be read by other users (mode %04o); make it private with "
+                  "'chmod 600 %s'", what, path, (unsigned) (st.st_mode & 07777), path);
+    }
+  s = read_line_fd (fd, what, &eof, error);
+  close (fd);
+  if (s == NULL && eof)
+    {
+      g_clear_error (error);
+      g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, "The %s file %s is empty", what, path);
+    }
+  return checked (s, what, error);
+}
+
+static int tty_fd = -1;
+static struct termios tty_saved;
+static struct sigaction old_int, old_term, old_quit, old_hup, old_tstp;
+
+static void
+restore_tty_and_reraise (int sig)
+{
+  if (tty_fd >= 0)
+    tcsetattr (tty_fd, TCSAFLUSH, &tty_saved);
+  (void) !write (tty_fd >= 0 ? tty_fd : STDERR_FILENO, "\n", 1);
+  signal (sig, SIG_DFL);
+  raise (sig);
+}
+
+static void
+set_handlers (gboolean on)
+{
+  if (on)
+    {
+      struct sigaction sa;
+      memset (&sa, 0, sizeof sa);
+      sa.sa_handler = restore_tty_and_reraise;
+      sigemptyset (&sa.sa_mask);
+      sigaction (SIGINT, &sa, &old_int);
+      sigaction (SIGTERM, &sa, &old_term);
+      sigaction (SIGQUIT, &sa, &old_quit);
+      sigaction (SIGHUP, &sa, &old_hup);
+      sigaction (SIGTSTP, &sa, &old_tstp);
+    }
+  else
+    {
+      sigaction (SIGINT, &old_int, NULL);
+      sigaction (SIGTERM, &old_term, NULL);
+      sigaction (SIGQUIT, &old_quit, NULL);
+      sigaction (SIGHUP, &old_hup, NULL);
+      sigaction (SIGTSTP, &old_tstp, NULL);
+    }
+}
+
+char *
+ctl_secret_prompt (const char *prompt, const char *what, GError **error)
+{
+  struct termios noecho;
+  gboolean eof;
+  char *s;
+  int fd;
+
+  fflush (stdout);
+  if (!isatty (STDIN_FILENO))
+    {
+      /* piped input: one line per secret */
+      s = read_line_fd (STDIN_FILENO, what, &eof, error);
+      if (s == NULL && eof)
+        {
+          g_clear_error (error);
+          g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE,
+                       "No %s given: standard input is not a terminal; use a --*-file option (see --help)", what);
+        }
+      return checked (s, what, error);
+    }
+  fd = open ("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0)
+    fd = dup (STDIN_FILENO);
+  if (fd < 0 || tcgetattr (fd, &tty_saved) != 0)
+    {
+      if (fd >= 0)
+        close (fd);
+      g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, "Cannot read the %s from the terminal", what);
+      return NULL;
+    }
+  tty_fd = fd;
+  noecho = tty_saved;
+  noecho.c_lflag &= ~(tcflag_t) (ECHO | ECHOE | ECHOK);
+  noecho.c_lflag |= ECHONL | ICANON;
+  (void) !write (fd, prompt, strlen (prompt));
+  set_handlers (TRUE);
+  tcsetattr (fd, TCSAFLUSH, &noecho);
+  s = read_line_fd (fd, what, &eof, error);
+  tcsetattr (fd, TCSAFLUSH, &tty_saved);
+  set_handlers (FALSE);
+  tty_fd = -1;
+  close (fd);
+  return checked (s, what, error);
+}
+
+char *
+ctl_secret_get (const char *file, int fd, const char *prompt, const char *what, GError **error)
+{
+  if (file != NULL)
+    return ctl_secret_from_file (file, what, error);
+  if (fd >= 0)
+    return ctl_secret_from_fd (fd, what, error);
+  return ctl_secret_prompt (prompt, what, error);
+}
+
+char *
+ctl_secret_new (const char *file, const char *prompt, const char *what,
+                const P11cPinPolicy *policy, GError **error)
+{
+  p11c_autosecret first = NULL;
+  p11c_autosecret again = NULL;
+  g_autofree char *prompt2 = NULL;
+
+  if (file != NULL)
+    {
+      first = ctl_secret_from_file (file, what, error);
+      if (first == NULL)
+        return NULL;
+      if (policy != NULL && !p11c_pin_policy_check (policy, first, error))
+        return NULL;
+      return g_steal_pointer (&first);
+    }
+  for (int tries = 0;; tries++)
+    {
+      g_autoptr(GError) local = NULL;
+      p11c_secret_clear (&first);
+      p11c_secret_clear (&again);
+      first = ctl_secret_prompt (prompt, what, error);
+      if (first == NULL)
+        return NULL;
+      if (policy != NULL && !p11c_pin_policy_check (policy, first, &local))
+        {
+          if (!ctl_stdin_is_tty () || tries >= 2)
+            {
+              g_propagate_error (error, g_steal_pointer (&local));
+              return NULL;
+            }
+          fprintf (stderr, "%s\n", local->message);
+          continue;
+        }
+      prompt2 = g_strdup_printf ("Repeat the %s: ", what);
+      again = ctl_secret_prompt (prompt2, what, error);
+      g_clear_pointer (&prompt2, g_free);
+      if (again == NULL)
+        return NULL;
+      if (g_str_equal (first, again))
+        return g_steal_pointer (&first);
+      if (!ctl_stdin_is_tty () || tries >= 2)
+        {
+          g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, "The two %ss do not match", what);
+          return NULL;
+        }
+      fprintf (stderr, "The two entries do not match; try again.\n");
+    }
+}
+
+void
+ctl_variant_wipe (GVariant *v)
+{
+  if (v == NULL)
+    return;
+  if (g_variant_is_of_type (v, G_VARIANT_TYPE_STRING))
+    {
+      gsize len;
+      const char *s = g_variant_get_string (v, &len);
+      p11c_memwipe ((void *) s, len);
+      return;
+    }
+  if (g_variant_is_container (v))
+    for (gsize i = 0; i < g_variant_n_children (v); i++)
+      {
+        g_autoptr(GVariant) child = g_variant_get_child_value (v, i);
+        ctl_variant_wipe (child);
+      }
+}
+
+char *
+ctl_prompt_line (const char *prompt)
+{
+  g_autoptr(GString) s = g_string_new (NULL);
+  int ch;
+
+  fputs (prompt, stdout);
+  fflush (stdout);
+  while ((ch = getchar ()) != EOF && ch != '\n')
+    g_string_append_c (s, (char) ch);
+  if (ch == EOF && s->len == 0)
+    return NULL;
+  return g_strstrip (g_string_free (g_steal_pointer (&s), FALSE));
+}
+
+gboolean
+ctl_confirm (const char *question, gboolean default_yes)
+{
+  g_autofree char *prompt = g_strdup_printf ("%s %s ", question, default_yes ? "[Y/n]" : "[y/N]");
+  g_autofree char *answer = ctl_prompt_line (prompt);
+
+  if (answer == NULL)
+    return FALSE;
+  if (answer[0] == '\0')
+    return default_yes;
+  return g_ascii_strcasecmp (answer, "y") == 0 || g_ascii_strcasecmp (answer, "yes") == 0;
+}
+
+/* ---- tables -------------------------------------------------------------- */
+
+struct _CtlTable {
+  guint      n;
+  char     **headers;
+  guint     *min;      /* 0 = not shrinkable */
+  GPtrArray *rows;     /* char** */
+};
+
+CtlTable *
+ctl_table_new (guint n_columns, const char *const *headers)
+{
+  CtlTable *t = g_new0 (CtlTable, 1);
+  t->n = n_columns;
+  t->headers = g_new0 (char *, n_columns + 1);
+  for (guint i = 0; i < n_columns; i++)
+    t->headers[i] = g_strdup (headers[i]);
+  t->min = g_new0 (guint, n_columns);
+  t->rows = g_ptr_array_new_with_free_func ((GDestroyNotify) g_strfreev);
+  return t;
+}
+
+void
+ctl_table_set_shrinkable (CtlTable *t, guint col, guint min_width)
+{
+  g_return_if_fail (col < t->n);
+  t->min[col] = min_width;
+}
+
+void
+ctl_table_add_row (CtlTable *t, ...)
+{
+  va_list ap;
+  char **row = g_new0 (char *, t->n + 1);
+  va_start (ap, t);
+  for (guint i = 0; i < t->n; i++)
+    {
+      const char *s = va_arg (ap, const char *);
+      g_autofree char *clean = g_strdup (s ? s : "");
+      /* no control characters in a table cell */
+      for (char *p = clean; *p; p++)
+        if ((guchar) *p < 0x20 || *p == 0x7f)
+          *p = ' ';
+      row[i] = g_utf8_make_valid (clean, -1);
+    }
+  va_end (ap);
+  g_ptr_array_add (t->rows, row);
+}
+
+char *
+ctl_ellipsize (const char *s, guint width)
+{
+  glong len = g_utf8_strlen (s, -1);
+  const char *end;
+  GString *out;
+
+  if (len <= (glong) width)
+    return g_strdup (s);
+  if (width == 0)
+    return g_strdup ("");
+  end = g_utf8_offset_to_pointer (s, width - 1);
+  out = g_string_new_len (s, end - s);
+  g_string_append (out, "…");
+  return g_string_free (out, FALSE);
+}
+
+void
+ctl_table_print (CtlTable *t, guint max_width)
+{
+  g_autofree guint *w = g_new0 (guint, t->n);
+  guint total;
+  g_autoptr(GString) line = g_string_new (NULL);
+
+  for (guint i = 0; i < t->n; i++)
+    {
+      w[i] = g_utf8_strlen (t->headers[i], -1);
+      for (guint r = 0; r < t->rows->len; r++)
+        w[i] = MAX (w[i], (guint) g_utf8_strlen (((char **) t->rows->pdata[r])[i], -1));
+    }
+  for (;;)
+    {
+      guint best = G_MAXUINT, best_slack = 0;
+      total = 0;
+      for (guint i = 0; i < t->n; i++)
+        total += w[i] + (i + 1 < t->n ? 2 : 0);
+      if (total <= max_width)
+        break;
+      for (guint i = 0; i < t->n; i++)
+        if (t->min[i] > 0 && w[i] > t->min[i] && w[i] - t->min[i] > best_slack)
+          {
+            best = i;
+            best_slack = w[i] - t->min[i];
+          }
+      if (best == G_MAXUINT)
+        break;
+      w[best]--;
+    }
+  for (guint r = 0; r <= t->rows->len; r++)
+    {
+      char **cells = r == 0 ? t->headers : t->rows->pdata[r - 1];
+      g_string_truncate (line, 0);
+      for (guint i = 0; i < t->n; i++)
+        {
+          g_autofree char *cell = ctl_ellipsize (cells[i], w[i]);
+          g_string_append (line, cell);
+          if (i + 1 < t->n)
+            for (guint pad = g_utf8_strlen (cell, -1); pad < w[i] + 2; pad++)
+              g_string_append_c (line, ' ');
+        }
+      while (line->len > 0 && line->str[line->len - 1] == ' ')
+        g_string_truncate (line, line->len - 1);
+      puts (line->str);
+    }
+  fflush (stdout);
+}
+
+void
+ctl_table_free (CtlTable *t)
+{
+  if (t == NULL)
+    return;
+  g_strfreev (t->headers);
+  g_free (t->min);
+  g_ptr_array_unref (t->rows);
+  g_free (t);
+}
+
+/* ---- JSON ---------------------------------------------------------------- */
+
+void
+ctl_json_append_string (GString *out, const char *s)
+{
+  g_string_append_c (out, '"');
+  for (const guchar *p = (const guchar *) s; *p; p++)
+    {
+      switch (*p)
+        {
+        case '"':  g_string_append (out, "\\\""); break;
+        case '\\': g_string_append (out, "\\\\"); break;
+        case '\b': g_string_append (out, "\\b"); break;
+        case '\f': g_string_append (out, "\\f"); break;
+        case '\n': g_string_append (out, "\\n"); break;
+        case '\r': g_string_append (out, "\\r"); break;
+        case '\t': g_string_append (out, "\\t"); break;
+        default:
+          if (*p < 0x20 || *p == 0x7f)
+            g_string_append_printf (out, "\\u%04x", *p);
+          else
+            g_string_append_c (out, (char) *p);
+        }
+    }
+  g_string_append_c (out, '"');
+}
+
+static void
+newline (GString *out, int indent)
+{
+  if (indent < 0)
+    return;
+  g_string_append_c (out, '\n');
+  for (int i = 0; i < indent; i++)
+    g_string_append (out, "  ");
+}
+
+void
+ctl_json_append (GString *out, GVariant *v, int indent)
+{
+  const GVariantType *type = g_variant_get_type (v);
+  int inner = indent < 0 ? -1 : indent + 1;
+
+  if (g_variant_is_of_type (v, G_VARIANT_TYPE_VARIANT))
+    {
+      g_autoptr(GVariant) child = g_variant_get_variant (v);
+      ctl_json_append (out, child, indent);
+      return;
+    }
+  if (g_variant_type_is_maybe (type))
+    {
+      g_autoptr(GVariant) child = g_variant_get_maybe (v);
+      if (child == NULL)
+        g_string_append (out, "null");
+      else
+        ctl_json_append (out, child, indent);
+      return;
+    }
+  if (g_variant_is_of_type (v, G_VARIANT_TYPE_BYTESTRING))
+    {
+      gsize len;
+      const guint8 *data = g_variant_get_fixed_array (v, &len, 1);
+      g_autofree char *b64 = g_base64_encode (data, len);
+      ctl_json_append_string (out, b64);
+      return;
+    }
+  if (g_variant_type_is_array (type)
+      && g_variant_type_is_dict_entry (g_variant_type_element (type))
+      && g_variant_type_equal (g_variant_type_key (g_variant_type_element (type)), G_VARIANT_TYPE_STRING))
+    {
+      gsize n = g_variant_n_children (v);
+      g_string_append_c (out, '{');
+      for (gsize i = 0; i < n; i++)
+        {
+          g_autoptr(GVariant) entry = g_variant_get_child_value (v, i);
+          g_autoptr(GVariant) key = g_variant_get_child_value (entry, 0);
+          g_autoptr(GVariant) value = g_variant_get_child_value (entry, 1);
+          newline (out, inner);
+          ctl_json_append_string (out, g_variant_get_string (key, NULL));
+          g_string_append (out, indent < 0 ? ":" : ": ");
+          ctl_json_append (out, value, inner);
+          if (i + 1 < n)
+            g_string_append_c (out, ',');
+        }
+      if (n > 0)
+        newline (out, indent);
+      g_string_append_c (out, '}');
+      return;
+    }
+  if (g_variant_type_is_array (type) || g_variant_type_is_tuple (type) || g_variant_type_is_dict_entry (type))
+    {
+      gsize n = g_variant_n_children (v);
+      g_string_append_c (out, '[');
+      for (gsize i = 0; i < n; i++)
+        {
+          g_autoptr(GVariant) child = g_variant_get_child_value (v, i);
+          newline (out, inner);
+          ctl_json_append (out, child, inner);
+          if (i + 1 < n)
+            g_string_append_c (out, ',');
+        }
+      if (n > 0)
+        newline (out, indent);
+      g_string_append_c (out, ']');
+      return;
+    }
+  switch (g_variant_classify (v))
+    {
+    case G_VARIANT_CLASS_BOOLEAN:
+      g_string_append (out, g_variant_get_boolean (v) ? "true" : "false");
+      break;
+    case G_VARIANT_CLASS_BYTE:
+      g_string_append_printf (out, "%u", g_variant_get_byte (v));
+      break;
+    case G_VARIANT_CLASS_INT16:
+      g_string_append_printf (out, "%d", g_variant_get_int16 (v));
+      break;
+    case G_VARIANT_CLASS_UINT16:
+      g_string_append_printf (out, "%u", g_variant_get_uint16 (v));
+      break;
+    case G_VARIANT_CLASS_INT32:
+      g_string_append_printf (out, "%" G_GINT32_FORMAT, g_variant_get_int32 (v));
+      break;
+    case G_VARIANT_CLASS_UINT32:
+      g_string_append_printf (out, "%" G_GUINT32_FORMAT, g_variant_get_uint32 (v));
+      break;
+    case G_VARIANT_CLASS_INT64:
+      g_string_append_printf (out, "%" G_GINT64_FORMAT, g_variant_get_int64 (v));
+      break;
+    case G_VARIANT_CLASS_UINT64:
+      g_string_append_printf (out, "%" G_GUINT64_FORMAT, g_variant_get_uint64 (v));
+      break;
+    case G_VARIANT_CLASS_HANDLE:
+      g_string_append_printf (out, "%" G_GINT32_FORMAT, g_variant_get_handle (v));
+      break;
+    case G_VARIANT_CLASS_DOUBLE:
+      {
+        double d = g_variant_get_double (v);
+        char buf[G_ASCII_DTOSTR_BUF_SIZE];
+        if (d != d || d > G_MAXDOUBLE || d < -G_MAXDOUBLE)
+          g_string_append (out, "null");
+        else
+          g_string_append (out, g_ascii_dtostr (buf, sizeof buf, d));
+        break;
+      }
+    case G_VARIANT_CLASS_STRING:
+    case G_VARIANT_CLASS_OBJECT_PATH:
+    case G_VARIANT_CLASS_SIGNATURE:
+      ctl_json_append_string (out, g_variant_get_string (v, NULL));
+      break;
+    default:
+      g_string_append (out, "null");
+    }
+}
+
+void
+ctl_json_print (GVariant *v)
+{
+  g_autoptr(GString) out = g_string_new (NULL);
+  ctl_json_append (out, v, 0);
+  g_string_append_c (out, '\n');
+  fputs (out->str, stdout);
+  fflush (stdout);
+}
+
+/* ---- formatting ---------------------------------------------------------- */
+
+char *
+ctl_format_date (gint64 t)
+{
+  g_autoptr(GDateTime) dt = g_date_time_new_from_unix_local (t);
+  if (dt == NULL)
+    return g_strdup ("?");
+  return g_date_time_format (dt, "%Y-%m-%d");
+}
+
+char *
+ctl_format_days_left (gint64 not_after)
+{
+  gint64 now = g_get_real_time () / G_USEC_PER_SEC;
+  gint64 days;
+
+  if (not_after <= now)
+    return g_strdup ("EXPIRED");
+  days = (not_after - now) / 86400;
+  if (days == 0)
+    return g_strdup ("< 1 d");
+  return g_strdup_printf ("in %" G_GINT64_FORMAT " d", days);
+}
+
+const char *
+ctl_dict_str (GVariant *dict, const char *key, const char *def)
+{
+  const char *s;
+  g_autoptr(GVariant) v = g_variant_lookup_value (dict, key, NULL);
+  if (v == NULL || !(g_variant_is_of_type (v, G_VARIANT_TYPE_STRING)
+                     || g_variant_is_of_type (v, G_VARIANT_TYPE_OBJECT_PATH)))
+    return def;
+  /* the string stays valid: it lives in @dict's serialised data */
+  s = g_variant_get_string (v, NULL);
+  return s;
+}
+
+gboolean
+ctl_dict_bool (GVariant *dict, const char *key, gboolean def)
+{
+  gboolean b;
+  return g_variant_lookup (dict, key, "b", &b) ? b : def;
+}
+
+gint64
+ctl_dict_int64 (GVariant *dict, const char *key, gint64 def)
+{
+  gint64 x;
+  return g_variant_lookup (dict, key, "x", &x) ? x : def;
+}
+
+/* ---- tokens and certificates ---------------------------------------------- */
+
+GVariant *
+ctl_list_tokens (GDBusConnection *bus, GError **error)
+{
+  g_autoptr(GVariant) reply = ctl_call_manager (bus, "ListTokens", NULL, "(aa{sv})", CTL_TIMEOUT_LIST, error);
+  if (reply == NULL)
+    return NULL;
+  return g_variant_get_child_value (reply, 0);
+}
+
+GVariant *
+ctl_find_cert (GDBusConnection *bus, const char *uri, GError **error)
+{
+  GVariantBuilder b;
+  g_autoptr(GVariant) reply = NULL;
+  g_autoptr(GVariant) list = NULL;
+  GVariant *found = NULL;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  if (g_str_has_prefix (uri, "system:"))
+    g_variant_builder_add (&b, "{sv}", "storage", g_variant_new_string ("system"));
+  reply = ctl_call_manager (bus, "ListCerts", g_variant_new ("(a{sv})", &b), "(aa{sv})", CTL_TIMEOUT_LIST, error);
+  if (reply == NULL)
+    return NULL;
+  list = g_variant_get_child_value (reply, 0);
+  for (gsize i = 0; i < g_variant_n_children (list) && found == NULL; i++)
+    {
+      g_autoptr(GVariant) c = g_variant_get_child_value (list, i);
+      if (g_strcmp0 (ctl_dict_str (c, "uri", NULL), uri) == 0)
+        found = g_steal_pointer (&c);
+    }
+  return found;
+}
+
+static void
+pad_copy (CK_UTF8CHAR *dst, gsize size, const char *src)
+{
+  gsize n = src ? MIN (strlen (src), size) : 0;
+  memset (dst, ' ', size);
+  if (n)
+    memcpy (dst, src, n);
+}
+
+static gboolean
+token_matches (GVariant *tok, const char *spec, const P11cUri *uri)
+{
+  CK_TOKEN_INFO info;
+
+  if (g_strcmp0 (ctl_dict_str (tok, "path", NULL), spec) == 0
+      || g_strcmp0 (ctl_dict_str (tok, "uri", NULL), spec) == 0)
+    return TRUE;
+  if (uri == NULL)
+    return FALSE;
+  memset (&info, 0, sizeof info);
+  pad_copy (info.label, sizeof info.label, ctl_dict_str (tok, "label", ""));
+  pad_copy (info.manufacturerID, sizeof info.manufacturerID, ctl_dict_str (tok, "manufacturer", ""));
+  pad_copy (info.model, sizeof info.model, ctl_dict_str (tok, "model", ""));
+  pad_copy (info.serialNumber, sizeof info.serialNumber, ctl_dict_str (tok, "serial", ""));
+  return p11c_uri_matches_token (uri, &info);
+}
+
+GVariant *
+ctl_choose_token (GDBusConnection *bus, const char *spec, gboolean interactive, GError **error)
+{
+  g_autoptr(GVariant) tokens = ctl_list_tokens (bus, error);
+  g_autoptr(P11cUri) uri = NULL;
+  g_autoptr(GPtrArray) matches = g_ptr_array_new_with_free_func ((GDestroyNotify) g_variant_unref);
+  gsize n;
+
+  if (tokens == NULL)
+    return NULL;
+  n = g_variant_n_children (tokens);
+  if (spec != NULL && g_str_has_prefix (spec, "pkcs11:"))
+    {
+      uri = p11c_uri_parse (spec, error);
+      if (uri == NULL)
+        {
+          g_prefix_error (error, "--token: ");
+          if ((*error)->domain == P11C_ERROR)
+            {
+              (*error)->domain = CTL_ERROR;
+              (*error)->code = CTL_ERROR_USAGE;
+            }
+          return NULL;
+        }
+    }
+  for (gsize i = 0; i < n; i++)
+    {
+      g_autoptr(GVariant) tok = g_variant_get_child_value (tokens, i);
+      if (spec == NULL || token_matches (tok, spec, uri))
+        g_ptr_array_add (matches, g_steal_pointer (&tok));
+    }
+  if (matches->len == 1)
+    return g_variant_ref (matches->pdata[0]);
+  if (matches->len == 0)
+    {
+      if (spec != NULL)
+        g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_NOT_PRESENT,
+                     "No present token matches %s; insert it, or see 'p11certctl tokens'", spec);
+      else
+        g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_NOT_PRESENT,
+                     "No token is present; insert one (or run 'p11certctl rescan')");
+      return NULL;
+    }
+  if (interactive && ctl_stdin_is_tty ())
+    {
+      printf ("Tokens:\n");
+      for (guint i = 0; i < matches->len; i++)
+        printf ("  %u) %s  (%s, serial %s)\n", i + 1, ctl_dict_str (matches->pdata[i], "label", ""),
+                ctl_dict_str (matches->pdata[i], "manufacturer", ""), ctl_dict_str (matches->pdata[i], "serial", ""));
+      for (;;)
+        {
+          g_autofree char *answer = ctl_prompt_line ("Choose a token [1]: ");
+          guint64 k = 1;
+          if (answer == NULL)
+            break;
+          if (answer[0] == '\0' || (g_ascii_string_to_unsigned (answer, 10, 1, matches->len, &k, NULL)))
+            return g_variant_ref (matches->pdata[k - 1]);
+          printf ("Enter a number from 1 to %u.\n", matches->len);
+        }
+    }
+  g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE,
+               "%u tokens %s; choose one with --token (URI or object path, see 'p11certctl tokens')",
+               matches->len, spec ? "match" : "are present");
+  return NULL;
+}
+
+void
+ctl_print_cert (GVariant *cert, GVariant *tokens)
+{
+  const char *err = ctl_dict_str (cert, "error", NULL);
+  const char *token_path = ctl_dict_str (cert, "token", "/");
+  const char *token_label = NULL;
+
+  for (gsize i = 0; tokens != NULL && i < g_variant_n_children (tokens); i++)
+    {
+      g_autoptr(GVariant) t = g_variant_get_child_value (tokens, i);
+      if (g_strcmp0 (ctl_dict_str (t, "path", NULL), token_path) == 0)
+        token_label = ctl_dict_str (t, "label", NULL);
+    }
+  if (err != NULL)
+    printf ("  Subject:  (unreadable: %s)\n", err);
+  else
+    {
+      gint64 not_after = ctl_dict_int64 (cert, "not_after", 0);
+      g_autofree char *date = ctl_format_date (not_after);
+      g_autofree char *left = ctl_format_days_left (not_after);
+      printf ("  Subject:  %s\n", ctl_dict_str (cert, "subject", ""));
+      printf ("  Issuer:   %s\n", ctl_dict_str (cert, "issuer", ""));
+      printf ("  Expires:  %s (%s)\n", date, left);
+    }
+  if (g_strcmp0 (ctl_dict_str (cert, "storage", ""), "system") == 0)
+    printf ("  Storage:  system store\n");
+  else
+    printf ("  Token:    %s\n", token_label ? token_label : token_path);
+  if (ctl_dict_str (cert, "label", "")[0] != '\0')
+    printf ("  Label:    %s\n", ctl_dict_str (cert, "label", ""));
+  printf ("  URI:      %s\n", ctl_dict_str (cert, "uri", ""));
+  fflush (stdout);
+}

@@ -1,0 +1,188 @@
+/* p11certctl — shared helpers: bus, errors → exit codes, secrets, tables,
+ * JSON output, job following. */
+#pragma once
+#include <gio/gio.h>
+#include "p11c-pin-policy.h"
+
+G_BEGIN_DECLS
+
+/* Exit codes (docs/design.md, p11certctl(1)) */
+enum {
+  CTL_EXIT_OK = 0,
+  CTL_EXIT_FAILURE = 1,
+  CTL_EXIT_USAGE = 2,
+  CTL_EXIT_PIN_INCORRECT = 3,
+  CTL_EXIT_PIN_LOCKED = 4,
+  CTL_EXIT_PIN_POLICY = 5,
+  CTL_EXIT_NOT_AUTHORIZED = 6,
+  CTL_EXIT_NOT_FOUND = 7,
+  CTL_EXIT_CA_UNREACHABLE = 8,
+  CTL_EXIT_CA_REJECTED = 9,
+  CTL_EXIT_TOKEN_NOT_PRESENT = 10,
+  CTL_EXIT_CANCELLED = 11,
+  CTL_EXIT_NEEDS_PERSON = 20,
+};
+
+/* D-Bus call timeouts (ms) */
+#define CTL_TIMEOUT_LIST   30000
+#define CTL_TIMEOUT_TOKEN  120000
+#define CTL_TIMEOUT_START  30000
+
+/* Local errors of the client (usage problems, secret input) */
+#define CTL_ERROR (ctl_error_quark ())
+GQuark ctl_error_quark (void);
+typedef enum {
+  CTL_ERROR_USAGE,      /* exit 2 */
+  CTL_ERROR_FAILED,     /* exit 1 */
+  CTL_ERROR_NOT_FOUND,  /* exit 7 */
+} CtlError;
+
+typedef int (*CtlCommandFunc) (int argc, char **argv);
+
+typedef struct {
+  const char    *name;
+  CtlCommandFunc func;
+  const char    *summary;
+} CtlCommand;
+
+/* commands (one file each) */
+int ctl_cmd_tokens (int argc, char **argv);
+int ctl_cmd_list (int argc, char **argv);
+int ctl_cmd_delete (int argc, char **argv);
+int ctl_cmd_passwd (int argc, char **argv);
+int ctl_cmd_enroll (int argc, char **argv);
+int ctl_cmd_job (int argc, char **argv);
+int ctl_cmd_ca (int argc, char **argv);
+int ctl_cmd_renew (int argc, char **argv);
+int ctl_cmd_monitor (int argc, char **argv);
+int ctl_cmd_rescan (int argc, char **argv);
+
+/* ---- bus ---------------------------------------------------------------- */
+
+typedef enum { CTL_BUS_DEFAULT, CTL_BUS_SYSTEM, CTL_BUS_SESSION, CTL_BUS_ADDRESS } CtlBusKind;
+void ctl_set_bus (CtlBusKind kind, const char *address);
+/* The connection (made on first use); NULL with a message printed and
+ * *exit_code set when it cannot be made. */
+GDBusConnection *ctl_bus (int *exit_code);
+
+/* Call a Manager method; returns the reply tuple or NULL with error. */
+GVariant *ctl_call (GDBusConnection *bus, const char *path, const char *iface, const char *method,
+                    GVariant *params, const char *reply_type, int timeout_ms, GError **error);
+GVariant *ctl_call_manager (GDBusConnection *bus, const char *method, GVariant *params,
+                            const char *reply_type, int timeout_ms, GError **error);
+/* Manager property (e.g. "PinPolicy"), NULL with error */
+GVariant *ctl_get_manager_property (GDBusConnection *bus, const char *name, GError **error);
+gboolean ctl_get_pin_policy (GDBusConnection *bus, P11cPinPolicy *policy, GError **error);
+
+/* TRUE when polkit may ask the user (stdin is a terminal) */
+gboolean ctl_interactive (void);
+/* Add allow_interaction to an options builder when interactive */
+void ctl_add_interaction (GVariantBuilder *b);
+
+/* ---- errors ------------------------------------------------------------- */
+
+/* Exit code for any error (D-Bus remote errors by name). */
+int ctl_exit_code (const GError *error);
+/* Print "p11certctl: <what>: <message>" (what may be NULL) to stderr, with
+ * the remote prefix stripped and friendly text for bus-level errors;
+ * returns the exit code. */
+int ctl_report (const GError *error, const char *what);
+/* The short error name ("PinIncorrect"), or NULL */
+char *ctl_error_short_name (const GError *error);
+/* Exit code for a D-Bus error name (full or short) */
+int ctl_exit_code_for_name (const char *name);
+int ctl_usage_error (GOptionContext *ctx, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
+/* Parse options: handles --help (exit 0) and errors (exit 2). Returns -1
+ * when parsing succeeded and the command should go on. */
+int ctl_parse (GOptionContext *ctx, int *argc, char ***argv);
+void ctl_warn (const char *fmt, ...) G_GNUC_PRINTF (1, 2);
+void ctl_message (const char *fmt, ...) G_GNUC_PRINTF (1, 2);
+
+/* ---- secrets ------------------------------------------------------------ */
+
+/* The first line of FILE (newline stripped); warns when the file is group-
+ * or world-readable. Free with p11c_secret_free. */
+char *ctl_secret_from_file (const char *path, const char *what, GError **error);
+char *ctl_secret_from_fd (int fd, const char *what, GError **error);
+/* From the terminal without echo; when stdin is not a terminal, one line of
+ * stdin. */
+char *ctl_secret_prompt (const char *prompt, const char *what, GError **error);
+/* file if given, else prompt */
+char *ctl_secret_get (const char *file, int fd, const char *prompt, const char *what, GError **error);
+/* A new secret asked twice (or read from file), checked against @policy */
+char *ctl_secret_new (const char *file, const char *prompt, const char *what,
+                      const P11cPinPolicy *policy, GError **error);
+/* Wipe every string inside a GVariant we built (secrets in requests) */
+void ctl_variant_wipe (GVariant *v);
+/* Ask a yes/no question on the terminal; default_yes for [Y/n] */
+gboolean ctl_confirm (const char *question, gboolean default_yes);
+/* A line of text from the terminal (echoed); NULL on EOF */
+char *ctl_prompt_line (const char *prompt);
+gboolean ctl_stdin_is_tty (void);
+gboolean ctl_stdout_is_tty (void);
+
+/* ---- output ------------------------------------------------------------- */
+
+typedef struct _CtlTable CtlTable;
+/* columns: header names; widths given later */
+CtlTable *ctl_table_new (guint n_columns, const char *const *headers);
+/* min width of column @col when shrinking; 0 = never shrink */
+void ctl_table_set_shrinkable (CtlTable *t, guint col, guint min_width);
+void ctl_table_add_row (CtlTable *t, ...);   /* n_columns strings */
+void ctl_table_print (CtlTable *t, guint max_width);
+void ctl_table_free (CtlTable *t);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (CtlTable, ctl_table_free)
+
+/* UTF-8 aware truncation to @width characters with "…" */
+char *ctl_ellipsize (const char *s, guint width);
+
+/* JSON: any GVariant (a{sv}, aa{sv}, arrays, basic types; ay as base64) */
+void ctl_json_append (GString *out, GVariant *v, int indent);
+void ctl_json_append_string (GString *out, const char *s);
+/* print @v as JSON to stdout (pretty, newline) */
+void ctl_json_print (GVariant *v);
+
+char *ctl_format_date (gint64 unix_time);
+char *ctl_format_days_left (gint64 not_after);
+
+/* Dictionary helpers */
+const char *ctl_dict_str (GVariant *dict, const char *key, const char *def);
+gboolean ctl_dict_bool (GVariant *dict, const char *key, gboolean def);
+gint64 ctl_dict_int64 (GVariant *dict, const char *key, gint64 def);
+
+/* ---- tokens, certificates ----------------------------------------------- */
+
+/* ListTokens → aa{sv} (the inner array) */
+GVariant *ctl_list_tokens (GDBusConnection *bus, GError **error);
+/* The certificate entry with uri, or NULL (no error when absent) */
+GVariant *ctl_find_cert (GDBusConnection *bus, const char *uri, GError **error);
+/* Choose a token: @spec (URI or path) as given, the only present token, or
+ * (interactive) a choice; returns the token dictionary. */
+GVariant *ctl_choose_token (GDBusConnection *bus, const char *spec, gboolean interactive, GError **error);
+/* Print subject/expiry/token/URI of a certificate entry */
+void ctl_print_cert (GVariant *cert, GVariant *tokens);
+
+/* ---- jobs --------------------------------------------------------------- */
+
+typedef struct {
+  char *state;
+  char *error_name;
+  char *error_message;
+  char *result;
+  char *operation;
+} CtlJobResult;
+void ctl_job_result_clear (CtlJobResult *r);
+
+/* Follow a job until it ends (Ctrl-C cancels it), showing progress.
+ * @prefix labels lines when several jobs are followed (may be NULL).
+ * Returns FALSE with error when the job cannot be followed (not found,
+ * daemon gone); the job's own outcome is in @out. */
+gboolean ctl_follow_job (GDBusConnection *bus, const char *path, const char *prefix,
+                         CtlJobResult *out, GError **error);
+/* Report the end of a job the usual way (@output_file: the PKCS#12 file of
+ * a file enrollment, for the message); returns the exit code. */
+int ctl_job_report (GDBusConnection *bus, const CtlJobResult *r, const char *output_file);
+/* The exit code of a finished job */
+int ctl_job_exit_code (const CtlJobResult *r);
+
+G_END_DECLS
