@@ -61,7 +61,7 @@ ca_list (int argc, char **argv)
                          ctl_dict_str (c, "key_type", ""), ctl_dict_bool (c, "needs_login", FALSE) ? "yes" : "no",
                          url[0] ? url : "-");
     }
-  ctl_table_print (table, 80);
+  ctl_table_print (table, ctl_output_width ());
   return CTL_EXIT_OK;
 }
 
@@ -91,10 +91,10 @@ ca_show (int argc, char **argv)
     {
       g_autoptr(GVariant) reply = ctl_call_manager (bus, "GetCaCertificate", g_variant_new ("(s)", argv[1]), "(s)",
                                                     CTL_TIMEOUT_LIST, &error);
-      const char *pem;
+      g_autofree char *pem = NULL;
       if (reply == NULL)
         return ctl_report (error, NULL);
-      g_variant_get (reply, "(&s)", &pem);
+      g_variant_get (reply, "(s)", &pem);
       fputs (pem, stdout);
       if (pem[0] && pem[strlen (pem) - 1] != '\n')
         putchar ('\n');

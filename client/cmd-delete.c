@@ -192,14 +192,14 @@ ctl_cmd_delete (int argc, char **argv)
     return ctl_report (error, NULL);
   result = g_variant_get_child_value (reply, 0);
   {
-    g_autofree const char **removed = NULL;
+    g_auto(GStrv) removed = NULL;
     const char *what = ctl_dict_str (result, "certificate", uri);
     const char *kept = ctl_dict_str (result, "keys_kept", "");
     guint32 keys = 0;
 
     g_variant_lookup (result, "keys_removed", "u", &keys);
     ctl_message ("Deleted the certificate %s.", what);
-    if (g_variant_lookup (result, "removed", "^a&s", &removed))
+    if (g_variant_lookup (result, "removed", "^as", &removed))
       for (guint i = 0; removed[i]; i++)
         ctl_message ("  removed %s", removed[i]);
     if (keys > 0)

@@ -53,11 +53,11 @@ state_is_final (const char *state)
 static void
 set_str (char **field, GVariant *props, const char *key)
 {
-  const char *s;
-  if (g_variant_lookup (props, key, "&s", &s))
+  char *s;
+  if (g_variant_lookup (props, key, "s", &s))
     {
       g_free (*field);
-      *field = g_strdup (s);
+      *field = s;
     }
 }
 
@@ -153,12 +153,12 @@ on_properties_changed (GDBusConnection *conn, const char *sender, const char *pa
                        const char *signal, GVariant *params, gpointer user_data)
 {
   Follow *f = user_data;
-  const char *which;
+  g_autofree char *which = NULL;
   g_autoptr(GVariant) changed = NULL;
 
   if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(sa{sv}as)")))
     return;
-  g_variant_get (params, "(&s@a{sv}as)", &which, &changed, NULL);
+  g_variant_get (params, "(s@a{sv}as)", &which, &changed, NULL);
   if (!g_str_equal (which, P11C_DBUS_JOB_IFACE) || f->finished)
     return;
   apply_props (f, changed);
@@ -187,11 +187,12 @@ on_finished (GDBusConnection *conn, const char *sender, const char *path, const 
 {
   Follow *f = user_data;
   gboolean success;
-  const char *name, *message;
+  g_autofree char *name = NULL;
+  g_autofree char *message = NULL;
 
   if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(bss)")) || f->finished)
     return;
-  g_variant_get (params, "(b&s&s)", &success, &name, &message);
+  g_variant_get (params, "(bss)", &success, &name, &message);
   /* the final properties (Result) come before Finished; read them again in
    * case a PropertiesChanged was lost */
   fetch_props (f, NULL);

@@ -134,6 +134,6 @@ ctl_cmd_list (int argc, char **argv)
         }
       ctl_table_add_row (table, subject, date, left, token_label (tokens, c), ctl_dict_str (c, "label", ""));
     }
-  ctl_table_print (table, 80);
+  ctl_table_print (table, ctl_output_width ());
   return CTL_EXIT_OK;
 }

@@ -168,14 +168,14 @@ on_job_signal (GDBusConnection *conn, const char *sender, const char *path, cons
     return;
   if (g_str_equal (signal, "PropertiesChanged"))
     {
-      const char *which;
+      g_autofree char *which = NULL;
       g_autoptr(GVariant) changed = NULL;
       const char *state;
       if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(sa{sv}as)")))
         return;
-      g_variant_get (params, "(&s@a{sv}as)", &which, &changed, NULL);
+      g_variant_get (params, "(s@a{sv}as)", &which, &changed, NULL);
       /* only state changes: the final one comes with Finished */
-      if (!g_str_equal (which, P11C_DBUS_JOB_IFACE) || !g_variant_lookup (changed, "State", "&s", &state)
+      if (!g_str_equal (which, P11C_DBUS_JOB_IFACE) || (state = ctl_dict_str (changed, "State", NULL)) == NULL
           || g_str_equal (state, "done") || g_str_equal (state, "failed") || g_str_equal (state, "cancelled"))
         return;
       if (m->json)
@@ -201,10 +201,11 @@ on_job_signal (GDBusConnection *conn, const char *sender, const char *path, cons
   else if (g_str_equal (signal, "Finished"))
     {
       gboolean ok;
-      const char *name, *message;
+      g_autofree char *name = NULL;
+      g_autofree char *message = NULL;
       if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(bss)")))
         return;
-      g_variant_get (params, "(b&s&s)", &ok, &name, &message);
+      g_variant_get (params, "(bss)", &ok, &name, &message);
       if (m->json)
         {
           g_autoptr(GVariant) p = g_variant_ref_sink (g_variant_new_object_path (path));

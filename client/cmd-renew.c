@@ -11,9 +11,9 @@ renew_due (GDBusConnection *bus)
   g_autoptr(GError) error = NULL;
   g_autoptr(GVariant) reply = NULL;
   g_autoptr(GVariant) result = NULL;
-  g_autofree const char **jobs = NULL;
-  g_autofree const char **person = NULL;
-  g_autofree const char **not_renewable = NULL;
+  g_auto(GStrv) jobs = NULL;
+  g_auto(GStrv) person = NULL;
+  g_auto(GStrv) not_renewable = NULL;
   GVariantBuilder b;
   guint n_jobs = 0, failed = 0, n_person = 0;
 
@@ -23,11 +23,11 @@ renew_due (GDBusConnection *bus)
   if (reply == NULL)
     return ctl_report (error, "renew --due");
   result = g_variant_get_child_value (reply, 0);
-  g_variant_lookup (result, "jobs", "^a&o", &jobs);
-  g_variant_lookup (result, "needs_person", "^a&s", &person);
-  g_variant_lookup (result, "not_renewable", "^a&s", &not_renewable);
-  n_jobs = jobs ? g_strv_length ((char **) jobs) : 0;
-  n_person = person ? g_strv_length ((char **) person) : 0;
+  g_variant_lookup (result, "jobs", "^ao", &jobs);
+  g_variant_lookup (result, "needs_person", "^as", &person);
+  g_variant_lookup (result, "not_renewable", "^as", &not_renewable);
+  n_jobs = jobs ? g_strv_length (jobs) : 0;
+  n_person = person ? g_strv_length (person) : 0;
 
   if (n_jobs == 0 && n_person == 0 && (not_renewable == NULL || not_renewable[0] == NULL))
     {

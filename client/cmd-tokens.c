@@ -55,16 +55,16 @@ ctl_cmd_tokens (int argc, char **argv)
       return CTL_EXIT_OK;
     }
   table = ctl_table_new (5, headers);
+  /* the path is what --token takes: never cut it */
   ctl_table_set_shrinkable (table, 0, 8);
-  ctl_table_set_shrinkable (table, 1, 8);
-  ctl_table_set_shrinkable (table, 2, 8);
-  ctl_table_set_shrinkable (table, 4, 24);
+  ctl_table_set_shrinkable (table, 1, 6);
+  ctl_table_set_shrinkable (table, 2, 6);
   for (gsize i = 0; i < g_variant_n_children (tokens); i++)
     {
       g_autoptr(GVariant) t = g_variant_get_child_value (tokens, i);
       ctl_table_add_row (table, ctl_dict_str (t, "label", ""), ctl_dict_str (t, "serial", ""),
                          ctl_dict_str (t, "manufacturer", ""), pin_state (t), ctl_dict_str (t, "path", ""));
     }
-  ctl_table_print (table, 80);
+  ctl_table_print (table, ctl_output_width ());
   return CTL_EXIT_OK;
 }

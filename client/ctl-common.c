@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/ioctl.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -754,6 +755,15 @@ ctl_table_print (CtlTable *t, guint max_width)
   fflush (stdout);
 }
 
+guint
+ctl_output_width (void)
+{
+  struct winsize ws;
+  if (isatty (STDOUT_FILENO) && ioctl (STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 80)
+    return ws.ws_col;
+  return 80;
+}
+
 void
 ctl_table_free (CtlTable *t)
 {
@@ -963,8 +973,8 @@ ctl_dict_str (GVariant *dict, const char *key, const char *def)
   if (v == NULL || !(g_variant_is_of_type (v, G_VARIANT_TYPE_STRING)
                      || g_variant_is_of_type (v, G_VARIANT_TYPE_OBJECT_PATH)))
     return def;
-  /* the string stays valid: it lives in @dict's serialised data */
-  s = g_variant_get_string (v, NULL);
+  /* interned: valid for the life of the process, whatever form @dict has */
+  s = g_intern_string (g_variant_get_string (v, NULL));
   return s;
 }
 

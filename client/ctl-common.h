@@ -130,6 +130,8 @@ CtlTable *ctl_table_new (guint n_columns, const char *const *headers);
 void ctl_table_set_shrinkable (CtlTable *t, guint col, guint min_width);
 void ctl_table_add_row (CtlTable *t, ...);   /* n_columns strings */
 void ctl_table_print (CtlTable *t, guint max_width);
+/* 80, or the terminal's width when stdout is a wider terminal */
+guint ctl_output_width (void);
 void ctl_table_free (CtlTable *t);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (CtlTable, ctl_table_free)
 
