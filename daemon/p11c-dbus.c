@@ -157,7 +157,9 @@ thread_done (GObject *source, GAsyncResult *res, gpointer user_data)
   if (reply == NULL)
     call_return_error (c, g_steal_pointer (&error));
   else
-    g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_steal_pointer (&reply));
+    /* reply is not floating (sunk in thread_run): return_value takes its own
+     * reference, ours is dropped by g_autoptr */
+    g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), reply);
   if (c->token != NULL)
     emit_token_changes (c->d, c->token);
   schedule_expiry (c->d);
