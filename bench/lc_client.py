@@ -3,8 +3,10 @@
 bus connection, call Manager.ListCerts(OPTIONS) in a loop for SECONDS after
 a line arrives on stdin; writes one JSON object (latencies in s, errors by
 name, the entry counts seen) to OUT.
-    lc_client.py ADDRESS TOKEN_URI THREADS SECONDS OUT"""
+Stops early when the file STOP exists.
+    lc_client.py ADDRESS TOKEN_URI THREADS SECONDS OUT STOP"""
 import json
+import os
 import sys
 import threading
 import time
@@ -26,7 +28,7 @@ def worker(i):
     lat, errors, counts = [], {}, set()
     go.wait()
     end = time.monotonic() + seconds
-    while time.monotonic() < end:
+    while time.monotonic() < end and not os.path.exists(sys.argv[6]):
         t0 = time.perf_counter()
         try:
             r = conn.call_sync("org.p11certd", "/org/p11certd", "org.p11certd1.Manager", "ListCerts", params,
