@@ -80,10 +80,10 @@ describe (Follow *f, gboolean countdown)
   g_autoptr(GString) s = g_string_new (f->state ? f->state : "?");
   gint64 now = g_get_real_time () / G_USEC_PER_SEC;
 
-  if (f->attempt > 1 || (f->retry_at > 0 && !state_is_final (f->state)))
+  if (!state_is_final (f->state) && (f->attempt > 1 || f->retry_at > 0))
     {
       g_string_append_printf (s, " (attempt %u", MAX (f->attempt, 1u));
-      if (f->retry_at > 0 && !state_is_final (f->state))
+      if (f->retry_at > 0)
         {
           if (countdown)
             g_string_append_printf (s, ", retry in %" G_GINT64_FORMAT " s", MAX (f->retry_at - now, (gint64) 0));

@@ -13,6 +13,7 @@ typedef struct {
   GMainLoop *loop;
   gboolean   json;
   gboolean   daemon_gone;
+  GHashTable *last;   /* job path → last state line (the daemon repeats every property) */
 } Monitor;
 
 static char *
@@ -192,10 +193,15 @@ on_job_signal (GDBusConnection *conn, const char *sender, const char *path, cons
           guint32 attempt = 0;
           g_variant_lookup (changed, "Progress", "d", &progress);
           g_variant_lookup (changed, "Attempt", "u", &attempt);
-          g_string_printf (s, "%s JobChanged %s state=%s progress=%d%%", ts, path, state,
-                           (int) (CLAMP (progress, 0.0, 1.0) * 100 + 0.5));
+          g_autofree char *key = NULL;
+          g_string_printf (s, "state=%s progress=%d%%", state, (int) (CLAMP (progress, 0.0, 1.0) * 100 + 0.5));
           if (attempt > 1)
             g_string_append_printf (s, " attempt=%u", attempt);
+          if (g_strcmp0 (g_hash_table_lookup (m->last, path), s->str) == 0)
+            return;
+          g_hash_table_replace (m->last, g_strdup (path), g_strdup (s->str));
+          key = g_strdup_printf ("%s JobChanged %s ", ts, path);
+          g_string_prepend (s, key);
         }
     }
   else if (g_str_equal (signal, "Finished"))
@@ -221,6 +227,7 @@ on_job_signal (GDBusConnection *conn, const char *sender, const char *path, cons
         }
       else
         {
+          g_hash_table_remove (m->last, path);
           g_string_printf (s, "%s JobFinished %s %s", ts, path, ok ? "success" : name);
           if (!ok && message[0])
             {
@@ -257,7 +264,7 @@ on_quit (gpointer user_data)
 {
   Monitor *m = user_data;
   g_main_loop_quit (m->loop);
-  return G_SOURCE_REMOVE;
+  return G_SOURCE_CONTINUE;   /* removed by the caller */
 }
 
 int
@@ -285,6 +292,7 @@ ctl_cmd_monitor (int argc, char **argv)
     return rc;
   m.json = opt_json;
   m.loop = g_main_loop_new (NULL, FALSE);
+  m.last = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   subs[0] = g_dbus_connection_signal_subscribe (bus, P11C_DBUS_NAME, P11C_DBUS_MANAGER_IFACE, NULL, P11C_DBUS_PATH,
                                                 NULL, G_DBUS_SIGNAL_FLAGS_NONE, on_manager_signal, &m, NULL);
   subs[1] = g_dbus_connection_signal_subscribe (bus, P11C_DBUS_NAME, "org.freedesktop.DBus.Properties",
@@ -307,5 +315,6 @@ ctl_cmd_monitor (int argc, char **argv)
   g_source_remove (sig_int);
   g_source_remove (sig_term);
   g_main_loop_unref (m.loop);
+  g_hash_table_unref (m.last);
   return CTL_EXIT_OK;
 }

@@ -917,7 +917,13 @@ ctl_json_append (GString *out, GVariant *v, int indent)
         if (d != d || d > G_MAXDOUBLE || d < -G_MAXDOUBLE)
           g_string_append (out, "null");
         else
-          g_string_append (out, g_ascii_dtostr (buf, sizeof buf, d));
+          {
+            /* the shortest form that reads back the same (0.1, not 0.10000000000000001) */
+            g_ascii_formatd (buf, sizeof buf, "%.15g", d);
+            if (g_ascii_strtod (buf, NULL) != d)
+              g_ascii_formatd (buf, sizeof buf, "%.17g", d);
+            g_string_append (out, buf);
+          }
         break;
       }
     case G_VARIANT_CLASS_STRING:
