@@ -30,6 +30,7 @@ typedef struct {
   guint            interrupts;
   gboolean         vanished;
   gboolean         line_open;   /* tty: a progress line without newline */
+  gboolean         final_shown; /* tty: the last line was drawn */
   char            *last_plain;
 } Follow;
 
@@ -108,6 +109,8 @@ render (Follow *f)
     return;
   if (f->tty)
     {
+      if (f->final_shown)
+        return;
       g_autofree char *text = describe (f, TRUE);
       char bar[BAR_WIDTH + 1];
       int fill = pct * BAR_WIDTH / 100;
@@ -120,6 +123,7 @@ render (Follow *f)
         {
           putchar ('\n');
           f->line_open = FALSE;
+          f->final_shown = TRUE;
         }
       fflush (stdout);
     }
