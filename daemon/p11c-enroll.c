@@ -102,9 +102,9 @@ expand_subject (const char *tmpl, const char *login)
   return g_string_free (g_steal_pointer (&s), FALSE);
 }
 
-/* "CN=a,O=b" (RFC 4514 order is reversed; we take it as written, most
- * significant first as OpenSSL's -subj "/O=b/CN=a" would be)  Also
- * accepts "/O=b/CN=a".  Backslash escapes a separator. */
+/* A subject as people write it: "CN=a,O=b" (RFC 4514: the most
+ * significant attribute last, so the DN is O=b then CN=a) or OpenSSL's
+ * "/O=b/CN=a" (most significant first).  Backslash escapes a separator. */
 static X509_NAME *
 parse_subject (const char *text, GError **error)
 {
@@ -131,9 +131,9 @@ parse_subject (const char *text, GError **error)
         }
       g_string_append_c (part, *p);
     }
-  for (guint i = 0; i < parts->len; i++)
+  for (guint n = 0; n < parts->len; n++)
     {
-      const char *kv = parts->pdata[i];
+      const char *kv = parts->pdata[slash ? n : parts->len - 1 - n];
       const char *eq = strchr (kv, '=');
       g_autofree char *key = NULL;
       if (kv[0] == '\0' && parts->len > 1)
