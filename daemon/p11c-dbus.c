@@ -44,6 +44,7 @@ struct _P11cDaemon {
   GHashTable      *token_props;  /* path → a{sv} last emitted */
   GHashTable      *jobs;         /* path → P11cJob */
   GHashTable      *job_regs;     /* path → reg id */
+  GHashTable      *job_props;    /* path → a{sv} last emitted */
   guint            next_job;
   gboolean         rescan_running, rescan_again;
   /* PC/SC card events, handled one at a time: each gives one signal */
@@ -297,24 +298,22 @@ emit_properties_changed (P11cDaemon *d, const char *path, const char *iface, GVa
                                  g_variant_new ("(s@a{sv}as)", iface, changed, NULL), NULL);
 }
 
+/* PropertiesChanged with what changed since the last emission */
 static void
-emit_token_changes (P11cDaemon *d, P11cToken *t)
+emit_changed_props (P11cDaemon *d, GHashTable *last, const char *path, const char *iface, GVariant *now)
 {
-  g_autoptr(GVariant) now = token_props (t);
-  GVariant *before = g_hash_table_lookup (d->token_props, t->object_path);
+  GVariant *before = g_hash_table_lookup (last, path);
   GVariantBuilder b;
   GVariantIter iter;
   const char *key;
   GVariant *value;
   gboolean any = FALSE;
 
-  if (before == NULL)
-    return;   /* not exported (removed meanwhile) */
   g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
   g_variant_iter_init (&iter, now);
   while (g_variant_iter_next (&iter, "{&sv}", &key, &value))
     {
-      g_autoptr(GVariant) old = g_variant_lookup_value (before, key, NULL);
+      g_autoptr(GVariant) old = before ? g_variant_lookup_value (before, key, NULL) : NULL;
       if (old == NULL || !g_variant_equal (old, value))
         {
           g_variant_builder_add (&b, "{sv}", key, value);
@@ -323,12 +322,19 @@ emit_token_changes (P11cDaemon *d, P11cToken *t)
       g_variant_unref (value);
     }
   if (any)
-    {
-      emit_properties_changed (d, t->object_path, P11C_DBUS_TOKEN_IFACE, g_variant_builder_end (&b));
-      g_hash_table_replace (d->token_props, g_strdup (t->object_path), g_steal_pointer (&now));
-    }
+    emit_properties_changed (d, path, iface, g_variant_builder_end (&b));
   else
     g_variant_builder_clear (&b);
+  g_hash_table_replace (last, g_strdup (path), g_variant_ref_sink (now));
+}
+
+static void
+emit_token_changes (P11cDaemon *d, P11cToken *t)
+{
+  if (!g_hash_table_contains (d->token_props, t->object_path))
+    return;   /* not exported (removed meanwhile) */
+  g_autoptr(GVariant) now = token_props (t);
+  emit_changed_props (d, d->token_props, t->object_path, P11C_DBUS_TOKEN_IFACE, now);
 }
 
 /* ---- method handlers ---------------------------------------------------- */
@@ -716,7 +722,7 @@ job_notify (P11cJob *job, GVariant *props, gpointer user_data)
 {
   P11cDaemon *d = user_data;
   if (g_hash_table_contains (d->jobs, job->path))
-    emit_properties_changed (d, job->path, P11C_DBUS_JOB_IFACE, props);
+    emit_changed_props (d, d->job_props, job->path, P11C_DBUS_JOB_IFACE, props);
 }
 
 static void
@@ -751,6 +757,7 @@ job_remove_cb (gpointer data)
   if (id)
     g_dbus_connection_unregister_object (r->d->conn, id);
   g_hash_table_remove (r->d->job_regs, r->path);
+  g_hash_table_remove (r->d->job_props, r->path);
   if (g_hash_table_remove (r->d->jobs, r->path))
     emit_interfaces_removed (r->d, r->path, P11C_DBUS_JOB_IFACE);
   g_free (r->path);
@@ -765,7 +772,7 @@ job_finished (P11cDaemon *d, P11cJob *job, const char *result, GError *error)
 
   p11c_error_convert (&error);
   p11c_job_finish (job, result, error);
-  emit_properties_changed (d, job->path, P11C_DBUS_JOB_IFACE, p11c_job_to_variant (job));
+  emit_changed_props (d, d->job_props, job->path, P11C_DBUS_JOB_IFACE, p11c_job_to_variant (job));
   g_dbus_connection_emit_signal (d->conn, NULL, job->path, P11C_DBUS_JOB_IFACE, "Finished",
                                  g_variant_new ("(bss)", error == NULL,
                                                 job->error_name ? job->error_name : "",
@@ -1645,6 +1652,7 @@ p11c_daemon_new (GDBusConnection *conn, P11cEngine *engine, GError **error)
   d->token_props = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_variant_unref);
   d->jobs = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) p11c_job_unref);
   d->job_regs = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  d->job_props = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_variant_unref);
   if (xml == NULL
       || (d->api = g_dbus_node_info_new_for_xml (g_bytes_get_data (xml, NULL), error)) == NULL
       || (d->om = g_dbus_node_info_new_for_xml (om_xml, error)) == NULL)
@@ -1705,6 +1713,7 @@ p11c_daemon_free (P11cDaemon *d)
   g_hash_table_unref (d->token_props);
   g_hash_table_unref (d->jobs);
   g_hash_table_unref (d->job_regs);
+  g_hash_table_unref (d->job_props);
   g_queue_clear_full (&d->card_events, (GDestroyNotify) card_event_free);
   if (d->expiry_timer)
     g_source_remove (d->expiry_timer);

@@ -29,7 +29,7 @@ p11c_token_unref (P11cToken *t)
   g_clear_pointer (&t->certs, g_ptr_array_unref);
   g_mutex_clear (&t->lock);
   g_mutex_clear (&t->op_lock);
-  g_mutex_clear (&t->job_lock);
+  g_cond_clear (&t->job_cond);
   g_free (t);
 }
 
@@ -41,6 +41,42 @@ p11c_token_get_info (P11cToken *t, CK_TOKEN_INFO *info, CK_SLOT_INFO *slot_info)
     *info = t->info;
   if (slot_info)
     *slot_info = t->slot_info;
+  g_mutex_unlock (&t->lock);
+}
+
+static void
+wake_job_waiters (GCancellable *cancel, gpointer data)
+{
+  P11cToken *t = data;
+  g_mutex_lock (&t->lock);
+  g_cond_broadcast (&t->job_cond);
+  g_mutex_unlock (&t->lock);
+}
+
+gboolean
+p11c_token_job_acquire (P11cToken *t, GCancellable *cancel)
+{
+  gulong id = cancel ? g_cancellable_connect (cancel, G_CALLBACK (wake_job_waiters), t, NULL) : 0;
+  gboolean got;
+
+  g_mutex_lock (&t->lock);
+  while (t->job_busy && !g_cancellable_is_cancelled (cancel))
+    g_cond_wait (&t->job_cond, &t->lock);
+  got = !t->job_busy;
+  if (got)
+    t->job_busy = TRUE;
+  g_mutex_unlock (&t->lock);
+  if (cancel)
+    g_cancellable_disconnect (cancel, id);
+  return got;
+}
+
+void
+p11c_token_job_release (P11cToken *t)
+{
+  g_mutex_lock (&t->lock);
+  t->job_busy = FALSE;
+  g_cond_broadcast (&t->job_cond);
   g_mutex_unlock (&t->lock);
 }
 
@@ -220,7 +256,7 @@ token_new (P11cEngine *e, P11cModuleState *m, const P11cSlotToken *st)
   t->ref = 1;
   g_mutex_init (&t->lock);
   g_mutex_init (&t->op_lock);
-  g_mutex_init (&t->job_lock);
+  g_cond_init (&t->job_cond);
   t->module = m->module;
   t->module_name = g_strdup (m->name);
   t->pending_dir = g_build_filename (e->config->state_dir, "pending", NULL);

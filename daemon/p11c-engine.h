@@ -37,12 +37,18 @@ struct _P11cToken {
   gboolean      present;
   /* ---- serialisation ---- */
   GMutex        op_lock;     /* one PKCS#11 session phase at a time */
-  GMutex        job_lock;    /* one job (enroll/renew) at a time */
+  GCond         job_cond;    /* one job (enroll/renew) at a time: */
+  gboolean      job_busy;    /* guarded by lock */
 };
 
 P11cToken *p11c_token_ref (P11cToken *t);
 void p11c_token_unref (P11cToken *t);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (P11cToken, p11c_token_unref)
+
+/* Wait (cancellably, no polling) until no other job runs on the token and
+ * take it; FALSE when @cancel fired first. */
+gboolean p11c_token_job_acquire (P11cToken *t, GCancellable *cancel);
+void p11c_token_job_release (P11cToken *t);
 
 /* Snapshot of token info under the lock */
 void p11c_token_get_info (P11cToken *t, CK_TOKEN_INFO *info, CK_SLOT_INFO *slot_info);

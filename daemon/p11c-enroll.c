@@ -534,16 +534,6 @@ fail:
   return NULL;
 }
 
-/* Wait for the token's job slot; queued jobs stay cancellable. */
-static gboolean
-token_job_lock (P11cJob *job, P11cToken *t, GError **error)
-{
-  while (!g_mutex_trylock (&t->job_lock))
-    if (!p11c_job_wait (job, 0) || !job_check (job, error))
-      return FALSE;
-  return TRUE;
-}
-
 /* rekey=false: the CSR is signed by the key the certificate already has */
 static X509_REQ *
 csr_with_old_key (Key *k, GError **error)
@@ -1023,8 +1013,12 @@ p11c_enroll_run (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, GError 
 
   if (r->token != NULL)
     {
-      if (!token_job_lock (job, r->token, &local))
-        goto out;
+      /* one job per token at a time; a queued job stays cancellable */
+      if (!p11c_token_job_acquire (r->token, job->cancel))
+        {
+          job_check (job, &local);
+          goto out;
+        }
       locked = TRUE;
     }
   if (!job_check (job, &local))
@@ -1071,7 +1065,7 @@ out:
       g_propagate_error (error, g_steal_pointer (&local));
     }
   if (locked)
-    g_mutex_unlock (&r->token->job_lock);
+    p11c_token_job_release (r->token);
   key_clear (&k);
   /* the secrets are not needed any more */
   p11c_secret_clear (&r->pin);

@@ -306,7 +306,28 @@ class Env:
         self.bus = self.spawn("dbus", ["dbus-daemon", "--config-file=" + path, "--nofork"])
         wait_file(os.path.join(self.tmp, "bus"), proc=self.bus)
         self.conn = self.connect()
+        self.record_jobs()
         return self.bus_address
+
+    def record_jobs(self):
+        """Record every job's signals from now on (a client must listen before
+        it starts a job: the first state changes follow the reply at once)."""
+        self.jobs = {}
+
+        def on_signal(conn, sender, opath, iface, signal_name, params, *user):
+            if not opath.startswith("/org/p11certd/jobs/"):
+                return
+            seen = self.jobs.setdefault(opath, {"states": [], "finished": None, "props": {}})
+            if signal_name == "Finished":
+                seen["finished"] = params.unpack()
+            elif signal_name == "PropertiesChanged":
+                changed = params.unpack()[1]
+                seen["props"].update(changed)
+                seen["max_retry_at"] = max(seen.get("max_retry_at", 0), changed.get("RetryAt", 0))
+                st = changed.get("State")
+                if st and (not seen["states"] or seen["states"][-1] != st):
+                    seen["states"].append(st)
+        self.conn.signal_subscribe("org.p11certd", None, None, None, None, Gio.DBusSignalFlags.NONE, on_signal)
 
     def connect(self):
         flags = (Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT |
@@ -410,22 +431,8 @@ class Env:
 
     # -- jobs ---------------------------------------------------------------
     def watch_job(self, path):
-        """Subscribe to a job's signals; returns a dict filled as they arrive."""
-        seen = {"states": [], "finished": None, "props": {}}
-
-        def on_signal(conn, sender, opath, iface, signal_name, params, *user):
-            if signal_name == "Finished":
-                seen["finished"] = params.unpack()
-            elif signal_name == "PropertiesChanged":
-                changed = params.unpack()[1]
-                seen["props"].update(changed)
-                seen["max_retry_at"] = max(seen.get("max_retry_at", 0), changed.get("RetryAt", 0))
-                st = changed.get("State")
-                if st and (not seen["states"] or seen["states"][-1] != st):
-                    seen["states"].append(st)
-        seen["sub"] = self.conn.signal_subscribe(NAME, None, None, path, None, Gio.DBusSignalFlags.NONE,
-                                                 on_signal)
-        return seen
+        """The signals recorded for a job (see record_jobs)."""
+        return self.jobs.setdefault(path, {"states": [], "finished": None, "props": {}})
 
     def wait_job(self, path, timeout=60, seen=None):
         """Wait for Finished (signal, or the state property if it finished
@@ -448,7 +455,6 @@ class Env:
                 return True
             return False
         wait_for(done, timeout, "job %s to finish" % path)
-        self.conn.signal_unsubscribe(seen["sub"])
         return seen["finished"]
 
     def enroll(self, request, fds=None, timeout=60):

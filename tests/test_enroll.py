@@ -45,7 +45,7 @@ class Enroll(EnrollBase):
         e.start_daemon()
         path, (ok, err, msg), seen = self.run_job(key_type=key_type, label="agent %s" % key_type)
         self.assertTrue(ok, "%s: %s" % (err, msg))
-        self.assertEqual(seen["states"][-1], "done")
+        self.assertEqual(e.get_property(path, JOB_IFACE, "State"), "done")
         for st in ("generating-key", "requesting", "writing"):
             self.assertIn(st, seen["states"])
         uri = e.get_property(path, JOB_IFACE, "Result")

@@ -55,7 +55,7 @@ class Foundation(TestCase):
         self.assertEqual(ec["key_type"], "ec-p256")
         self.assertTrue(ec["has_private_key"])
         self.assertEqual(bytes(ec["der"]), der(ec_cert))
-        self.assertEqual(ec["serial"], "%X" % ec_cert.serial_number)
+        self.assertEqual(int(ec["serial"], 16), ec_cert.serial_number)
         self.assertEqual(ec["not_after"], calendar.timegm(ec_cert.not_valid_after.utctimetuple()))
         self.assertEqual(ec["not_before"], calendar.timegm(ec_cert.not_valid_before.utctimetuple()))
         self.assertEqual(ec["sha256"], hashlib.sha256(der(ec_cert)).hexdigest())
