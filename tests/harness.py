@@ -358,6 +358,8 @@ class Env:
         if self.bus_address is None:
             self.start_bus()
         conf = self.write_config()
+        if getattr(self, "jobs", None) is not None:
+            self.jobs.clear()    # a new daemon numbers its jobs from 1 again
         self.daemon = self.spawn("p11certd", [DAEMON, "--address", self.bus_address, "--config", conf,
                                               "--verbose"] + list(extra_args), env=env)
         if wait:

@@ -1,0 +1,205 @@
+"""p11certctl against the real daemon: listings (table and JSON), delete with
+confirmation and PIN files, passwd, enroll, exit codes, renew --due, monitor."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+from harness import CTL, PIN, TestCase, main, wait_for
+
+
+class Cli(TestCase):
+    def setUp(self):
+        super().setUp()
+        e = self.env
+        e.add_token("agent")
+        e.put_cert_for_key("agent", "01", "old cert", "Old Agent")
+        e.put_cert_for_key("agent", "02", "keep me", "Keep Me")
+        self.pin_file = self.secret("pin", PIN)
+
+    def secret(self, name, value, mode=0o600):
+        path = os.path.join(self.env.tmp, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        os.write(fd, (value + "\n").encode())
+        os.close(fd)
+        return path
+
+    def test_tokens_and_list(self):
+        e = self.env
+        e.start_daemon()
+        r = e.ctl("tokens", check=True)
+        self.assertIn("agent", r.stdout)
+        r = e.ctl("list", check=True)
+        lines = r.stdout.splitlines()
+        self.assertTrue(all(len(line) <= 80 for line in lines), r.stdout)
+        self.assertIn("CN=Old Agent", r.stdout)
+        self.assertIn("old cert", r.stdout)
+        j = json.loads(e.ctl("list", "--json", check=True).stdout)
+        self.assertEqual(sorted(c["label"] for c in j), ["keep me", "old cert"])
+        self.assertTrue(all(c["uri"].startswith("pkcs11:") for c in j))
+        j = json.loads(e.ctl("tokens", "--json", check=True).stdout)
+        self.assertEqual(j[0]["label"], "agent")
+        self.assertEqual(json.loads(e.ctl("list", "--json", "--token", "pkcs11:token=agent", check=True).stdout)[0]
+                         ["token"], j[0]["path"])
+        self.assertEqual(e.ctl("list", "--token", "pkcs11:token=nope").returncode, 10)
+        r = e.ctl("--help")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("delete", r.stdout)
+
+    def test_delete_by_label_yes(self):
+        e = self.env
+        e.start_daemon()
+        r = e.ctl("delete", "--label", "old cert", "--yes", "--pin-file", self.pin_file)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("object=old%20cert", r.stdout)
+        self.assertEqual([o["id"] for o in e.objects("agent")], ["02", "02", "02"])
+
+    def test_delete_asks_and_respects_no(self):
+        e = self.env
+        e.start_daemon()
+        uri = [c["uri"] for c in e.list_certs() if c["label"] == "old cert"][0]
+        # no terminal and no --yes: refuse (usage)
+        r = e.ctl("delete", uri, "--pin-file", self.pin_file, input="")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertEqual(len(e.list_certs()), 2)
+
+    def test_delete_wrong_pin_and_not_found(self):
+        e = self.env
+        e.start_daemon()
+        bad = self.secret("bad", "Wr0ngPin11")
+        r = e.ctl("delete", "--label", "old cert", "--yes", "--pin-file", bad)
+        self.assertEqual(r.returncode, 3, r.stderr)
+        self.assertNotIn("Wr0ngPin11", r.stdout + r.stderr)
+        r = e.ctl("delete", "--label", "nothing", "--yes", "--pin-file", self.pin_file)
+        self.assertEqual(r.returncode, 7, r.stderr)
+        self.assertEqual(len(e.list_certs()), 2)
+
+    def test_secrets_never_from_argv(self):
+        e = self.env
+        e.start_daemon()
+        r = e.ctl("delete", "--label", "old cert", "--yes", "--pin", PIN)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--pin-file", r.stderr)
+        self.assertNotIn(PIN, r.stderr)
+
+    def test_pin_fd(self):
+        e = self.env
+        e.start_daemon()
+        rfd, wfd = os.pipe()
+        os.write(wfd, (PIN + "\n").encode())
+        os.close(wfd)
+        r = subprocess.run([CTL, "--address", e.bus_address, "delete", "--label", "old cert", "--yes",
+                            "--pin-fd", str(rfd)], pass_fds=(rfd,), capture_output=True, text=True, env=e.env)
+        os.close(rfd)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_passwd(self):
+        e = self.env
+        e.start_daemon()
+        weak = self.secret("weak", "weakpin")
+        r = e.ctl("passwd", "--pin-file", self.pin_file, "--new-pin-file", weak)
+        self.assertEqual(r.returncode, 5, r.stderr)
+        self.assertIn("upper-case", r.stderr)
+        good = self.secret("good", "N3wPassw0rd")
+        r = e.ctl("passwd", "--pin-file", self.pin_file, "--new-pin-file", good)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        e.pkcs11_tool("agent", "-O", pin="N3wPassw0rd")
+        r = e.ctl("passwd", "--pin-file", self.pin_file, "--new-pin-file", good)
+        self.assertEqual(r.returncode, 3, r.stderr)
+
+    def test_enroll_token_local_and_file(self):
+        e = self.env
+        e.start_daemon()
+        r = e.ctl("enroll", "--ca", "local", "--storage", "token", "--token", "pkcs11:token=agent",
+                  "--pin-file", self.pin_file, "--subject", "CN=cli user")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("written successfully", r.stdout)
+        self.assertIn("CN=cli user", [c.get("subject") for c in e.list_certs()])
+        out = os.path.join(e.tmp, "x.p12")
+        pw = self.secret("pw", "Fil3Passw0rd")
+        r = e.ctl("enroll", "--ca", "local", "--storage", "file", "--output", out, "--password-file", pw,
+                  "--subject", "CN=file user")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(os.stat(out).st_mode & 0o777, 0o600)
+        r = e.ctl("enroll", "--ca", "local", "--storage", "file", "--output", out, "--password-file", pw)
+        self.assertNotEqual(r.returncode, 0, "an existing output file was overwritten")
+
+    def test_enroll_est_exit_codes(self):
+        e = self.env
+        e.start_est(users={"alice": {"otps": ["OTP-1", "OTP-2"]}})
+        e.add_est_profile("est", max_attempts=2)
+        e.start_daemon()
+        otp = self.secret("otp", "OTP-1")
+        args = ["enroll", "--ca", "est", "--login", "alice", "--otp-file", otp, "--storage", "token",
+                "--token", "pkcs11:token=agent", "--pin-file", self.pin_file]
+        r = e.ctl(*args)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = e.ctl(*args)            # the one-time password was used
+        self.assertEqual(r.returncode, 9, r.stderr)
+        self.assertNotIn("OTP-1", r.stdout + r.stderr)
+        e.est_control(error_500=5)
+        args[args.index(otp)] = self.secret("otp2", "OTP-2")
+        r = e.ctl(*args)
+        self.assertEqual(r.returncode, 8, r.stderr)
+        r = e.ctl("enroll", "--ca", "est", "--login", "alice", "--otp-file", otp, "--storage", "token",
+                  "--token", "pkcs11:token=agent", "--pin-file", self.secret("w", "Wr0ngPin22"))
+        self.assertEqual(r.returncode, 3, r.stderr)
+
+    def test_no_wait_and_job(self):
+        e = self.env
+        e.start_daemon()
+        r = e.ctl("enroll", "--ca", "local", "--storage", "system", "--name", "svc", "--no-wait")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        path = r.stdout.strip()
+        self.assertTrue(path.startswith("/org/p11certd/jobs/"), r.stdout)
+        r = e.ctl("job", path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_renew_due_exit_codes(self):
+        e = self.env
+        e.extra_config = "[renewal]\nwindow-days=3650\n"
+        e.start_daemon()
+        # nothing the daemon enrolled: nothing due → 0
+        r = e.ctl("renew", "--due")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = e.ctl("enroll", "--ca", "local", "--storage", "system", "--name", "svc")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = e.ctl("renew", "--due")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = e.ctl("enroll", "--ca", "local", "--storage", "token", "--token", "pkcs11:token=agent",
+                  "--pin-file", self.pin_file, "--subject", "CN=needs pin")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = e.ctl("renew", "--due")
+        self.assertEqual(r.returncode, 20, r.stdout + r.stderr)
+        self.assertIn("needs", (r.stdout + r.stderr).lower())
+
+    def test_daemon_not_running(self):
+        e = self.env
+        e.start_bus()
+        r = e.ctl("list")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("not running", r.stderr)
+
+    def test_monitor_json(self):
+        e = self.env
+        e.start_daemon()
+        mon = subprocess.Popen([CTL, "--address", e.bus_address, "monitor", "--json"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=e.env)
+        try:
+            # a job's events show up; wait for the monitor to be subscribed by driving one job after it started
+            wait_for(lambda: mon.poll() is None, 2, "monitor running")
+            deadline = time.monotonic() + 1
+            wait_for(lambda: time.monotonic() > deadline, 2, "monitor subscribed")
+            e.ctl("enroll", "--ca", "local", "--storage", "system", "--name", "mon", check=True)
+        finally:
+            mon.send_signal(signal.SIGTERM)
+            out, err = mon.communicate(10)
+        self.assertEqual(mon.returncode, 0, err)
+        events = [json.loads(line) for line in out.splitlines() if line.strip()]
+        self.assertTrue(events, "monitor printed nothing")
+        self.assertTrue(all("event" in ev or "signal" in ev or "type" in ev for ev in events), events[:3])
+
+
+if __name__ == "__main__":
+    main()
