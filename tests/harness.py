@@ -559,7 +559,15 @@ class TestCase(unittest.TestCase):
             except GLib.Error as e:
                 self.env.dump_logs()
                 raise AssertionError("daemon stopped answering: %s" % e)
+            if os.environ.get("P11C_LEAK_CHECK"):
+                # sanitizer builds: a clean exit runs LeakSanitizer; any report fails
+                self.env.kill(self.env.daemon)
+        log = self.env.log("p11certd")
         self.env.close()
+        for marker in ("ERROR: LeakSanitizer", "ERROR: AddressSanitizer", "runtime error:"):
+            if marker in log:
+                i = log.index(marker)
+                raise AssertionError("sanitizer report in p11certd's log:\n" + log[max(0, i - 200):i + 4000])
 
     def assertDBusError(self, expected, *a, **kw):
         name, msg = self.env.call_error(*a, **kw)

@@ -76,6 +76,39 @@ class Hotplug(TestCase):
         # the software token is unaffected and always present
         self.assertEqual([t["label"] for t in e.list_tokens()], ["soft"])
 
+    def test_cli_monitor(self):
+        """p11certctl monitor --json prints each token event as one JSON line, live."""
+        import json
+        from harness import CTL
+        e = self.env
+        e.start_daemon()
+        self.subscribe()
+        mon = subprocess.Popen([CTL, "--address", e.bus_address, "monitor", "--json"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=e.env)
+        lines = []
+
+        def reader():
+            for line in mon.stdout:
+                lines.append(json.loads(line))
+        import threading
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        try:
+            # the monitor has subscribed once a Rescan-triggered signal round trip is seen by us too
+            self.pcsc.insert_card(0)
+            self.wait_events(1)
+            self.pcsc.remove_card(0)
+            self.wait_events(2)
+            wait_for(lambda: sum(1 for ev in lines if "Token" in json.dumps(ev)) >= 2, 5, "monitor lines")
+        finally:
+            mon.send_signal(signal.SIGTERM)
+            mon.wait(10)
+            t.join(5)
+        kinds = [json.dumps(ev) for ev in lines]
+        self.assertTrue(any("TokenInserted" in k and READER0 in k for k in kinds), kinds)
+        self.assertTrue(any("TokenRemoved" in k for k in kinds), kinds)
+        self.assertEqual(mon.returncode, 0)
+
     def test_ten_cycles(self):
         self.env.start_daemon()
         self.subscribe()
