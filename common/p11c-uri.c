@@ -59,6 +59,18 @@ p11c_uri_parse (const char *string, GError **error)
       g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS, "The PKCS#11 URI is too long");
       return NULL;
     }
+  /* p11-kit cannot tell "token=%00" from no token attribute at all: a NUL
+   * has no place in a label or serial, so refuse it (id= may hold any byte) */
+  {
+    g_auto(GStrv) attrs = g_strsplit_set (string + strlen ("pkcs11:"), ";?&", -1);
+    for (char **a = attrs; *a; a++)
+      if (!g_str_has_prefix (*a, "id=") && g_strstr_len (*a, -1, "%00") != NULL)
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                       "Invalid PKCS#11 URI: a NUL character in \"%.*s\"", (int) strcspn (*a, "="), *a);
+          return NULL;
+        }
+  }
   uri = p11_kit_uri_new ();
   rv = p11_kit_uri_parse (string, P11_KIT_URI_FOR_ANY, uri);
   if (rv != P11_KIT_URI_OK)

@@ -137,7 +137,11 @@ thread_run (GTask *task, gpointer source, gpointer data, GCancellable *cancel)
   Call *c = data;
   ThreadFunc func = g_object_get_data (G_OBJECT (task), "func");
   GError *error = NULL;
-  GVariant *reply = func (c, &error);
+  GVariant *reply;
+
+  p11c_engine_worker_enter (c->d->engine);
+  reply = func (c, &error);
+  p11c_engine_worker_leave (c->d->engine);
 
   if (reply == NULL)
     g_task_return_error (task, error);
@@ -794,7 +798,11 @@ enroll_thread (GTask *task, gpointer source, gpointer data, GCancellable *cancel
 {
   EnrollRun *run = data;
   GError *error = NULL;
-  char *uri = p11c_enroll_run (run->d->engine, run->job, run->req, &error);
+  char *uri;
+
+  p11c_engine_worker_enter (run->d->engine);
+  uri = p11c_enroll_run (run->d->engine, run->job, run->req, &error);
+  p11c_engine_worker_leave (run->d->engine);
 
   if (uri == NULL)
     g_task_return_error (task, error);
@@ -1206,7 +1214,10 @@ expiry_thread (GTask *task, gpointer source, gpointer data, GCancellable *cancel
 {
   P11cDaemon *d = data;
   GPtrArray *tokens = g_object_get_data (G_OBJECT (task), "tokens");
+
+  p11c_engine_worker_enter (d->engine);
   g_task_return_pointer (task, collect_certs (d, tokens), (GDestroyNotify) g_ptr_array_unref);
+  p11c_engine_worker_leave (d->engine);
 }
 
 static gboolean
@@ -1684,6 +1695,20 @@ p11c_daemon_new (GDBusConnection *conn, P11cEngine *engine, GError **error)
   d->expiring_sent = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   schedule_expiry (d);
   return d;
+}
+
+void
+p11c_daemon_shutdown (P11cDaemon *d)
+{
+  GHashTableIter iter;
+  gpointer job;
+
+  g_hash_table_iter_init (&iter, d->jobs);
+  while (g_hash_table_iter_next (&iter, NULL, &job))
+    g_cancellable_cancel (((P11cJob *) job)->cancel);
+  /* jobs clean up what they generated; give them (and readers) time */
+  if (!p11c_engine_wait_workers (d->engine, 15 * G_USEC_PER_SEC))
+    g_warning ("Some token operations did not finish in time");
 }
 
 void

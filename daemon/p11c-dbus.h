@@ -10,6 +10,8 @@ typedef struct _P11cDaemon P11cDaemon;
 
 P11cDaemon *p11c_daemon_new (GDBusConnection *conn, P11cEngine *engine, GError **error);
 void p11c_daemon_free (P11cDaemon *daemon);
+/* Cancel the jobs and wait (bounded) for every worker thread. */
+void p11c_daemon_shutdown (P11cDaemon *daemon);
 
 /* Emit TokenInserted/TokenRemoved for a PC/SC event (reader, ATR) and
  * trigger a rescan; see p11c-main.c */

@@ -134,7 +134,41 @@ p11c_engine_new (P11cConfig *config)
   e->tokens = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_token_unref);
   e->cas = p11c_ca_profiles_load (config->ca_dir);
   g_mutex_init (&e->scan_lock);
+  g_mutex_init (&e->workers_lock);
+  g_cond_init (&e->workers_cond);
   return e;
+}
+
+void
+p11c_engine_worker_enter (P11cEngine *e)
+{
+  g_mutex_lock (&e->workers_lock);
+  e->workers++;
+  g_mutex_unlock (&e->workers_lock);
+}
+
+void
+p11c_engine_worker_leave (P11cEngine *e)
+{
+  g_mutex_lock (&e->workers_lock);
+  e->workers--;
+  g_cond_broadcast (&e->workers_cond);
+  g_mutex_unlock (&e->workers_lock);
+}
+
+gboolean
+p11c_engine_wait_workers (P11cEngine *e, gint64 timeout_usec)
+{
+  gint64 end = g_get_monotonic_time () + timeout_usec;
+  gboolean idle;
+
+  g_mutex_lock (&e->workers_lock);
+  while (e->workers > 0)
+    if (!g_cond_wait_until (&e->workers_cond, &e->workers_lock, end))
+      break;
+  idle = e->workers == 0;
+  g_mutex_unlock (&e->workers_lock);
+  return idle;
 }
 
 void
@@ -143,7 +177,10 @@ p11c_engine_free (P11cEngine *e)
   if (e == NULL)
     return;
   g_ptr_array_unref (e->tokens);
-  g_ptr_array_unref (e->modules);
+  if (p11c_engine_wait_workers (e, 0))
+    g_ptr_array_unref (e->modules);
+  else
+    g_warning ("Workers still busy at exit: leaving the PKCS#11 modules loaded");
   g_ptr_array_unref (e->cas);
   p11c_config_free (e->config);
   g_mutex_clear (&e->scan_lock);
@@ -344,7 +381,9 @@ p11c_engine_apply_scan (P11cEngine *e, GPtrArray *scan)
 static void
 rescan_thread (GTask *task, gpointer source, gpointer data, GCancellable *cancel)
 {
+  p11c_engine_worker_enter (data);
   g_task_return_pointer (task, p11c_engine_scan (data), (GDestroyNotify) g_ptr_array_unref);
+  p11c_engine_worker_leave (data);
 }
 
 void

@@ -86,11 +86,22 @@ struct _P11cEngine {
   P11cEngineCallbacks  callbacks;
   gpointer             user_data;
   GMutex               scan_lock;
+  /* worker threads inside the engine (see p11c_engine_wait_workers) */
+  GMutex               workers_lock;
+  GCond                workers_cond;
+  guint                workers;
 };
 
 P11cEngine *p11c_engine_new (P11cConfig *config);   /* takes config */
 void p11c_engine_free (P11cEngine *engine);
 void p11c_engine_load_modules (P11cEngine *engine);
+
+/* Every worker thread brackets its work with enter/leave, so shutdown can
+ * wait for them before the modules go (a thread inside a module being
+ * unloaded crashes).  wait_workers returns FALSE on timeout. */
+void p11c_engine_worker_enter (P11cEngine *engine);
+void p11c_engine_worker_leave (P11cEngine *engine);
+gboolean p11c_engine_wait_workers (P11cEngine *engine, gint64 timeout_usec);
 
 /* Re-enumerate every module's slots.  Blocking (thread); the result is
  * applied on the main thread with p11c_engine_apply_scan(). */

@@ -185,6 +185,7 @@ main (int argc, char **argv)
 
   p11c_pcsc_monitor_free (app.pcsc);
   g_bus_unown_name (owner_id);
+  p11c_daemon_shutdown (app.daemon);
   p11c_daemon_free (app.daemon);
   g_dbus_connection_flush_sync (app.conn, NULL, NULL);
   g_object_unref (app.conn);

@@ -228,8 +228,8 @@ p11c_module_unload (P11cModule *m)
     return;
   if (m->f != NULL && m->finalize)
     m->f->C_Finalize (NULL);
-  if (m->dl != NULL)
-    dlclose (m->dl);
+  /* The library stays mapped: modules commonly leave threads or atexit
+   * handlers behind, and unloading only happens when the daemon exits. */
   g_free (m->name);
   g_free (m->description);
   g_free (m);

@@ -57,7 +57,8 @@ static void
 test_bad (void)
 {
   const char *bad[] = { "", "http://x", "pkcs11:token=%zz", "pkcs11:id=%0", "pkcs11:token=a;pin-value=1234",
-                        "pkcs11:token=a?pin-source=file:/etc/shadow", NULL };
+                        "pkcs11:token=a?pin-source=file:/etc/shadow",
+                        "pkcs11:token=%00", "pkcs11:serial=%00;token=x", NULL };
   for (const char **b = bad; *b; b++)
     {
       g_autoptr(GError) error = NULL;
