@@ -395,7 +395,13 @@ class Hostile(TestCase):
         os.close(dfd)
         print("\n10000 hostile calls in %.1f s: VmRSS %d -> %d KiB (%+d), fds %d -> %d"
               % (took, rss0, rss1, rss1 - rss0, fds0, fds1))
-        self.assertLessEqual(rss1 - rss0, 2048, "memory grew by %d KiB over 10000 calls" % (rss1 - rss0))
+        if os.environ.get("P11C_LEAK_CHECK"):
+            # sanitizer build: RSS holds ASan's quarantine of freed memory, so it
+            # says nothing here; LeakSanitizer checks the daemon at exit instead
+            # (tests/harness.py fails the test on any report)
+            print("sanitizer build: leaks are checked by LeakSanitizer at exit")
+        else:
+            self.assertLessEqual(rss1 - rss0, 2048, "memory grew by %d KiB over 10000 calls" % (rss1 - rss0))
         self.assertLessEqual(fds1, fds0)
         # still correct after all that
         self.assertEqual([c["label"] for c in e.list_certs()], ["old cert"])
