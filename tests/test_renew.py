@@ -104,6 +104,31 @@ class Renew(TestCase):
         path, (ok, err, msg) = self.renew(uri, pin=PIN)
         self.assertTrue(ok, msg)
 
+    def test_sigkill_mid_renewal(self):
+        """Killed while the CA is asked: the old certificate and key are intact,
+        the new key is removed at the next login, renewal then works."""
+        import signal
+        e = self.env
+        e.start_daemon()
+        uri = self.enroll_token()
+        old = self.cert(uri)
+        e.est_control(slow=1, slow_seconds=30)
+        path = e.call("Renew", "sa{sv}", [uri, {"pin": GLib.Variant("s", PIN)}])[0]
+        seen = e.watch_job(path)
+        wait_for(lambda: "requesting" in seen["states"], 20, "requesting")
+        e.kill(e.daemon, signal.SIGKILL)
+        wait_for(lambda: not e.name_has_owner(), 10, "name released")
+        e.est_control()
+        e.start_daemon()
+        self.assertIn(uri, [c["uri"] for c in e.list_certs()], "the old certificate was lost")
+        self.assertEqual(self.cert(uri)["sha256"], old["sha256"])
+        path, (ok, err, msg) = self.renew(uri, pin=PIN)     # the next login cleans up, then renews
+        self.assertTrue(ok, msg)
+        new = self.cert(e.get_property(path, JOB_IFACE, "Result"))
+        ids = {o["id"] for o in e.objects("agent") if o["type"] in ("private key", "public key")}
+        self.assertEqual(ids, {new["id"]}, "an orphan key of the killed renewal is left")
+        self.assertIn("interrupted enrollment", e.log("p11certd"))
+
     def test_unknown_profile(self):
         e = self.env
         e.put_cert_for_key("agent", "77", "imported", "Imported Elsewhere")

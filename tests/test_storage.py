@@ -204,6 +204,23 @@ class Storage(TestCase):
         # the daemon's log and state hold neither the password nor the key
         self.assertNotIn(P12_PASSWORD, e.log("p11certd"))
 
+    def test_pkcs12_from_est(self):
+        e = self.env
+        e.start_est(users={"alice": {"otps": ["OTP-1"]}})
+        e.add_est_profile("est")
+        e.start_daemon()
+        out = os.path.join(e.tmp, "est.p12")
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _, (ok, err, msg) = self.job({"ca": "est", "login": "alice", "otp": "OTP-1", "storage": "file", "fd": 0,
+                                      "password": P12_PASSWORD}, fds=[fd])
+        os.close(fd)
+        self.assertTrue(ok, msg)
+        r = subprocess.run(["openssl", "pkcs12", "-in", out, "-passin", "pass:" + P12_PASSWORD, "-nokeys",
+                            "-clcerts"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("subject=CN = alice", r.stdout)
+        self.assertIn("p11certd test EST CA", r.stdout)
+
     def test_weak_password(self):
         e = self.env
         e.start_daemon()
