@@ -648,13 +648,16 @@ handle_change_pin (Call *c)
   c->new_pin = g_strdup (new_pin);
   if (t == NULL)
     g_set_error (&error, P11C_ERROR, P11C_ERROR_TOKEN_NOT_PRESENT, "The token was removed");
-  else if (!p11c_vardict_validate (options, change_pin_keys, &error)
-           || !p11c_secret_check (c->pin, "current PIN", &error)
-           || !p11c_secret_check (c->new_pin, "new PIN", &error)
-           || !p11c_pin_policy_check (&c->d->engine->config->pin_policy, c->new_pin, &error))
-    g_assert (error != NULL);
-  if (error != NULL)
-    { call_fail (c, error); return; }
+  /* every check before the token is touched; the policy names each broken rule */
+  if (error != NULL
+      || !p11c_vardict_validate (options, change_pin_keys, &error)
+      || !p11c_secret_check (c->pin, "current PIN", &error)
+      || !p11c_secret_check (c->new_pin, "new PIN", &error)
+      || !p11c_pin_policy_check (&c->d->engine->config->pin_policy, c->new_pin, &error))
+    {
+      call_fail (c, error);
+      return;
+    }
   c->token = p11c_token_ref (t);
   call_in_thread (c, change_pin_thread);
 }
