@@ -174,6 +174,46 @@ class Cli(TestCase):
         self.assertEqual(r.returncode, 20, r.stdout + r.stderr)
         self.assertIn("needs", (r.stdout + r.stderr).lower())
 
+    def test_wizard_on_a_terminal(self):
+        """The enroll wizard, step by step as in the users' manual, on a real
+        pseudo-terminal: CA, login, one-time password (not echoed), storage,
+        token PIN (not echoed), confirmation, result."""
+        import pexpect
+        e = self.env
+        e.start_est(users={"agent-42": {"otps": ["7731-0042"]}})
+        e.add_est_profile("network")
+        e.start_daemon()
+        child = pexpect.spawn(CTL, ["--address", e.bus_address, "enroll"], env=e.env, encoding="utf-8",
+                              timeout=30, dimensions=(40, 120))
+        transcript = []
+        child.logfile_read = type("T", (), {"write": lambda self, s: transcript.append(s),
+                                            "flush": lambda self: None})()
+        child.expect("CA profile:")
+        child.expect(r"Choose \[\d\]: ")
+        names = child.before
+        self.assertIn("network", names)
+        self.assertIn("local", names)
+        child.sendline("1" if names.index("local") > names.index("network") else "2")
+        child.expect("Login: ")
+        child.sendline("agent-42")
+        child.expect("One-time password: ")
+        child.sendline("7731-0042")
+        child.expect("Storage type:")
+        child.expect(r"Choose \[\d\]: ")
+        child.sendline("1")                     # token
+        child.expect('PIN of token "agent": ')
+        child.sendline(PIN)
+        child.expect(r"Request the certificate now\?")
+        child.sendline("y")
+        child.expect("written successfully")
+        child.expect(pexpect.EOF)
+        child.close()
+        self.assertEqual(child.exitstatus, 0, "".join(transcript))
+        screen = "".join(transcript)
+        self.assertNotIn("7731-0042", screen, "the one-time password was echoed")
+        self.assertNotIn(PIN, screen, "the PIN was echoed")
+        self.assertIn("CN=agent-42", [c.get("subject") for c in e.list_certs()])
+
     def test_daemon_not_running(self):
         e = self.env
         e.start_bus()
