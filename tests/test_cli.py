@@ -214,6 +214,31 @@ class Cli(TestCase):
         self.assertNotIn(PIN, screen, "the PIN was echoed")
         self.assertIn("CN=agent-42", [c.get("subject") for c in e.list_certs()])
 
+    def test_delete_confirmation_on_a_terminal(self):
+        import pexpect
+        e = self.env
+        e.start_daemon()
+        args = ["--address", e.bus_address, "delete", "--label", "old cert"]
+        child = pexpect.spawn(CTL, args, env=e.env, encoding="utf-8", timeout=30)
+        child.expect("CN=Old Agent")
+        child.expect(r"Continue\?")
+        child.sendline("n")
+        child.expect(pexpect.EOF)
+        child.close()
+        self.assertEqual(child.exitstatus, 11)
+        self.assertEqual(len(e.list_certs()), 2)
+        child = pexpect.spawn(CTL, args, env=e.env, encoding="utf-8", timeout=30)
+        child.expect(r"Continue\?")
+        child.sendline("y")
+        child.expect("PIN")
+        child.sendline(PIN)
+        child.expect(pexpect.EOF)
+        out = child.before
+        child.close()
+        self.assertEqual(child.exitstatus, 0, out)
+        self.assertNotIn(PIN, out)
+        self.assertEqual([c["label"] for c in e.list_certs()], ["keep me"])
+
     def test_daemon_not_running(self):
         e = self.env
         e.start_bus()
