@@ -19,6 +19,35 @@ p11c_uri_free (P11cUri *uri)
 }
 
 char *
+p11c_id_to_hex (GBytes *id)
+{
+  gsize len = 0;
+  const guint8 *p = id ? g_bytes_get_data (id, &len) : NULL;
+  GString *s = g_string_sized_new (2 * len + 1);
+
+  for (gsize i = 0; i < len; i++)
+    g_string_append_printf (s, "%02x", p[i]);
+  return g_string_free (s, FALSE);
+}
+
+GBytes *
+p11c_id_from_hex (const char *hex)
+{
+  gsize len = hex ? strlen (hex) : 0;
+  guint8 *raw;
+
+  if (hex == NULL || len % 2 != 0)
+    return NULL;
+  for (gsize i = 0; i < len; i++)
+    if (!g_ascii_isxdigit (hex[i]))
+      return NULL;
+  raw = g_malloc0 (len / 2 + 1);
+  for (gsize i = 0; i < len / 2; i++)
+    raw[i] = (g_ascii_xdigit_value (hex[2 * i]) << 4) | g_ascii_xdigit_value (hex[2 * i + 1]);
+  return g_bytes_new_take (raw, len / 2);
+}
+
+char *
 p11c_padded_string (const CK_UTF8CHAR *s, gsize len)
 {
   gsize n = len;

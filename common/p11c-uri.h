@@ -41,6 +41,11 @@ char *p11c_uri_for_token (const CK_TOKEN_INFO *info);
 char *p11c_uri_for_object (const CK_TOKEN_INFO *info, P11cObjectType type,
                            const guint8 *id, gsize id_len, const char *label);
 
+/* CKA_ID as lower-case hex ("" for an empty id), and back (NULL when @hex
+ * is not an even number of hex digits) */
+char *p11c_id_to_hex (GBytes *id);
+GBytes *p11c_id_from_hex (const char *hex);
+
 /* Blank-padded PKCS#11 fixed-size string → trimmed UTF-8 (invalid bytes
  * replaced) */
 char *p11c_padded_string (const CK_UTF8CHAR *s, gsize len);

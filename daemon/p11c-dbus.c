@@ -57,6 +57,7 @@ struct _P11cDaemon {
 };
 
 static void schedule_expiry (P11cDaemon *d);
+static GPtrArray *tokens_snapshot (P11cDaemon *d);
 
 static const char om_xml[] =
   "<node><interface name='org.freedesktop.DBus.ObjectManager'>"
@@ -84,6 +85,7 @@ typedef struct {
   char                  *pin;
   char                  *new_pin;
   gboolean               keep_key;
+  gboolean               changes_certs;  /* re-plan CertificateExpiring after it */
   char                  *storage;
   gpointer               payload;        /* a worker's result for the main thread */
   GDestroyNotify         payload_free;
@@ -167,17 +169,25 @@ thread_done (GObject *source, GAsyncResult *res, gpointer user_data)
     g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), reply);
   if (c->token != NULL)
     emit_token_changes (c->d, c->token);
-  schedule_expiry (c->d);
+  if (c->changes_certs)
+    schedule_expiry (c->d);
+}
+
+/* Run @func(c) in a worker thread, then @done on the main thread. Takes @c. */
+static void
+run_in_thread_then (Call *c, ThreadFunc func, GAsyncReadyCallback done)
+{
+  g_autoptr(GTask) task = g_task_new (NULL, NULL, done, c);
+  g_object_set_data (G_OBJECT (task), "func", func);
+  g_task_set_task_data (task, c, NULL);
+  g_task_run_in_thread (task, thread_run);
 }
 
 /* Run @func(c) in a worker thread, reply with its result. Takes @c. */
 static void
 call_in_thread (Call *c, ThreadFunc func)
 {
-  g_autoptr(GTask) task = g_task_new (NULL, NULL, thread_done, c);
-  g_object_set_data (G_OBJECT (task), "func", func);
-  g_task_set_task_data (task, c, NULL);
-  g_task_run_in_thread (task, thread_run);
+  run_in_thread_then (c, func, thread_done);
 }
 
 /* ---- properties --------------------------------------------------------- */
@@ -357,19 +367,15 @@ static GVariant *
 cert_dict (P11cCertEntry *e, const P11cConfig *config, gint64 now, GHashTable *issued)
 {
   GVariantBuilder b;
-  gsize id_len, der_len;
-  const guint8 *id = g_bytes_get_data (e->id, &id_len);
+  gsize der_len;
   const guint8 *der = g_bytes_get_data (e->der, &der_len);
-  g_autoptr(GString) hex = g_string_new (NULL);
-
-  for (gsize i = 0; i < id_len; i++)
-    g_string_append_printf (hex, "%02x", id[i]);
+  g_autofree char *hex = p11c_id_to_hex (e->id);
   g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
   g_variant_builder_add (&b, "{sv}", "uri", g_variant_new_string (e->uri));
   g_variant_builder_add (&b, "{sv}", "token", g_variant_new_object_path (e->token_path));
   g_variant_builder_add (&b, "{sv}", "storage", g_variant_new_string (e->storage));
   g_variant_builder_add (&b, "{sv}", "label", g_variant_new_string (e->label));
-  g_variant_builder_add (&b, "{sv}", "id", g_variant_new_string (hex->str));
+  g_variant_builder_add (&b, "{sv}", "id", g_variant_new_string (hex));
   g_variant_builder_add (&b, "{sv}", "der",
                          g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, der ? der : (const guint8 *) "", der_len, 1));
   g_variant_builder_add (&b, "{sv}", "has_private_key", g_variant_new_boolean (e->has_private_key));
@@ -456,7 +462,6 @@ handle_list_certs (Call *c)
                    "Key \"storage\" must be token, system or file, not \"%s\"", storage);
       { call_fail (c, error); return; }
     }
-  c->tokens = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_token_unref);
   if (token_spec != NULL)
     {
       P11cToken *t = p11c_engine_resolve_token (c->d->engine, token_spec, &error);
@@ -466,11 +471,11 @@ handle_list_certs (Call *c)
           { call_fail (c, error); return; }
         }
       c->token = p11c_token_ref (t);
+      c->tokens = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_token_unref);
       g_ptr_array_add (c->tokens, p11c_token_ref (t));
     }
   else if (storage == NULL || g_str_equal (storage, "token"))
-    for (guint i = 0; i < c->d->engine->tokens->len; i++)
-      g_ptr_array_add (c->tokens, p11c_token_ref (c->d->engine->tokens->pdata[i]));
+    c->tokens = tokens_snapshot (c->d);
   /* the daemon's own store unless a token or another storage was asked for */
   if (token_spec == NULL && (storage == NULL || g_str_equal (storage, "system")))
     c->storage = g_strdup ("system");
@@ -584,6 +589,7 @@ handle_delete_cert (Call *c)
   if (!p11c_vardict_validate (options, delete_keys, &error))
     { call_fail (c, error); return; }
   c->keep_key = p11c_vardict_get_bool (options, "keep_key", FALSE);
+  c->changes_certs = TRUE;
   if (g_str_has_prefix (uri, "system:"))
     {
       /* the daemon's own store: no PIN, polkit (system.manage) decided */
@@ -1024,15 +1030,6 @@ renew_resolved (GObject *source, GAsyncResult *res, gpointer user_data)
     }
   g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(o)", job->path));
   call_free (c);
-}
-
-static void
-run_in_thread_then (Call *c, ThreadFunc func, GAsyncReadyCallback done)
-{
-  g_autoptr(GTask) task = g_task_new (NULL, NULL, done, c);
-  g_object_set_data (G_OBJECT (task), "func", func);
-  g_task_set_task_data (task, c, NULL);
-  g_task_run_in_thread (task, thread_run);
 }
 
 static void

@@ -533,8 +533,6 @@ clean_orphans (P11cToken *t, P11cSession *s)
       g_autoptr(GArray) certs = NULL;
       g_autoptr(GArray) objs = NULL;
       guint removed = 0;
-      gsize len;
-      guint8 *raw;
 
       if (!g_str_has_suffix (name, ".ini") || !g_key_file_load_from_file (kf, path, G_KEY_FILE_NONE, NULL))
         continue;
@@ -545,11 +543,9 @@ clean_orphans (P11cToken *t, P11cSession *s)
       if (g_key_file_get_int64 (kf, "pending", "pid", NULL) == getpid ()
           && !g_key_file_get_boolean (kf, "pending", "abandoned", NULL))
         continue;   /* a job of ours still running */
-      len = strlen (id_hex) / 2;
-      raw = g_malloc0 (len + 1);
-      for (gsize i = 0; i < len; i++)
-        raw[i] = (g_ascii_xdigit_value (id_hex[2 * i]) << 4) | g_ascii_xdigit_value (id_hex[2 * i + 1]);
-      id = g_bytes_new_take (raw, len);
+      id = p11c_id_from_hex (id_hex);
+      if (id == NULL)
+        continue;
       certs = p11c_session_find (s, CKO_CERTIFICATE, id, NULL, NULL);
       if (certs == NULL)
         continue;

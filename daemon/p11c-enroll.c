@@ -395,17 +395,6 @@ job_check (P11cJob *job, GError **error)
   return TRUE;
 }
 
-static char *
-hex (GBytes *b)
-{
-  gsize len;
-  const guint8 *p = g_bytes_get_data (b, &len);
-  GString *s = g_string_new (NULL);
-  for (gsize i = 0; i < len; i++)
-    g_string_append_printf (s, "%02x", p[i]);
-  return g_string_free (s, FALSE);
-}
-
 static const EVP_MD *
 md_for (P11cKeyType t)
 {
@@ -419,7 +408,7 @@ pending_record (Key *k, GError **error)
 {
   g_autofree char *dir = g_build_filename (k->req->config->state_dir, "pending", NULL);
   g_autoptr(GKeyFile) kf = g_key_file_new ();
-  g_autofree char *id = hex (k->id);
+  g_autofree char *id = p11c_id_to_hex (k->id);
   g_autofree char *data = NULL;
   CK_TOKEN_INFO info;
   g_autofree char *serial = NULL;
