@@ -345,8 +345,7 @@ class EnrollFaults(FaultBase):
         self.faults("C_GenerateKeyPair delay=3000")
         path, seen = self.start_job(self.local_req())
         self.wait_state(path, seen, "generating-key")
-        wait_for(lambda: self.calls("C_Login") > 0, 10, "login")
-        time.sleep(0.5)
+        wait_for(lambda: self.calls("+C_GenerateKeyPair") > 0, 10, "key generation in progress")
         self.faults("* rv=CKR_DEVICE_REMOVED")
         ok, err, msg = e.wait_job(path, 30, seen)
         self.assertEqual((ok, err), (False, ERR + "TokenNotPresent"), msg)
@@ -519,8 +518,7 @@ class KillFaults(FaultBase):
         self.faults("C_CreateObject delay=5000")
         path, seen = self.start_job(self.local_req())
         self.wait_state(path, seen, "writing")
-        wait_for(lambda: self.calls("C_Login") >= 2, 10, "the writing login")
-        time.sleep(0.3)
+        wait_for(lambda: self.calls("+C_CreateObject") > 0, 10, "the certificate write in progress")
         log = self.kill_and_recover(path, seen, "writing", True)
         self.assertRegex(log, r"Removed [0-2] object\(s\)")   # 2 expected; see the report: once 0 was seen
 

@@ -639,6 +639,8 @@ persist_counters(void)
   }
 }
 
+static void log_line(const char *fmt, const char *name, unsigned long value);
+
 static void
 evaluate(int fn, struct fault *f)
 {
@@ -680,6 +682,8 @@ evaluate(int fn, struct fault *f)
   pthread_mutex_unlock(&rules_lock);
 
   if (f->delay_ms) {
+    /* "+NAME delay=MS": the call is held from now on (tests wait for this line) */
+    log_line("+%s delay=%lu\n", fn_names[fn], (unsigned long) f->delay_ms);
     struct timespec ts = { (time_t) (f->delay_ms / 1000),
                            (long) (f->delay_ms % 1000) * 1000000L };
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
@@ -690,22 +694,29 @@ evaluate(int fn, struct fault *f)
 /* ------------------------------------------------------------------------ */
 /* Call log                                                                  */
 
-static CK_RV
-log_call(int fn, CK_RV rv)
+/* One line, one write() on an O_APPEND descriptor: lines never mix. */
+static void
+log_line(const char *fmt, const char *name, unsigned long value)
 {
   const char *path = getenv("P11C_FAULT_LOG");
   if (!path || !*path)
-    return rv;
+    return;
   int saved = errno;
   int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
   if (fd >= 0) {
     char line[128];
-    int n = snprintf(line, sizeof line, "%s rv=0x%08lx\n", fn_names[fn], (unsigned long) rv);
+    int n = snprintf(line, sizeof line, fmt, name, value);
     ssize_t w = write(fd, line, (size_t) n);
     (void) w;
     close(fd);
   }
   errno = saved;
+}
+
+static CK_RV
+log_call(int fn, CK_RV rv)
+{
+  log_line("%s rv=0x%08lx\n", fn_names[fn], (unsigned long) rv);
   return rv;
 }
 
