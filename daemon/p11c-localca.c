@@ -62,8 +62,9 @@ create_ca (const char *dir, GError **error)
   if (key == NULL || cert == NULL)
     goto fail;
   name = X509_get_subject_name (cert);
-  X509_NAME_add_entry_by_txt (name, "CN", MBSTRING_UTF8, (const guchar *) cn, -1, -1, 0);
+  /* most significant first (O, then CN): reads "CN=…,O=p11certd" in RFC 4514 order */
   X509_NAME_add_entry_by_txt (name, "O", MBSTRING_UTF8, (const guchar *) "p11certd", -1, -1, 0);
+  X509_NAME_add_entry_by_txt (name, "CN", MBSTRING_UTF8, (const guchar *) cn, -1, -1, 0);
   if (!X509_set_version (cert, 2) || !X509_set_issuer_name (cert, name)
       || !set_serial_and_validity (cert, now - 300, now + 10LL * 365 * 86400)
       || !X509_set_pubkey (cert, key)
