@@ -176,11 +176,16 @@ p11c_engine_free (P11cEngine *e)
 {
   if (e == NULL)
     return;
+  /* Workers still running (shutdown gave up waiting for them) use the
+   * modules, tokens, CA profiles, config and e->workers_lock: free none of
+   * it.  This is process exit, so the engine is leaked on purpose. */
+  if (!p11c_engine_wait_workers (e, 0))
+    {
+      g_warning ("Workers still busy at exit: leaving the engine and its PKCS#11 modules in place");
+      return;
+    }
   g_ptr_array_unref (e->tokens);
-  if (p11c_engine_wait_workers (e, 0))
-    g_ptr_array_unref (e->modules);
-  else
-    g_warning ("Workers still busy at exit: leaving the PKCS#11 modules loaded");
+  g_ptr_array_unref (e->modules);
   g_ptr_array_unref (e->cas);
   p11c_config_free (e->config);
   g_mutex_clear (&e->scan_lock);
@@ -368,6 +373,7 @@ p11c_engine_apply_scan (P11cEngine *e, GPtrArray *scan)
       p11c_token_ref (t);
       g_mutex_lock (&t->lock);
       t->present = FALSE;
+      t->pin_rejected = FALSE;   /* a token put back may have another PIN */
       g_mutex_unlock (&t->lock);
       p11c_token_invalidate (t);
       g_ptr_array_remove_index (e->tokens, i - 1);
@@ -567,22 +573,78 @@ clean_orphans (P11cToken *t, P11cSession *s)
     }
 }
 
+/* HMAC-SHA256 of @pin under a random key made once per process: the token
+ * remembers which PIN it refused without keeping the PIN itself. */
+static void
+pin_digest (const char *pin, guint8 out[32])
+{
+  static guint8 key[32];
+  static gsize once = 0;
+  g_autoptr(GHmac) h = NULL;
+  gsize len = 32;
+
+  if (g_once_init_enter (&once))
+    {
+      for (guint i = 0; i < sizeof key; i += 4)
+        {
+          guint32 r = g_random_int ();
+          memcpy (key + i, &r, 4);
+        }
+      g_once_init_leave (&once, 1);
+    }
+  h = g_hmac_new (G_CHECKSUM_SHA256, key, sizeof key);
+  g_hmac_update (h, (const guchar *) pin, -1);
+  g_hmac_get_digest (h, out, &len);
+}
+
+static gboolean
+is_pin_error (const GError *error)
+{
+  return g_error_matches (error, P11C_ERROR, P11C_ERROR_PIN_INCORRECT)
+         || g_error_matches (error, P11C_ERROR, P11C_ERROR_PIN_LOCKED);
+}
+
 gboolean
 p11c_token_login (P11cToken *t, P11cSession *s, const char *pin, GError **error)
 {
   CK_FLAGS flags;
+  guint8 digest[32];
+  gboolean refused_before;
 
+  pin_digest (pin, digest);
+  g_mutex_lock (&t->lock);
+  refused_before = t->pin_rejected && memcmp (t->rejected_pin, digest, sizeof digest) == 0;
+  g_mutex_unlock (&t->lock);
+  if (refused_before)
+    {
+      p11c_memwipe (digest, sizeof digest);
+      g_set_error (error, P11C_ERROR, P11C_ERROR_PIN_INCORRECT,
+                   "The token already refused this PIN; it was not sent again "
+                   "(a wrong PIN is never retried). Enter the correct PIN");
+      return FALSE;
+    }
   if (p11c_session_login (s, pin, error))
     {
+      p11c_memwipe (digest, sizeof digest);
+      g_mutex_lock (&t->lock);
+      t->pin_rejected = FALSE;
+      g_mutex_unlock (&t->lock);
       p11c_token_update_info (t);
       clean_orphans (t, s);
       return TRUE;
     }
-  /* Never retried: report the token's own counter state and stop. */
+  /* Never retried: remember the refused PIN, report the token's own counter
+   * state and stop. */
   p11c_token_update_info (t);
   g_mutex_lock (&t->lock);
+  if (is_pin_error (*error))
+    {
+      memcpy (t->rejected_pin, digest, sizeof digest);
+      t->pin_rejected = TRUE;
+    }
   flags = t->info.flags;
   g_mutex_unlock (&t->lock);
+  p11c_memwipe (digest, sizeof digest);
   if (flags & CKF_USER_PIN_LOCKED)
     {
       if (g_error_matches (*error, P11C_ERROR, P11C_ERROR_PIN_INCORRECT))

@@ -35,6 +35,8 @@ struct _P11cToken {
   GPtrArray    *certs;       /* cached P11cCertEntry list, NULL = stale */
   guint         generation;
   gboolean      present;
+  gboolean      pin_rejected;     /* the token refused the PIN whose */
+  guint8        rejected_pin[32]; /* keyed digest this is (see p11c_token_login) */
   /* ---- serialisation ---- */
   GMutex        op_lock;     /* one PKCS#11 session phase at a time */
   GCond         job_cond;    /* one job (enroll/renew) at a time: */
@@ -133,7 +135,11 @@ gboolean p11c_token_change_pin (P11cToken *t, const char *old_pin, const char *n
 gboolean p11c_token_update_info (P11cToken *t);
 
 /* Log in on @s, and on a failed login add the token's PIN counter state to
- * the message and refresh the token's flags. */
+ * the message and refresh the token's flags.  Every PIN login goes through
+ * here: a PIN the token refused is remembered (as a keyed digest) and not
+ * sent to the token again — by a later step of the same job, another job or
+ * another caller — until a login succeeds or the token goes away, so no
+ * path can burn a second try with a PIN already known to be wrong. */
 gboolean p11c_token_login (P11cToken *t, P11cSession *s, const char *pin, GError **error);
 
 G_END_DECLS

@@ -629,7 +629,7 @@ key_discard (Key *k)
     return;   /* nothing generated (or the key is the certificate's own) */
   g_mutex_lock (&t->op_lock);
   s = p11c_session_open (t->module, t->slot, TRUE, &error);
-  if (s != NULL && p11c_session_login (s, k->req->pin, &error))
+  if (s != NULL && p11c_token_login (t, s, k->req->pin, &error))
     {
       g_autoptr(GArray) objs = p11c_session_find (s, CK_UNAVAILABLE_INFORMATION, k->id, NULL, &error);
       ok = objs != NULL;
@@ -688,6 +688,10 @@ with_retries (const P11cCaProfile *ca, P11cJob *job, const P11cEstServer *srv, C
       p11c_job_set_attempt (job, attempt, 0);
       if (call (srv, job, data, &local))
         return TRUE;
+      /* a TLS failure caused by the token key (wrong PIN, token pulled)
+       * is the token's error, and final */
+      if (p11c_token_key_take_error (srv->client_key, error))
+        return FALSE;
       if (!g_error_matches (local, P11C_ERROR, P11C_ERROR_CA_UNREACHABLE) || attempt >= ca->max_attempts)
         {
           if (g_error_matches (local, P11C_ERROR, P11C_ERROR_CA_UNREACHABLE))
@@ -915,7 +919,7 @@ write_token (Key *k, X509 *cert, P11cX509Stack *chain, GError **error)
 
   g_mutex_lock (&t->op_lock);
   s = p11c_session_open (t->module, t->slot, TRUE, error);
-  if (s != NULL && p11c_session_login (s, k->req->pin, error)
+  if (s != NULL && p11c_token_login (t, s, k->req->pin, error)
       && p11c_session_store_cert (s, cert, k->id, k->req->label, NULL, error))
     {
       p11c_token_get_info (t, &info, NULL);

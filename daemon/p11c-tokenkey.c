@@ -15,6 +15,7 @@ typedef struct {
   P11cToken *token;
   char      *pin;
   GBytes    *id;
+  GError    *error;   /* the first failure of a signature on the token */
 } TokenKey;
 
 static int ex_index = -1;
@@ -31,12 +32,14 @@ token_key_free (void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
   p11c_token_unref (k->token);
   p11c_secret_free (k->pin);
   g_bytes_unref (k->id);
+  g_clear_error (&k->error);
   g_free (k);
 }
 
-/* Sign @in with @mech on the token; returns the raw signature. */
+/* Sign @in with @mech on the token; returns the raw signature, which must
+ * be @expect bytes long (the token's output is not trusted to fit). */
 static GBytes *
-token_sign_raw (TokenKey *k, CK_MECHANISM_TYPE mech, const guint8 *in, gsize in_len)
+token_sign_raw (TokenKey *k, CK_MECHANISM_TYPE mech, const guint8 *in, gsize in_len, gsize expect)
 {
   g_autoptr(GError) error = NULL;
   g_autoptr(P11cSession) s = NULL;
@@ -48,7 +51,7 @@ token_sign_raw (TokenKey *k, CK_MECHANISM_TYPE mech, const guint8 *in, gsize in_
 
   g_mutex_lock (&k->token->op_lock);
   s = p11c_session_open (k->token->module, k->token->slot, FALSE, &error);
-  if (s == NULL || !p11c_session_login (s, k->pin, &error))
+  if (s == NULL || !p11c_token_login (k->token, s, k->pin, &error))
     goto done;
   keys = p11c_session_find (s, CKO_PRIVATE_KEY, k->id, NULL, &error);
   if (keys == NULL || keys->len == 0)
@@ -60,12 +63,25 @@ token_sign_raw (TokenKey *k, CK_MECHANISM_TYPE mech, const guint8 *in, gsize in_
   sig = g_malloc0 (len);
   if (!p11c_ckr_check (s->f->C_Sign (s->handle, (guint8 *) in, in_len, sig, &len), "sign", &error))
     goto done;
+  if (len != expect)
+    {
+      g_set_error (&error, P11C_ERROR, P11C_ERROR_TOKEN_ERROR, "The token returned a %lu-byte signature "
+                   "where %" G_GSIZE_FORMAT " bytes were expected", (unsigned long) len, expect);
+      goto done;
+    }
   out = g_bytes_new (sig, len);
 done:
   g_clear_pointer (&s, p11c_session_close);
   g_mutex_unlock (&k->token->op_lock);
   if (out == NULL)
-    g_warning ("TLS client signature on the token failed: %s", error ? error->message : "no private key");
+    {
+      if (error == NULL)
+        g_set_error (&error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
+                     "The certificate's private key is not on the token");
+      g_warning ("TLS client signature on the token failed: %s", error->message);
+      if (k->error == NULL)
+        k->error = g_steal_pointer (&error);
+    }
   return out;
 }
 
@@ -73,7 +89,9 @@ static ECDSA_SIG *
 ec_sign_sig (const unsigned char *dgst, int dlen, const BIGNUM *kinv, const BIGNUM *r, EC_KEY *ec)
 {
   TokenKey *k = EC_KEY_get_ex_data (ec, ex_index);
-  g_autoptr(GBytes) raw = k ? token_sign_raw (k, CKM_ECDSA, dgst, dlen) : NULL;
+  /* CKM_ECDSA gives r | s, each as long as the curve's order */
+  gsize half = (gsize) (EC_GROUP_order_bits (EC_KEY_get0_group (ec)) + 7) / 8;
+  g_autoptr(GBytes) raw = k ? token_sign_raw (k, CKM_ECDSA, dgst, dlen, 2 * half) : NULL;
   ECDSA_SIG *sig;
   gsize len;
   const guint8 *p;
@@ -96,6 +114,12 @@ ec_sign (int type, const unsigned char *dgst, int dlen, unsigned char *out, unsi
 
   if (sig == NULL)
     return 0;
+  /* out has room for ECDSA_size (ec) bytes */
+  if (i2d_ECDSA_SIG (sig, NULL) > ECDSA_size (ec))
+    {
+      ECDSA_SIG_free (sig);
+      return 0;
+    }
   n = i2d_ECDSA_SIG (sig, &p);
   ECDSA_SIG_free (sig);
   if (n <= 0)
@@ -116,9 +140,9 @@ rsa_priv_enc (int flen, const unsigned char *from, unsigned char *to, RSA *rsa, 
   /* PKCS#1 v1.5 (TLS 1.2) → CKM_RSA_PKCS; PSS padded by OpenSSL (TLS 1.3)
    * → raw CKM_RSA_X_509, which some tokens lack. */
   if (padding == RSA_PKCS1_PADDING)
-    raw = token_sign_raw (k, CKM_RSA_PKCS, from, flen);
+    raw = token_sign_raw (k, CKM_RSA_PKCS, from, flen, RSA_size (rsa));
   else if (padding == RSA_NO_PADDING)
-    raw = token_sign_raw (k, CKM_RSA_X_509, from, flen);
+    raw = token_sign_raw (k, CKM_RSA_X_509, from, flen, RSA_size (rsa));
   if (raw == NULL)
     return -1;
   len = g_bytes_get_size (raw);
@@ -155,31 +179,73 @@ p11c_token_key_new (P11cToken *token, const char *pin, GBytes *id, EVP_PKEY *pub
   k->pin = g_strdup (pin);
   k->id = g_bytes_ref (id);
 
+  /* Once set as ex_data, k belongs to the key copy (freed with it by
+   * token_key_free); once assigned, the copy belongs to pkey. */
   if (EVP_PKEY_get_base_id (pub) == EVP_PKEY_EC)
     {
       EC_KEY *ec = EVP_PKEY_get1_EC_KEY (pub);
       EC_KEY *copy = ec ? EC_KEY_dup (ec) : NULL;
       EC_KEY_free (ec);
-      if (copy == NULL || !EC_KEY_set_method (copy, ec_method) || !EC_KEY_set_ex_data (copy, ex_index, k)
-          || !EVP_PKEY_assign_EC_KEY (pkey, copy))
-        goto fail;
+      if (copy == NULL || !EC_KEY_set_method (copy, ec_method) || !EC_KEY_set_ex_data (copy, ex_index, k))
+        {
+          EC_KEY_free (copy);
+          goto fail;
+        }
+      k = NULL;
+      if (!EVP_PKEY_assign_EC_KEY (pkey, copy))
+        {
+          EC_KEY_free (copy);
+          goto fail;
+        }
     }
   else if (EVP_PKEY_get_base_id (pub) == EVP_PKEY_RSA)
     {
       RSA *rsa = EVP_PKEY_get1_RSA (pub);
       RSA *copy = rsa ? RSAPublicKey_dup (rsa) : NULL;
       RSA_free (rsa);
-      if (copy == NULL || !RSA_set_method (copy, rsa_method) || !RSA_set_ex_data (copy, ex_index_rsa, k)
-          || !EVP_PKEY_assign_RSA (pkey, copy))
-        goto fail;
+      if (copy == NULL || !RSA_set_method (copy, rsa_method) || !RSA_set_ex_data (copy, ex_index_rsa, k))
+        {
+          RSA_free (copy);
+          goto fail;
+        }
+      k = NULL;
+      if (!EVP_PKEY_assign_RSA (pkey, copy))
+        {
+          RSA_free (copy);
+          goto fail;
+        }
     }
   else
     goto fail;
   return pkey;
 
 fail:
+  token_key_free (NULL, k, NULL, 0, 0, NULL);
   EVP_PKEY_free (pkey);
   g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_SUPPORTED,
                "Cannot use this token key for TLS client authentication");
   return NULL;
+}
+
+gboolean
+p11c_token_key_take_error (EVP_PKEY *pkey, GError **error)
+{
+  TokenKey *k = NULL;
+
+  if (pkey == NULL)
+    return FALSE;
+  if (EVP_PKEY_get_base_id (pkey) == EVP_PKEY_EC)
+    {
+      const EC_KEY *ec = EVP_PKEY_get0_EC_KEY (pkey);
+      k = ec && ex_index >= 0 ? EC_KEY_get_ex_data (ec, ex_index) : NULL;
+    }
+  else if (EVP_PKEY_get_base_id (pkey) == EVP_PKEY_RSA)
+    {
+      const RSA *rsa = EVP_PKEY_get0_RSA (pkey);
+      k = rsa && ex_index_rsa >= 0 ? RSA_get_ex_data (rsa, ex_index_rsa) : NULL;
+    }
+  if (k == NULL || k->error == NULL)
+    return FALSE;
+  g_propagate_error (error, g_steal_pointer (&k->error));
+  return TRUE;
 }

@@ -539,5 +539,67 @@ class KillFaults(FaultBase):
         self.assertEqual(fresh, ["certificate", "private key", "public key"], "a good certificate was deleted")
 
 
+class PinNeverResent(FaultBase):
+    """A PIN the token refused is never sent to it again, by any step of any
+    job: the C_Login calls reaching the token are counted."""
+
+    def test_pin_changed_while_waiting_for_ca(self):
+        """The PIN changes while an enrollment waits for the CA: writing the
+        certificate is refused once, and removing the generated key does not
+        log in again with the same PIN; the next good login removes it."""
+        e = self.env
+        e.start_est(users={"alice": {"otps": ["OTP-1"]}})
+        e.add_est_profile("est")
+        e.est_control(accepted_202=1, retry_after=3)
+        e.start_daemon()
+        token = e.list_tokens()[0]["path"]
+        path, seen = self.start_job({"ca": "est", "login": "alice", "otp": "OTP-1", "storage": "token",
+                                     "token": "pkcs11:token=agent", "pin": PIN, "label": "fresh"})
+        self.wait_state(path, seen, "waiting-for-ca")
+        new_pin = "Chang3dPin"
+        e.call("ChangePin", "ssa{sv}", [PIN, new_pin, {}], path=token, iface=TOKEN_IFACE)
+        before = self.calls("C_Login")
+        ok, err, msg = e.wait_job(path, 60, seen)
+        self.assertEqual((ok, err), (False, ERR + "PinIncorrect"), msg)
+        self.assertEqual(self.calls("C_Login") - before, 1, "the refused PIN was sent to the token again")
+        self.assertEqual(len(self.pending()), 1, "the key that could not be removed is not recorded")
+        # the owner's next login (here: changing the PIN back) removes the key
+        e.call("ChangePin", "ssa{sv}", [new_pin, PIN, {}], path=token, iface=TOKEN_IFACE)
+        self.assertEqual(self.pending(), [])
+        self.check_clean()
+        self.old_intact()
+
+    def test_renew_due_wrong_pin_file(self):
+        """An admin's PIN file holds a wrong PIN and two certificates on one
+        token are due: one C_Login in all, both renewals fail, nothing lost."""
+        e = self.env
+        e.start_est(users={"alice": {"otps": ["OTP-1", "OTP-2"]}})
+        e.add_est_profile("est")
+        e.extra_config = "[renewal]\nwindow-days=3650\n"
+        e.start_daemon()
+        for n in (1, 2):
+            _, (ok, err, msg), _ = self.run_job({"ca": "est", "login": "alice", "otp": "OTP-%d" % n,
+                                                 "storage": "token", "token": "pkcs11:token=agent",
+                                                 "pin": PIN, "label": "due %d" % n})
+            self.assertTrue(ok, msg)
+        due = sorted(c["sha256"] for c in e.list_certs() if c["label"].startswith("due "))
+        pin_file = os.path.join(e.tmp, "token.pin")
+        with open(pin_file, "w") as f:
+            f.write("Wr0ngPinFile\n")
+        os.chmod(pin_file, 0o600)
+        e.add_est_profile("est", pin_file=pin_file)
+        e.stop_daemon()
+        e.start_daemon()
+        before = self.calls("C_Login")
+        jobs = e.call("RenewDue", "a{sv}", [{}])[0]["jobs"]
+        self.assertEqual(len(jobs), 2)
+        for path in jobs:
+            ok, err, msg = e.wait_job(path, 60)
+            self.assertEqual((ok, err), (False, ERR + "PinIncorrect"), msg)
+        self.assertEqual(self.calls("C_Login") - before, 1, "the PIN file's wrong PIN was tried more than once")
+        self.assertEqual(sorted(c["sha256"] for c in e.list_certs() if c["label"].startswith("due ")), due)
+        self.check_clean()
+
+
 if __name__ == "__main__":
     main()
