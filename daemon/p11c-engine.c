@@ -5,6 +5,8 @@
 #include "p11c-secret.h"
 #include <string.h>
 #include <unistd.h>
+#include <errno.h>
+#include <sys/random.h>
 #include <glib/gstdio.h>
 
 /* ---- tokens and cert entries -------------------------------------------- */
@@ -585,11 +587,8 @@ pin_digest (const char *pin, guint8 out[32])
 
   if (g_once_init_enter (&once))
     {
-      for (guint i = 0; i < sizeof key; i += 4)
-        {
-          guint32 r = g_random_int ();
-          memcpy (key + i, &r, 4);
-        }
+      if (getrandom (key, sizeof key, 0) != (ssize_t) sizeof key)
+        g_error ("getrandom: %s", g_strerror (errno));
       g_once_init_leave (&once, 1);
     }
   h = g_hmac_new (G_CHECKSUM_SHA256, key, sizeof key);
