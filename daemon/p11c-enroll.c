@@ -247,7 +247,8 @@ p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds
         return NULL;
       if (r->label == NULL)
         {
-          g_autofree char *date = g_date_time_format (g_date_time_new_now_utc (), "%Y-%m-%d");
+          g_autoptr(GDateTime) now = g_date_time_new_now_utc ();
+          g_autofree char *date = g_date_time_format (now, "%Y-%m-%d");
           r->label = g_strdup_printf ("%s %s", r->ca->name, date);
         }
       if (strlen (r->label) > 128)
@@ -652,8 +653,11 @@ key_discard (Key *k)
       g_autoptr(GKeyFile) kf = g_key_file_new ();
       if (k->pending_file && g_key_file_load_from_file (kf, k->pending_file, G_KEY_FILE_NONE, NULL))
         {
+          gsize len;
+          g_autofree char *data = NULL;
           g_key_file_set_boolean (kf, "pending", "abandoned", TRUE);
-          g_key_file_save_to_file (kf, k->pending_file, NULL);
+          data = g_key_file_to_data (kf, &len, NULL);
+          p11c_store_write_file (k->pending_file, data, len, 0600, NULL, NULL);
         }
       g_warning ("Could not remove the key generated for the failed enrollment (%s); "
                  "it will be removed at the next login to the token", error ? error->message : "?");
@@ -984,7 +988,12 @@ write_file (Key *k, X509 *cert, P11cX509Stack *chain, GError **error)
       return NULL;
     }
   len = i2d_PKCS12 (p12, &der);
-  ok = len > 0 && p11c_store_write_fd (k->req->fd, der, len, error);
+  if (len <= 0)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED, "Cannot encode the PKCS#12 file");
+      return NULL;
+    }
+  ok = p11c_store_write_fd (k->req->fd, der, len, error);
   OPENSSL_free (der);
   if (!ok)
     return NULL;
