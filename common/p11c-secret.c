@@ -12,6 +12,26 @@ p11c_memwipe (void *p, gsize n)
 }
 
 void
+p11c_variant_wipe (GVariant *v)
+{
+  if (v == NULL)
+    return;
+  if (g_variant_is_of_type (v, G_VARIANT_TYPE_STRING))
+    {
+      gsize len;
+      const char *s = g_variant_get_string (v, &len);
+      p11c_memwipe ((void *) s, len);
+      return;
+    }
+  if (g_variant_is_container (v))
+    for (gsize i = 0; i < g_variant_n_children (v); i++)
+      {
+        g_autoptr(GVariant) child = g_variant_get_child_value (v, i);
+        p11c_variant_wipe (child);
+      }
+}
+
+void
 p11c_secret_free (char *secret)
 {
   if (secret == NULL)

@@ -10,8 +10,16 @@ void p11c_secret_free (char *secret);
 void p11c_secret_clear (char **secret);
 #define p11c_autosecret __attribute__((cleanup (p11c_secret_clear))) char *
 
-/* Wipe a GVariant's string payload we own a copy of, or any buffer. */
+/* Wipe a buffer. */
 void p11c_memwipe (void *p, gsize n);
+
+/* Wipe, in place, every string inside @v (the PINs, one-time passwords and
+ * key passwords of a request), through containers and variants.  Works on
+ * serialised values and on values built from children (builder output, D-Bus
+ * message bodies) alike.  Never wipe g_variant_get_data() of a value instead:
+ * for one built from children that serialises into a new buffer, and the
+ * children holding the secrets are freed unwiped. */
+void p11c_variant_wipe (GVariant *v);
 
 /* A secret must be non-empty, valid UTF-8, at most P11C_SECRET_MAX bytes
  * and free of NUL/newline.  @what names it in the error ("PIN"). */

@@ -94,10 +94,10 @@ typedef struct {
 static void
 call_free (Call *c)
 {
-  /* Best effort: wipe the serialized arguments, which may hold PINs. */
+  /* Wipe the arguments, which may hold PINs, before they are freed. */
   if (c->params)
     {
-      p11c_memwipe ((void *) g_variant_get_data (c->params), g_variant_get_size (c->params));
+      p11c_variant_wipe (c->params);
       g_variant_unref (c->params);
     }
   if (c->inv != NULL)
@@ -928,21 +928,35 @@ found_free (Found *f)
   g_free (f);
 }
 
-/* Every certificate the daemon can see (thread).  @tokens: a snapshot. */
+/* Every certificate the daemon can see (thread).  @tokens: a snapshot.
+ * @listed (optional): set to the tokens of @tokens whose certificates were
+ * listed; one that failed to list (busy, removed meanwhile, device error) is
+ * left out, so nothing is concluded about the certificates on it. */
 static GPtrArray *
-collect_certs (P11cDaemon *d, GPtrArray *tokens)
+collect_certs (P11cDaemon *d, GPtrArray *tokens, GPtrArray **listed)
 {
   GPtrArray *out = g_ptr_array_new_with_free_func ((GDestroyNotify) found_free);
   g_autoptr(GPtrArray) sys = p11c_system_store_list (d->engine->config->state_dir);
 
+  if (listed != NULL)
+    *listed = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_token_unref);
   for (guint i = 0; tokens && i < tokens->len; i++)
     {
-      g_autoptr(GPtrArray) certs = p11c_token_list_certs (tokens->pdata[i], NULL);
-      for (guint j = 0; certs && j < certs->len; j++)
+      P11cToken *t = tokens->pdata[i];
+      g_autoptr(GError) local = NULL;
+      g_autoptr(GPtrArray) certs = p11c_token_list_certs (t, &local);
+      if (certs == NULL)
+        {
+          g_message ("Listing certificates on %s failed: %s", t->id, local ? local->message : "unknown error");
+          continue;
+        }
+      if (listed != NULL)
+        g_ptr_array_add (*listed, p11c_token_ref (t));
+      for (guint j = 0; j < certs->len; j++)
         {
           Found *f = g_new0 (Found, 1);
           f->entry = p11c_cert_entry_ref (certs->pdata[j]);
-          f->token = p11c_token_ref (tokens->pdata[i]);
+          f->token = p11c_token_ref (t);
           g_ptr_array_add (out, f);
         }
     }
@@ -975,7 +989,7 @@ renew_resolve_thread (Call *c, GError **error)
 {
   const char *uri;
   g_autoptr(GVariant) options = NULL;
-  g_autoptr(GPtrArray) all = collect_certs (c->d, c->tokens);
+  g_autoptr(GPtrArray) all = collect_certs (c->d, c->tokens, NULL);
   g_autoptr(GHashTable) issued = p11c_issued_load (c->d->engine->config->state_dir);
   Found *found = NULL;
   const char *ca;
@@ -1058,7 +1072,8 @@ static GVariant *
 renew_due_thread (Call *c, GError **error)
 {
   P11cConfig *config = c->d->engine->config;
-  g_autoptr(GPtrArray) all = collect_certs (c->d, c->tokens);
+  g_autoptr(GPtrArray) listed = NULL;
+  g_autoptr(GPtrArray) all = collect_certs (c->d, c->tokens, &listed);
   g_autoptr(GHashTable) issued = p11c_issued_load (config->state_dir);
   g_autoptr(GHashTable) present = g_hash_table_new (g_str_hash, g_str_equal);
   DuePlan *plan = g_new0 (DuePlan, 1);
@@ -1115,7 +1130,7 @@ renew_due_thread (Call *c, GError **error)
             g_variant_builder_add (&ob, "{sv}", "pin", g_variant_new_string (pin));
             opts = g_variant_ref_sink (g_variant_builder_end (&ob));
             req = p11c_renew_request_new (c->d->engine, f->entry, f->token, ca, opts, &local);
-            p11c_memwipe ((void *) g_variant_get_data (opts), g_variant_get_size (opts));
+            p11c_variant_wipe (opts);
             if (req != NULL)
               g_ptr_array_add (plan->requests, req);
             else
@@ -1131,10 +1146,11 @@ renew_due_thread (Call *c, GError **error)
             g_ptr_array_add (plan->not_renewable, g_strdup (f->entry->uri));
         }
     }
-  /* forget the records of certificates that are gone (tokens that are not
-   * present keep theirs: they may come back) */
-  if (c->tokens->len == c->d->engine->tokens->len)
-    p11c_issued_prune_missing (config->state_dir, present, c->tokens);
+  /* forget the records of certificates that are gone from the tokens just
+   * listed.  Tokens outside @listed keep theirs: not present when the call
+   * came (c->tokens is the main thread's snapshot; they may come back), or
+   * present but failing to list (what is on them is unknown). */
+  p11c_issued_prune_missing (config->state_dir, present, listed);
   c->payload = plan;
   c->payload_free = (GDestroyNotify) due_plan_free;
   return g_variant_new ("()");
@@ -1216,7 +1232,7 @@ expiry_thread (GTask *task, gpointer source, gpointer data, GCancellable *cancel
   GPtrArray *tokens = g_object_get_data (G_OBJECT (task), "tokens");
 
   p11c_engine_worker_enter (d->engine);
-  g_task_return_pointer (task, collect_certs (d, tokens), (GDestroyNotify) g_ptr_array_unref);
+  g_task_return_pointer (task, collect_certs (d, tokens, NULL), (GDestroyNotify) g_ptr_array_unref);
   p11c_engine_worker_leave (d->engine);
 }
 

@@ -3,10 +3,12 @@ certificate (through the token), RenewDue, RenewalNeeded, CertificateExpiring.""
 import os
 import time
 
-from harness import Gio, GLib, JOB_IFACE, PIN, TestCase, main, wait_for
+from harness import BUILD, Gio, GLib, JOB_IFACE, PIN, SOFTHSM, TestCase, main, wait_for
+
+FAULT_MODULE = os.path.join(BUILD, "tests", "faultmod", "p11c-fault.so")
 
 
-class Renew(TestCase):
+class RenewBase(TestCase):
     def setUp(self):
         super().setUp()
         e = self.env
@@ -41,6 +43,8 @@ class Renew(TestCase):
     def cert(self, uri):
         return [c for c in self.env.list_certs() if c["uri"] == uri][0]
 
+
+class Renew(RenewBase):
     def test_token_renew_rekey(self):
         e = self.env
         e.start_daemon()
@@ -215,6 +219,62 @@ class Renew(TestCase):
         end = time.monotonic() + 2
         wait_for(lambda: time.monotonic() > end, 3, "quiet")
         self.assertEqual(len(self.signals), 1)
+
+
+class RenewListFault(RenewBase):
+    """A token whose listing fails during RenewDue keeps its issuance records."""
+    def setUp(self):
+        super().setUp()
+        e = self.env
+        self.fault_file = os.path.join(e.tmp, "faults.conf")
+        self.call_log = os.path.join(e.tmp, "calls.log")
+        e.env["P11C_FAULT_FILE"] = self.fault_file
+        e.env["P11C_FAULT_LOG"] = self.call_log
+        e.env["P11C_FAULT_MODULE"] = SOFTHSM
+        e.modules = [FAULT_MODULE]
+
+    def faults(self, *rules):
+        tmp = self.fault_file + ".new"
+        with open(tmp, "w") as f:
+            f.write("".join(r + "\n" for r in rules))
+        os.rename(tmp, self.fault_file)
+
+    def failed_finds(self):
+        try:
+            return sum(1 for line in open(self.call_log) if line.startswith("C_FindObjectsInit rv=0x00000030"))
+        except FileNotFoundError:
+            return 0
+
+    def issued(self):
+        path = os.path.join(self.env.state_dir, "issued.ini")
+        return open(path).read() if os.path.exists(path) else ""
+
+    def test_list_failure_keeps_records(self):
+        e = self.env
+        e.extra_config = "[renewal]\nwindow-days=3650\n"
+        e.start_daemon()
+        uri = self.enroll_token()
+        sha = self.cert(uri)["sha256"]
+        self.assertIn(sha, self.issued())
+        # the token fails to list (device error); Rescan drops the cached list
+        self.faults("C_FindObjectsInit rv=CKR_DEVICE_ERROR")
+        e.call("Rescan")
+        res = e.call("RenewDue", "a{sv}", [{}])[0]
+        self.assertGreater(self.failed_finds(), 0, "the fault did not fire")
+        self.assertEqual(res["needs_person"], [])
+        self.assertIn(sha, self.issued(), "the record of a certificate on an unlisted token was pruned")
+        # the fault gone: the certificate is still known as issued by "est" and due
+        self.faults()
+        e.call("Rescan")
+        self.assertEqual(self.cert(uri)["ca"], "est")
+        res = e.call("RenewDue", "a{sv}", [{}])[0]
+        self.assertEqual(res["needs_person"], [uri])
+        # a listed token still has the records of its vanished certificates pruned
+        e.pkcs11_tool("agent", "--delete-object", "--type", "cert", "--id", self.cert(uri)["id"])
+        e.call("Rescan")
+        res = e.call("RenewDue", "a{sv}", [{}])[0]
+        self.assertEqual(res["needs_person"], [])
+        self.assertNotIn(sha, self.issued())
 
 
 if __name__ == "__main__":
