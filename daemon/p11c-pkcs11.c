@@ -527,6 +527,50 @@ pkey_from_params (const char *keytype, OSSL_PARAM_BLD *bld, GError **error)
   return pkey;
 }
 
+/* CKA_EC_POINT → the bare X9.62 point, for a curve whose field elements are
+ * @field_len bytes.  PKCS#11 says a DER OCTET STRING wrapping the point; some
+ * tokens return the raw point.  The two are told apart by exact length and
+ * shape, never by trying a DER parse first: a raw uncompressed point is
+ * 04|X|Y (1 + 2·field_len bytes), and when X[0] happens to equal the length
+ * a DER wrapper would carry, a DER parser "succeeds" on it.  Lengths:
+ *   raw uncompressed 1+2f, raw compressed 1+f (02/03 prefix),
+ *   DER 04 L point with L = 1+2f or 1+f (L < 128 for P-256/P-384).
+ * These never collide for a given curve.  Returns a pointer into @q.
+ * Not static so tests/unit/test-ec-point.c can reach it without a token. */
+const guint8 *p11c_ec_point_unwrap (const guint8 *q, gsize qlen, gsize field_len,
+                                    gsize *point_len, GError **error);
+
+static gboolean
+ec_point_shape_ok (const guint8 *p, gsize len, gsize field_len)
+{
+  if (len == 1 + 2 * field_len)
+    return p[0] == 0x04;
+  if (len == 1 + field_len)
+    return p[0] == 0x02 || p[0] == 0x03;
+  return FALSE;
+}
+
+const guint8 *
+p11c_ec_point_unwrap (const guint8 *q, gsize qlen, gsize field_len,
+                      gsize *point_len, GError **error)
+{
+  if (q != NULL && ec_point_shape_ok (q, qlen, field_len))
+    {
+      *point_len = qlen;
+      return q;
+    }
+  if (q != NULL && qlen >= 2 && q[0] == 0x04 && q[1] < 0x80 && q[1] == qlen - 2
+      && ec_point_shape_ok (q + 2, qlen - 2, field_len))
+    {
+      *point_len = qlen - 2;
+      return q + 2;
+    }
+  g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_ERROR,
+               "The token returned an EC point (%" G_GSIZE_FORMAT " bytes) that does not fit its curve",
+               qlen);
+  return NULL;
+}
+
 EVP_PKEY *
 p11c_session_public_key (P11cSession *s, CK_OBJECT_HANDLE pub, GError **error)
 {
@@ -536,47 +580,31 @@ p11c_session_public_key (P11cSession *s, CK_OBJECT_HANDLE pub, GError **error)
 
   if (params != NULL)
     {
-      gsize plen, qlen;
+      gsize plen, qlen, field_len, xy_len;
       const guint8 *p = g_bytes_get_data (params, &plen);
       g_autoptr(GBytes) point = p11c_session_get_bytes (s, pub, CKA_EC_POINT, error);
       const char *group;
-      const guint8 *q;
-      ASN1_OCTET_STRING *os = NULL;
+      const guint8 *q, *xy;
 
       if (point == NULL)
         goto out;
       if (plen == sizeof oid_p256 && memcmp (p, oid_p256, plen) == 0)
-        group = "P-256";
+        group = "P-256", field_len = 32;
       else if (plen == sizeof oid_p384 && memcmp (p, oid_p384, plen) == 0)
-        group = "P-384";
+        group = "P-384", field_len = 48;
       else
         {
           g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_SUPPORTED, "Unsupported EC curve on the token");
           goto out;
         }
       q = g_bytes_get_data (point, &qlen);
-      /* The standard says DER OCTET STRING; some tokens return the raw point. */
-      if (qlen > 2 && q[0] == 0x04 && (qlen == 65 || qlen == 97))
-        {
-          const guint8 *tmp = q;
-          os = d2i_ASN1_OCTET_STRING (NULL, &tmp, qlen);
-          if (os != NULL && tmp != q + qlen)
-            g_clear_pointer (&os, ASN1_OCTET_STRING_free);
-        }
-      else
-        {
-          const guint8 *tmp = q;
-          os = d2i_ASN1_OCTET_STRING (NULL, &tmp, qlen);
-        }
+      xy = p11c_ec_point_unwrap (q, qlen, field_len, &xy_len, error);
+      if (xy == NULL)
+        goto out;
       OSSL_PARAM_BLD_push_utf8_string (bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0);
-      if (os != NULL)
-        OSSL_PARAM_BLD_push_octet_string (bld, OSSL_PKEY_PARAM_PUB_KEY,
-                                          ASN1_STRING_get0_data (os), ASN1_STRING_length (os));
-      else
-        OSSL_PARAM_BLD_push_octet_string (bld, OSSL_PKEY_PARAM_PUB_KEY, q, qlen);
-      /* the builder keeps pointers: free the point only after building */
+      OSSL_PARAM_BLD_push_octet_string (bld, OSSL_PKEY_PARAM_PUB_KEY, xy, xy_len);
+      /* the builder keeps pointers: @point must outlive the build */
       pkey = pkey_from_params ("EC", bld, error);
-      ASN1_OCTET_STRING_free (os);
     }
   else
     {

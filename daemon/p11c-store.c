@@ -176,6 +176,41 @@ pem_of_cert (X509 *cert, P11cX509Stack *chain, gsize *len)
   return g_memdup2 (data, *len);
 }
 
+/* The state directory and system/ are 0700, except where a CA profile's
+ * system-group must reach its entries (system/NAME is 0750 root:GROUP and
+ * key.pem 0640): then both get the search bit for group and others (0711),
+ * never the read bit, so their contents cannot be listed.  Everything else
+ * in the state directory stays closed by its own mode: pending/ and
+ * local-ca/ are 0700, files 0600.  Only adds the missing bits. */
+static gboolean
+make_traversable (const char *dir, GError **error)
+{
+  struct stat st;
+
+  if (stat (dir, &st) != 0)
+    {
+      set_errno_error (error, errno, "Cannot read the mode of", dir);
+      return FALSE;
+    }
+  if ((st.st_mode & 0011) == 0011)
+    return TRUE;
+  if (chmod (dir, (st.st_mode & 07777) | 0011) != 0)
+    {
+      set_errno_error (error, errno, "Cannot let the system-group traverse", dir);
+      return FALSE;
+    }
+  g_message ("Made %s traversable (mode %04o) for system-group readers",
+             dir, (unsigned) ((st.st_mode & 07777) | 0011));
+  return TRUE;
+}
+
+static gboolean
+open_store_for_groups (const char *state_dir, GError **error)
+{
+  g_autofree char *base = store_dir (state_dir);
+  return make_traversable (state_dir, error) && make_traversable (base, error);
+}
+
 static void
 remove_tree (const char *dir)
 {
@@ -233,6 +268,8 @@ p11c_system_store_save (const char *state_dir, const char *name, EVP_PKEY *key, 
       ok = gr != NULL && chown (tmpl, 0, gr->gr_gid) == 0 && chmod (tmpl, 0750) == 0;
       if (!ok)
         g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED, "Cannot give group %s access to %s", group, final);
+      else
+        ok = open_store_for_groups (state_dir, error);
     }
   if (!ok)
     {
@@ -367,10 +404,18 @@ p11c_system_store_recover (const char *state_dir)
   g_autofree char *base = store_dir (state_dir);
   g_autoptr(GDir) d = g_dir_open (base, 0, NULL);
   const char *name;
+  gboolean group_entries = FALSE;
 
   while (d && (name = g_dir_read_name (d)) != NULL)
     {
       g_autofree char *path = g_build_filename (base, name, NULL);
+      struct stat st;
+
+      /* an entry given to a system-group (by an older version, which left
+       * the directories above it 0700) */
+      if (p11c_name_is_valid (name) && lstat (path, &st) == 0 && S_ISDIR (st.st_mode)
+          && (st.st_mode & 0070) != 0)
+        group_entries = TRUE;
       if (g_str_has_prefix (name, ".new-"))
         {
           g_message ("Removing a half-written system store entry %s", path);
@@ -388,5 +433,11 @@ p11c_system_store_recover (const char *state_dir)
                 g_unlink (fp);
               }
         }
+    }
+  if (group_entries)
+    {
+      g_autoptr(GError) error = NULL;
+      if (!open_store_for_groups (state_dir, &error))
+        g_warning ("System-store keys given to a group stay unreachable for it: %s", error->message);
     }
 }

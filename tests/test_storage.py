@@ -1,5 +1,6 @@
 """Issue 5: the System and File (PKCS#12) storage types and the built-in
 local CA, end to end on real parts."""
+import grp
 import os
 import signal
 import stat
@@ -8,6 +9,15 @@ import subprocess
 from harness import GLib, JOB_IFACE, PIN, TestCase, main, wait_for
 
 P12_PASSWORD = "Str0ngP12pass"
+KEY_GROUP = "p11c-keyread"
+
+
+def ensure_group(name):
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        subprocess.run(["groupadd", "--system", name], check=True)
+        return grp.getgrnam(name).gr_gid
 
 
 class Storage(TestCase):
@@ -139,6 +149,66 @@ class Storage(TestCase):
         e.start_daemon()
         self.assertEqual(sorted(os.listdir(base)), ["svc"], "the half-written entry was not cleaned")
         self.assertEqual(open(os.path.join(self.system_dir("svc"), "cert.pem")).read(), old)
+
+    def test_system_group_reads_key(self):
+        """system-group=: a service in that group reads key.pem; nobody else does,
+        and the state directory is traversable but not listable."""
+        e = self.env
+        gid = ensure_group(KEY_GROUP)
+        with open(os.path.join(e.ca_dir, "svc.conf"), "w") as f:
+            f.write("[ca]\ntype=local\nsystem-group=%s\n" % KEY_GROUP)
+        e.start_daemon()
+        _, (ok, err, msg) = self.job({"ca": "svc", "storage": "system", "name": "web",
+                                      "subject": "CN=web.example"})
+        self.assertTrue(ok, msg)
+        key = os.path.join(self.system_dir("web"), "key.pem")
+        self.assertEqual(stat.S_IMODE(os.stat(key).st_mode), 0o640)
+        self.assertEqual(os.stat(key).st_gid, gid)
+        with open(key) as f:
+            pem = f.read()
+        member = ["setpriv", "--reuid=p11c-bob", "--regid=p11c-bob", "--groups=" + KEY_GROUP]
+        stranger = ["setpriv", "--reuid=p11c-bob", "--regid=p11c-bob", "--clear-groups"]
+
+        def run(who, *argv):
+            return subprocess.run(who + list(argv), capture_output=True, text=True)
+
+        def readable(who, path):
+            r = run(who, "cat", path)
+            if r.returncode == 0:
+                return r.stdout
+            self.assertIn("Permission denied", r.stderr)
+            return None
+
+        self.assertEqual(readable(member, key), pem)
+        self.assertIsNotNone(readable(member, os.path.join(self.system_dir("web"), "cert.pem")))
+        self.assertIsNone(readable(stranger, key))
+        self.assertIsNone(readable(stranger, os.path.join(self.system_dir("web"), "cert.pem")))
+        # the directories above the entry: search bit only, nothing to list
+        for d in (e.state_dir, os.path.join(e.state_dir, "system")):
+            self.assertEqual(stat.S_IMODE(os.stat(d).st_mode), 0o711, d)
+            r = run(member, "ls", d)
+            self.assertNotEqual(r.returncode, 0, r.stdout)
+        # the local CA key and any pending records stay root-only
+        for sub in ("local-ca", "pending"):
+            path = os.path.join(e.state_dir, sub)
+            if os.path.exists(path):
+                self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o700, path)
+        self.assertIsNone(readable(member, os.path.join(e.state_dir, "local-ca", "ca.key")))
+        self.assertIsNone(readable(member, os.path.join(e.state_dir, "local-ca", "ca.pem")))
+        # an entry from a profile without system-group stays root-only
+        self.assertTrue(self.job({"ca": "local", "storage": "system", "name": "private",
+                                  "subject": "CN=private"})[1][0])
+        self.assertIsNone(readable(member, os.path.join(self.system_dir("private"), "key.pem")))
+        self.assertIsNone(readable(member, os.path.join(self.system_dir("private"), "cert.pem")))
+
+        # directories left 0700 by an older version are opened at the next start
+        e.stop_daemon()
+        for d in (e.state_dir, os.path.join(e.state_dir, "system")):
+            os.chmod(d, 0o700)
+        self.assertIsNone(readable(member, key))
+        e.start_daemon()
+        self.assertEqual(readable(member, key), pem)
+        self.assertIsNone(readable(stranger, key))
 
     def test_system_bad_names(self):
         e = self.env
