@@ -1132,7 +1132,10 @@ renew_due_thread (Call *c, GError **error)
             req = p11c_renew_request_new (c->d->engine, f->entry, f->token, ca, opts, &local);
             p11c_variant_wipe (opts);
             if (req != NULL)
-              g_ptr_array_add (plan->requests, req);
+              {
+                p11c_enroll_request_set_unattended (req);
+                g_ptr_array_add (plan->requests, req);
+              }
             else
               g_ptr_array_add (plan->not_renewable, g_strdup (f->entry->uri));
           }

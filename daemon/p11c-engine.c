@@ -604,7 +604,7 @@ is_pin_error (const GError *error)
 }
 
 gboolean
-p11c_token_login (P11cToken *t, P11cSession *s, const char *pin, GError **error)
+p11c_token_login (P11cToken *t, P11cSession *s, const char *pin, P11cLoginKind kind, GError **error)
 {
   CK_FLAGS flags;
   guint8 digest[32];
@@ -612,14 +612,14 @@ p11c_token_login (P11cToken *t, P11cSession *s, const char *pin, GError **error)
 
   pin_digest (pin, digest);
   g_mutex_lock (&t->lock);
-  refused_before = t->pin_rejected && memcmp (t->rejected_pin, digest, sizeof digest) == 0;
+  refused_before = kind == P11C_LOGIN_AUTOMATIC && t->pin_rejected && memcmp (t->rejected_pin, digest, sizeof digest) == 0;
   g_mutex_unlock (&t->lock);
   if (refused_before)
     {
       p11c_memwipe (digest, sizeof digest);
       g_set_error (error, P11C_ERROR, P11C_ERROR_PIN_INCORRECT,
                    "The token already refused this PIN; it was not sent again "
-                   "(a wrong PIN is never retried). Enter the correct PIN");
+                   "(the daemon never retries a wrong PIN). Enter the correct PIN");
       return FALSE;
     }
   if (p11c_session_login (s, pin, error))
@@ -899,7 +899,7 @@ p11c_token_delete_cert (P11cToken *t, const P11cUri *uri, const char *pin,
 
   g_mutex_lock (&t->op_lock);
   s = p11c_session_open (t->module, t->slot, TRUE, error);
-  if (s != NULL && p11c_token_login (t, s, pin, error))
+  if (s != NULL && p11c_token_login (t, s, pin, P11C_LOGIN_PERSON, error))
     result = delete_locked (t, s, uri, keep_key, error);
   g_clear_pointer (&s, p11c_session_close);
   g_mutex_unlock (&t->op_lock);
@@ -919,7 +919,7 @@ p11c_token_change_pin (P11cToken *t, const char *old_pin, const char *new_pin, G
   s = p11c_session_open (t->module, t->slot, TRUE, error);
   /* Log in first so a wrong old PIN is reported exactly like elsewhere (and
    * counted once by the token), then C_SetPIN in the user's session. */
-  if (s != NULL && p11c_token_login (t, s, old_pin, error))
+  if (s != NULL && p11c_token_login (t, s, old_pin, P11C_LOGIN_PERSON, error))
     ok = p11c_session_set_pin (s, old_pin, new_pin, error);
   g_clear_pointer (&s, p11c_session_close);
   g_mutex_unlock (&t->op_lock);

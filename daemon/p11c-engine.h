@@ -134,12 +134,21 @@ gboolean p11c_token_change_pin (P11cToken *t, const char *old_pin, const char *n
 /* Re-read token flags (PIN state); TRUE when they changed. */
 gboolean p11c_token_update_info (P11cToken *t);
 
+/* Who stands behind a PIN at a login. */
+typedef enum {
+  P11C_LOGIN_PERSON,     /* typed for this very call (DeleteCert, a job's first login) */
+  P11C_LOGIN_AUTOMATIC,  /* a later step of a job, a TLS signature, an admin's PIN file */
+} P11cLoginKind;
+
 /* Log in on @s, and on a failed login add the token's PIN counter state to
  * the message and refresh the token's flags.  Every PIN login goes through
- * here: a PIN the token refused is remembered (as a keyed digest) and not
- * sent to the token again — by a later step of the same job, another job or
- * another caller — until a login succeeds or the token goes away, so no
- * path can burn a second try with a PIN already known to be wrong. */
-gboolean p11c_token_login (P11cToken *t, P11cSession *s, const char *pin, GError **error);
+ * here.  The PIN the token last refused is remembered (as a keyed digest)
+ * until a login succeeds or the token goes away; an AUTOMATIC login with
+ * that PIN fails at once without reaching the token, so nothing the daemon
+ * does on its own — a job's later steps, key cleanup, renewal from a wrong
+ * PIN file — can burn a second try.  A PERSON login is always sent: the
+ * person chose to try again. */
+gboolean p11c_token_login (P11cToken *t, P11cSession *s, const char *pin, P11cLoginKind kind,
+                           GError **error);
 
 G_END_DECLS

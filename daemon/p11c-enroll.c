@@ -33,6 +33,7 @@ struct _P11cEnrollRequest {
   char                *label;
   char                *name;
   int                  fd;
+  gboolean             unattended; /* the PIN comes from an admin's PIN file */
   /* renewal of an existing certificate */
   gboolean             renew;
   gboolean             rekey;
@@ -309,6 +310,12 @@ static const P11cKeySpec renew_keys[] = {
   { "pin", "s", FALSE }, { "rekey", "b", FALSE }, { "allow_interaction", "b", FALSE }, { NULL },
 };
 
+void
+p11c_enroll_request_set_unattended (P11cEnrollRequest *req)
+{
+  req->unattended = TRUE;
+}
+
 P11cEnrollRequest *
 p11c_renew_request_new (P11cEngine *engine, P11cCertEntry *entry, P11cToken *token,
                         const char *ca_name, GVariant *options, GError **error)
@@ -525,6 +532,14 @@ fail:
 }
 
 /* rekey=false: the CSR is signed by the key the certificate already has */
+/* The job's first login uses the PIN as its source gave it; every later
+ * login of the job is the daemon's own doing (P11C_LOGIN_AUTOMATIC). */
+static P11cLoginKind
+first_login_kind (const P11cEnrollRequest *r)
+{
+  return r->unattended ? P11C_LOGIN_AUTOMATIC : P11C_LOGIN_PERSON;
+}
+
 static X509_REQ *
 csr_with_old_key (Key *k, GError **error)
 {
@@ -545,7 +560,7 @@ csr_with_old_key (Key *k, GError **error)
     k->id = g_bytes_ref (r->old_id);
     g_mutex_lock (&t->op_lock);
     s = p11c_session_open (t->module, t->slot, FALSE, error);
-    if (s != NULL && p11c_token_login (t, s, r->pin, error)
+    if (s != NULL && p11c_token_login (t, s, r->pin, first_login_kind (r), error)
         && (keys = p11c_session_find (s, CKO_PRIVATE_KEY, r->old_id, NULL, error)) != NULL)
       {
         if (keys->len == 0)
@@ -595,7 +610,7 @@ key_generate (Key *k, GError **error)
       return NULL;
     g_mutex_lock (&t->op_lock);
     s = p11c_session_open (t->module, t->slot, TRUE, error);
-    if (s != NULL && p11c_token_login (t, s, r->pin, error))
+    if (s != NULL && p11c_token_login (t, s, r->pin, first_login_kind (r), error))
       {
         if (p11c_session_generate_key_pair (s, r->key_type, k->id, r->label, &pub, &priv, error))
           {
@@ -630,7 +645,7 @@ key_discard (Key *k)
     return;   /* nothing generated (or the key is the certificate's own) */
   g_mutex_lock (&t->op_lock);
   s = p11c_session_open (t->module, t->slot, TRUE, &error);
-  if (s != NULL && p11c_token_login (t, s, k->req->pin, &error))
+  if (s != NULL && p11c_token_login (t, s, k->req->pin, P11C_LOGIN_AUTOMATIC, &error))
     {
       g_autoptr(GArray) objs = p11c_session_find (s, CK_UNAVAILABLE_INFORMATION, k->id, NULL, &error);
       ok = objs != NULL;
@@ -923,7 +938,7 @@ write_token (Key *k, X509 *cert, P11cX509Stack *chain, GError **error)
 
   g_mutex_lock (&t->op_lock);
   s = p11c_session_open (t->module, t->slot, TRUE, error);
-  if (s != NULL && p11c_token_login (t, s, k->req->pin, error)
+  if (s != NULL && p11c_token_login (t, s, k->req->pin, P11C_LOGIN_AUTOMATIC, error)
       && p11c_session_store_cert (s, cert, k->id, k->req->label, NULL, error))
     {
       p11c_token_get_info (t, &info, NULL);

@@ -26,6 +26,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (P11cEnrollRequest, p11c_enroll_request_free)
 P11cEnrollRequest *p11c_renew_request_new (P11cEngine *engine, P11cCertEntry *entry, P11cToken *token,
                                            const char *ca_name, GVariant *options, GError **error);
 
+/* The request's PIN comes from an admin's PIN file, not from a person:
+ * once the token refused it, it is not sent again (see p11c_token_login). */
+void p11c_enroll_request_set_unattended (P11cEnrollRequest *req);
+
 /* Blocking: run the enrollment, updating @job.  Returns the new
  * certificate's URI. */
 char *p11c_enroll_run (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *req, GError **error);

@@ -51,7 +51,7 @@ token_sign_raw (TokenKey *k, CK_MECHANISM_TYPE mech, const guint8 *in, gsize in_
 
   g_mutex_lock (&k->token->op_lock);
   s = p11c_session_open (k->token->module, k->token->slot, FALSE, &error);
-  if (s == NULL || !p11c_token_login (k->token, s, k->pin, &error))
+  if (s == NULL || !p11c_token_login (k->token, s, k->pin, P11C_LOGIN_AUTOMATIC, &error))
     goto done;
   keys = p11c_session_find (s, CKO_PRIVATE_KEY, k->id, NULL, &error);
   if (keys == NULL || keys->len == 0)

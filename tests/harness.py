@@ -313,9 +313,14 @@ class Env:
         """Record every job's signals from now on (a client must listen before
         it starts a job: the first state changes follow the reply at once)."""
         self.jobs = {}
+        self.daemon_sender = None
 
         def on_signal(conn, sender, opath, iface, signal_name, params, *user):
             if not opath.startswith("/org/p11certd/jobs/"):
+                return
+            # a previous daemon's signals may still be queued: they name the
+            # same job paths (a new daemon numbers its jobs from 1 again)
+            if self.daemon_sender is not None and sender != self.daemon_sender:
                 return
             seen = self.jobs.setdefault(opath, {"states": [], "finished": None, "props": {}})
             if signal_name == "Finished":
@@ -360,12 +365,16 @@ class Env:
         conf = self.write_config()
         if getattr(self, "jobs", None) is not None:
             self.jobs.clear()    # a new daemon numbers its jobs from 1 again
+            self.daemon_sender = None
         self.daemon = self.spawn("p11certd", [DAEMON, "--address", self.bus_address, "--config", conf,
                                               "--verbose"] + list(extra_args), env=env)
         if wait:
             wait_for(lambda: self.daemon.poll() is not None or self.name_has_owner(), 20, "p11certd on the bus")
             if self.daemon.poll() is not None:
                 raise AssertionError("p11certd exited %s:\n%s" % (self.daemon.returncode, self.log("p11certd")))
+            self.daemon_sender = self.conn.call_sync(
+                "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetNameOwner",
+                GLib.Variant("(s)", (NAME,)), None, 0, 5000, None).unpack()[0]
         return self.daemon
 
     def stop_daemon(self, sig=signal.SIGTERM):
