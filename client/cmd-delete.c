@@ -184,7 +184,7 @@ ctl_cmd_delete (int argc, char **argv)
     reply = ctl_call_manager (bus, "DeleteCert", params, "(a{sv})", CTL_TIMEOUT_TOKEN, &error);
     /* wipe our serialised copy of the PIN */
     if (pin != NULL)
-      ctl_variant_wipe (params);
+      p11c_variant_wipe (params);
     g_variant_unref (params);
   }
   p11c_secret_clear (&pin);

@@ -374,7 +374,7 @@ ctl_cmd_enroll (int argc, char **argv)
                                                            interactive ? G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION
                                                                        : G_DBUS_CALL_FLAGS_NONE,
                                                            CTL_TIMEOUT_START, fds, NULL, NULL, &error);
-    ctl_variant_wipe (params);
+    p11c_variant_wipe (params);
     g_variant_unref (params);
   }
   p11c_secret_clear (&otp);

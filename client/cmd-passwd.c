@@ -78,7 +78,7 @@ ctl_cmd_passwd (int argc, char **argv)
     GVariant *params = g_variant_ref_sink (g_variant_new ("(ss@a{sv})", old_pin, new_pin,
                                                           g_variant_builder_end (&b)));
     reply = ctl_call (bus, path, P11C_DBUS_TOKEN_IFACE, "ChangePin", params, "()", CTL_TIMEOUT_TOKEN, &error);
-    ctl_variant_wipe (params);
+    p11c_variant_wipe (params);
     g_variant_unref (params);
   }
   p11c_secret_clear (&old_pin);

@@ -163,7 +163,7 @@ ctl_cmd_renew (int argc, char **argv)
   {
     GVariant *params = g_variant_ref_sink (g_variant_new ("(s@a{sv})", uri, g_variant_builder_end (&b)));
     reply = ctl_call_manager (bus, "Renew", params, "(o)", CTL_TIMEOUT_START, &error);
-    ctl_variant_wipe (params);
+    p11c_variant_wipe (params);
     g_variant_unref (params);
   }
   p11c_secret_clear (&pin);

@@ -115,7 +115,6 @@ char *ctl_secret_new (const char *file, const char *prompt, const char *what,
                       const P11cPinPolicy *policy, GError **error);
 /* Wipe every string inside a GVariant we built (secrets in requests): the
  * one implementation is p11c_variant_wipe (p11c-secret.c) */
-#define ctl_variant_wipe p11c_variant_wipe
 /* Ask a yes/no question on the terminal; default_yes for [Y/n] */
 gboolean ctl_confirm (const char *question, gboolean default_yes);
 /* A line of text from the terminal (echoed); NULL on EOF */

@@ -535,10 +535,7 @@ pkey_from_params (const char *keytype, OSSL_PARAM_BLD *bld, GError **error)
  * a DER wrapper would carry, a DER parser "succeeds" on it.  Lengths:
  *   raw uncompressed 1+2f, raw compressed 1+f (02/03 prefix),
  *   DER 04 L point with L = 1+2f or 1+f (L < 128 for P-256/P-384).
- * These never collide for a given curve.  Returns a pointer into @q.
- * Not static so tests/unit/test-ec-point.c can reach it without a token. */
-const guint8 *p11c_ec_point_unwrap (const guint8 *q, gsize qlen, gsize field_len,
-                                    gsize *point_len, GError **error);
+ * These never collide for a given curve.  Returns a pointer into @q. */
 
 static gboolean
 ec_point_shape_ok (const guint8 *p, gsize len, gsize field_len)

@@ -47,6 +47,12 @@ gboolean p11c_session_login (P11cSession *s, const char *pin, GError **error);
 void p11c_session_close (P11cSession *s);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (P11cSession, p11c_session_close)
 
+/* The EC point inside a CKA_EC_POINT value, raw or DER-wrapped (told apart
+ * by exact length and shape for a curve of @field_len bytes); a pointer into
+ * @q, or NULL with a TokenError when it fits neither. */
+const guint8 *p11c_ec_point_unwrap (const guint8 *q, gsize qlen, gsize field_len,
+                                    gsize *point_len, GError **error);
+
 /* Find objects of @klass (CK_UNAVAILABLE_INFORMATION = any) with optional id
  * and label.  Returns a GArray of CK_OBJECT_HANDLE. */
 GArray *p11c_session_find (P11cSession *s, CK_OBJECT_CLASS klass, GBytes *id,

@@ -56,6 +56,19 @@ fsync_dir (const char *path)
     }
 }
 
+/* getgrnam_r: store writes run in worker threads */
+static gboolean
+lookup_group (const char *name, gid_t *gid)
+{
+  struct group gr, *found = NULL;
+  char buf[4096];
+
+  if (getgrnam_r (name, &gr, buf, sizeof buf, &found) != 0 || found == NULL)
+    return FALSE;
+  *gid = found->gr_gid;
+  return TRUE;
+}
+
 gboolean
 p11c_store_write_file (const char *path, const void *data, gsize len, mode_t mode,
                        const char *group, GError **error)
@@ -71,8 +84,8 @@ p11c_store_write_file (const char *path, const void *data, gsize len, mode_t mod
     }
   if (group != NULL)
     {
-      struct group *gr = getgrnam (group);
-      if (gr == NULL || fchown (fd, 0, gr->gr_gid) != 0)
+      gid_t gid;
+      if (!lookup_group (group, &gid) || fchown (fd, 0, gid) != 0)
         {
           g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED, "Cannot give group %s access to %s", group, path);
           goto fail;
@@ -264,8 +277,8 @@ p11c_system_store_save (const char *state_dir, const char *name, EVP_PKEY *key, 
   OPENSSL_cleanse (kdata, klen);
   if (ok && group != NULL)
     {
-      struct group *gr = getgrnam (group);
-      ok = gr != NULL && chown (tmpl, 0, gr->gr_gid) == 0 && chmod (tmpl, 0750) == 0;
+      gid_t gid;
+      ok = lookup_group (group, &gid) && chown (tmpl, 0, gid) == 0 && chmod (tmpl, 0750) == 0;
       if (!ok)
         g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED, "Cannot give group %s access to %s", group, final);
       else

@@ -6,9 +6,6 @@
 #include <openssl/param_build.h>
 #include <string.h>
 
-/* in p11c-pkcs11.c, not in its header: reached here without a token */
-const guint8 *p11c_ec_point_unwrap (const guint8 *q, gsize qlen, gsize field_len,
-                                    gsize *point_len, GError **error);
 
 typedef struct {
   const char *group;
