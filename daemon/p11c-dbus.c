@@ -1738,6 +1738,10 @@ p11c_daemon_free (P11cDaemon *d)
 
   if (d == NULL)
     return;
+  /* Workers that outlived p11c_daemon_shutdown's wait may still reach the
+   * daemon through their call data: at process exit, leave it all be. */
+  if (d->engine && !p11c_engine_wait_workers (d->engine, 0))
+    return;
   if (d->engine)
     {
       d->engine->callbacks = (P11cEngineCallbacks) { 0 };
