@@ -152,8 +152,12 @@ class Hotplug(TestCase):
         e = self.env
         e.start_daemon()
         self.subscribe()
+        available = e.log("p11certd").count("PC/SC service available")
         self.pcsc.restart()
-        wait_for(lambda: "pcscd" in e.log("p11certd") or True, 1)
+        # the daemon notices, says so once, and reconnects by itself
+        wait_for(lambda: e.log("p11certd").count("PC/SC service available") > available, 15,
+                 "the daemon to reconnect to the restarted pcscd")
+        self.assertEqual(e.log("p11certd").count("PC/SC service lost"), 1)
         self.pcsc.insert_card(0)
         self.wait_events(1, timeout=15)
         self.assertEqual(self.events[0][0], "TokenInserted")
