@@ -575,6 +575,29 @@ clean_orphans (P11cToken *t, P11cSession *s)
     }
 }
 
+P11cSession *
+p11c_token_open_session (P11cToken *t, gboolean rw, GError **error)
+{
+  CK_TOKEN_INFO known, now;
+  gboolean present;
+
+  g_mutex_lock (&t->lock);
+  present = t->present;
+  known = t->info;
+  g_mutex_unlock (&t->lock);
+  if (present && !p11c_module_get_token_info (t->module, t->slot, &now, error))
+    return NULL;
+  if (!present || memcmp (now.serialNumber, known.serialNumber, sizeof now.serialNumber) != 0
+      || memcmp (now.label, known.label, sizeof now.label) != 0)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_NOT_PRESENT,
+                   "The token was removed (its reader is empty or holds another token); "
+                   "insert it and try again");
+      return NULL;
+    }
+  return p11c_session_open (t->module, t->slot, rw, error);
+}
+
 /* HMAC-SHA256 of @pin under a random key made once per process: the token
  * remembers which PIN it refused without keeping the PIN itself. */
 static void
@@ -898,7 +921,7 @@ p11c_token_delete_cert (P11cToken *t, const P11cUri *uri, const char *pin,
     return NULL;
 
   g_mutex_lock (&t->op_lock);
-  s = p11c_session_open (t->module, t->slot, TRUE, error);
+  s = p11c_token_open_session (t, TRUE, error);
   if (s != NULL && p11c_token_login (t, s, pin, P11C_LOGIN_PERSON, error))
     result = delete_locked (t, s, uri, keep_key, error);
   g_clear_pointer (&s, p11c_session_close);
@@ -916,7 +939,7 @@ p11c_token_change_pin (P11cToken *t, const char *old_pin, const char *new_pin, G
   if (!token_check_present (t, error))
     return FALSE;
   g_mutex_lock (&t->op_lock);
-  s = p11c_session_open (t->module, t->slot, TRUE, error);
+  s = p11c_token_open_session (t, TRUE, error);
   /* Log in first so a wrong old PIN is reported exactly like elsewhere (and
    * counted once by the token), then C_SetPIN in the user's session. */
   if (s != NULL && p11c_token_login (t, s, old_pin, P11C_LOGIN_PERSON, error))

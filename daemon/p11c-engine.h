@@ -134,6 +134,12 @@ gboolean p11c_token_change_pin (P11cToken *t, const char *old_pin, const char *n
 /* Re-read token flags (PIN state); TRUE when they changed. */
 gboolean p11c_token_update_info (P11cToken *t);
 
+/* A session on @t for a token operation, refused with TokenNotPresent when
+ * the token went away or the slot now holds another token (checked by serial
+ * and label): work started on one token never lands on the next one put in
+ * the same reader. */
+P11cSession *p11c_token_open_session (P11cToken *t, gboolean rw, GError **error);
+
 /* Who stands behind a PIN at a login. */
 typedef enum {
   P11C_LOGIN_PERSON,     /* typed for this very call (DeleteCert, a job's first login) */

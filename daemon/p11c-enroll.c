@@ -559,7 +559,7 @@ csr_with_old_key (Key *k, GError **error)
 
     k->id = g_bytes_ref (r->old_id);
     g_mutex_lock (&t->op_lock);
-    s = p11c_session_open (t->module, t->slot, FALSE, error);
+    s = p11c_token_open_session (t, FALSE, error);
     if (s != NULL && p11c_token_login (t, s, r->pin, first_login_kind (r), error)
         && (keys = p11c_session_find (s, CKO_PRIVATE_KEY, r->old_id, NULL, error)) != NULL)
       {
@@ -609,7 +609,7 @@ key_generate (Key *k, GError **error)
     if (!pending_record (k, error))
       return NULL;
     g_mutex_lock (&t->op_lock);
-    s = p11c_session_open (t->module, t->slot, TRUE, error);
+    s = p11c_token_open_session (t, TRUE, error);
     if (s != NULL && p11c_token_login (t, s, r->pin, first_login_kind (r), error))
       {
         if (p11c_session_generate_key_pair (s, r->key_type, k->id, r->label, &pub, &priv, error))
@@ -644,7 +644,7 @@ key_discard (Key *k)
   if (k->req->storage != STORAGE_TOKEN || !k->generated)
     return;   /* nothing generated (or the key is the certificate's own) */
   g_mutex_lock (&t->op_lock);
-  s = p11c_session_open (t->module, t->slot, TRUE, &error);
+  s = p11c_token_open_session (t, TRUE, &error);
   if (s != NULL && p11c_token_login (t, s, k->req->pin, P11C_LOGIN_AUTOMATIC, &error))
     {
       g_autoptr(GArray) objs = p11c_session_find (s, CK_UNAVAILABLE_INFORMATION, k->id, NULL, &error);
@@ -937,7 +937,7 @@ write_token (Key *k, X509 *cert, P11cX509Stack *chain, GError **error)
   char *uri = NULL;
 
   g_mutex_lock (&t->op_lock);
-  s = p11c_session_open (t->module, t->slot, TRUE, error);
+  s = p11c_token_open_session (t, TRUE, error);
   if (s != NULL && p11c_token_login (t, s, k->req->pin, P11C_LOGIN_AUTOMATIC, error)
       && p11c_session_store_cert (s, cert, k->id, k->req->label, NULL, error))
     {

@@ -50,7 +50,7 @@ token_sign_raw (TokenKey *k, CK_MECHANISM_TYPE mech, const guint8 *in, gsize in_
   GBytes *out = NULL;
 
   g_mutex_lock (&k->token->op_lock);
-  s = p11c_session_open (k->token->module, k->token->slot, FALSE, &error);
+  s = p11c_token_open_session (k->token, FALSE, &error);
   if (s == NULL || !p11c_token_login (k->token, s, k->pin, P11C_LOGIN_AUTOMATIC, &error))
     goto done;
   keys = p11c_session_find (s, CKO_PRIVATE_KEY, k->id, NULL, &error);

@@ -313,14 +313,15 @@ class Env:
         """Record every job's signals from now on (a client must listen before
         it starts a job: the first state changes follow the reply at once)."""
         self.jobs = {}
-        self.daemon_sender = None
+        self.daemon_sender = None      # the running daemon's unique name, once known
+        self.retired_senders = set()   # earlier daemons' unique names
 
         def on_signal(conn, sender, opath, iface, signal_name, params, *user):
             if not opath.startswith("/org/p11certd/jobs/"):
                 return
             # a previous daemon's signals may still be queued: they name the
             # same job paths (a new daemon numbers its jobs from 1 again)
-            if self.daemon_sender is not None and sender != self.daemon_sender:
+            if sender in self.retired_senders or self.daemon_sender not in (None, sender):
                 return
             seen = self.jobs.setdefault(opath, {"states": [], "finished": None, "props": {}})
             if signal_name == "Finished":
@@ -365,6 +366,8 @@ class Env:
         conf = self.write_config()
         if getattr(self, "jobs", None) is not None:
             self.jobs.clear()    # a new daemon numbers its jobs from 1 again
+            if self.daemon_sender is not None:
+                self.retired_senders.add(self.daemon_sender)
             self.daemon_sender = None
         self.daemon = self.spawn("p11certd", [DAEMON, "--address", self.bus_address, "--config", conf,
                                               "--verbose"] + list(extra_args), env=env)

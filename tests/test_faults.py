@@ -540,8 +540,8 @@ class KillFaults(FaultBase):
 
 
 class PinNeverResent(FaultBase):
-    """A PIN the token refused is never sent to it again, by any step of any
-    job: the C_Login calls reaching the token are counted."""
+    """Nothing the daemon does on its own sends a token a PIN it refused, or
+    sends a job's PIN to another token: the C_Login calls are counted."""
 
     def test_pin_changed_while_waiting_for_ca(self):
         """The PIN changes while an enrollment waits for the CA: writing the
@@ -565,6 +565,34 @@ class PinNeverResent(FaultBase):
         self.assertEqual(len(self.pending()), 1, "the key that could not be removed is not recorded")
         # the owner's next login (here: changing the PIN back) removes the key
         e.call("ChangePin", "ssa{sv}", [new_pin, PIN, {}], path=token, iface=TOKEN_IFACE)
+        self.assertEqual(self.pending(), [])
+        self.check_clean()
+        self.old_intact()
+
+    def test_token_swapped_while_waiting_for_ca(self):
+        """Another token is put in the reader while an enrollment waits for
+        the CA: the job stops with TokenNotPresent and sends that token
+        neither the PIN nor the certificate."""
+        e = self.env
+        e.start_est(users={"alice": {"otps": ["OTP-1"]}})
+        e.add_est_profile("est")
+        e.est_control(accepted_202=1, retry_after=2)
+        e.start_daemon()
+        path, seen = self.start_job({"ca": "est", "login": "alice", "otp": "OTP-1", "storage": "token",
+                                     "token": "pkcs11:token=agent", "pin": PIN, "label": "fresh"})
+        self.wait_state(path, seen, "waiting-for-ca")
+        self.faults("C_GetTokenInfo swapped=1")
+        logins, writes = self.calls("C_Login"), self.calls("C_CreateObject")
+        ok, err, msg = e.wait_job(path, 60, seen)
+        self.assertEqual((ok, err), (False, ERR + "TokenNotPresent"), msg)
+        self.assertIn("another token", msg)
+        self.assertEqual(self.calls("C_Login") - logins, 0, "the PIN was sent to the other token")
+        self.assertEqual(self.calls("C_CreateObject") - writes, 0, "something was written to the other token")
+        # the agent's own token back: its next login removes the key of the job
+        self.clear()
+        self.assertEqual(len(self.pending()), 1)
+        _, (ok, err, msg), _ = self.run_job(self.local_req(label="after the swap"))
+        self.assertTrue(ok, msg)
         self.assertEqual(self.pending(), [])
         self.check_clean()
         self.old_intact()

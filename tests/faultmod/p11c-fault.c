@@ -213,7 +213,7 @@ struct rule {
   size_t after_off, after_len; /* (len 0 = not given in the file) */
   unsigned long delay_ms;
   CK_FLAGS flags_set, flags_clear;
-  int hide, absent;
+  int hide, absent, swapped;
 };
 
 /* What the rules decided for one call. */
@@ -222,7 +222,7 @@ struct fault {
   CK_RV rv;
   unsigned long delay_ms;
   CK_FLAGS flags_set, flags_clear;
-  int hide, absent;
+  int hide, absent, swapped;
 };
 
 static pthread_mutex_t rules_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -398,13 +398,24 @@ parse_rule(char *line, const char *base, struct rule *r, const char **why)
       }
       r->absent = (int) v;
       actions++;
+    } else if (strcmp(key, "swapped") == 0) {
+      if (!parse_ulong(val, &v) || v > 1) {
+        *why = "bad swapped (0 or 1)";
+        return 0;
+      }
+      if (r->fn != FN_C_GetTokenInfo) {
+        *why = "swapped= only for C_GetTokenInfo";
+        return 0;
+      }
+      r->swapped = (int) v;
+      actions++;
     } else {
       *why = "unknown key";
       return 0;
     }
   }
   if (!actions) {
-    *why = "no action (rv=, delay=, flags+=, flags-=, hide=, absent=)";
+    *why = "no action (rv=, delay=, flags+=, flags-=, hide=, absent=, swapped=)";
     return 0;
   }
   return 1;
@@ -676,6 +687,7 @@ evaluate(int fn, struct fault *f)
     f->flags_clear |= r->flags_clear;
     f->hide |= r->hide;
     f->absent |= r->absent;
+    f->swapped |= r->swapped;
   }
   if (dirty)
     persist_counters();
@@ -770,6 +782,15 @@ load_real(void)
     return log_call(FN_##name, rv);                                       \
   }
 
+/* "swapped=1": another token in the slot (another serial number).  Only
+ * C_GetTokenInfo rules can set it, so only CK_TOKEN_INFO comes here. */
+static void
+swap_token(void *info)
+{
+  CK_TOKEN_INFO *t = info;
+  memcpy(t->serialNumber, "SWAPPED-0000000X", sizeof t->serialNumber);
+}
+
 /* Same, and afterwards patch info->flags (info is the last parameter). */
 #define WRAP_INFO(name, params, args, info)                               \
   static CK_RV w_##name params                                            \
@@ -784,6 +805,8 @@ load_real(void)
       (info)->flags &= ~f.flags_clear;                                    \
       if (f.absent)                                                       \
         (info)->flags &= ~(CK_FLAGS) CKF_TOKEN_PRESENT;                   \
+      if (f.swapped)                                                      \
+        swap_token(info);                                                 \
     }                                                                     \
     return log_call(FN_##name, rv);                                       \
   }
