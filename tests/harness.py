@@ -32,6 +32,7 @@ BUILD = os.environ.get("P11C_BUILD_DIR", os.path.join(SRC, "build"))
 DAEMON = os.path.join(BUILD, "daemon", "p11certd")
 CTL = os.path.join(BUILD, "client", "p11certctl")
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
+FAULT_MODULE = os.path.join(BUILD, "tests", "faultmod", "p11c-fault.so")
 PY = "/usr/bin/python3"
 
 NAME = "org.p11certd"
@@ -200,6 +201,34 @@ class Env:
     def softhsm_util(self, *args):
         return subprocess.run(["softhsm2-util"] + list(args), env=self.env, check=True,
                               capture_output=True, text=True).stdout
+
+    # -- the fault-injecting module (tests/faultmod) ------------------------
+    def use_fault_module(self):
+        """The daemon loads tests/faultmod's p11c-fault.so wrapping SoftHSM:
+        set_faults() makes chosen calls fail, fault_calls() counts calls."""
+        self.fault_file = os.path.join(self.tmp, "faults.conf")
+        self.fault_log = os.path.join(self.tmp, "calls.log")
+        self.env["P11C_FAULT_FILE"] = self.fault_file
+        self.env["P11C_FAULT_LOG"] = self.fault_log
+        self.env["P11C_FAULT_MODULE"] = SOFTHSM
+        self.modules = [FAULT_MODULE]
+
+    def set_faults(self, *rules):
+        """Replace the fault rules at once (the module rereads the file on its next call)."""
+        tmp = self.fault_file + ".new"
+        with open(tmp, "w") as f:
+            f.write("".join(r + "\n" for r in rules))
+        os.rename(tmp, self.fault_file)
+
+    def fault_calls(self, fn, rv=None):
+        """Calls of @fn in the call log (that returned @rv, if given); "+FN"
+        counts calls a delay rule is holding (see tests/faultmod/README.md)."""
+        want = fn + (" rv=0x%08x\n" % rv if rv is not None else " ")
+        try:
+            with open(self.fault_log) as f:
+                return sum(1 for line in f if line.startswith(want))
+        except FileNotFoundError:
+            return 0
 
     def add_token(self, label, pin=PIN, so_pin=SO_PIN):
         out = self.softhsm_util("--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", so_pin)

@@ -3,9 +3,8 @@ certificate (through the token), RenewDue, RenewalNeeded, CertificateExpiring.""
 import os
 import time
 
-from harness import BUILD, Gio, GLib, JOB_IFACE, PIN, SOFTHSM, TestCase, main, wait_for
+from harness import Gio, GLib, JOB_IFACE, PIN, TestCase, main, wait_for
 
-FAULT_MODULE = os.path.join(BUILD, "tests", "faultmod", "p11c-fault.so")
 
 
 class RenewBase(TestCase):
@@ -226,24 +225,13 @@ class RenewListFault(RenewBase):
     def setUp(self):
         super().setUp()
         e = self.env
-        self.fault_file = os.path.join(e.tmp, "faults.conf")
-        self.call_log = os.path.join(e.tmp, "calls.log")
-        e.env["P11C_FAULT_FILE"] = self.fault_file
-        e.env["P11C_FAULT_LOG"] = self.call_log
-        e.env["P11C_FAULT_MODULE"] = SOFTHSM
-        e.modules = [FAULT_MODULE]
+        e.use_fault_module()
 
     def faults(self, *rules):
-        tmp = self.fault_file + ".new"
-        with open(tmp, "w") as f:
-            f.write("".join(r + "\n" for r in rules))
-        os.rename(tmp, self.fault_file)
+        self.env.set_faults(*rules)
 
     def failed_finds(self):
-        try:
-            return sum(1 for line in open(self.call_log) if line.startswith("C_FindObjectsInit rv=0x00000030"))
-        except FileNotFoundError:
-            return 0
+        return self.env.fault_calls("C_FindObjectsInit", rv=0x30)   # CKR_DEVICE_ERROR
 
     def issued(self):
         path = os.path.join(self.env.state_dir, "issued.ini")
