@@ -212,6 +212,9 @@ is_service_error (LONG rv)
     case SCARD_E_COMM_DATA_LOST:
     case SCARD_F_COMM_ERROR:
     case SCARD_E_CANCELLED:
+    /* pcscd answers "Access denied" to a client while it shuts down and when
+     * its polkit check fails (polkitd restarting): life of the service too */
+    case SCARD_W_SECURITY_VIOLATION:
       return TRUE;
     default:
       return FALSE;

@@ -532,6 +532,11 @@ class Env:
         self.est_port = int(open(ready).read().strip())
         return d
 
+    def wait_est_holding(self, timeout=20):
+        """Wait until the EST server holds a slow request (est_control(slow=…)):
+        the client's TLS handshake and request are complete."""
+        wait_for(lambda: "estserver: holding" in self.log("est"), timeout, "the EST server holding a request")
+
     def est_control(self, **switches):
         tmp = os.path.join(self.est_dir, "control.json.tmp")
         with open(tmp, "w") as f:

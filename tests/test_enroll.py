@@ -338,6 +338,7 @@ class CrashRecovery(EnrollBase):
         path = e.enroll(self.req())
         seen = e.watch_job(path)
         wait_for(lambda: "requesting" in seen["states"], 20, "requesting")
+        e.wait_est_holding()
         self.assertEqual(len(self.token_ids()), 1, "the key should exist while the CA is asked")
         pending = os.listdir(os.path.join(e.state_dir, "pending"))
         self.assertEqual(len([p for p in pending if p.endswith(".ini")]), 1)

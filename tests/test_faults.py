@@ -500,6 +500,7 @@ class KillFaults(FaultBase):
         e.start_daemon()
         path, seen = self.start_job({"ca": "est", "login": "alice", "otp": "OTP-1", "storage": "token",
                                      "token": "pkcs11:token=agent", "pin": PIN, "label": "fresh"})
+        e.wait_est_holding()
         log = self.kill_and_recover(path, seen, "requesting", True)
         self.assertIn("Removed 2 object(s)", log)
 

@@ -119,6 +119,9 @@ class Renew(RenewBase):
         path = e.call("Renew", "sa{sv}", [uri, {"pin": GLib.Variant("s", PIN)}])[0]
         seen = e.watch_job(path)
         wait_for(lambda: "requesting" in seen["states"], 20, "requesting")
+        # killed while only the CA is awaited (a kill during a token write
+        # can leave SoftHSM's non-atomic file store damaged)
+        e.wait_est_holding()
         e.kill(e.daemon, signal.SIGKILL)
         wait_for(lambda: not e.name_has_owner(), 10, "name released")
         e.est_control()

@@ -600,6 +600,10 @@ class EstHandler(http.server.BaseHTTPRequestHandler):
         self.record["switch"] = action
         if delay:
             self.record["slow_seconds"] = delay
+            # tests wait for this line: the request (TLS handshake included)
+            # is in, the client is now only waiting for the reply
+            sys.stderr.write("estserver: holding %s for %g s\n" % (op, delay))
+            sys.stderr.flush()
             self.sleep_while_client_waits(delay)
         self.answer_enroll(action, csr, login, otp)
 
