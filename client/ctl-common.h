@@ -3,7 +3,6 @@
 #pragma once
 #include <gio/gio.h>
 #include "p11c-pin-policy.h"
-#include "p11c-secret.h"
 
 G_BEGIN_DECLS
 
@@ -113,8 +112,6 @@ char *ctl_secret_get (const char *file, int fd, const char *prompt, const char *
 /* A new secret asked twice (or read from file), checked against @policy */
 char *ctl_secret_new (const char *file, const char *prompt, const char *what,
                       const P11cPinPolicy *policy, GError **error);
-/* Wipe every string inside a GVariant we built (secrets in requests): the
- * one implementation is p11c_variant_wipe (p11c-secret.c) */
 /* Ask a yes/no question on the terminal; default_yes for [Y/n] */
 gboolean ctl_confirm (const char *question, gboolean default_yes);
 /* A line of text from the terminal (echoed); NULL on EOF */
