@@ -1,24 +1,24 @@
 /* p11certctl — command-line client of p11certd */
 #define G_LOG_DOMAIN "p11certctl"
 #include "ctl-common.h"
+#include "p11c-i18n.h"
 #include "p11c-names.h"
 
-#include <locale.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 static const CtlCommand commands[] = {
-  { "tokens",  ctl_cmd_tokens,  "List the tokens and their PIN state" },
-  { "list",    ctl_cmd_list,    "List certificates on tokens and in the system store" },
-  { "delete",  ctl_cmd_delete,  "Delete a certificate (and its key)" },
-  { "passwd",  ctl_cmd_passwd,  "Change a token's user PIN" },
-  { "enroll",  ctl_cmd_enroll,  "Request a new certificate from a CA" },
-  { "job",     ctl_cmd_job,     "Follow an enroll or renew job" },
-  { "ca",      ctl_cmd_ca,      "List or show CA profiles" },
-  { "renew",   ctl_cmd_renew,   "Renew a certificate, or every due one" },
-  { "monitor", ctl_cmd_monitor, "Print token and certificate events" },
-  { "rescan",  ctl_cmd_rescan,  "Look for tokens again" },
+  { "tokens",  ctl_cmd_tokens,  N_("List the tokens and their PIN state") },
+  { "list",    ctl_cmd_list,    N_("List certificates on tokens and in the system store") },
+  { "delete",  ctl_cmd_delete,  N_("Delete a certificate (and its key)") },
+  { "passwd",  ctl_cmd_passwd,  N_("Change a token's user PIN") },
+  { "enroll",  ctl_cmd_enroll,  N_("Request a new certificate from a CA") },
+  { "job",     ctl_cmd_job,     N_("Follow an enroll or renew job") },
+  { "ca",      ctl_cmd_ca,      N_("List or show CA profiles") },
+  { "renew",   ctl_cmd_renew,   N_("Renew a certificate, or every due one") },
+  { "monitor", ctl_cmd_monitor, N_("Print token and certificate events") },
+  { "rescan",  ctl_cmd_rescan,  N_("Look for tokens again") },
 };
 
 /* Secrets must never be given on the command line. */
@@ -38,15 +38,17 @@ reject_secret_args (int argc, char **argv)
           gsize n = strlen (secret_options[k]);
           if (strncmp (argv[i], secret_options[k], n) == 0 && (argv[i][n] == '\0' || argv[i][n] == '='))
             {
-              const char *hint = g_str_equal (secret_options[k], "--otp") ? "--otp-file FILE"
-                                 : g_str_equal (secret_options[k], "--password") ? "--password-file FILE"
-                                 : g_str_equal (secret_options[k], "--new-pin") ? "--new-pin-file FILE"
-                                 : "--pin-file FILE or --pin-fd N";
+              const char *hint = g_str_equal (secret_options[k], "--otp") ? _("--otp-file FILE")
+                                 : g_str_equal (secret_options[k], "--password") ? _("--password-file FILE")
+                                 : g_str_equal (secret_options[k], "--new-pin") ? _("--new-pin-file FILE")
+                                 : _("--pin-file FILE or --pin-fd N");
               /* never echo the value */
-              fprintf (stderr,
-                       "p11certctl: secrets are not accepted on the command line (%s), where other users can "
-                       "see them; use %s, or type it when asked\n",
+              fprintf (stderr, "p11certctl: ");
+              /* TRANSLATORS: %1$s is the option given (--pin), %2$s the ones to use instead */
+              fprintf (stderr, _("secrets are not accepted on the command line (%1$s), where other users can "
+                                 "see them; use %2$s, or type it when asked"),
                        secret_options[k], hint);
+              fputc ('\n', stderr);
               return CTL_EXIT_USAGE;
             }
         }
@@ -57,13 +59,15 @@ reject_secret_args (int argc, char **argv)
 static char *
 commands_description (void)
 {
-  GString *s = g_string_new ("Commands:\n");
+  GString *s = g_string_new (_("Commands:"));
+  g_string_append_c (s, '\n');
   for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
-    g_string_append_printf (s, "  %-9s %s\n", commands[i].name, commands[i].summary);
-  g_string_append (s, "\nRun 'p11certctl COMMAND --help' for the options of a command.\n"
-                      "Exit status: 0 ok, 1 failure, 2 usage, 3 PIN incorrect, 4 PIN locked, 5 PIN policy,\n"
-                      "6 not authorized, 7 not found, 8 CA unreachable, 9 CA rejected, 10 token not present,\n"
-                      "11 cancelled, 20 (renew --due) some certificates need a person.");
+    g_string_append_printf (s, "  %-9s %s\n", commands[i].name, _(commands[i].summary));
+  g_string_append_c (s, '\n');
+  g_string_append (s, _("Run 'p11certctl COMMAND --help' for the options of a command.\n"
+                        "Exit status: 0 ok, 1 failure, 2 usage, 3 PIN incorrect, 4 PIN locked, 5 PIN policy,\n"
+                        "6 not authorized, 7 not found, 8 CA unreachable, 9 CA rejected, 10 token not present,\n"
+                        "11 cancelled, 20 (renew --due) some certificates need a person."));
   return g_string_free (s, FALSE);
 }
 
@@ -76,27 +80,26 @@ main (int argc, char **argv)
   g_autoptr(GOptionContext) ctx = NULL;
   g_autoptr(GError) error = NULL;
   GOptionEntry entries[] = {
-    { "system", 0, 0, G_OPTION_ARG_NONE, &opt_system, "Use the system bus (default)", NULL },
-    { "session", 0, 0, G_OPTION_ARG_NONE, &opt_session, "Use the session bus", NULL },
-    { "address", 0, 0, G_OPTION_ARG_STRING, &opt_address, "Use the bus at ADDR (default: $"
-      P11C_ENV_BUS_ADDRESS ", else the system bus)", "ADDR" },
-    { "version", 0, 0, G_OPTION_ARG_NONE, &opt_version, "Print the version and exit", NULL },
+    { "system", 0, 0, G_OPTION_ARG_NONE, &opt_system, N_("Use the system bus (default)"), NULL },
+    { "session", 0, 0, G_OPTION_ARG_NONE, &opt_session, N_("Use the session bus"), NULL },
+    { "address", 0, 0, G_OPTION_ARG_STRING, &opt_address, N_("Use the bus at ADDR (default: $P11CERTD_BUS_ADDRESS, else the system bus)"), N_("ADDR") },
+    { "version", 0, 0, G_OPTION_ARG_NONE, &opt_version, N_("Print the version and exit"), NULL },
     { NULL },
   };
   const char *name;
   int rc;
 
-  setlocale (LC_ALL, "");
+  p11c_i18n_init ();
   signal (SIGPIPE, SIG_IGN);
   g_set_prgname ("p11certctl");
 
   if ((rc = reject_secret_args (argc, argv)) >= 0)
     return rc;
 
-  ctx = g_option_context_new ("COMMAND [ARGS…] — manage certificates on PKCS#11 tokens through p11certd");
+  ctx = g_option_context_new (_("COMMAND [ARGS…] — manage certificates on PKCS#11 tokens through p11certd"));
   desc = commands_description ();
   g_option_context_set_description (ctx, desc);
-  g_option_context_add_main_entries (ctx, entries, NULL);
+  g_option_context_add_main_entries (ctx, entries, GETTEXT_PACKAGE);
   g_option_context_set_strict_posix (ctx, TRUE);
   if (!g_option_context_parse (ctx, &argc, &argv, &error))
     return ctl_usage_error (ctx, "%s", error->message);
@@ -106,7 +109,7 @@ main (int argc, char **argv)
       return CTL_EXIT_OK;
     }
   if ((opt_system ? 1 : 0) + (opt_session ? 1 : 0) + (opt_address ? 1 : 0) > 1)
-    return ctl_usage_error (ctx, "--system, --session and --address exclude each other");
+    return ctl_usage_error (ctx, _("--system, --session and --address exclude each other"));
   if (opt_address)
     ctl_set_bus (CTL_BUS_ADDRESS, opt_address);
   else if (opt_session)
@@ -135,5 +138,5 @@ main (int argc, char **argv)
         /* the command sees argv[0] = its name */
         return commands[i].func (argc - 1, argv + 1);
       }
-  return ctl_usage_error (ctx, "Unknown command \"%s\"", name);
+  return ctl_usage_error (ctx, _("Unknown command “%s”"), name);
 }

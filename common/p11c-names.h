@@ -28,6 +28,7 @@
 #define P11C_ENV_STATE_DIR        "P11CERTD_STATE_DIR"   /* state directory */
 #define P11C_ENV_BUS_ADDRESS      "P11CERTD_BUS_ADDRESS" /* client: bus to use */
 #define P11C_ENV_DEBUG_HOOKS      "P11CERTD_TEST_HOOKS"  /* test-only hooks */
+#define P11C_ENV_LOCALEDIR        "P11CERTD_LOCALEDIR"   /* clients: message catalogues */
 
 #define P11C_DEFAULT_CONFIG_DIR   "/etc/p11certd"
 #define P11C_DEFAULT_CONFIG       P11C_DEFAULT_CONFIG_DIR "/p11certd.conf"

@@ -106,6 +106,10 @@ main (int argc, char **argv)
   };
 
   setlocale (LC_ALL, "");
+  /* the daemon's messages — its own, GLib's, strerror's — stay English for
+   * logs and administrators; clients translate from error names and
+   * structured details (docs/design.md, "Languages") */
+  setlocale (LC_MESSAGES, "C");
   /* a caller's pipe that closes early is an error to report, not a death */
   signal (SIGPIPE, SIG_IGN);
   ctx = g_option_context_new ("- PKCS#11 token and certificate service");

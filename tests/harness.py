@@ -31,6 +31,10 @@ SRC = os.environ.get("P11C_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.
 BUILD = os.environ.get("P11C_BUILD_DIR", os.path.join(SRC, "build"))
 DAEMON = os.path.join(BUILD, "daemon", "p11certd")
 CTL = os.path.join(BUILD, "client", "p11certctl")
+# the build tree's message catalogues (po/LANG/LC_MESSAGES/p11certd.mo)
+LOCALEDIR = os.path.join(BUILD, "po")
+# the locale each translation is tested in (tools/install-deps generates it)
+LOCALES = {"ru": "ru_RU.UTF-8"}
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
 FAULT_MODULE = os.path.join(BUILD, "tests", "faultmod", "p11c-fault.so")
 PY = "/usr/bin/python3"
@@ -144,7 +148,8 @@ class Env:
             f.write("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n" % self.token_dir)
         os.environ["SOFTHSM2_CONF"] = self.softhsm_conf
         self.env = dict(os.environ, SOFTHSM2_CONF=self.softhsm_conf, G_DEBUG="fatal-criticals",
-                        G_MESSAGES_DEBUG="all")
+                        G_MESSAGES_DEBUG="all", LC_ALL="C.UTF-8", P11CERTD_LOCALEDIR=LOCALEDIR)
+        self.env.pop("LANGUAGE", None)   # English unless a test asks for a language (ru_env)
         self.bus_address = None
 
     # -- processes ----------------------------------------------------------
@@ -448,9 +453,16 @@ class Env:
     def get_property(self, path, iface, name):
         return self.call("Get", "ss", [iface, name], path=path, iface="org.freedesktop.DBus.Properties")[0]
 
-    def ctl(self, *args, input=None, user=None, check=False, timeout=120, env=None):
-        """Run the built p11certctl against this bus."""
+    def lang_env(self, lang, base=None):
+        """self.env (or @base) for a person reading @lang ("ru"): LANGUAGE and
+        LC_ALL set, the build tree's catalogues used."""
+        return dict(base or self.env, LANGUAGE=lang, LC_ALL=LOCALES[lang], P11CERTD_LOCALEDIR=LOCALEDIR)
+
+    def ctl(self, *args, input=None, user=None, check=False, timeout=120, env=None, lang=None):
+        """Run the built p11certctl against this bus (in @lang, e.g. "ru", when given)."""
         argv = [CTL, "--address", self.bus_address] + list(args)
+        if lang:
+            env = self.lang_env(lang, env)
         if user:
             argv = ["setpriv", "--reuid=" + user, "--regid=" + user, "--init-groups"] + argv
         r = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout,
@@ -565,7 +577,8 @@ class Env:
         rules = os.path.join(self.tmp, "pk-rules")
         os.makedirs(actions)
         os.makedirs(rules)
-        shutil.copy(os.path.join(actions_dir or os.path.join(SRC, "dbus"), "org.p11certd.policy"), actions)
+        # the built policy: dbus/org.p11certd.policy.in with its translations merged in
+        shutil.copy(os.path.join(actions_dir or os.path.join(BUILD, "dbus"), "org.p11certd.policy"), actions)
         shutil.copy(os.path.join(rules_dir or os.path.join(SRC, "dbus"), "org.p11certd.rules"),
                     os.path.join(rules, "50-p11certd.rules"))
         if extra_rules:

@@ -27,6 +27,7 @@ libexecdir=$(abs "$(opt libexecdir)")
 datadir=$(abs "$(opt datadir)")
 mandir=$(abs "$(opt mandir)")
 sysconfdir=$(abs "$(opt sysconfdir)")
+localedir=$(abs "$(opt localedir)")
 pcvar() { pkg-config --define-variable="$1=$prefix" --variable="$2" "$3" 2>/dev/null; }
 unitdir=$(pcvar rootprefix systemdsystemunitdir systemd); unitdir=${unitdir:-$prefix/lib/systemd/system}
 sysusersdir=$(pcvar prefix sysusersdir systemd); sysusersdir=${sysusersdir:-$prefix/lib/sysusers.d}
@@ -55,6 +56,7 @@ expected=(
   "$mandir/man5/p11certd.conf.5"
   "$sysconfdir/p11certd/p11certd.conf.example"
   "$sysconfdir/p11certd/ca.d/example.conf.example"
+  "$localedir/ru/LC_MESSAGES/p11certd.mo"
 )
 for f in "${expected[@]}"; do
   if [[ -f $dest$f ]]; then
@@ -76,6 +78,13 @@ check_line "$unitdir/p11certd.service" "ExecStart=$libexecdir/p11certd"
 check_line "$unitdir/p11certd-renew.service" "ExecStart=$bindir/p11certctl renew --due"
 if grep -l '@[A-Za-z_]*@' "$dest$unitdir"/p11certd* "$dest$servicesdir/org.p11certd.service" 2>/dev/null; then
   echo "FAIL: unsubstituted @placeholder@ in the files above"; fail=1
+fi
+
+echo "checking: the polkit actions carry their translations (merged from po/)"
+if grep -q '<message xml:lang="ru">' "$dest$actiondir/org.p11certd.policy" 2>/dev/null; then
+  echo "ok: $actiondir/org.p11certd.policy has Russian messages"
+else
+  echo "FAIL: $actiondir/org.p11certd.policy has no Russian messages"; fail=1
 fi
 
 echo "checking: no real configuration is installed (examples only)"
