@@ -141,9 +141,7 @@ thread_run (GTask *task, gpointer source, gpointer data, GCancellable *cancel)
   GError *error = NULL;
   GVariant *reply;
 
-  p11c_engine_worker_enter (c->d->engine);
   reply = func (c, &error);
-  p11c_engine_worker_leave (c->d->engine);
 
   if (reply == NULL)
     g_task_return_error (task, error);
@@ -180,7 +178,7 @@ run_in_thread_then (Call *c, ThreadFunc func, GAsyncReadyCallback done)
   g_autoptr(GTask) task = g_task_new (NULL, NULL, done, c);
   g_object_set_data (G_OBJECT (task), "func", func);
   g_task_set_task_data (task, c, NULL);
-  g_task_run_in_thread (task, thread_run);
+  p11c_engine_run_worker (c->d->engine, task, thread_run);
 }
 
 /* Run @func(c) in a worker thread, reply with its result. Takes @c. */
@@ -809,9 +807,7 @@ enroll_thread (GTask *task, gpointer source, gpointer data, GCancellable *cancel
   GError *error = NULL;
   char *uri;
 
-  p11c_engine_worker_enter (run->d->engine);
   uri = p11c_enroll_run (run->d->engine, run->job, run->req, &error);
-  p11c_engine_worker_leave (run->d->engine);
 
   if (uri == NULL)
     g_task_return_error (task, error);
@@ -888,7 +884,7 @@ start_job (P11cDaemon *d, const char *operation, P11cEnrollRequest *req, guint u
    * turn its result into G_IO_ERROR_CANCELLED: that would say "cancelled,
    * removed" about a certificate that stays on the token. */
   g_task_set_check_cancellable (task, FALSE);
-  g_task_run_in_thread (task, enroll_thread);
+  p11c_engine_run_worker (run->d->engine, task, enroll_thread);
   return job;
 }
 
@@ -1234,9 +1230,7 @@ expiry_thread (GTask *task, gpointer source, gpointer data, GCancellable *cancel
   P11cDaemon *d = data;
   GPtrArray *tokens = g_object_get_data (G_OBJECT (task), "tokens");
 
-  p11c_engine_worker_enter (d->engine);
   g_task_return_pointer (task, collect_certs (d, tokens, NULL), (GDestroyNotify) g_ptr_array_unref);
-  p11c_engine_worker_leave (d->engine);
 }
 
 static gboolean
@@ -1300,7 +1294,7 @@ schedule_expiry (P11cDaemon *d)
   task = g_task_new (NULL, NULL, expiry_done, d);
   g_task_set_task_data (task, d, NULL);
   g_object_set_data_full (G_OBJECT (task), "tokens", tokens_snapshot (d), (GDestroyNotify) g_ptr_array_unref);
-  g_task_run_in_thread (task, expiry_thread);
+  p11c_engine_run_worker (d->engine, task, expiry_thread);
 }
 
 static void

@@ -158,6 +158,25 @@ p11c_engine_worker_leave (P11cEngine *e)
   g_mutex_unlock (&e->workers_lock);
 }
 
+static void
+worker_trampoline (GTask *task, gpointer source, gpointer data, GCancellable *cancel)
+{
+  GTaskThreadFunc func = g_object_get_data (G_OBJECT (task), "p11c-worker-func");
+  P11cEngine *e = g_object_get_data (G_OBJECT (task), "p11c-worker-engine");
+
+  func (task, source, data, cancel);
+  p11c_engine_worker_leave (e);
+}
+
+void
+p11c_engine_run_worker (P11cEngine *e, GTask *task, GTaskThreadFunc func)
+{
+  p11c_engine_worker_enter (e);
+  g_object_set_data (G_OBJECT (task), "p11c-worker-func", func);
+  g_object_set_data (G_OBJECT (task), "p11c-worker-engine", e);
+  g_task_run_in_thread (task, worker_trampoline);
+}
+
 gboolean
 p11c_engine_wait_workers (P11cEngine *e, gint64 timeout_usec)
 {
@@ -389,9 +408,7 @@ p11c_engine_apply_scan (P11cEngine *e, GPtrArray *scan)
 static void
 rescan_thread (GTask *task, gpointer source, gpointer data, GCancellable *cancel)
 {
-  p11c_engine_worker_enter (data);
   g_task_return_pointer (task, p11c_engine_scan (data), (GDestroyNotify) g_ptr_array_unref);
-  p11c_engine_worker_leave (data);
 }
 
 void
@@ -399,7 +416,7 @@ p11c_engine_rescan_async (P11cEngine *e, GCancellable *cancel, GAsyncReadyCallba
 {
   g_autoptr(GTask) task = g_task_new (NULL, cancel, cb, user_data);
   g_task_set_task_data (task, e, NULL);
-  g_task_run_in_thread (task, rescan_thread);
+  p11c_engine_run_worker (e, task, rescan_thread);
 }
 
 gboolean

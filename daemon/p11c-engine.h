@@ -98,9 +98,13 @@ P11cEngine *p11c_engine_new (P11cConfig *config);   /* takes config */
 void p11c_engine_free (P11cEngine *engine);
 void p11c_engine_load_modules (P11cEngine *engine);
 
-/* Every worker thread brackets its work with enter/leave, so shutdown can
- * wait for them before the modules go (a thread inside a module being
- * unloaded crashes).  wait_workers returns FALSE on timeout. */
+/* Every worker is counted from the moment it is queued until its work is
+ * done, so shutdown can wait for them before the modules and the daemon go
+ * (a thread inside a module being unloaded crashes; one the pool starts
+ * after the daemon was freed reads freed memory).  run_worker queues
+ * @func(task) on GLib's thread pool counted that way; wait_workers returns
+ * FALSE on timeout. */
+void p11c_engine_run_worker (P11cEngine *engine, GTask *task, GTaskThreadFunc func);
 void p11c_engine_worker_enter (P11cEngine *engine);
 void p11c_engine_worker_leave (P11cEngine *engine);
 gboolean p11c_engine_wait_workers (P11cEngine *engine, gint64 timeout_usec);

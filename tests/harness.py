@@ -12,6 +12,8 @@ Run with /usr/bin/python3 (Debian's, which has python3-gi).
 """
 import base64
 import datetime
+import fcntl
+import grp
 import json
 import os
 import pwd
@@ -56,13 +58,37 @@ def error_name(exc):
     return remote or ""
 
 
-def ensure_user(name):
+def _ensure_account(lookup, create_argv, name):
+    """Create a system user or group once, safely when several test files run
+    at the same time: creation is serialised by a lock on /etc (a directory
+    whose inode, unlike /etc/passwd's, never changes), and an account another
+    process made first (useradd/groupadd exit 9) counts as made."""
     try:
-        return pwd.getpwnam(name).pw_uid
+        return lookup(name)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-                       check=True)
-        return pwd.getpwnam(name).pw_uid
+        pass
+    fd = os.open("/etc", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            return lookup(name)
+        except KeyError:
+            pass
+        r = subprocess.run(create_argv + [name], capture_output=True, text=True)
+        if r.returncode not in (0, 9):
+            raise AssertionError("%s %s: exit %d: %s" % (create_argv[0], name, r.returncode, r.stderr))
+        return lookup(name)
+    finally:
+        os.close(fd)    # releases the lock
+
+
+def ensure_user(name):
+    return _ensure_account(lambda n: pwd.getpwnam(n).pw_uid,
+                           ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin"], name)
+
+
+def ensure_group(name):
+    return _ensure_account(lambda n: grp.getgrnam(n).gr_gid, ["groupadd", "--system"], name)
 
 
 def wait_for(predicate, timeout=10.0, what="condition", context=None):
@@ -131,6 +157,7 @@ class Env:
         self.tmp = tempfile.mkdtemp(prefix=name + "-")
         os.chmod(self.tmp, 0o755)   # the bus socket must be reachable by test users
         self.procs = []
+        self.mounts = []
         self.logs = {}
         self.conn = None
         self.daemon = None
@@ -194,7 +221,67 @@ class Env:
                 pass
         for p in reversed(self.procs):
             self.kill(p)
+        for m in reversed(self.mounts):
+            if subprocess.run(["umount", m], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", m], capture_output=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def mount_tmpfs(self, path, size):
+        """A small tmpfs at @path (made here, inside the test's directory);
+        unmounted by close() before the directory is removed."""
+        os.makedirs(path)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s" % size, "tmpfs", path], check=True)
+        self.mounts.append(path)
+        return path
+
+    # -- running code as other users ----------------------------------------
+    def user_copy(self, path, mode=0o755):
+        """A copy of @path that any user can read and run.  The checkout may
+        live where other users cannot enter (/root, a `mktemp -d` folder), so
+        nothing run as a test user is taken from it directly."""
+        d = os.path.join(self.tmp, "user-bin")
+        os.makedirs(d, mode=0o755, exist_ok=True)
+        os.chmod(d, 0o755)
+        dst = os.path.join(d, os.path.basename(path))
+        if not os.path.exists(dst):
+            shutil.copyfile(path, dst + ".new")
+            os.chmod(dst + ".new", mode)
+            os.rename(dst + ".new", dst)
+        return dst
+
+    def user_env(self, env=None):
+        """@env (default: this test's) for a process run as a test user: the
+        sanitizers' suppression files it names are copied where that user can
+        read them (tools/check-sanitizers points them into the checkout)."""
+        env = dict(env or self.env)
+        for var in ("ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS"):
+            if var not in env:
+                continue
+            opts = []
+            for opt in env[var].split(":"):
+                key, _, val = opt.partition("=")
+                if key == "suppressions" and val:
+                    val = self.user_copy(val, 0o644)
+                opts.append(key + "=" + val if _ else opt)
+            env[var] = ":".join(opts)
+        return env
+
+    def run_as(self, user, argv, groups=None, **kw):
+        """@argv run as @user; a program of the checkout or the build runs from
+        a copy that user can read.  @groups: supplementary groups (None: the
+        user's own; empty: none).  Other keyword arguments go to subprocess.run."""
+        who = ["setpriv", "--reuid=" + user, "--regid=" + user]
+        if groups is None:
+            who.append("--init-groups")
+        elif groups:
+            who.append("--groups=" + ",".join(groups))
+        else:
+            who.append("--clear-groups")
+        kw["env"] = self.user_env(kw.get("env"))
+        prog = argv[0]
+        if any(prog.startswith(d + os.sep) for d in (SRC, BUILD)):
+            prog = self.user_copy(prog)
+        return subprocess.run(who + [prog] + list(argv[1:]), **kw)
 
     def __enter__(self):
         return self
@@ -464,9 +551,10 @@ class Env:
         if lang:
             env = self.lang_env(lang, env)
         if user:
-            argv = ["setpriv", "--reuid=" + user, "--regid=" + user, "--init-groups"] + argv
-        r = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout,
-                           env=env or self.env)
+            r = self.run_as(user, argv, input=input, capture_output=True, text=True, timeout=timeout, env=env)
+        else:
+            r = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout,
+                               env=env or self.env)
         if check and r.returncode != 0:
             raise AssertionError("p11certctl %s -> %d\n%s\n%s" % (args, r.returncode, r.stdout, r.stderr))
         return r
@@ -477,8 +565,9 @@ class Env:
         req = json.dumps({"address": self.bus_address, "path": path, "iface": iface, "method": method,
                           "sig": sig, "args": args})
         r = subprocess.run(["setpriv", "--reuid=" + user, "--regid=" + user, "--init-groups", PY,
-                            os.path.join(SRC, "tests", "p11c_call.py")],
-                           input=req, capture_output=True, text=True, timeout=60)
+                            self.user_copy(os.path.join(SRC, "tests", "p11c_call.py"), 0o644)],
+                           input=req, capture_output=True, text=True, timeout=60,
+                           env=self.user_env(os.environ))
         if r.returncode != 0:
             raise AssertionError("p11c_call failed: %s" % r.stderr)
         out = json.loads(r.stdout)

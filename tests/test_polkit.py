@@ -158,9 +158,9 @@ class Polkit(TestCase):
         e = self.env
         conf = e.write_config()
         os.chmod(conf, 0o644)
-        r = subprocess.run(["setpriv", "--reuid=" + ALICE, "--regid=" + ALICE, "--init-groups", DAEMON,
-                            "--address", e.bus_address, "--config", conf, "--state-dir", "/tmp"],
-                           capture_output=True, text=True, timeout=30, env=dict(e.env, SOFTHSM2_CONF="/dev/null"))
+        r = e.run_as(ALICE, [DAEMON, "--address", e.bus_address, "--config", conf,
+                             "--state-dir", os.path.join(e.tmp, "alice-state")],
+                     capture_output=True, text=True, timeout=30, env=dict(e.env, SOFTHSM2_CONF="/dev/null"))
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn("Cannot own org.p11certd", r.stderr)
 

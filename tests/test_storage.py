@@ -1,23 +1,14 @@
 """Issue 5: the System and File (PKCS#12) storage types and the built-in
 local CA, end to end on real parts."""
-import grp
 import os
 import signal
 import stat
 import subprocess
 
-from harness import GLib, JOB_IFACE, PIN, TestCase, main, wait_for
+from harness import GLib, JOB_IFACE, PIN, TestCase, ensure_group, main, wait_for
 
 P12_PASSWORD = "Str0ngP12pass"
 KEY_GROUP = "p11c-keyread"
-
-
-def ensure_group(name):
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        subprocess.run(["groupadd", "--system", name], check=True)
-        return grp.getgrnam(name).gr_gid
 
 
 class Storage(TestCase):
@@ -166,11 +157,10 @@ class Storage(TestCase):
         self.assertEqual(os.stat(key).st_gid, gid)
         with open(key) as f:
             pem = f.read()
-        member = ["setpriv", "--reuid=p11c-bob", "--regid=p11c-bob", "--groups=" + KEY_GROUP]
-        stranger = ["setpriv", "--reuid=p11c-bob", "--regid=p11c-bob", "--clear-groups"]
+        member, stranger = [KEY_GROUP], []
 
-        def run(who, *argv):
-            return subprocess.run(who + list(argv), capture_output=True, text=True)
+        def run(groups, *argv):
+            return e.run_as("p11c-bob", argv, groups=groups, capture_output=True, text=True)
 
         def readable(who, path):
             r = run(who, "cat", path)
@@ -222,10 +212,7 @@ class Storage(TestCase):
 
     def test_disk_full(self):
         e = self.env
-        state = os.path.join(e.tmp, "small")
-        os.makedirs(state)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12k", "tmpfs", state], check=True)
-        self.addCleanup(subprocess.run, ["umount", "-l", state])
+        state = e.mount_tmpfs(os.path.join(e.tmp, "small"), "12k")
         e.state_dir = state
         e.start_daemon()
         # fill the small disk (leave a little room so the daemon's own records fit)
