@@ -47,22 +47,95 @@ p11c_id_from_hex (const char *hex)
   return g_bytes_new_take (raw, len / 2);
 }
 
+/* Length of a padded field: up to the first NUL, trailing blanks trimmed */
+static gsize
+padded_len (const CK_UTF8CHAR *s, gsize len)
+{
+  gsize n = strnlen ((const char *) s, len);
+
+  while (n > 0 && s[n - 1] == ' ')
+    n--;
+  return n;
+}
+
 char *
 p11c_padded_string (const CK_UTF8CHAR *s, gsize len)
 {
-  gsize n = len;
+  return g_utf8_make_valid ((const char *) s, padded_len (s, len));
+}
 
-  while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\0'))
-    n--;
-  return g_utf8_make_valid ((const char *) s, n);
+static void
+blank_after_nul (CK_UTF8CHAR *s, gsize len)
+{
+  CK_UTF8CHAR *nul = memchr (s, '\0', len);
+  if (nul != NULL)
+    memset (nul, ' ', len - (gsize) (nul - s));
+}
+
+void
+p11c_token_info_normalize (CK_TOKEN_INFO *info)
+{
+  blank_after_nul (info->label, sizeof info->label);
+  blank_after_nul (info->manufacturerID, sizeof info->manufacturerID);
+  blank_after_nul (info->model, sizeof info->model);
+  blank_after_nul (info->serialNumber, sizeof info->serialNumber);
+}
+
+/* The four fields that name a token, in identity order */
+enum { ID_MANUFACTURER, ID_MODEL, ID_LABEL, ID_SERIAL, N_ID_FIELDS };
+
+static void
+id_fields (const CK_TOKEN_INFO *info, const CK_UTF8CHAR *f[N_ID_FIELDS], gsize len[N_ID_FIELDS])
+{
+  f[ID_MANUFACTURER] = info->manufacturerID; len[ID_MANUFACTURER] = sizeof info->manufacturerID;
+  f[ID_MODEL] = info->model;                 len[ID_MODEL] = sizeof info->model;
+  f[ID_LABEL] = info->label;                 len[ID_LABEL] = sizeof info->label;
+  f[ID_SERIAL] = info->serialNumber;         len[ID_SERIAL] = sizeof info->serialNumber;
+}
+
+gboolean
+p11c_token_info_same (const CK_TOKEN_INFO *a, const CK_TOKEN_INFO *b)
+{
+  const CK_UTF8CHAR *fa[N_ID_FIELDS], *fb[N_ID_FIELDS];
+  gsize len[N_ID_FIELDS];
+
+  id_fields (a, fa, len);
+  id_fields (b, fb, len);
+  for (int i = 0; i < N_ID_FIELDS; i++)
+    {
+      g_autofree char *x = p11c_padded_string (fa[i], len[i]);
+      g_autofree char *y = p11c_padded_string (fb[i], len[i]);
+      if (!g_str_equal (x, y))
+        return FALSE;
+    }
+  return TRUE;
+}
+
+char *
+p11c_token_identity_id (const CK_TOKEN_INFO *info)
+{
+  g_autoptr(GChecksum) sum = g_checksum_new (G_CHECKSUM_SHA256);
+  const CK_UTF8CHAR *f[N_ID_FIELDS];
+  gsize len[N_ID_FIELDS];
+  g_autofree char *serial = p11c_padded_string (info->serialNumber, sizeof info->serialNumber);
+  GString *out = g_string_new (NULL);
+
+  id_fields (info, f, len);
+  for (int i = 0; i < N_ID_FIELDS; i++)
+    {
+      g_autofree char *v = p11c_padded_string (f[i], len[i]);
+      g_checksum_update (sum, (const guchar *) v, strlen (v) + 1);
+    }
+  for (const char *p = serial[0] ? serial : "token"; *p; p++)
+    g_string_append_c (out, g_ascii_isalnum (*p) ? *p : '_');
+  g_string_append_printf (out, "_%.8s", g_checksum_get_string (sum));
+  return g_string_free (out, FALSE);
 }
 
 static char *
 token_field (const CK_UTF8CHAR *s, gsize len)
 {
-  gsize n = len;
-  while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\0'))
-    n--;
+  gsize n = padded_len (s, len);
   if (n == 0)
     return NULL;   /* p11-kit leaves absent attributes blank */
   return g_strndup ((const char *) s, n);
@@ -143,23 +216,24 @@ p11c_uri_parse (const char *string, GError **error)
   return g_steal_pointer (&out);
 }
 
-static gboolean
-field_matches (const char *want, const CK_UTF8CHAR *have, gsize len)
-{
-  g_autofree char *h = NULL;
-  if (want == NULL)
-    return TRUE;
-  h = token_field (have, len);
-  return g_strcmp0 (want, h ? h : "") == 0;
-}
-
 gboolean
 p11c_uri_matches_token (const P11cUri *uri, const CK_TOKEN_INFO *info)
 {
-  return field_matches (uri->token, info->label, sizeof info->label)
-      && field_matches (uri->manufacturer, info->manufacturerID, sizeof info->manufacturerID)
-      && field_matches (uri->model, info->model, sizeof info->model)
-      && field_matches (uri->serial, info->serialNumber, sizeof info->serialNumber);
+  const char *want[N_ID_FIELDS] = { uri->manufacturer, uri->model, uri->token, uri->serial };
+  const CK_UTF8CHAR *f[N_ID_FIELDS];
+  gsize len[N_ID_FIELDS];
+
+  id_fields (info, f, len);
+  for (int i = 0; i < N_ID_FIELDS; i++)
+    {
+      g_autofree char *have = NULL;
+      if (want[i] == NULL)
+        continue;   /* absent attributes match */
+      have = token_field (f[i], len[i]);
+      if (g_strcmp0 (want[i], have ? have : "") != 0)
+        return FALSE;
+    }
+  return TRUE;
 }
 
 static char *
@@ -172,11 +246,21 @@ format_uri (P11KitUri *uri, P11KitUriType type)
   return s;
 }
 
+/* The token part of a URI, from a normalised copy: a URI the daemon
+ * reports never carries a NUL (p11c_uri_parse refuses those). */
+static void
+set_token_info (P11KitUri *uri, const CK_TOKEN_INFO *info)
+{
+  CK_TOKEN_INFO *ti = p11_kit_uri_get_token_info (uri);
+  memcpy (ti, info, sizeof *info);
+  p11c_token_info_normalize (ti);
+}
+
 char *
 p11c_uri_for_token (const CK_TOKEN_INFO *info)
 {
   P11KitUri *uri = p11_kit_uri_new ();
-  memcpy (p11_kit_uri_get_token_info (uri), info, sizeof *info);
+  set_token_info (uri, info);
   return format_uri (uri, P11_KIT_URI_FOR_TOKEN);
 }
 
@@ -188,7 +272,7 @@ p11c_uri_for_object (const CK_TOKEN_INFO *info, P11cObjectType type,
   CK_OBJECT_CLASS klass;
   CK_ATTRIBUTE a;
 
-  memcpy (p11_kit_uri_get_token_info (uri), info, sizeof *info);
+  set_token_info (uri, info);
   if (id != NULL && id_len > 0)
     {
       a.type = CKA_ID; a.pValue = (void *) id; a.ulValueLen = id_len;

@@ -46,6 +46,20 @@ char *p11c_uri_for_object (const CK_TOKEN_INFO *info, P11cObjectType type,
 char *p11c_id_to_hex (GBytes *id);
 GBytes *p11c_id_from_hex (const char *hex);
 
+/* Token identity.  PKCS#11 pads CK_TOKEN_INFO strings with blanks; some
+ * modules pad with NUL bytes instead (tpm2-pkcs11's model).  normalize
+ * turns a NUL and everything after it into blanks, in the label,
+ * manufacturerID, model and serialNumber fields; every CK_TOKEN_INFO the
+ * daemon reads goes through it, so URIs built from it parse back. */
+void p11c_token_info_normalize (CK_TOKEN_INFO *info);
+/* The same token: label, manufacturer, model and serial all equal (a serial
+ * alone is not unique: tpm2-pkcs11 and NSS report 0000000000000000). */
+gboolean p11c_token_info_same (const CK_TOKEN_INFO *a, const CK_TOKEN_INFO *b);
+/* A stable D-Bus path element for the token: its serial (letters and
+ * digits, others as '_'), '_', then 8 hex digits of SHA-256 over
+ * manufacturer, model, label and serial (trimmed, NUL-separated). */
+char *p11c_token_identity_id (const CK_TOKEN_INFO *info);
+
 /* Blank-padded PKCS#11 fixed-size string → trimmed UTF-8 (invalid bytes
  * replaced) */
 char *p11c_padded_string (const CK_UTF8CHAR *s, gsize len);

@@ -13,6 +13,7 @@ p11c_config_free (P11cConfig *c)
   g_free (c->state_dir);
   g_free (c->ca_dir);
   g_strfreev (c->modules);
+  g_clear_pointer (&c->module_init_args, g_hash_table_unref);
   g_free (c);
 }
 
@@ -66,6 +67,53 @@ get_string (GKeyFile *kf, const char *group, const char *key, const char *def)
   return g_steal_pointer (&v);
 }
 
+const char *
+p11c_config_module_init_args (const P11cConfig *c, const char *module)
+{
+  return c->module_init_args ? g_hash_table_lookup (c->module_init_args, module) : NULL;
+}
+
+#define MODULE_GROUP "module "
+
+/* [module NAME] groups: NAME must be one of modules=, the one key is
+ * init-args (kept verbatim: it is the module's own syntax). */
+static gboolean
+parse_module_groups (GKeyFile *kf, P11cConfig *c, GError **error)
+{
+  g_auto(GStrv) groups = g_key_file_get_groups (kf, NULL);
+
+  c->module_init_args = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  for (char **g = groups; *g; g++)
+    {
+      const char *name = *g + strlen (MODULE_GROUP);
+      g_auto(GStrv) keys = NULL;
+      char *value;
+
+      if (!g_str_has_prefix (*g, MODULE_GROUP))
+        continue;
+      if (!g_strv_contains ((const char *const *) c->modules, name))
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                       "[%s]: \"%s\" is not one of [modules] modules=", *g, name);
+          return FALSE;
+        }
+      keys = g_key_file_get_keys (kf, *g, NULL, NULL);
+      for (char **k = keys; k && *k; k++)
+        if (!g_str_equal (*k, "init-args"))
+          {
+            g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                         "[%s]: unknown key %s (the only key is init-args)", *g, *k);
+            return FALSE;
+          }
+      value = g_key_file_get_value (kf, *g, "init-args", NULL);
+      if (value != NULL && g_strstrip (value)[0] != '\0')
+        g_hash_table_replace (c->module_init_args, g_strdup (name), value);
+      else
+        g_free (value);
+    }
+  return TRUE;
+}
+
 P11cConfig *
 p11c_config_parse (const char *data, gsize len, const char *origin, GError **error)
 {
@@ -101,7 +149,8 @@ p11c_config_parse (const char *data, gsize len, const char *origin, GError **err
       c->modules[0] = g_strdup (P11C_DEFAULT_MODULE);
     }
 
-  if (!get_uint (kf, "daemon", "job-linger", 0, 86400, &c->job_linger, error)
+  if (!parse_module_groups (kf, c, error)
+      || !get_uint (kf, "daemon", "job-linger", 0, 86400, &c->job_linger, error)
       || !get_uint (kf, "pin-policy", "min-length", 1, P11C_SECRET_MAX, &c->pin_policy.min_length, error)
       || !get_bool (kf, "pin-policy", "require-digit", &c->pin_policy.require_digit, error)
       || !get_bool (kf, "pin-policy", "require-upper", &c->pin_policy.require_upper, error)

@@ -11,6 +11,9 @@ typedef struct {
   char         *ca_dir;
   guint         job_linger;     /* seconds */
   char        **modules;
+  /* module name (as in modules=) → its init-args string, from the
+   * [module NAME] groups: handed to C_Initialize as pReserved */
+  GHashTable   *module_init_args;
   P11cPinPolicy pin_policy;
   guint         window_days;
   guint         warn_days;
@@ -22,6 +25,8 @@ P11cConfig *p11c_config_load (const char *path, GError **error);
 /* Parse config text (used by the loader and the fuzzer) */
 P11cConfig *p11c_config_parse (const char *data, gsize len, const char *origin, GError **error);
 void p11c_config_free (P11cConfig *config);
+/* The init-args of @module (NULL when it has none) */
+const char *p11c_config_module_init_args (const P11cConfig *config, const char *module);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (P11cConfig, p11c_config_free)
 
 typedef enum { P11C_CA_EST, P11C_CA_LOCAL } P11cCaType;

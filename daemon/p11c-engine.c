@@ -222,7 +222,7 @@ p11c_engine_load_modules (P11cEngine *e)
       g_autoptr(GError) error = NULL;
 
       m->name = g_strdup (*name);
-      m->module = p11c_module_load (*name, &error);
+      m->module = p11c_module_load (*name, p11c_config_module_init_args (e->config, *name), &error);
       if (m->module == NULL)
         {
           m->error = g_strdup (error->message);
@@ -276,24 +276,13 @@ p11c_engine_scan (P11cEngine *e)
   return out;
 }
 
-static char *
-sanitise_id (const char *s)
-{
-  GString *out = g_string_new (NULL);
-  for (const char *p = s; *p; p++)
-    g_string_append_c (out, g_ascii_isalnum (*p) ? *p : '_');
-  return g_string_free (out, FALSE);
-}
-
 static P11cToken *
 find_token (P11cEngine *e, P11cModule *module, CK_SLOT_ID slot, const CK_TOKEN_INFO *info)
 {
   for (guint i = 0; i < e->tokens->len; i++)
     {
       P11cToken *t = e->tokens->pdata[i];
-      if (t->module == module && t->slot == slot
-          && memcmp (t->info.serialNumber, info->serialNumber, sizeof info->serialNumber) == 0
-          && memcmp (t->info.label, info->label, sizeof info->label) == 0)
+      if (t->module == module && t->slot == slot && p11c_token_info_same (&t->info, info))
         return t;
     }
   return NULL;
@@ -312,9 +301,7 @@ static P11cToken *
 token_new (P11cEngine *e, P11cModuleState *m, const P11cSlotToken *st)
 {
   P11cToken *t = g_new0 (P11cToken, 1);
-  g_autofree char *serial = p11c_padded_string (st->token_info.serialNumber,
-                                                sizeof st->token_info.serialNumber);
-  g_autofree char *base = NULL;
+  g_autofree char *base = p11c_token_identity_id (&st->token_info);
 
   t->ref = 1;
   g_mutex_init (&t->lock);
@@ -328,7 +315,6 @@ token_new (P11cEngine *e, P11cModuleState *m, const P11cSlotToken *st)
   t->info = st->token_info;
   t->present = TRUE;
   t->uri = p11c_uri_for_token (&st->token_info);
-  base = sanitise_id (serial[0] ? serial : "token");
   t->id = g_strdup (base);
   t->object_path = g_strdup_printf (P11C_DBUS_TOKENS_PATH "/%s", t->id);
   for (guint n = 2; path_in_use (e, t->object_path); n++)
@@ -541,19 +527,18 @@ static void
 clean_orphans (P11cToken *t, P11cSession *s)
 {
   g_autoptr(GDir) d = g_dir_open (t->pending_dir, 0, NULL);
-  g_autofree char *serial = NULL;
   const char *name;
   CK_TOKEN_INFO info;
 
   if (d == NULL || !s->logged_in)
     return;
   p11c_token_get_info (t, &info, NULL);
-  serial = p11c_padded_string (info.serialNumber, sizeof info.serialNumber);
   while ((name = g_dir_read_name (d)) != NULL)
     {
       g_autofree char *path = g_build_filename (t->pending_dir, name, NULL);
       g_autoptr(GKeyFile) kf = g_key_file_new ();
-      g_autofree char *rec_serial = NULL, *id_hex = NULL;
+      g_autofree char *rec_uri = NULL, *id_hex = NULL;
+      g_autoptr(P11cUri) rec_token = NULL;
       g_autoptr(GBytes) id = NULL;
       g_autoptr(GArray) certs = NULL;
       g_autoptr(GArray) objs = NULL;
@@ -561,9 +546,13 @@ clean_orphans (P11cToken *t, P11cSession *s)
 
       if (!g_str_has_suffix (name, ".ini") || !g_key_file_load_from_file (kf, path, G_KEY_FILE_NONE, NULL))
         continue;
-      rec_serial = g_key_file_get_string (kf, "pending", "token-serial", NULL);
+      /* the record's token URI names label, manufacturer, model and serial:
+       * the whole identity (p11c_token_info_same), not the serial alone */
+      rec_uri = g_key_file_get_string (kf, "pending", "token-uri", NULL);
       id_hex = g_key_file_get_string (kf, "pending", "id", NULL);
-      if (g_strcmp0 (rec_serial, serial) != 0 || id_hex == NULL)
+      rec_token = rec_uri ? p11c_uri_parse (rec_uri, NULL) : NULL;
+      if (rec_token == NULL || !p11c_uri_matches_token (rec_token, &info)
+          || id_hex == NULL)
         continue;
       if (g_key_file_get_int64 (kf, "pending", "pid", NULL) == getpid ()
           && !g_key_file_get_boolean (kf, "pending", "abandoned", NULL))
@@ -604,8 +593,7 @@ p11c_token_open_session (P11cToken *t, gboolean rw, GError **error)
   g_mutex_unlock (&t->lock);
   if (present && !p11c_module_get_token_info (t->module, t->slot, &now, error))
     return NULL;
-  if (!present || memcmp (now.serialNumber, known.serialNumber, sizeof now.serialNumber) != 0
-      || memcmp (now.label, known.label, sizeof now.label) != 0)
+  if (!present || !p11c_token_info_same (&now, &known))
     {
       g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_NOT_PRESENT,
                    "The token was removed (its reader is empty or holds another token); "

@@ -504,7 +504,7 @@ build_csr (Key *k, EVP_PKEY *pub, P11cSession *s, CK_OBJECT_HANDLE priv, GError 
       tbs_len = i2d_re_X509_REQ_tbs (req, &tbs);
       if (tbs_len <= 0)
         goto fail;
-      sig = p11c_session_sign (s, priv, kt, md, tbs, tbs_len, error);
+      sig = p11c_session_sign (s, priv, kt, md, tbs, tbs_len, k->req->pin, error);
       OPENSSL_free (tbs);
       if (sig == NULL)
         return NULL;

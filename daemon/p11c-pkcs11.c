@@ -43,6 +43,14 @@ static const struct { CK_RV rv; const char *name; } ckr_names[] = {
   CKR (CKR_DOMAIN_PARAMS_INVALID), CKR (CKR_CURVE_NOT_SUPPORTED), CKR (CKR_BUFFER_TOO_SMALL),
   CKR (CKR_CRYPTOKI_NOT_INITIALIZED), CKR (CKR_CRYPTOKI_ALREADY_INITIALIZED),
   CKR (CKR_FUNCTION_REJECTED), CKR (CKR_RANDOM_NO_RNG), CKR (CKR_RANDOM_SEED_NOT_SUPPORTED),
+  CKR (CKR_ACTION_PROHIBITED), CKR (CKR_EXCEEDED_MAX_ITERATIONS), CKR (CKR_FIPS_SELF_TEST_FAILED),
+  CKR (CKR_INFORMATION_SENSITIVE), CKR (CKR_KEY_CHANGED), CKR (CKR_KEY_INDIGESTIBLE), CKR (CKR_KEY_NEEDED),
+  CKR (CKR_KEY_NOT_NEEDED), CKR (CKR_KEY_NOT_WRAPPABLE), CKR (CKR_KEY_UNEXTRACTABLE),
+  CKR (CKR_LIBRARY_LOAD_FAILED), CKR (CKR_MUTEX_BAD), CKR (CKR_MUTEX_NOT_LOCKED), CKR (CKR_NEW_PIN_MODE),
+  CKR (CKR_NEXT_OTP), CKR (CKR_PIN_TOO_WEAK), CKR (CKR_PUBLIC_KEY_INVALID), CKR (CKR_SAVED_STATE_INVALID),
+  CKR (CKR_STATE_UNSAVEABLE), CKR (CKR_UNWRAPPING_KEY_SIZE_RANGE), CKR (CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT),
+  CKR (CKR_WRAPPED_KEY_INVALID), CKR (CKR_WRAPPED_KEY_LEN_RANGE), CKR (CKR_WRAPPING_KEY_HANDLE_INVALID),
+  CKR (CKR_WRAPPING_KEY_SIZE_RANGE), CKR (CKR_WRAPPING_KEY_TYPE_INCONSISTENT),
 };
 #undef CKR
 
@@ -52,7 +60,7 @@ p11c_ckr_name (CK_RV rv)
   for (gsize i = 0; i < G_N_ELEMENTS (ckr_names); i++)
     if (ckr_names[i].rv == rv)
       return ckr_names[i].name;
-  return "CKR_VENDOR_DEFINED";
+  return rv >= CKR_VENDOR_DEFINED ? "CKR_VENDOR_DEFINED" : "an unknown CKR code";
 }
 
 gboolean
@@ -80,6 +88,7 @@ p11c_ckr_check (CK_RV rv, const char *what, GError **error)
       break;
     case CKR_PIN_INVALID:
     case CKR_PIN_LEN_RANGE:
+    case CKR_PIN_TOO_WEAK:
       code = P11C_ERROR_PIN_POLICY;
       hint = "the token does not accept a PIN of this form or length";
       break;
@@ -152,14 +161,17 @@ p11c_ckr_check (CK_RV rv, const char *what, GError **error)
       hint = "the token module failed";
       break;
     }
-  g_set_error (error, P11C_ERROR, code, "%s: %s (%s)", what, hint, p11c_ckr_name (rv));
+  /* the number too: vendor codes and codes newer than this build say
+   * nothing by name */
+  g_set_error (error, P11C_ERROR, code, "%s: %s (%s, 0x%08lx)", what, hint, p11c_ckr_name (rv),
+               (unsigned long) rv);
   return FALSE;
 }
 
 /* ---- modules ------------------------------------------------------------ */
 
 P11cModule *
-p11c_module_load (const char *name_or_path, GError **error)
+p11c_module_load (const char *name_or_path, const char *init_args, GError **error)
 {
   CK_C_GetFunctionList get_list;
   CK_C_INITIALIZE_ARGS args = { 0 };
@@ -195,6 +207,7 @@ p11c_module_load (const char *name_or_path, GError **error)
       return NULL;
     }
   args.flags = CKF_OS_LOCKING_OK;
+  args.pReserved = (void *) init_args;
   rv = m->f->C_Initialize (&args);
   if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED)
     m->finalize = FALSE;    /* someone else owns initialisation */
@@ -242,7 +255,10 @@ CK_FUNCTION_LIST *p11c_module_get_functions (P11cModule *m) { return m->f; }
 gboolean
 p11c_module_get_token_info (P11cModule *m, CK_SLOT_ID slot, CK_TOKEN_INFO *info, GError **error)
 {
-  return p11c_ckr_check (m->f->C_GetTokenInfo (slot, info), "Reading the token information", error);
+  if (!p11c_ckr_check (m->f->C_GetTokenInfo (slot, info), "Reading the token information", error))
+    return FALSE;
+  p11c_token_info_normalize (info);
+  return TRUE;
 }
 
 GArray *
@@ -282,6 +298,7 @@ p11c_module_list_tokens (P11cModule *m, GError **error)
           g_debug ("slot %lu: no usable token (%s)", (unsigned long) slots[i], p11c_ckr_name (rv));
           continue;
         }
+      p11c_token_info_normalize (&st.token_info);
       if (!(st.token_info.flags & CKF_TOKEN_INITIALIZED))
         {
           g_debug ("slot %lu: token not initialized, skipped", (unsigned long) slots[i]);
@@ -664,9 +681,35 @@ static const guint8 di_sha256[] = { 0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x
 static const guint8 di_sha384[] = { 0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
                                     0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30 };
 
+gboolean
+p11c_session_sign_init (P11cSession *s, CK_MECHANISM *mech, CK_OBJECT_HANDLE key,
+                        const char *pin, GError **error)
+{
+  CK_BBOOL always = CK_FALSE;
+  CK_ATTRIBUTE a = { CKA_ALWAYS_AUTHENTICATE, &always, sizeof always };
+  CK_RV rv;
+
+  if (!p11c_ckr_check (s->f->C_SignInit (s->handle, mech, key), "Starting the signature on the token", error))
+    return FALSE;
+  /* any error (CKR_ATTRIBUTE_TYPE_INVALID from NSS, _SENSITIVE, …) means
+   * the module does not ask for it */
+  rv = s->f->C_GetAttributeValue (s->handle, key, &a, 1);
+  if (rv != CKR_OK || a.ulValueLen != sizeof always || always != CK_TRUE)
+    return TRUE;
+  if (pin == NULL)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_SUPPORTED,
+                   "The key asks for the PIN before every signature (CKA_ALWAYS_AUTHENTICATE) and no PIN is at hand");
+      return FALSE;
+    }
+  /* exactly one attempt: a refused PIN is reported, never retried */
+  return p11c_ckr_check (s->f->C_Login (s->handle, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR *) pin, strlen (pin)),
+                         "Authenticating to the key for this signature", error);
+}
+
 GBytes *
 p11c_session_sign (P11cSession *s, CK_OBJECT_HANDLE priv, P11cKeyType type,
-                   const EVP_MD *md, const guint8 *data, gsize len, GError **error)
+                   const EVP_MD *md, const guint8 *data, gsize len, const char *pin, GError **error)
 {
   guint8 input[128];
   gsize in_len = 0;
@@ -691,7 +734,7 @@ p11c_session_sign (P11cSession *s, CK_OBJECT_HANDLE priv, P11cKeyType type,
   memcpy (input + in_len, hash, hlen);
   in_len += hlen;
 
-  if (!p11c_ckr_check (s->f->C_SignInit (s->handle, &mech, priv), "Starting the signature on the token", error))
+  if (!p11c_session_sign_init (s, &mech, priv, pin, error))
     return NULL;
   if (!p11c_ckr_check (s->f->C_Sign (s->handle, input, in_len, NULL, &sig_len), "Signing on the token", error))
     return NULL;

@@ -11,7 +11,10 @@ G_BEGIN_DECLS
 
 typedef struct _P11cModule P11cModule;
 
-P11cModule *p11c_module_load (const char *name_or_path, GError **error);
+/* @init_args (may be NULL): the module's own initialisation string, passed
+ * as CK_C_INITIALIZE_ARGS.pReserved (NSS softokn needs
+ * "configdir='sql:DIR' certPrefix='' keyPrefix='' secmod='secmod.db'"). */
+P11cModule *p11c_module_load (const char *name_or_path, const char *init_args, GError **error);
 void        p11c_module_unload (P11cModule *module);
 const char *p11c_module_get_name (P11cModule *module);
 const char *p11c_module_get_description (P11cModule *module);
@@ -89,7 +92,14 @@ EVP_PKEY *p11c_session_public_key (P11cSession *s, CK_OBJECT_HANDLE pub, GError 
  * Returns the signature in X.509 encoding (DER ECDSA-Sig-Value for EC). */
 GBytes *p11c_session_sign (P11cSession *s, CK_OBJECT_HANDLE priv, P11cKeyType type,
                            const EVP_MD *md, const guint8 *data, gsize len,
-                           GError **error);
+                           const char *pin, GError **error);
+
+/* C_SignInit, then — when the key has CKA_ALWAYS_AUTHENTICATE — the
+ * context-specific C_Login with @pin that such a key needs before each
+ * signature.  A module that does not know the attribute (NSS answers
+ * CKR_ATTRIBUTE_TYPE_INVALID) or cannot tell has keys without it. */
+gboolean p11c_session_sign_init (P11cSession *s, CK_MECHANISM *mech, CK_OBJECT_HANDLE key,
+                                 const char *pin, GError **error);
 
 /* Store an X.509 certificate object (CKA_TOKEN, public) with id and label. */
 gboolean p11c_session_store_cert (P11cSession *s, X509 *cert, GBytes *id,

@@ -56,7 +56,7 @@ token_sign_raw (TokenKey *k, CK_MECHANISM_TYPE mech, const guint8 *in, gsize in_
   keys = p11c_session_find (s, CKO_PRIVATE_KEY, k->id, NULL, &error);
   if (keys == NULL || keys->len == 0)
     goto done;
-  if (!p11c_ckr_check (s->f->C_SignInit (s->handle, &m, g_array_index (keys, CK_OBJECT_HANDLE, 0)), "sign", &error)
+  if (!p11c_session_sign_init (s, &m, g_array_index (keys, CK_OBJECT_HANDLE, 0), k->pin, &error)
       || !p11c_ckr_check (s->f->C_Sign (s->handle, (guint8 *) in, in_len, NULL, &len), "sign", &error)
       || len == 0 || len > 4096)
     goto done;

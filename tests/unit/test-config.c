@@ -3,6 +3,21 @@
 #include "p11c-vardict.h"
 #include <string.h>
 
+/* every text in @bad is refused with an InvalidArgs error starting with @prefix */
+static void
+assert_all_bad (const char **bad, const char *prefix)
+{
+  for (const char **b = bad; *b; b++)
+    {
+      g_autoptr(GError) error = NULL;
+      g_autoptr(P11cConfig) c = p11c_config_parse (*b, -1, "bad.conf", &error);
+      g_test_message ("%s → %s", *b, error ? error->message : "ok");
+      g_assert_null (c);
+      g_assert_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS);
+      g_assert_true (g_str_has_prefix (error->message, prefix));
+    }
+}
+
 static void
 test_defaults (void)
 {
@@ -27,6 +42,29 @@ test_values (void)
   g_assert_cmpuint (c->pin_policy.min_length, ==, 10);
   g_assert_false (c->pin_policy.require_upper);
   g_assert_cmpuint (c->window_days, ==, 7);
+  g_assert_null (p11c_config_module_init_args (c, "/a.so"));
+}
+
+/* [module NAME] init-args: verbatim (quotes and backslashes are the
+ * module's own syntax), only for listed modules */
+static void
+test_module_init_args (void)
+{
+  const char *text = "[modules]\nmodules=/a.so;libsoftokn3.so\n"
+                     "[module libsoftokn3.so]\n"
+                     "init-args= configdir='sql:/var/lib/x' certPrefix='' keyPrefix='' secmod='secmod.db' \n";
+  g_autoptr(GError) error = NULL;
+  g_autoptr(P11cConfig) c = p11c_config_parse (text, -1, "t.conf", &error);
+  const char *bad[] = {
+    "[modules]\nmodules=/a.so\n[module /b.so]\ninit-args=x\n",
+    "[modules]\nmodules=/a.so\n[module /a.so]\ninit-arg=x\n",
+    NULL };
+
+  g_assert_no_error (error);
+  g_assert_cmpstr (p11c_config_module_init_args (c, "libsoftokn3.so"), ==,
+                   "configdir='sql:/var/lib/x' certPrefix='' keyPrefix='' secmod='secmod.db'");
+  g_assert_null (p11c_config_module_init_args (c, "/a.so"));
+  assert_all_bad (bad, "bad.conf: [module /");
 }
 
 static void
@@ -34,15 +72,7 @@ test_bad_config (void)
 {
   const char *bad[] = { "[pin-policy]\nmin-length=zero\n", "[pin-policy]\nmin-length=0\n",
                         "[pin-policy]\nrequire-digit=maybe\n", "not a key file", "[renewal]\nwindow-days=-1\n", NULL };
-  for (const char **b = bad; *b; b++)
-    {
-      g_autoptr(GError) error = NULL;
-      g_autoptr(P11cConfig) c = p11c_config_parse (*b, -1, "bad.conf", &error);
-      g_test_message ("%s → %s", *b, error ? error->message : "ok");
-      g_assert_null (c);
-      g_assert_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS);
-      g_assert_true (g_str_has_prefix (error->message, "bad.conf"));
-    }
+  assert_all_bad (bad, "bad.conf");
 }
 
 static void
@@ -113,6 +143,7 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/config/defaults", test_defaults);
   g_test_add_func ("/config/values", test_values);
+  g_test_add_func ("/config/module-init-args", test_module_init_args);
   g_test_add_func ("/config/bad", test_bad_config);
   g_test_add_func ("/config/profiles", test_profiles);
   g_test_add_func ("/config/names", test_names);

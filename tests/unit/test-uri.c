@@ -80,6 +80,73 @@ test_padded (void)
   g_assert_true (g_utf8_validate (out2, -1, NULL));
 }
 
+/* tpm2-pkcs11: the model padded with NUL bytes, serial all zeros.  Every
+ * URI built from what the module reports parses back and names the token. */
+static void
+test_nul_padded_token (void)
+{
+  CK_TOKEN_INFO info, other;
+  const guint8 id[] = { 0x42 };
+  g_autofree char *tok = NULL, *obj = NULL;
+  g_autoptr(P11cUri) u = NULL;
+  g_autoptr(P11cUri) v = NULL;
+  g_autoptr(GError) error = NULL;
+  g_autofree char *id1 = NULL, *id2 = NULL;
+
+  fill (&info, "tpm", "0000000000000000");
+  memset (info.model, 0, sizeof info.model);
+  memcpy (info.model, "SW   TPM", 8);
+  memset (info.manufacturerID, 0, sizeof info.manufacturerID);
+  memcpy (info.manufacturerID, "IBM", 3);
+  /* a NUL ends the field: what follows is not part of it */
+  memcpy (info.label + 3, "\0junk", 5);
+
+  tok = p11c_uri_for_token (&info);
+  obj = p11c_uri_for_object (&info, P11C_OBJECT_CERT, id, sizeof id, "c");
+  g_test_message ("%s", obj);
+  g_assert_null (strstr (obj, "%00"));
+  u = p11c_uri_parse (tok, &error);
+  g_assert_no_error (error);
+  v = p11c_uri_parse (obj, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (v->model, ==, "SW   TPM");
+  g_assert_cmpstr (v->manufacturer, ==, "IBM");
+  g_assert_cmpstr (v->token, ==, "tpm");
+  g_assert_cmpstr (v->serial, ==, "0000000000000000");
+  g_assert_true (p11c_uri_matches_token (u, &info));
+  g_assert_true (p11c_uri_matches_token (v, &info));
+
+  /* normalised info: blanks, and the same token as the raw one */
+  other = info;
+  p11c_token_info_normalize (&other);
+  g_assert_null (memchr (other.model, 0, sizeof other.model));
+  g_assert_null (memchr (other.label, 0, sizeof other.label));
+  g_assert_true (p11c_token_info_same (&info, &other));
+  g_assert_true (p11c_uri_matches_token (u, &other));
+  id1 = p11c_token_identity_id (&info);
+  id2 = p11c_token_identity_id (&other);
+  g_assert_cmpstr (id1, ==, id2);
+  g_assert_true (g_str_has_prefix (id1, "0000000000000000_"));
+  for (const char *p = id1; *p; p++)
+    g_assert_true (g_ascii_isalnum (*p) || *p == '_');
+
+  /* identity is not the serial alone: same serial, another label or model */
+  fill (&other, "tpm2", "0000000000000000");
+  memcpy (other.manufacturerID, info.manufacturerID, sizeof info.manufacturerID);
+  memcpy (other.model, info.model, sizeof info.model);
+  g_assert_false (p11c_token_info_same (&info, &other));
+  g_clear_pointer (&id2, g_free);
+  id2 = p11c_token_identity_id (&other);
+  g_assert_cmpstr (id1, !=, id2);
+  other = info;
+  memcpy (other.model, "other", 5);
+  g_assert_false (p11c_token_info_same (&info, &other));
+  other = info;
+  memcpy (other.manufacturerID, "XYZ", 3);
+  g_assert_false (p11c_token_info_same (&info, &other));
+  g_assert_false (p11c_uri_matches_token (v, &other));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -88,5 +155,6 @@ main (int argc, char **argv)
   g_test_add_func ("/uri/partial", test_partial_matches);
   g_test_add_func ("/uri/bad", test_bad);
   g_test_add_func ("/uri/padded", test_padded);
+  g_test_add_func ("/uri/nul-padded-token", test_nul_padded_token);
   return g_test_run ();
 }
