@@ -6,7 +6,7 @@
 #include "p11c-job.h"
 #include "p11c-localca.h"
 #include "p11c-store.h"
-#include "p11c-renew.h"
+#include "p11c-renewal.h"
 #include "p11c-log.h"
 #include "p11c-names.h"
 #include "p11c-secret.h"
@@ -408,7 +408,7 @@ list_certs_thread (Call *c, GError **error)
 {
   GVariantBuilder b;
   gint64 now = g_get_real_time () / G_USEC_PER_SEC;
-  g_autoptr(GHashTable) issued = p11c_issued_load (c->d->engine->config->state_dir);
+  g_autoptr(GHashTable) issued = p11c_records_ca_map (p11c_engine_get_records (c->d->engine));
 
   g_variant_builder_init (&b, G_VARIANT_TYPE ("aa{sv}"));
   for (guint i = 0; c->tokens && i < c->tokens->len; i++)
@@ -909,61 +909,7 @@ handle_enroll (Call *c)
   call_free (c);
 }
 
-/* ---- renewal ------------------------------------------------------------ */
-
-typedef struct {
-  P11cCertEntry *entry;
-  P11cToken     *token;     /* NULL: system store */
-} Found;
-
-static void
-found_free (Found *f)
-{
-  p11c_cert_entry_unref (f->entry);
-  g_clear_pointer (&f->token, p11c_token_unref);
-  g_free (f);
-}
-
-/* Every certificate the daemon can see (thread).  @tokens: a snapshot.
- * @listed (optional): set to the tokens of @tokens whose certificates were
- * listed; one that failed to list (busy, removed meanwhile, device error) is
- * left out, so nothing is concluded about the certificates on it. */
-static GPtrArray *
-collect_certs (P11cDaemon *d, GPtrArray *tokens, GPtrArray **listed)
-{
-  GPtrArray *out = g_ptr_array_new_with_free_func ((GDestroyNotify) found_free);
-  g_autoptr(GPtrArray) sys = p11c_system_store_list (d->engine->config->state_dir);
-
-  if (listed != NULL)
-    *listed = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_token_unref);
-  for (guint i = 0; tokens && i < tokens->len; i++)
-    {
-      P11cToken *t = tokens->pdata[i];
-      g_autoptr(GError) local = NULL;
-      g_autoptr(GPtrArray) certs = p11c_token_list_certs (t, &local);
-      if (certs == NULL)
-        {
-          g_message ("Listing certificates on %s failed: %s", t->id, local ? local->message : "unknown error");
-          continue;
-        }
-      if (listed != NULL)
-        g_ptr_array_add (*listed, p11c_token_ref (t));
-      for (guint j = 0; j < certs->len; j++)
-        {
-          Found *f = g_new0 (Found, 1);
-          f->entry = p11c_cert_entry_ref (certs->pdata[j]);
-          f->token = p11c_token_ref (t);
-          g_ptr_array_add (out, f);
-        }
-    }
-  for (guint j = 0; j < sys->len; j++)
-    {
-      Found *f = g_new0 (Found, 1);
-      f->entry = p11c_cert_entry_ref (sys->pdata[j]);
-      g_ptr_array_add (out, f);
-    }
-  return out;
-}
+/* ---- renewal (the domain is p11c-renewal.c) ----------------------------- */
 
 static GPtrArray *
 tokens_snapshot (P11cDaemon *d)
@@ -974,42 +920,19 @@ tokens_snapshot (P11cDaemon *d)
   return a;
 }
 
-static const char *
-entry_sha256 (P11cCertEntry *e)
-{
-  return e->summary ? e->summary->sha256 : "";
-}
+static const P11cKeySpec renew_keys[] = {
+  { "pin", "s", FALSE }, { "rekey", "b", FALSE }, { "allow_interaction", "b", FALSE }, { NULL },
+};
 
 static GVariant *
 renew_resolve_thread (Call *c, GError **error)
 {
   const char *uri;
   g_autoptr(GVariant) options = NULL;
-  g_autoptr(GPtrArray) all = collect_certs (c->d, c->tokens, NULL);
-  g_autoptr(GHashTable) issued = p11c_issued_load (c->d->engine->config->state_dir);
-  Found *found = NULL;
-  const char *ca;
   P11cEnrollRequest *req;
 
   g_variant_get (c->params, "(&s@a{sv})", &uri, &options);
-  for (guint i = 0; i < all->len && found == NULL; i++)
-    if (g_str_equal (((Found *) all->pdata[i])->entry->uri, uri))
-      found = all->pdata[i];
-  if (found == NULL)
-    {
-      g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
-                   "No certificate %s; list them with 'p11certctl list' (is the token inserted?)", uri);
-      return NULL;
-    }
-  ca = g_hash_table_lookup (issued, entry_sha256 (found->entry));
-  if (ca == NULL)
-    {
-      g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
-                   "The certificate %s was not issued through a CA profile of p11certd, so it cannot be renewed "
-                   "here; enroll a new one instead", uri);
-      return NULL;
-    }
-  req = p11c_renew_request_new (c->d->engine, found->entry, found->token, ca, options, error);
+  req = p11c_renewal_resolve (c->d->engine, c->tokens, uri, c->pin, c->keep_key == FALSE, error);
   if (req == NULL)
     return NULL;
   c->payload = req;
@@ -1045,113 +968,26 @@ renew_resolved (GObject *source, GAsyncResult *res, gpointer user_data)
 static void
 handle_renew (Call *c)
 {
+  g_autoptr(GVariant) options = NULL;
+  GError *error = NULL;
+
+  g_variant_get (c->params, "(&s@a{sv})", NULL, &options);
+  if (!p11c_vardict_validate (options, renew_keys, &error))
+    {
+      call_fail (c, error);
+      return;
+    }
+  c->pin = p11c_vardict_dup_secret (options, "pin");
+  c->keep_key = !p11c_vardict_get_bool (options, "rekey", TRUE);
   c->tokens = tokens_snapshot (c->d);
   run_in_thread_then (c, renew_resolve_thread, renew_resolved);
-}
-
-typedef struct {
-  GPtrArray *requests;      /* P11cEnrollRequest */
-  GPtrArray *needs_person;  /* GVariant (sx@a{sv}) for RenewalNeeded */
-  GPtrArray *not_renewable; /* char* uri */
-} DuePlan;
-
-static void
-due_plan_free (DuePlan *p)
-{
-  g_ptr_array_unref (p->requests);
-  g_ptr_array_unref (p->needs_person);
-  g_ptr_array_unref (p->not_renewable);
-  g_free (p);
 }
 
 static GVariant *
 renew_due_thread (Call *c, GError **error)
 {
-  P11cConfig *config = c->d->engine->config;
-  g_autoptr(GPtrArray) listed = NULL;
-  g_autoptr(GPtrArray) all = collect_certs (c->d, c->tokens, &listed);
-  g_autoptr(GHashTable) issued = p11c_issued_load (config->state_dir);
-  g_autoptr(GHashTable) present = g_hash_table_new (g_str_hash, g_str_equal);
-  DuePlan *plan = g_new0 (DuePlan, 1);
-  gint64 now = g_get_real_time () / G_USEC_PER_SEC;
-
-  plan->requests = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_enroll_request_free);
-  plan->needs_person = g_ptr_array_new_with_free_func ((GDestroyNotify) g_variant_unref);
-  plan->not_renewable = g_ptr_array_new_with_free_func (g_free);
-  for (guint i = 0; i < all->len; i++)
-    {
-      Found *f = all->pdata[i];
-      P11cCertSummary *sum = f->entry->summary;
-      const char *ca;
-      const P11cCaProfile *profile;
-      gint64 days_left;
-      g_autoptr(GError) local = NULL;
-
-      if (sum == NULL)
-        continue;
-      g_hash_table_add (present, sum->sha256);
-      ca = g_hash_table_lookup (issued, sum->sha256);
-      if (ca == NULL || !p11c_cert_renewal_due (sum->not_before, sum->not_after, now, config->window_days, &days_left))
-        continue;
-      profile = p11c_engine_find_ca (c->d->engine, ca);
-      if (profile == NULL)
-        {
-          g_ptr_array_add (plan->not_renewable, g_strdup (f->entry->uri));
-          continue;
-        }
-      if (f->token != NULL)
-        {
-          p11c_autosecret pin = p11c_profile_read_pin (profile, &local);
-          if (pin == NULL)
-            {
-              GVariantBuilder b;
-              if (local != NULL)
-                g_warning ("%s", local->message);
-              g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-              g_variant_builder_add (&b, "{sv}", "subject", g_variant_new_string (sum->subject));
-              g_variant_builder_add (&b, "{sv}", "token", g_variant_new_object_path (f->token->object_path));
-              g_variant_builder_add (&b, "{sv}", "ca", g_variant_new_string (ca));
-              g_variant_builder_add (&b, "{sv}", "days_left", g_variant_new_int64 (days_left));
-              g_variant_builder_add (&b, "{sv}", "reason", g_variant_new_string ("the token PIN is needed"));
-              g_ptr_array_add (plan->needs_person,
-                               g_variant_ref_sink (g_variant_new ("(sx@a{sv})", f->entry->uri, sum->not_after,
-                                                                  g_variant_builder_end (&b))));
-              continue;
-            }
-          {
-            GVariantBuilder ob;
-            g_autoptr(GVariant) opts = NULL;
-            P11cEnrollRequest *req;
-            g_variant_builder_init (&ob, G_VARIANT_TYPE_VARDICT);
-            g_variant_builder_add (&ob, "{sv}", "pin", g_variant_new_string (pin));
-            opts = g_variant_ref_sink (g_variant_builder_end (&ob));
-            req = p11c_renew_request_new (c->d->engine, f->entry, f->token, ca, opts, &local);
-            p11c_variant_wipe (opts);
-            if (req != NULL)
-              {
-                p11c_enroll_request_set_unattended (req);
-                g_ptr_array_add (plan->requests, req);
-              }
-            else
-              g_ptr_array_add (plan->not_renewable, g_strdup (f->entry->uri));
-          }
-        }
-      else
-        {
-          P11cEnrollRequest *req = p11c_renew_request_new (c->d->engine, f->entry, NULL, ca, NULL, &local);
-          if (req != NULL)
-            g_ptr_array_add (plan->requests, req);
-          else
-            g_ptr_array_add (plan->not_renewable, g_strdup (f->entry->uri));
-        }
-    }
-  /* forget the records of certificates that are gone from the tokens just
-   * listed.  Tokens outside @listed keep theirs: not present when the call
-   * came (c->tokens is the main thread's snapshot; they may come back), or
-   * present but failing to list (what is on them is unknown). */
-  p11c_issued_prune_missing (config->state_dir, present, listed);
-  c->payload = plan;
-  c->payload_free = (GDestroyNotify) due_plan_free;
+  c->payload = p11c_renewal_plan_due (c->d->engine, c->tokens, g_get_real_time () / G_USEC_PER_SEC);
+  c->payload_free = (GDestroyNotify) p11c_due_plan_free;
   return g_variant_new ("()");
 }
 
@@ -1161,7 +997,7 @@ renew_due_planned (GObject *source, GAsyncResult *res, gpointer user_data)
   Call *c = user_data;
   GError *error = NULL;
   g_autoptr(GVariant) ok = g_task_propagate_pointer (G_TASK (res), &error);
-  DuePlan *plan;
+  P11cDuePlan *plan;
   GVariantBuilder jobs, person, b;
   const char *sender;
 
@@ -1184,15 +1020,23 @@ renew_due_planned (GObject *source, GAsyncResult *res, gpointer user_data)
     }
   for (guint i = 0; i < plan->needs_person->len; i++)
     {
-      GVariant *args = plan->needs_person->pdata[i];
-      const char *uri;
-      gint64 not_after;
-      g_variant_get (args, "(&sx@a{sv})", &uri, &not_after, NULL);
-      g_variant_builder_add (&person, "s", uri);
+      P11cNeedsPerson *n = plan->needs_person->pdata[i];
+      GVariantBuilder info;
+
+      g_variant_builder_init (&info, G_VARIANT_TYPE_VARDICT);
+      g_variant_builder_add (&info, "{sv}", "subject", g_variant_new_string (n->subject));
+      if (n->token != NULL)
+        g_variant_builder_add (&info, "{sv}", "token", g_variant_new_object_path (n->token->object_path));
+      g_variant_builder_add (&info, "{sv}", "ca", g_variant_new_string (n->ca));
+      g_variant_builder_add (&info, "{sv}", "days_left", g_variant_new_int64 (n->days_left));
+      g_variant_builder_add (&info, "{sv}", "reason", g_variant_new_string (n->reason));
+      g_variant_builder_add (&person, "s", n->uri);
       g_dbus_connection_emit_signal (c->d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "RenewalNeeded",
-                                     args, NULL);
-      p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_NEEDS_PERSON, NULL, NULL, NULL, not_after,
-                      "Certificate %s is due for renewal and needs its token PIN", uri);
+                                     g_variant_new ("(sx@a{sv})", n->uri, n->not_after,
+                                                    g_variant_builder_end (&info)), NULL);
+      p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_NEEDS_PERSON, n->token ? n->token->id : NULL, NULL,
+                      n->subject, n->not_after, "Certificate %s is due for renewal and needs a person: %s",
+                      n->uri, n->reason);
     }
   g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
   g_variant_builder_add (&b, "{sv}", "jobs", g_variant_builder_end (&jobs));
@@ -1230,7 +1074,7 @@ expiry_thread (GTask *task, gpointer source, gpointer data, GCancellable *cancel
   P11cDaemon *d = data;
   GPtrArray *tokens = g_object_get_data (G_OBJECT (task), "tokens");
 
-  g_task_return_pointer (task, collect_certs (d, tokens, NULL), (GDestroyNotify) g_ptr_array_unref);
+  g_task_return_pointer (task, p11c_renewal_collect (d->engine, tokens, NULL), (GDestroyNotify) g_ptr_array_unref);
 }
 
 static gboolean
@@ -1247,32 +1091,21 @@ expiry_done (GObject *source, GAsyncResult *res, gpointer user_data)
 {
   P11cDaemon *d = user_data;
   g_autoptr(GPtrArray) all = g_task_propagate_pointer (G_TASK (res), NULL);
+  g_autoptr(GPtrArray) crossing = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_cert_entry_unref);
   gint64 now = g_get_real_time () / G_USEC_PER_SEC;
-  gint64 next = G_MAXINT64;
-  gint64 warn = (gint64) d->engine->config->warn_days * 86400;
+  gint64 next = p11c_renewal_expiry_scan (all, now, (gint64) d->engine->config->warn_days * 86400,
+                                          d->expiring_sent, crossing);
 
   d->expiry_running = FALSE;
-  for (guint i = 0; all && i < all->len; i++)
+  for (guint i = 0; i < crossing->len; i++)
     {
-      P11cCertEntry *e = ((Found *) all->pdata[i])->entry;
-      gint64 threshold;
-      if (e->summary == NULL)
-        continue;
-      threshold = e->summary->not_after - warn;
-      if (now >= threshold)
-        {
-          if (g_hash_table_add (d->expiring_sent, g_strdup (e->summary->sha256)))
-            {
-              g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE,
-                                             "CertificateExpiring",
-                                             g_variant_new ("(sx)", e->uri, e->summary->not_after), NULL);
-              p11c_log_event (G_LOG_LEVEL_MESSAGE, NULL, NULL, e->summary->sha256, e->summary->subject,
-                              e->summary->not_after, "Certificate %s expires in %" G_GINT64_FORMAT " s",
-                              e->uri, e->summary->not_after - now);
-            }
-        }
-      else
-        next = MIN (next, threshold);
+      P11cCertEntry *e = crossing->pdata[i];
+      g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE,
+                                     "CertificateExpiring",
+                                     g_variant_new ("(sx)", e->uri, e->summary->not_after), NULL);
+      p11c_log_event (G_LOG_LEVEL_MESSAGE, NULL, NULL, e->summary->sha256, e->summary->subject,
+                      e->summary->not_after, "Certificate %s expires in %" G_GINT64_FORMAT " s",
+                      e->uri, e->summary->not_after - now);
     }
   if (d->expiry_timer)
     g_source_remove (d->expiry_timer);

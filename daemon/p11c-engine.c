@@ -135,10 +135,17 @@ p11c_engine_new (P11cConfig *config)
   e->modules = g_ptr_array_new_with_free_func ((GDestroyNotify) module_state_free);
   e->tokens = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_token_unref);
   e->cas = p11c_ca_profiles_load (config->ca_dir);
+  e->records = p11c_records_new (config->state_dir);
   g_mutex_init (&e->scan_lock);
   g_mutex_init (&e->workers_lock);
   g_cond_init (&e->workers_cond);
   return e;
+}
+
+P11cRecords *
+p11c_engine_get_records (P11cEngine *e)
+{
+  return e->records;
 }
 
 void
@@ -208,6 +215,7 @@ p11c_engine_free (P11cEngine *e)
   g_ptr_array_unref (e->tokens);
   g_ptr_array_unref (e->modules);
   g_ptr_array_unref (e->cas);
+  p11c_records_free (e->records);
   p11c_config_free (e->config);
   g_mutex_clear (&e->scan_lock);
   g_free (e);

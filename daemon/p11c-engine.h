@@ -7,6 +7,7 @@
 #include "p11c-config.h"
 #include "p11c-cert.h"
 #include "p11c-pkcs11.h"
+#include "p11c-records.h"
 #include "p11c-uri.h"
 
 G_BEGIN_DECLS
@@ -85,6 +86,7 @@ struct _P11cEngine {
   GPtrArray           *modules;   /* P11cModuleState */
   GPtrArray           *tokens;    /* P11cToken, main thread only */
   GPtrArray           *cas;       /* P11cCaProfile */
+  P11cRecords         *records;   /* issuance records, refused PIN files */
   P11cEngineCallbacks  callbacks;
   gpointer             user_data;
   GMutex               scan_lock;
@@ -97,6 +99,8 @@ struct _P11cEngine {
 P11cEngine *p11c_engine_new (P11cConfig *config);   /* takes config */
 void p11c_engine_free (P11cEngine *engine);
 void p11c_engine_load_modules (P11cEngine *engine);
+/* The issuance records (see p11c-records.h; p11c_records_generation()). */
+P11cRecords *p11c_engine_get_records (P11cEngine *engine);
 
 /* Every worker is counted from the moment it is queued until its work is
  * done, so shutdown can wait for them before the modules and the daemon go

@@ -8,7 +8,7 @@
 #include "p11c-secret.h"
 #include "p11c-store.h"
 #include "p11c-tokenkey.h"
-#include "p11c-renew.h"
+#include "p11c-records.h"
 #include "p11c-vardict.h"
 #include <glib/gstdio.h>
 #include <openssl/err.h>
@@ -34,12 +34,15 @@ struct _P11cEnrollRequest {
   char                *name;
   int                  fd;
   gboolean             unattended; /* the PIN comes from an admin's PIN file */
+  char                *pin_file;   /* that file */
   /* renewal of an existing certificate */
   gboolean             renew;
   gboolean             rekey;
   X509                *old_cert;
   GBytes              *old_id;      /* token: CKA_ID of the current key */
   EVP_PKEY            *old_key;     /* system: the current key */
+  char                *old_sha256;
+  gint64               enrolled_by; /* -1: the job's owner */
 };
 
 void
@@ -60,6 +63,8 @@ p11c_enroll_request_free (P11cEnrollRequest *r)
   g_clear_pointer (&r->old_cert, X509_free);
   g_clear_pointer (&r->old_id, g_bytes_unref);
   g_clear_pointer (&r->old_key, EVP_PKEY_free);
+  g_free (r->old_sha256);
+  g_free (r->pin_file);
   g_free (r);
 }
 
@@ -172,6 +177,7 @@ p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds
   gint32 fd_index;
 
   r->fd = -1;
+  r->enrolled_by = -1;
   r->config = engine->config;
   if (!p11c_vardict_validate (request, request_keys, error))
     return NULL;
@@ -306,75 +312,46 @@ p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds
   return g_steal_pointer (&r);
 }
 
-static const P11cKeySpec renew_keys[] = {
-  { "pin", "s", FALSE }, { "rekey", "b", FALSE }, { "allow_interaction", "b", FALSE }, { NULL },
-};
-
-void
-p11c_enroll_request_set_unattended (P11cEnrollRequest *req)
-{
-  req->unattended = TRUE;
-}
-
 P11cEnrollRequest *
-p11c_renew_request_new (P11cEngine *engine, P11cCertEntry *entry, P11cToken *token,
-                        const char *ca_name, GVariant *options, GError **error)
+p11c_enroll_request_new_renewal (P11cEngine *engine, const P11cRenewSpec *spec)
 {
-  g_autoptr(P11cEnrollRequest) r = g_new0 (P11cEnrollRequest, 1);
-  const guint8 *der;
-  gsize len;
+  P11cEnrollRequest *r = g_new0 (P11cEnrollRequest, 1);
+  g_autoptr(P11cCertSummary) sum = p11c_cert_summary_from_x509 (spec->old_cert);
 
   r->fd = -1;
   r->config = engine->config;
   r->renew = TRUE;
-  if (options && !p11c_vardict_validate (options, renew_keys, error))
-    return NULL;
-  r->rekey = p11c_vardict_get_bool (options, "rekey", TRUE);
-  r->pin = p11c_vardict_dup_secret (options, "pin");
-  r->ca = p11c_engine_find_ca (engine, ca_name);
-  if (r->ca == NULL)
-    {
-      g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
-                   "The certificate was issued through CA profile \"%s\", which is not configured any more", ca_name);
-      return NULL;
-    }
-  der = g_bytes_get_data (entry->der, &len);
-  r->old_cert = d2i_X509 (NULL, &der, len);
-  if (r->old_cert == NULL)
-    {
-      g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED, "The certificate to renew is unreadable");
-      return NULL;
-    }
-  r->subject = g_strdup (entry->summary ? entry->summary->subject : "CN=renewed");
-  r->key_type = r->ca->key_type;
-  {
-    g_autofree char *kt = p11c_pkey_type_name (X509_get0_pubkey (r->old_cert));
-    p11c_key_type_from_string (kt, &r->key_type);   /* keep the key type */
-  }
-  if (token != NULL)
+  r->ca = spec->ca;
+  r->rekey = spec->rekey;
+  r->key_type = spec->key_type;
+  r->old_cert = X509_dup (spec->old_cert);
+  r->old_sha256 = g_strdup (sum->sha256);
+  r->subject = g_strdup (sum->subject);
+  r->pin = g_strdup (spec->pin);
+  r->pin_file = g_strdup (spec->pin_file);
+  r->unattended = spec->pin_file != NULL;
+  r->enrolled_by = spec->enrolled_by;
+  if (spec->token != NULL)
     {
       r->storage = STORAGE_TOKEN;
-      r->token = p11c_token_ref (token);
-      r->old_id = g_bytes_ref (entry->id);
-      r->label = g_strdup (entry->label);
-      if (r->pin == NULL)
-        {
-          g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
-                       "Missing required key \"pin\" (the token PIN) to renew a token certificate");
-          return NULL;
-        }
-      if (!p11c_secret_check (r->pin, "PIN", error))
-        return NULL;
+      r->token = p11c_token_ref (spec->token);
+      r->old_id = g_bytes_ref (spec->old_id);
+      r->label = g_strdup (spec->label);
     }
   else
     {
-      g_autoptr(X509) current = NULL;
       r->storage = STORAGE_SYSTEM;
-      r->name = g_strdup (entry->label);
-      if (!p11c_system_store_load (engine->config->state_dir, r->name, &current, &r->old_key, error))
-        return NULL;
+      r->name = g_strdup (spec->name);
+      EVP_PKEY_up_ref (spec->old_key);
+      r->old_key = spec->old_key;
     }
-  return g_steal_pointer (&r);
+  return r;
+}
+
+const char *
+p11c_enroll_request_get_renewed (const P11cEnrollRequest *req)
+{
+  return req->old_sha256;
 }
 
 /* ---- the key: on the token, or in software ------------------------------ */
@@ -1015,6 +992,24 @@ write_file (Key *k, X509 *cert, P11cX509Stack *chain, GError **error)
   return g_strdup_printf ("file:sha256=%s", sum->sha256);
 }
 
+static const char *const storage_names[] = { "token", "system", "file" };
+
+/* The certificate is written: its issuance record replaces the renewed one's. */
+static void
+record_issued (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, X509 *cert, const char *uri)
+{
+  CK_TOKEN_INFO info;
+  g_autoptr(GError) error = NULL;
+  P11cIssued *rec;
+
+  if (r->token != NULL)
+    p11c_token_get_info (r->token, &info, NULL);
+  rec = p11c_issued_new (cert, r->ca->name, uri, storage_names[r->storage], r->token ? &info : NULL,
+                         r->enrolled_by >= 0 ? r->enrolled_by : (gint64) job->owner_uid);
+  if (!p11c_records_put (p11c_engine_get_records (engine), rec, r->old_sha256, &error))
+    g_warning ("%s", error->message);
+}
+
 char *
 p11c_enroll_run (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, GError **error)
 {
@@ -1066,7 +1061,7 @@ p11c_enroll_run (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, GError 
   if (uri != NULL)
     {
       pending_clear (&k);
-      p11c_issued_record (r->config->state_dir, cert, r->ca->name, uri, r->old_cert);
+      record_issued (engine, job, r, cert, uri);
       p11c_log_event (G_LOG_LEVEL_MESSAGE, r->renew ? P11C_MSGID_RENEWED : P11C_MSGID_ENROLLED, token_id,
                       sum->sha256, sum->subject, sum->not_after, "%s %s from CA %s into %s (by uid %u)",
                       r->renew ? "Renewed" : "Enrolled", sum->subject, r->ca->name, uri, job->owner_uid);
@@ -1075,6 +1070,17 @@ p11c_enroll_run (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, GError 
 out:
   if (uri == NULL)
     {
+      if (r->pin_file != NULL && r->token != NULL
+          && (g_error_matches (local, P11C_ERROR, P11C_ERROR_PIN_INCORRECT)
+              || g_error_matches (local, P11C_ERROR, P11C_ERROR_PIN_LOCKED)))
+        {
+          /* not sent to this token again, across restarts, until the file changes */
+          CK_TOKEN_INFO info;
+          p11c_token_get_info (r->token, &info, NULL);
+          p11c_records_pin_refused_add (p11c_engine_get_records (engine), &info, r->pin_file, r->pin);
+          g_prefix_error (&local, "The token refused the PIN in %s; it is not used for this token again "
+                          "until the file changes. ", r->pin_file);
+        }
       key_discard (&k);
       p11c_log_event (G_LOG_LEVEL_WARNING, P11C_MSGID_FAILED, token_id, NULL, r->subject, 0,
                       "%s from CA %s failed: %s", r->renew ? "Renewal" : "Enrollment", r->ca->name,

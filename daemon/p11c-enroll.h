@@ -21,14 +21,27 @@ P11cEnrollRequest *p11c_enroll_request_new (P11cEngine *engine, GVariant *reques
 void p11c_enroll_request_free (P11cEnrollRequest *req);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (P11cEnrollRequest, p11c_enroll_request_free)
 
-/* A renewal of @entry (on @token, or in the system store when @token is
- * NULL) through CA profile @ca_name; options: pin s, rekey b (default true). */
-P11cEnrollRequest *p11c_renew_request_new (P11cEngine *engine, P11cCertEntry *entry, P11cToken *token,
-                                           const char *ca_name, GVariant *options, GError **error);
+/* A renewal (built by the renewal module, p11c-renewal.h): the
+ * certificate and where it is, already checked against its issuance
+ * record. */
+typedef struct {
+  const P11cCaProfile *ca;
+  X509        *old_cert;     /* the certificate renewed (a reference is taken) */
+  P11cToken   *token;        /* its token; NULL: the system store */
+  GBytes      *old_id;       /* token: the certificate's CKA_ID */
+  const char  *label;        /* token: its label, kept */
+  const char  *name;         /* system store: the entry */
+  EVP_PKEY    *old_key;      /* system store: the entry's key (a reference is taken) */
+  const char  *pin;          /* token: copied; wiped with the request */
+  const char  *pin_file;     /* the PIN is an admin's PIN file's (nobody typed it), or NULL */
+  gboolean     rekey;
+  P11cKeyType  key_type;
+  gint64       enrolled_by;  /* uid kept in the new record; -1: the job's owner */
+} P11cRenewSpec;
 
-/* The request's PIN comes from an admin's PIN file, not from a person:
- * once the token refused it, it is not sent again (see p11c_token_login). */
-void p11c_enroll_request_set_unattended (P11cEnrollRequest *req);
+P11cEnrollRequest *p11c_enroll_request_new_renewal (P11cEngine *engine, const P11cRenewSpec *spec);
+/* SHA-256 of the certificate a renewal replaces; NULL for an enrollment */
+const char *p11c_enroll_request_get_renewed (const P11cEnrollRequest *req);
 
 /* Blocking: run the enrollment, updating @job.  Returns the new
  * certificate's URI. */

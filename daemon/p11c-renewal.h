@@ -1,0 +1,63 @@
+#pragma once
+/* Renewal, in one place: which certificates the daemon sees, which of them
+ * are due, who must type a PIN, when a PIN file may be used, the request
+ * that renews one certificate, and the CertificateExpiring plan — on top
+ * of the issuance records (p11c-records.h).  No D-Bus here: typed in, GError
+ * out.  Everything that reads tokens is blocking (worker thread). */
+#include "p11c-engine.h"
+#include "p11c-enroll.h"
+#include "p11c-records.h"
+
+G_BEGIN_DECLS
+
+/* A certificate the daemon can see: on @token, or in the system store. */
+typedef struct {
+  P11cCertEntry *entry;
+  P11cToken     *token;     /* NULL: the system store */
+} P11cFoundCert;
+
+/* Every certificate on @tokens (a snapshot of the engine's tokens) and in
+ * the system store.  @listed (optional): the tokens of @tokens whose
+ * certificates were listed; one that failed to list (busy, removed
+ * meanwhile, device error) is left out, so nothing is concluded about it. */
+GPtrArray *p11c_renewal_collect (P11cEngine *engine, GPtrArray *tokens, GPtrArray **listed);
+
+/* Renew(uri): the request renewing the certificate @uri on @tokens or in the
+ * system store.  @pin: the token PIN a person gave (token certificates);
+ * @rekey: a new key (default) or the current one. */
+P11cEnrollRequest *p11c_renewal_resolve (P11cEngine *engine, GPtrArray *tokens, const char *uri,
+                                         const char *pin, gboolean rekey, GError **error);
+
+/* A due certificate nobody can renew without a person, and why. */
+typedef struct {
+  char      *uri;
+  char      *subject;
+  char      *ca;
+  gint64     not_after;
+  gint64     days_left;
+  char      *reason;
+  P11cToken *token;
+} P11cNeedsPerson;
+
+typedef struct {
+  GPtrArray *requests;       /* P11cEnrollRequest, to run as jobs */
+  GPtrArray *needs_person;   /* P11cNeedsPerson */
+  GPtrArray *not_renewable;  /* char *uri: no profile any more, unreadable, a copy */
+} P11cDuePlan;
+
+void p11c_due_plan_free (P11cDuePlan *plan);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (P11cDuePlan, p11c_due_plan_free)
+
+/* RenewDue: plan the renewal of every certificate due at @now on @tokens and
+ * in the system store; forget the records of certificates that are gone
+ * from the tokens that could be listed. */
+P11cDuePlan *p11c_renewal_plan_due (P11cEngine *engine, GPtrArray *tokens, gint64 now);
+
+/* CertificateExpiring: of @found (P11cFoundCert), the entries whose
+ * not_after - @warn_seconds has passed at @now and whose SHA-256 is not in
+ * @announced yet (added to it) go into @crossing (P11cCertEntry, refs);
+ * returns the next crossing after @now, G_MAXINT64 when none. */
+gint64 p11c_renewal_expiry_scan (GPtrArray *found, gint64 now, gint64 warn_seconds,
+                                 GHashTable *announced, GPtrArray *crossing);
+
+G_END_DECLS
