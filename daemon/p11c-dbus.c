@@ -1184,10 +1184,10 @@ handle_get_managed_objects (Call *c)
 /* ---- the method → action table (deny what is not listed) --------------- */
 
 typedef void (*Handler) (Call *c);
-typedef void (*ActionsFor) (GVariant *params, const char *actions[4]);
+typedef void (*ActionsFor) (P11cDaemon *d, GVariant *params, const char *actions[4]);
 
 static void
-delete_actions (GVariant *params, const char *actions[4])
+delete_actions (P11cDaemon *d, GVariant *params, const char *actions[4])
 {
   const char *uri = NULL;
   g_variant_get_child (params, 0, "&s", &uri);
@@ -1196,10 +1196,10 @@ delete_actions (GVariant *params, const char *actions[4])
 }
 
 static void
-enroll_actions (GVariant *params, const char *actions[4])
+enroll_actions (P11cDaemon *d, GVariant *params, const char *actions[4])
 {
   g_autoptr(GVariant) request = g_variant_get_child_value (params, 0);
-  p11c_enroll_request_actions (request, actions);
+  p11c_enroll_request_actions (d->engine, request, actions);
 }
 
 static const struct {
@@ -1291,7 +1291,7 @@ method_call (GDBusConnection *conn, const char *sender, const char *path,
       c->params = g_variant_ref (params);
       c->path = g_dbus_method_invocation_get_object_path (inv);
       if (methods[i].actions_for)
-        methods[i].actions_for (params, c->pending);
+        methods[i].actions_for (c->d, params, c->pending);
       else
         c->pending[0] = methods[i].action;
       c->handler = (void (*) (gpointer)) methods[i].handler;

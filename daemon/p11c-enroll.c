@@ -77,17 +77,19 @@ static const P11cKeySpec request_keys[] = {
 };
 
 void
-p11c_enroll_request_actions (GVariant *request, const char *actions[4])
+p11c_enroll_request_actions (P11cEngine *engine, GVariant *request, const char *actions[4])
 {
   const char *storage = p11c_vardict_get_string (request, "storage", "token");
-  const char *ca = p11c_vardict_get_string (request, "ca", "");
+  const P11cCaProfile *ca = p11c_engine_find_ca (engine, p11c_vardict_get_string (request, "ca", ""));
   guint n = 0;
 
   if (g_str_equal (storage, "system"))
     actions[n++] = P11C_ACTION_SYSTEM;
   else
     actions[n++] = P11C_ACTION_ENROLL;
-  if (g_str_equal (ca, "local"))
+  /* by the profile's type, not its name: every profile that signs with the
+   * local CA's key (an admin's "lab" as much as the built-in "local") */
+  if (ca != NULL && ca->type == P11C_CA_LOCAL)
     actions[n++] = P11C_ACTION_LOCAL_CA;
   actions[n] = NULL;
 }
@@ -787,13 +789,14 @@ obtain_cert (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, X509_REQ *c
   if (r->ca->type == P11C_CA_LOCAL)
     {
       g_autofree char *dir = g_build_filename (r->config->state_dir, "local-ca", NULL);
-      X509 *ca_cert = p11c_local_ca_certificate (dir, error);
-      if (ca_cert == NULL)
+      X509 *ca_cert;
+      p11c_job_set_attempt (job, 1, 0);
+      /* issue first: the first issuance is what creates the CA */
+      cert = p11c_local_ca_issue (dir, csr, r->ca->validity_days, error);
+      if (cert == NULL || (ca_cert = p11c_local_ca_certificate (dir, error)) == NULL)
         return NULL;
       cas = sk_X509_new_null ();
       sk_X509_push (cas, ca_cert);
-      p11c_job_set_attempt (job, 1, 0);
-      cert = p11c_local_ca_issue (dir, csr, r->ca->validity_days, error);
     }
   else
     {

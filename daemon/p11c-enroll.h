@@ -11,8 +11,10 @@ G_BEGIN_DECLS
 
 typedef struct _P11cEnrollRequest P11cEnrollRequest;
 
-/* polkit actions the request needs (NULL-terminated, static strings) */
-void p11c_enroll_request_actions (GVariant *request, const char *actions[4]);
+/* polkit actions the request needs (NULL-terminated, static strings):
+ * token.enroll or system.manage by storage, and local-ca.issue for any
+ * profile of type local, whatever its name. */
+void p11c_enroll_request_actions (P11cEngine *engine, GVariant *request, const char *actions[4]);
 
 /* Validate and resolve a request on the main thread (token, CA profile,
  * secrets, fd).  Errors name the offending key. */

@@ -1,5 +1,6 @@
 #define G_LOG_DOMAIN "p11c-localca"
 #include "p11c-localca.h"
+#include "p11c-names.h"
 #include "p11c-error.h"
 #include "p11c-store.h"
 #include <openssl/pem.h>
@@ -107,8 +108,10 @@ fail:
   return FALSE;
 }
 
+/* The CA's certificate (and key, with @key_out).  Only issuing (@create)
+ * makes a CA that does not exist yet: reading it never does. */
 static gboolean
-load_ca (const char *dir, X509 **cert_out, EVP_PKEY **key_out, GError **error)
+load_ca (const char *dir, gboolean create, X509 **cert_out, EVP_PKEY **key_out, GError **error)
 {
   g_autofree char *cpath = g_build_filename (dir, "ca.pem", NULL);
   g_autofree char *kpath = g_build_filename (dir, "ca.key", NULL);
@@ -116,10 +119,21 @@ load_ca (const char *dir, X509 **cert_out, EVP_PKEY **key_out, GError **error)
   g_autoptr(BIO) kbio = NULL;
 
   g_mutex_lock (&ca_lock);
-  if (!g_file_test (cpath, G_FILE_TEST_EXISTS) && !create_ca (dir, error))
+  if (!g_file_test (cpath, G_FILE_TEST_EXISTS))
     {
-      g_mutex_unlock (&ca_lock);
-      return FALSE;
+      if (!create)
+        {
+          g_mutex_unlock (&ca_lock);
+          g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
+                       "The local CA does not exist yet: it is created by its first certificate "
+                       "(an enrollment through a profile of type local, which needs %s)", P11C_ACTION_LOCAL_CA);
+          return FALSE;
+        }
+      if (!create_ca (dir, error))
+        {
+          g_mutex_unlock (&ca_lock);
+          return FALSE;
+        }
     }
   g_mutex_unlock (&ca_lock);
   cbio = BIO_new_file (cpath, "r");
@@ -145,7 +159,7 @@ X509 *
 p11c_local_ca_certificate (const char *dir, GError **error)
 {
   X509 *cert = NULL;
-  if (!load_ca (dir, &cert, NULL, error))
+  if (!load_ca (dir, FALSE, &cert, NULL, error))
     return NULL;
   return cert;
 }
@@ -159,7 +173,7 @@ p11c_local_ca_issue (const char *dir, X509_REQ *req, guint days, GError **error)
   EVP_PKEY *pub = X509_REQ_get0_pubkey (req);
   gint64 now = g_get_real_time () / G_USEC_PER_SEC;
 
-  if (!load_ca (dir, &ca, &ca_key, error))
+  if (!load_ca (dir, TRUE, &ca, &ca_key, error))
     return NULL;
   if (pub == NULL || X509_REQ_verify (req, pub) != 1)
     {

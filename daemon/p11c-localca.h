@@ -6,10 +6,12 @@
 
 G_BEGIN_DECLS
 
-/* Load (or create) the CA in @dir; returns its certificate. */
+/* The CA's certificate in @dir; P11C_ERROR_NOT_FOUND when the CA was not
+ * created yet (reading never creates it). */
 X509 *p11c_local_ca_certificate (const char *dir, GError **error);
 /* Issue a clientAuth certificate for @req (its subject and key) valid
- * @days days. */
+ * @days days; creates the CA on its first issuance.  The caller checked
+ * org.p11certd.local-ca.issue. */
 X509 *p11c_local_ca_issue (const char *dir, X509_REQ *req, guint days, GError **error);
 
 G_END_DECLS

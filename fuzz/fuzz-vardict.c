@@ -3,7 +3,8 @@
  *  - the bytes as a serialized a{sv} (g_variant_new_from_data, untrusted),
  *    and as GVariant text (g_variant_parse);
  *  - each dictionary: p11c_enroll_request_actions (the real code the polkit
- *    check runs on an unvalidated request), then p11c_vardict_validate with
+ *    check runs on an unvalidated request; local-ca.issue exactly for the
+ *    profiles of type local, "local" and an admin's "lab"), then p11c_vardict_validate with
  *    specs mirroring daemon/p11c-enroll.c request_keys / renew_keys and
  *    daemon/p11c-dbus.c list_certs_keys, then the typed getters;
  *  - the bytes as a C string: p11c_pin_policy_check (default and a loose
@@ -94,17 +95,36 @@ check_spec (GVariant *dict, const P11cKeySpec *spec)
     }
 }
 
+/* An engine with just CA profiles (all p11c_enroll_request_actions reads):
+ * the built-in "local" and a type=local profile under another name. */
+static P11cEngine *
+fuzz_engine (void)
+{
+  static P11cEngine engine;
+
+  if (engine.cas == NULL)
+    {
+      engine.cas = g_ptr_array_new ();
+      g_ptr_array_add (engine.cas, p11c_ca_profile_parse ("local", "[ca]\ntype=local\n", -1, NULL));
+      g_ptr_array_add (engine.cas, p11c_ca_profile_parse ("lab", "[ca]\ntype=local\n", -1, NULL));
+    }
+  return &engine;
+}
+
 static void
 check_dict (GVariant *dict)
 {
   const char *actions[4] = { NULL, NULL, NULL, NULL };
+  const char *ca = p11c_vardict_get_string (dict, "ca", "");
+  gboolean local_ca = FALSE;
   guint n = 0;
 
   /* the polkit check runs before validation, on whatever the caller sent */
-  p11c_enroll_request_actions (dict, actions);
+  p11c_enroll_request_actions (fuzz_engine (), dict, actions);
   while (n < 4 && actions[n])
-    n++;
+    local_ca |= g_str_equal (actions[n++], P11C_ACTION_LOCAL_CA);
   P11C_FUZZ_ASSERT (n >= 1 && n < 4);
+  P11C_FUZZ_ASSERT (local_ca == (g_str_equal (ca, "local") || g_str_equal (ca, "lab")));
 
   check_spec (dict, request_keys);
   check_spec (dict, renew_keys);

@@ -101,6 +101,57 @@ class Polkit(TestCase):
         ok, err, _ = self.env.call_as(ALICE, "Enroll", "a{sv}", [req])
         self.assertEqual((ok, err), (False, "org.p11certd.Error.NotAuthorized"))
 
+    def test_local_type_profile_needs_local_ca_issue(self):
+        """Issue 13 #3: local-CA issuance is authorized by the profile's type,
+        not its name — an admin's type=local profile "lab" needs local-ca.issue."""
+        e = self.env
+        with open(os.path.join(e.ca_dir, "lab.conf"), "w") as f:
+            f.write("[ca]\ntype=local\n")
+        e.stop_daemon()
+        e.start_daemon()
+        req = {"ca": ["s", "lab"], "storage": ["s", "token"], "token": ["s", "pkcs11:token=agent"],
+               "pin": ["s", PIN], "subject": ["s", "CN=root,O=Corp"]}
+        # what an active local user holds by default: enrolling onto a token
+        self.decide("allow %s org.p11certd.token.enroll" % ALICE)
+        ok, err, _ = e.call_as(ALICE, "Enroll", "a{sv}", [req])
+        self.assertEqual((ok, err), (False, "org.p11certd.Error.NotAuthorized"))
+        self.assertFalse(os.path.exists(os.path.join(e.state_dir, "local-ca")), "the local CA was used")
+        self.assertEqual(len(e.list_certs()), 2)
+        # with the right it is issued
+        self.decide("allow %s org.p11certd.token.enroll" % ALICE, "allow %s org.p11certd.local-ca.issue" % ALICE)
+        ok, err, res = e.call_as(ALICE, "Enroll", "a{sv}", [req])
+        self.assertTrue(ok, err)
+        ok, err, msg = e.wait_job(res.strip("(),'"))
+        self.assertTrue(ok, msg)
+
+    def test_reading_local_ca_does_not_create_it(self):
+        """Issue 13 #8: GetCaCertificate (list) never creates the local CA's key;
+        a CA not created yet is NotFound with a message saying how it comes to be."""
+        e = self.env
+        ca_dir = os.path.join(e.state_dir, "local-ca")
+        for who in (ALICE, RENEW):
+            ok, err, _ = e.call_as(who, "GetCaCertificate", "s", ["local"])
+            self.assertEqual((ok, err), (False, "org.p11certd.Error.NotFound"))
+        name, msg = e.call_error("GetCaCertificate", "s", ["local"])    # not even root's read creates it
+        self.assertEqual(name, "org.p11certd.Error.NotFound")
+        self.assertIn("does not exist yet", msg)
+        self.assertIn("org.p11certd.local-ca.issue", msg)
+        self.assertFalse(os.path.exists(ca_dir))
+        r = e.ctl("ca", "show", "local", "--pem", user=ALICE)
+        self.assertEqual(r.returncode, 7, r.stdout + r.stderr)
+        self.assertIn("does not exist yet", r.stderr)
+        # the first issuance (which needs local-ca.issue) creates it; then anyone may read it
+        self.decide("allow %s org.p11certd.system.manage" % ALICE, "allow %s org.p11certd.local-ca.issue" % ALICE)
+        ok, err, res = e.call_as(ALICE, "Enroll", "a{sv}", [{"ca": ["s", "local"], "storage": ["s", "system"],
+                                                             "name": ["s", "svc"]}])
+        self.assertTrue(ok, err)
+        self.assertTrue(e.wait_job(res.strip("(),'"))[0])
+        self.decide()
+        ok, err, res = e.call_as(BOB, "GetCaCertificate", "s", ["local"])
+        self.assertTrue(ok, err)
+        self.assertIn("BEGIN CERTIFICATE", res)
+        self.assertTrue(os.path.exists(os.path.join(ca_dir, "ca.key")))
+
     def alice_job(self):
         """A job of alice's that waits for the CA (202, retry in 2 minutes)."""
         e = self.env
