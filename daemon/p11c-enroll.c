@@ -534,20 +534,14 @@ csr_with_old_key (Key *k, GError **error)
   {
     P11cToken *t = r->token;
     g_autoptr(P11cSession) s = NULL;
-    g_autoptr(GArray) keys = NULL;
+    CK_OBJECT_HANDLE key;
 
     k->id = g_bytes_ref (r->old_id);
     g_mutex_lock (&t->op_lock);
     s = p11c_token_open_session (t, FALSE, error);
     if (s != NULL && p11c_token_login (t, s, r->pin, first_login_kind (r), error)
-        && (keys = p11c_session_find (s, CKO_PRIVATE_KEY, r->old_id, NULL, error)) != NULL)
-      {
-        if (keys->len == 0)
-          g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
-                       "The certificate's private key is not on the token; renew with a new key");
-        else
-          csr = build_csr (k, k->pub, s, g_array_index (keys, CK_OBJECT_HANDLE, 0), error);
-      }
+        && (key = p11c_token_prove_key (s, r->old_id, r->old_cert, r->pin, error)) != 0)
+      csr = build_csr (k, k->pub, s, key, error);
     g_clear_pointer (&s, p11c_session_close);
     g_mutex_unlock (&t->op_lock);
     return csr;
@@ -589,7 +583,10 @@ key_generate (Key *k, GError **error)
       return NULL;
     g_mutex_lock (&t->op_lock);
     s = p11c_token_open_session (t, TRUE, error);
-    if (s != NULL && p11c_token_login (t, s, r->pin, first_login_kind (r), error))
+    /* a renewal proves first that the certificate's key is on this token:
+     * a copy of someone else's certificate gets no new key, nothing issued */
+    if (s != NULL && p11c_token_login (t, s, r->pin, first_login_kind (r), error)
+        && (!r->renew || p11c_token_prove_key (s, r->old_id, r->old_cert, r->pin, error) != 0))
       {
         if (p11c_session_generate_key_pair (s, r->key_type, k->id, r->label, &pub, &priv, error))
           {

@@ -1,5 +1,6 @@
 #define G_LOG_DOMAIN "p11c-localca"
 #include "p11c-localca.h"
+#include "p11c-cert.h"
 #include "p11c-names.h"
 #include "p11c-error.h"
 #include "p11c-store.h"
@@ -196,5 +197,9 @@ p11c_local_ca_issue (const char *dir, X509_REQ *req, guint days, GError **error)
       g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED, "The local CA cannot sign: %s", why);
       return NULL;
     }
+  {
+    g_autoptr(P11cCertSummary) sum = p11c_cert_summary_from_x509 (cert);
+    g_message ("The local CA issued %s (serial %s, SHA-256 %s)", sum->subject, sum->serial, sum->sha256);
+  }
   return g_steal_pointer (&cert);
 }

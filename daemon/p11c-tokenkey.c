@@ -9,6 +9,9 @@
 #include "p11c-secret.h"
 #include <openssl/ec.h>
 #include <openssl/rsa.h>
+#include <openssl/err.h>
+#include <openssl/rand.h>
+#include "p11c-cert.h"
 #include <string.h>
 
 typedef struct {
@@ -248,4 +251,65 @@ p11c_token_key_take_error (EVP_PKEY *pkey, GError **error)
     return FALSE;
   g_propagate_error (error, g_steal_pointer (&k->error));
   return TRUE;
+}
+
+/* Does @sig (X.509 encoding) over @data verify with @pub? */
+static gboolean
+signature_verifies (EVP_PKEY *pub, const EVP_MD *md, const guint8 *data, gsize len, GBytes *sig)
+{
+  g_autoptr(EVP_MD_CTX) ctx = EVP_MD_CTX_new ();
+  gboolean ok = ctx != NULL && EVP_DigestVerifyInit (ctx, NULL, md, NULL, pub) == 1
+                && EVP_DigestVerify (ctx, g_bytes_get_data (sig, NULL), g_bytes_get_size (sig), data, len) == 1;
+  ERR_clear_error ();
+  return ok;
+}
+
+CK_OBJECT_HANDLE
+p11c_token_prove_key (P11cSession *s, GBytes *id, X509 *cert, const char *pin, GError **error)
+{
+  EVP_PKEY *pub = X509_get0_pubkey (cert);
+  g_autofree char *kt_name = pub ? p11c_pkey_type_name (pub) : NULL;
+  g_autoptr(GArray) keys = NULL;
+  P11cKeyType kt;
+  const EVP_MD *md;
+  guint8 challenge[32];
+
+  if (kt_name == NULL || !p11c_key_type_from_string (kt_name, &kt))
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_SUPPORTED,
+                   "The certificate's key type (%s) cannot be renewed here", kt_name ? kt_name : "unknown");
+      return 0;
+    }
+  md = kt == P11C_KEY_EC_P384 ? EVP_sha384 () : EVP_sha256 ();
+  keys = p11c_session_find (s, CKO_PRIVATE_KEY, id, NULL, error);
+  if (keys == NULL)
+    return 0;
+  if (RAND_bytes (challenge, sizeof challenge) != 1)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED, "No randomness for the proof of possession");
+      return 0;
+    }
+  for (guint i = 0; i < keys->len; i++)
+    {
+      CK_OBJECT_HANDLE key = g_array_index (keys, CK_OBJECT_HANDLE, i);
+      g_autoptr(GError) local = NULL;
+      g_autoptr(GBytes) sig = p11c_session_sign (s, key, kt, md, challenge, sizeof challenge, pin, &local);
+
+      if (sig == NULL
+          && (g_error_matches (local, P11C_ERROR, P11C_ERROR_PIN_INCORRECT)
+              || g_error_matches (local, P11C_ERROR, P11C_ERROR_PIN_LOCKED)
+              || g_error_matches (local, P11C_ERROR, P11C_ERROR_TOKEN_NOT_PRESENT)))
+        {
+          g_propagate_error (error, g_steal_pointer (&local));
+          return 0;
+        }
+      if (sig != NULL && signature_verifies (pub, md, challenge, sizeof challenge, sig))
+        return key;
+      g_debug ("Private key %u does not sign for the certificate: %s", (guint) i,
+               local ? local->message : "the signature does not verify");
+    }
+  g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_AUTHORIZED,
+               "The certificate's private key is not on this token (no key here signs for it): the certificate "
+               "is a copy, and only the token holding its key can renew it. Nothing was renewed");
+  return 0;
 }

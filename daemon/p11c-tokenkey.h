@@ -16,4 +16,13 @@ EVP_PKEY *p11c_token_key_new (P11cToken *token, const char *pin, GBytes *id,
  * not the CA's, and is not retried.  FALSE for any other key. */
 gboolean p11c_token_key_take_error (EVP_PKEY *pkey, GError **error);
 
+/* Proof of possession: a private key on the token, with CKA_ID @id, signs a
+ * fresh random challenge (in @s, logged in; @pin for keys that want it per
+ * signature), and the signature verifies with @cert's public key.  Returns
+ * the key, or 0 with NotAuthorized saying the certificate's private key is
+ * not on this token (a copy of someone else's certificate), or the token's
+ * own error (PIN, token removed). */
+CK_OBJECT_HANDLE p11c_token_prove_key (P11cSession *s, GBytes *id, X509 *cert, const char *pin,
+                                       GError **error);
+
 G_END_DECLS
