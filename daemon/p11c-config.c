@@ -1,6 +1,7 @@
 #define G_LOG_DOMAIN "p11c-config"
 #include "p11c-config.h"
 #include "p11c-error.h"
+#include "p11c-est.h"
 #include "p11c-names.h"
 #include <string.h>
 
@@ -257,6 +258,17 @@ p11c_ca_profile_parse (const char *name, const char *data, gsize len, GError **e
                    "CA profile %s: key-type must be ec-p256, ec-p384, rsa-2048 or rsa-3072", name);
       return NULL;
     }
+  {
+    g_autofree char *auth = get_string (kf, "ca", "http-auth", "auto");
+    P11cEstAuth how;
+    if (!p11c_est_auth_from_string (auth, &how))
+      {
+        g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                     "CA profile %s: http-auth must be auto, basic or digest, not \"%s\"", name, auth);
+        return NULL;
+      }
+    p->http_auth = how;
+  }
   p->write_chain = TRUE;
   p->connect_timeout = 10;
   p->timeout = 60;

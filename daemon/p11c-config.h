@@ -48,6 +48,7 @@ typedef struct {
   char       *pin_file;
   char       *system_group;
   guint       validity_days;
+  int         http_auth;      /* P11cEstAuth: auto (0), basic, digest */
 } P11cCaProfile;
 
 P11cCaProfile *p11c_ca_profile_parse (const char *name, const char *data, gsize len, GError **error);

@@ -732,13 +732,24 @@ call_enroll (const P11cEstServer *srv, P11cJob *job, gpointer data, GError **err
         return FALSE;
       if (c->cert != NULL)
         return TRUE;
-      /* 202 Accepted: the CA wants time (manual approval) */
+      /* 202 Accepted: the CA wants time (manual approval).  The job waits
+       * (state waiting-for-ca, RetryAt = when it asks again) as long as the
+       * CA's Retry-After fits in what is left of max-wait; a Retry-After
+       * beyond that ends the job now rather than waiting in vain. */
       if (c->waited + retry_after > c->req->ca->max_wait)
         {
-          g_set_error (error, P11C_ERROR, P11C_ERROR_CA_REJECTED,
-                       "The CA did not issue the certificate within %u s (max-wait); "
-                       "ask your CA administrator to approve the request, then enroll again",
-                       c->req->ca->max_wait);
+          if (c->waited == 0)
+            g_set_error (error, P11C_ERROR, P11C_ERROR_CA_REJECTED,
+                         "The CA holds the request for approval and asks to come back in %u s "
+                         "(Retry-After), longer than the CA profile allows to wait (max-wait=%u s); "
+                         "nothing was written. Ask your CA administrator to approve requests "
+                         "sooner, or raise max-wait in the CA profile, then enroll again",
+                         retry_after, c->req->ca->max_wait);
+          else
+            g_set_error (error, P11C_ERROR, P11C_ERROR_CA_REJECTED,
+                         "The CA did not issue the certificate within %u s (max-wait; it asks to come "
+                         "back in %u s more); ask your CA administrator to approve the request, "
+                         "then enroll again", c->req->ca->max_wait, retry_after);
           return FALSE;
         }
       p11c_job_set_state (job, "waiting-for-ca", 0.5);
@@ -799,7 +810,7 @@ obtain_cert (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, X509_REQ *c
     {
       P11cEstServer srv = {
         .url = r->ca->url, .label = r->ca->label, .trust_anchor = r->ca->trust_anchor,
-        .connect_timeout = r->ca->connect_timeout, .timeout = r->ca->timeout,
+        .connect_timeout = r->ca->connect_timeout, .timeout = r->ca->timeout, .auth = r->ca->http_auth,
       };
       unsigned char *der = NULL;
       int der_len = i2d_X509_REQ (csr, &der);

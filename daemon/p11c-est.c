@@ -35,6 +35,26 @@ curl_string_clear (char **s)
 }
 #define p11c_autocurlstr __attribute__((cleanup (curl_string_clear))) char *
 
+static const char *const auth_names[] = { "auto", "basic", "digest" };
+
+gboolean
+p11c_est_auth_from_string (const char *name, P11cEstAuth *out)
+{
+  for (gsize i = 0; name != NULL && i < G_N_ELEMENTS (auth_names); i++)
+    if (g_str_equal (name, auth_names[i]))
+      {
+        *out = (P11cEstAuth) i;
+        return TRUE;
+      }
+  return FALSE;
+}
+
+const char *
+p11c_est_auth_to_string (P11cEstAuth auth)
+{
+  return (gsize) auth < G_N_ELEMENTS (auth_names) ? auth_names[auth] : "auto";
+}
+
 /* ------------------------------------------------------------------------ */
 /* Pure parsers                                                             */
 /* ------------------------------------------------------------------------ */
@@ -712,6 +732,8 @@ typedef struct {
   long status;
   char *content_type;
   char *retry_after;
+  char *challenge;          /* the auth scheme of the first WWW-Authenticate, or NULL */
+  gboolean sent_login;      /* the request that got this reply carried the login */
   GByteArray *body;
 } Reply;
 
@@ -720,6 +742,7 @@ reply_clear (Reply *r)
 {
   g_clear_pointer (&r->content_type, g_free);
   g_clear_pointer (&r->retry_after, g_free);
+  g_clear_pointer (&r->challenge, g_free);
   g_clear_pointer (&r->body, g_byte_array_unref);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Reply, reply_clear)
@@ -739,7 +762,6 @@ est_request (const P11cEstServer *srv, const char *op, const char *post,
   guint connect_timeout = srv->connect_timeout ? srv->connect_timeout : DEFAULT_CONNECT_TIMEOUT;
   guint timeout = srv->timeout ? srv->timeout : DEFAULT_TIMEOUT;
   Xfer x = { srv, cancel, NULL, FALSE, FALSE };
-  gboolean digest_retry = FALSE;
   CURLcode rc = CURLE_OK;
   char *ct = NULL;
   struct curl_header *h = NULL;
@@ -832,16 +854,22 @@ est_request (const P11cEstServer *srv, const char *op, const char *post,
     }
   if (login != NULL)
     {
-      /* curl keeps its own copies; they go with curl_easy_cleanup.  Basic
-       * is sent at once (over verified TLS, RFC 7030 §3.2.3): no probe
-       * round trip per attempt.  A Digest challenge switches to Digest. */
-      SET (CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC);
+      /* curl keeps its own copies; they go with curl_easy_cleanup.
+       * basic: sent at once (over verified TLS, RFC 7030 §3.2.3).  digest
+       * and auto: curl asks without credentials first and answers the
+       * challenge (auto: Digest when offered, else Basic).  curl never
+       * sends credentials a second time after a 401 to them (it stops with
+       * an "authentication problem"), except for a Digest "stale=true"
+       * nonce, where the password was not judged. */
+      long how = srv->auth == P11C_EST_AUTH_BASIC ? CURLAUTH_BASIC
+               : srv->auth == P11C_EST_AUTH_DIGEST ? CURLAUTH_DIGEST
+               : (CURLAUTH_BASIC | CURLAUTH_DIGEST);
+      SET (CURLOPT_HTTPAUTH, how);
       SET (CURLOPT_USERNAME, login);
       SET (CURLOPT_PASSWORD, password ? password : "");
     }
 
   g_debug ("%s %s", post ? "POST" : "GET", url);
-again:
   rc = curl_easy_perform (curl);
   if (rc != CURLE_OK)
     {
@@ -853,22 +881,13 @@ again:
     }
 
   curl_easy_getinfo (curl, CURLINFO_RESPONSE_CODE, &reply->status);
-
-  /* The server wants Digest (RFC 7616): answer its challenge once. */
-  if (reply->status == 401 && login != NULL && !digest_retry)
-    {
-      gboolean digest = FALSE;
-      for (size_t i = 0; !digest && curl_easy_header (curl, "WWW-Authenticate", i, CURLH_HEADER, -1, &h) == CURLHE_OK; i++)
-        digest = h->value && g_ascii_strncasecmp (h->value, "digest", 6) == 0;
-      if (digest)
-        {
-          g_debug ("%s -> HTTP 401 with a Digest challenge; answering it", url);
-          digest_retry = TRUE;
-          g_byte_array_set_size (x.body, 0);
-          SET (CURLOPT_HTTPAUTH, (long) CURLAUTH_DIGEST);
-          goto again;
-        }
-    }
+  if (curl_easy_header (curl, "WWW-Authenticate", 0, CURLH_HEADER, -1, &h) == CURLHE_OK && h && h->value)
+    reply->challenge = g_strndup (h->value, strcspn (h->value, " \t"));
+  /* basic sends the login in its one request; digest and auto only in a
+   * second one, after a challenge (curl numbers the requests of a transfer) */
+  if (login != NULL)
+    reply->sent_login = srv->auth == P11C_EST_AUTH_BASIC
+                        || curl_easy_header (curl, "WWW-Authenticate", 0, CURLH_HEADER, 1, &h) != CURLHE_NOREQUEST;
 
   if (curl_easy_getinfo (curl, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct != NULL)
     reply->content_type = g_strdup (ct);
@@ -894,6 +913,47 @@ out_fail:
 #undef SET
 }
 
+/* A 401/403 to a request that had a login (@with_login) or a TLS client
+ * certificate (renewal). */
+static void
+set_auth_error (GError **error, const P11cEstServer *srv, const Reply *r, gboolean with_login,
+                const char *text)
+{
+  long st = r->status;
+  gboolean digest = r->challenge && g_ascii_strcasecmp (r->challenge, "digest") == 0;
+
+  if (with_login && st == 401 && !r->sent_login && r->challenge == NULL)
+    g_set_error (error, P11C_ERROR, P11C_ERROR_CA_REJECTED,
+                 "The CA at %s answered HTTP 401 without saying which login it wants (no WWW-Authenticate); "
+                 "the one-time password was not sent and is still good. Set http-auth=basic or "
+                 "http-auth=digest in the CA profile, as your CA administrator says", srv->url);
+  else if (with_login && st == 401 && !r->sent_login)
+    g_set_error (error, P11C_ERROR, P11C_ERROR_CA_REJECTED,
+                 "The CA at %s asks for HTTP %s authentication, which the CA profile's http-auth=%s does "
+                 "not allow (p11certd speaks Basic and Digest); the one-time password was not sent and is "
+                 "still good", srv->url, r->challenge, p11c_est_auth_to_string (srv->auth));
+  else if (with_login && st == 401 && srv->auth == P11C_EST_AUTH_BASIC && (digest || r->challenge == NULL))
+    g_set_error (error, P11C_ERROR, P11C_ERROR_CA_REJECTED,
+                 "The CA refused the login or one-time password sent with HTTP Basic (HTTP 401%s). "
+                 "If the CA expects HTTP Digest, set http-auth=auto or http-auth=digest in the CA "
+                 "profile; either way the one-time password may be used up — ask your manager for a new one",
+                 digest ? ", and it asks for Digest" : ", no challenge");
+  else if (with_login)
+    g_set_error (error, P11C_ERROR, P11C_ERROR_CA_REJECTED,
+                 "The CA refused the login or one-time password (HTTP %ld); "
+                 "one-time passwords work once — ask your manager for a new one", st);
+  else if (st == 401 && r->challenge != NULL)
+    g_set_error (error, P11C_ERROR, P11C_ERROR_CA_REJECTED,
+                 "The CA at %s wants a login (HTTP %s authentication) for renewal on top of the "
+                 "client certificate; unattended renewal has no login by design. Configure the CA to "
+                 "accept certificate authentication for re-enrollment (simplereenroll), or enroll again "
+                 "with a one-time password", srv->url, r->challenge);
+  else
+    g_set_error (error, P11C_ERROR, P11C_ERROR_CA_REJECTED,
+                 "The CA at %s refused the request (HTTP %ld): it did not accept "
+                 "the client certificate%s%s", srv->url, st, *text ? ": " : "", text);
+}
+
 /* Map a non-2xx HTTP status; FALSE always. */
 static gboolean
 set_http_error (GError **error, const P11cEstServer *srv, const Reply *r, gboolean with_login)
@@ -902,16 +962,7 @@ set_http_error (GError **error, const P11cEstServer *srv, const Reply *r, gboole
   long st = r->status;
 
   if (st == 401 || st == 403)
-    {
-      if (with_login)
-        g_set_error (error, P11C_ERROR, P11C_ERROR_CA_REJECTED,
-                     "The CA refused the login or one-time password (HTTP %ld); "
-                     "one-time passwords work once — ask your manager for a new one", st);
-      else
-        g_set_error (error, P11C_ERROR, P11C_ERROR_CA_REJECTED,
-                     "The CA at %s refused the request (HTTP %ld): it did not accept "
-                     "the client certificate%s%s", srv->url, st, *text ? ": " : "", text);
-    }
+    set_auth_error (error, srv, r, with_login, text);
   else if (st >= 400 && st < 500)
     g_set_error (error, P11C_ERROR, P11C_ERROR_CA_REJECTED,
                  "The CA at %s rejected the request (HTTP %ld)%s%s",

@@ -32,6 +32,19 @@ G_BEGIN_DECLS
 #define P11C_EST_DEFAULT_RETRY_AFTER 60
 #define P11C_EST_MAX_RETRY_AFTER 86400
 
+/* HTTP authentication of simpleenroll (the login + one-time password). */
+typedef enum {
+  P11C_EST_AUTH_AUTO = 0, /* ask without credentials first (costs no one-time
+                           * password) and answer the challenge: Digest if
+                           * offered, else Basic */
+  P11C_EST_AUTH_BASIC,    /* Basic, sent at once (one request per attempt) */
+  P11C_EST_AUTH_DIGEST,   /* Digest only (RFC 7616): no Basic credentials ever
+                           * go out; some servers answer them with a bare 401 */
+} P11cEstAuth;
+
+gboolean    p11c_est_auth_from_string (const char *name, P11cEstAuth *out);
+const char *p11c_est_auth_to_string (P11cEstAuth auth);
+
 typedef struct {
   const char *url;          /* "https://host:port[/prefix]" — https only, no user:pass@ */
   const char *label;        /* optional EST label: /.well-known/est/<label>/…; NULL/"" = none */
@@ -41,6 +54,7 @@ typedef struct {
   X509 *client_cert;        /* optional, TLS client auth (simplereenroll) */
   EVP_PKEY *client_key;     /* required with client_cert; may be token-backed, used in memory only */
   P11cX509Stack *client_chain; /* optional intermediates sent with client_cert */
+  P11cEstAuth auth;         /* how the login is sent (simpleenroll) */
 } P11cEstServer;
 
 /* GET /cacerts → the CA certificates (caller frees, never empty). */
@@ -49,11 +63,13 @@ P11cX509Stack *p11c_est_get_cacerts (const P11cEstServer *srv,
                                      GError             **error);
 
 /* POST /simpleenroll (reenroll=FALSE) or /simplereenroll (reenroll=TRUE).
- * @login/@password: HTTP Basic, sent at once over the verified TLS
- * connection; if the server answers 401 with a Digest challenge, the
- * request is repeated once with Digest.  @login may be NULL for
- * simplereenroll with TLS client auth.  @password is never
- * copied by this module except into curl, and never logged.
+ * @login/@password: sent over the verified TLS connection as @srv->auth
+ * says (see P11cEstAuth).  A request carrying the credentials is made at
+ * most once: a 401 to it is final (CA_REJECTED), never answered by sending
+ * the one-time password again.  @login may be NULL for simplereenroll with
+ * TLS client auth; a 401 there with a Basic challenge means the CA wants a
+ * login for renewal too (CA_REJECTED saying so).  @password is never copied
+ * by this module except into curl, and never logged.
  *
  * 200: *cert_out = the issued certificate whose public key is the CSR's key
  *      (CA_BAD_REPLY if the reply has none), *retry_after_out = 0, TRUE.

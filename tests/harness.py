@@ -653,8 +653,13 @@ class Env:
     def add_est_profile(self, name="est", **kv):
         conf = {"type": "est", "url": "https://127.0.0.1:%d" % self.est_port,
                 "trust-anchor": os.path.join(self.est_dir, "ca.pem"), "retry-delay": "1",
-                "timeout": "10", "connect-timeout": "5"}
+                "timeout": "10", "connect-timeout": "5",
+                # one request per attempt, as the tests count them; the
+                # daemon's default (auto: a probe first) is tested with
+                # http_auth=None, which leaves the key out
+                "http-auth": "basic"}
         conf.update({k.replace("_", "-"): str(v) for k, v in kv.items()})
+        conf = {k: v for k, v in conf.items() if v != "None"}
         with open(os.path.join(self.ca_dir, name + ".conf"), "w") as f:
             f.write("[ca]\n" + "".join("%s=%s\n" % kv for kv in conf.items()))
 

@@ -92,7 +92,7 @@ class Enroll(EnrollBase):
     def test_digest_auth_and_label(self):
         e = self.env
         e.est_control(auth="digest")
-        e.add_est_profile("est", label="agents")
+        e.add_est_profile("est", label="agents", http_auth="digest")
         e.start_daemon()
         _, (ok, err, msg), _ = self.run_job()
         self.assertTrue(ok, msg)
@@ -249,6 +249,79 @@ class Enroll(EnrollBase):
         self.assertDBusError("NotFound", "Enroll", "a{sv}", [{"ca": GLib.Variant("s", "nosuch")}])
         self.assertDBusError("TokenNotPresent", "Enroll", "a{sv}",
                              [{k: GLib.Variant("s", v) for k, v in self.req(token="pkcs11:token=gone").items()}])
+        self.assertEqual(self.token_ids(), [])
+
+
+class EstAuthAndApproval(EnrollBase):
+    """Issue 16: the http-auth key against a strict RFC 7030 server (Digest:
+    Basic credentials get a bare 401), and manual approval with long
+    Retry-After values."""
+
+    def credentialed(self):
+        return [r for r in self.env.est_requests() if r.get("op") == "simpleenroll" and r.get("credentials")]
+
+    def test_auto_against_strict_digest(self):
+        e = self.env
+        e.est_control(auth="digest", strict=True)
+        e.add_est_profile("est", http_auth=None)             # the default: auto
+        e.start_daemon()
+        _, (ok, err, msg), _ = self.run_job()
+        self.assertTrue(ok, "%s: %s" % (err, msg))
+        self.assertEqual([r["credentials"] for r in self.credentialed()], ["digest"])
+        # wrong one-time password: one request carries it, then the job ends
+        before = self.token_ids()
+        _, (ok, err, msg), _ = self.run_job(otp="WRONG-1")
+        self.assertEqual((ok, err), (False, "org.p11certd.Error.CaRejected"), msg)
+        self.assertIn("one-time password", msg)
+        self.assertEqual(len(self.credentialed()), 2, "a rejected one-time password was sent again")
+        self.assertEqual(self.token_ids(), before, "the key of the failed enrollment was left behind")
+
+    def test_basic_against_strict_digest_says_what_to_set(self):
+        e = self.env
+        e.est_control(auth="digest", strict=True)
+        e.add_est_profile("est", http_auth="basic")
+        e.start_daemon()
+        _, (ok, err, msg), _ = self.run_job()
+        self.assertEqual((ok, err), (False, "org.p11certd.Error.CaRejected"), msg)
+        self.assertIn("http-auth=", msg)
+        self.assertEqual(len(self.credentialed()), 1)
+        self.assertEqual(self.token_ids(), [])
+        # the profile fixed: the same one-time password works
+        e.add_est_profile("est", http_auth="digest")
+        e.stop_daemon()
+        e.start_daemon()
+        _, (ok, err, msg), _ = self.run_job()
+        self.assertTrue(ok, msg)
+
+    def test_approval_retry_after_3600_waits(self):
+        """The strict server refuses Retry-After under 60 s and answers 3600:
+        with max-wait=3600 (the default) the job waits, showing when it asks
+        again; the test cancels it."""
+        e = self.env
+        e.est_control(accepted_202=1, retry_after=5, strict=True)
+        e.start_daemon()
+        path = e.enroll(self.req())
+        seen = e.watch_job(path)
+        wait_for(lambda: "waiting-for-ca" in seen["states"], 20, "waiting-for-ca")
+        retry_at = e.get_property(path, JOB_IFACE, "RetryAt")
+        self.assertAlmostEqual(retry_at - time.time(), 3600, delta=60)
+        self.assertEqual(e.get_property(path, JOB_IFACE, "State"), "waiting-for-ca")
+        e.call("Cancel", path=path, iface=JOB_IFACE)
+        self.assertEqual(e.wait_job(path, 20, seen)[1], "org.p11certd.Error.Cancelled")
+        self.assertEqual(self.token_ids(), [])
+
+    def test_approval_retry_after_past_max_wait_fails_at_once(self):
+        e = self.env
+        e.est_control(accepted_202=1, retry_after=5, strict=True)
+        e.add_est_profile("est", max_wait=600)
+        e.start_daemon()
+        t0 = time.monotonic()
+        _, (ok, err, msg), seen = self.run_job()
+        self.assertEqual((ok, err), (False, "org.p11certd.Error.CaRejected"), msg)
+        self.assertIn("3600 s", msg)
+        self.assertIn("max-wait=600", msg)
+        self.assertNotIn("waiting-for-ca", seen["states"])
+        self.assertLess(time.monotonic() - t0, 30)
         self.assertEqual(self.token_ids(), [])
 
 

@@ -107,6 +107,24 @@ class Renew(RenewBase):
         path, (ok, err, msg) = self.renew(uri, pin=PIN)
         self.assertTrue(ok, msg)
 
+    def test_ca_wants_login_for_renewal(self):
+        """A CA that wants an HTTP login on top of the client certificate for
+        simplereenroll (401 + Basic): the error says so and what to do."""
+        e = self.env
+        e.start_daemon()
+        uri = self.enroll_token()
+        before = sorted((o["type"], o["id"]) for o in e.objects("agent"))
+        e.est_control(reenroll_auth="basic")
+        path, (ok, err, msg) = self.renew(uri, pin=PIN)
+        self.assertEqual((ok, err), (False, "org.p11certd.Error.CaRejected"), msg)
+        self.assertIn("wants a login", msg)
+        self.assertIn("certificate authentication for re-enrollment", msg)
+        self.assertIn("enroll again with a one-time password", msg)
+        self.assertNotIn("did not accept the client certificate", msg)
+        reenroll = [r for r in e.est_requests() if r.get("op") == "simplereenroll"]
+        self.assertEqual([(r["status"], r.get("client_subject")) for r in reenroll], [(401, "CN=alice")])
+        self.assertEqual(sorted((o["type"], o["id"]) for o in e.objects("agent")), before)
+
     def test_sigkill_mid_renewal(self):
         """Killed while the CA is asked: the old certificate and key are intact,
         the new key is removed at the next login, renewal then works."""

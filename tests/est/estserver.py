@@ -590,6 +590,14 @@ class EstHandler(http.server.BaseHTTPRequestHandler):
         self.control = self.server.state.control()
         if op == "simplereenroll":
             login, otp = self.authenticate_client_cert(), None
+            if self.control.get("reenroll_auth") == "basic":
+                # a CA that wants an HTTP login on top of the certificate
+                self.record["auth"] = "tls+basic"
+                if not self.headers.get("Authorization", "").lower() \
+                        .startswith("basic "):
+                    raise HttpError(401, "simplereenroll needs a login too",
+                                    [("WWW-Authenticate",
+                                      'Basic realm="%s"' % REALM)])
         else:
             login, otp = self.authenticate_password()
         csr = self.parse_csr(body)
@@ -613,7 +621,13 @@ class EstHandler(http.server.BaseHTTPRequestHandler):
         if action == "error_500":
             raise HttpError(500, "simulated server error")
         if action == "accepted_202":
-            retry = str(int(self.control.get("retry_after", 1)))
+            retry = int(self.control.get("retry_after", 1))
+            if self.control.get("strict") and retry < 60:
+                # like the strict server: a manual-approval delay under 60 s
+                # is refused by its configuration, so it answers 3600
+                self.record["note"] = "retry_after %d under 60 s refused" % retry
+                retry = 3600
+            retry = str(retry)
             self.send_body(202, None, b"", [("Retry-After", retry)])
             return
         if action == "garbage_base64":
@@ -695,6 +709,15 @@ class EstHandler(http.server.BaseHTTPRequestHandler):
         self.record["auth"] = mode
         header = self.headers.get("Authorization", "")
         scheme, _, rest = header.partition(" ")
+        self.record["credentials"] = scheme.lower() or None
+        if mode == "digest" and scheme.lower() == "basic" and \
+                self.control.get("strict"):
+            # the strict server: Basic credentials get a bare 401, only a
+            # request without credentials gets the Digest challenge
+            with contextlib.suppress(binascii.Error, ValueError):
+                self.record["login"] = base64.b64decode(
+                    rest.strip()).decode("utf-8").partition(":")[0]
+            raise HttpError(401, "Basic credentials are not accepted")
         if mode == "digest" and scheme.lower() == "digest":
             return self.check_digest(parse_auth_params(rest))
         if mode == "basic" and scheme.lower() == "basic":

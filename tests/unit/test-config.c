@@ -1,4 +1,5 @@
 #include "p11c-config.h"
+#include "p11c-est.h"
 #include "p11c-error.h"
 #include "p11c-vardict.h"
 #include <string.h>
@@ -86,12 +87,20 @@ test_profiles (void)
   g_assert_cmpint (p->key_type, ==, P11C_KEY_RSA_3072);
   g_assert_cmpuint (p->max_attempts, ==, 3);
   g_assert_cmpstr (p->subject, ==, "CN=${login}");
+  g_assert_cmpint (p->http_auth, ==, P11C_EST_AUTH_AUTO);
+  {
+    g_autoptr(P11cCaProfile) d = p11c_ca_profile_parse ("d",
+        "[ca]\nurl=https://a\ntrust-anchor=/x\nhttp-auth=digest\n", -1, &error);
+    g_assert_no_error (error);
+    g_assert_cmpint (d->http_auth, ==, P11C_EST_AUTH_DIGEST);
+  }
   {
     const char *bad[][2] = {
       { "x", "[ca]\nurl=http://plain\ntrust-anchor=/x\n" },
       { "x", "[ca]\nurl=https://a\n" },
       { "x", "[ca]\ntype=magic\n" },
       { "x", "[ca]\nurl=https://a\ntrust-anchor=/x\nkey-type=dsa\n" },
+      { "x", "[ca]\nurl=https://a\ntrust-anchor=/x\nhttp-auth=ntlm\n" },
       { "x", "[ca]\nurl=https://a\ntrust-anchor=/x\nlabel=../x\n" },
       { "x", "[ca]\nurl=https://a\ntrust-anchor=/x\nmax-attempts=0\n" },
       { "../evil", "[ca]\ntype=local\n" },

@@ -842,6 +842,10 @@ enroll_expect (const char *control, const char *login, P11cError code)
   set_control (control);
   otp = new_user (login);
   server_init (&srv);
+  /* Basic: one request per attempt.  (With a probe first, the request
+   * after it travels on the reused connection, and curl repeats a request
+   * whose reused connection closed without a byte of reply.) */
+  srv.auth = P11C_EST_AUTH_BASIC;
   g_assert_false (do_enroll (&srv, login, otp, key, NULL, &cert, &ra, &error));
   g_assert_error (error, P11C_ERROR, (gint) code);
   g_assert_null (cert);
@@ -903,6 +907,129 @@ test_int_digest (void)
   g_assert_nonnull (cert);
   g_assert_cmpint (EVP_PKEY_eq (X509_get0_pubkey (cert), key), ==, 1);
   set_control (NULL);
+}
+
+/* Requests for @login in requests.log since @skip lines: total, and those
+ * that carried credentials. */
+static guint
+count_requests (const char *login, guint skip, guint *with_credentials)
+{
+  g_autofree char *path = g_build_filename (est.dir, "requests.log", NULL);
+  g_autofree char *data = NULL;
+  g_auto(GStrv) lines = NULL;
+  g_autofree char *needle = g_strdup_printf ("\"login\": \"%s\"", login);
+  guint n = 0, cred = 0;
+
+  if (!g_file_get_contents (path, &data, NULL, NULL))
+    data = g_strdup ("");
+  lines = g_strsplit (data, "\n", -1);
+  for (guint i = skip; lines[i] != NULL; i++)
+    {
+      if (strstr (lines[i], "\"op\": \"simpleenroll\"") == NULL)
+        continue;
+      /* a request without credentials has no login; count it as ours */
+      if (strstr (lines[i], "\"credentials\": null") != NULL)
+        n++;
+      else if (strstr (lines[i], needle) != NULL)
+        n++, cred++;
+    }
+  if (with_credentials)
+    *with_credentials = cred;
+  return n;
+}
+
+static guint
+log_lines (void)
+{
+  g_autofree char *path = g_build_filename (est.dir, "requests.log", NULL);
+  g_autofree char *data = NULL;
+  guint n = 0;
+
+  if (g_file_get_contents (path, &data, NULL, NULL))
+    for (const char *c = data; *c; c++)
+      n += *c == '\n';
+  return n;
+}
+
+/* One enrollment with @auth against the server as @control sets it up:
+ * success expected or not; the requests it made (total / with credentials). */
+static void
+auth_case (const char *control, P11cEstAuth auth, gboolean right_otp, gboolean expect_ok,
+           guint expect_requests, guint expect_credentialed, const char *expect_words)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(X509) cert = NULL;
+  g_autoptr(EVP_PKEY) key = make_key ();
+  g_autofree char *otp = NULL;
+  guint ra = 99, skip, n, cred = 0;
+  P11cEstServer srv;
+
+  set_control (control);
+  otp = new_user ("kim");
+  server_init (&srv);
+  srv.auth = auth;
+  skip = log_lines ();
+  g_assert_cmpint (do_enroll (&srv, "kim", right_otp ? otp : "WRONG-OTP", key, NULL, &cert, &ra, &error),
+                   ==, expect_ok);
+  if (expect_ok)
+    {
+      g_assert_no_error (error);
+      g_assert_nonnull (cert);
+      g_assert_cmpint (EVP_PKEY_eq (X509_get0_pubkey (cert), key), ==, 1);
+    }
+  else
+    {
+      g_assert_error (error, P11C_ERROR, P11C_ERROR_CA_REJECTED);
+      g_test_message ("%s: %s", p11c_est_auth_to_string (auth), error->message);
+      g_assert_nonnull (strstr (error->message, expect_words));
+      g_assert_null (strstr (error->message, otp));
+    }
+  /* the server logs a request just after its reply */
+  for (int i = 0; i < 500 && (n = count_requests ("kim", skip, &cred)) < expect_requests; i++)
+    g_usleep (10 * 1000);
+  g_assert_cmpuint (n, ==, expect_requests);
+  g_assert_cmpuint (cred, ==, expect_credentialed);
+  set_control (NULL);
+}
+
+static void
+test_int_auth_modes (void)
+{
+  static const char *strict_digest = "{\"auth\":\"digest\",\"strict\":true}";
+  static const char *basic = "{\"auth\":\"basic\"}";
+
+  if (!est_available ())
+    return;
+  /* basic: the login goes out at once, one request */
+  auth_case (basic, P11C_EST_AUTH_BASIC, TRUE, TRUE, 1, 1, NULL);
+  /* auto against Basic: a probe without credentials, then Basic */
+  auth_case (basic, P11C_EST_AUTH_AUTO, TRUE, TRUE, 2, 1, NULL);
+  /* the strict Digest server: Basic gets a bare 401 and the profile is
+   * told to use Digest */
+  auth_case (strict_digest, P11C_EST_AUTH_BASIC, TRUE, FALSE, 1, 1, "http-auth=");
+  auth_case (strict_digest, P11C_EST_AUTH_DIGEST, TRUE, TRUE, 2, 1, NULL);
+  auth_case (strict_digest, P11C_EST_AUTH_AUTO, TRUE, TRUE, 2, 1, NULL);
+  /* a wrong one-time password: exactly one request carries it */
+  auth_case (strict_digest, P11C_EST_AUTH_AUTO, FALSE, FALSE, 2, 1, "one-time password");
+  auth_case (strict_digest, P11C_EST_AUTH_DIGEST, FALSE, FALSE, 2, 1, "one-time password");
+  auth_case (basic, P11C_EST_AUTH_AUTO, FALSE, FALSE, 2, 1, "one-time password");
+  auth_case (basic, P11C_EST_AUTH_BASIC, FALSE, FALSE, 1, 1, "one-time password");
+  /* digest only, against a Basic server: the password is never sent */
+  auth_case (basic, P11C_EST_AUTH_DIGEST, TRUE, FALSE, 1, 0, "not sent");
+}
+
+static void
+test_auth_names (void)
+{
+  P11cEstAuth a = 99;
+
+  g_assert_true (p11c_est_auth_from_string ("digest", &a));
+  g_assert_cmpint (a, ==, P11C_EST_AUTH_DIGEST);
+  g_assert_true (p11c_est_auth_from_string ("auto", &a));
+  g_assert_cmpint (a, ==, P11C_EST_AUTH_AUTO);
+  g_assert_false (p11c_est_auth_from_string ("Basic", &a));
+  g_assert_false (p11c_est_auth_from_string (NULL, &a));
+  g_assert_cmpstr (p11c_est_auth_to_string (P11C_EST_AUTH_BASIC), ==, "basic");
 }
 
 static void
@@ -1140,6 +1267,7 @@ main (int argc, char **argv)
   g_test_add_func ("/est/parse-retry-after", test_parse_retry_after);
   g_test_add_func ("/est/content-type", test_content_type);
   g_test_add_func ("/est/bad-profile", test_bad_profile);
+  g_test_add_func ("/est/auth-names", test_auth_names);
 
   g_test_add_func ("/est/server/cacerts", test_int_cacerts);
   g_test_add_func ("/est/server/enroll-ok", test_int_enroll_ok);
@@ -1151,6 +1279,7 @@ main (int argc, char **argv)
   g_test_add_func ("/est/server/garbage", test_int_garbage);
   g_test_add_func ("/est/server/close-connection", test_int_close_connection);
   g_test_add_func ("/est/server/digest", test_int_digest);
+  g_test_add_func ("/est/server/auth-modes", test_int_auth_modes);
   g_test_add_func ("/est/server/reenroll", test_int_reenroll);
   g_test_add_func ("/est/server/wrong-trust-anchor", test_int_wrong_trust_anchor);
   g_test_add_func ("/est/server/nothing-listening", test_int_nothing_listening);
