@@ -747,27 +747,32 @@ reply_clear (Reply *r)
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Reply, reply_clear)
 
-/* One HTTPS request.  @post may be NULL (GET).  On transport success fills
- * @reply (any HTTP status) and returns TRUE. */
+/* What one exchange sends. */
+typedef struct {
+  const char *url;
+  const char *protocols;     /* "https" or "http,https" */
+  const char *content_type;  /* of @post */
+  const char *accept;
+  const guint8 *post;        /* NULL: GET */
+  gsize post_len;
+  const char *login, *password;
+} Exchange;
+
+static gboolean http_exchange (const P11cEstServer *srv, const Exchange *ex, GCancellable *cancel,
+                               Reply *reply, GError **error);
+
+/* One EST request (https only, the profile's trust anchor required).
+ * @post may be NULL (GET).  On transport success fills @reply (any HTTP
+ * status) and returns TRUE. */
 static gboolean
 est_request (const P11cEstServer *srv, const char *op, const char *post,
              const char *login, const char *password, GCancellable *cancel,
              Reply *reply, GError **error)
 {
-  g_autoptr(CURL) curl = NULL;
-  g_autoptr(P11cCurlSlist) headers = NULL;
   g_autofree char *url = NULL;
-  g_autofree char *ua = NULL;
-  char errbuf[CURL_ERROR_SIZE] = "";
-  guint connect_timeout = srv->connect_timeout ? srv->connect_timeout : DEFAULT_CONNECT_TIMEOUT;
-  guint timeout = srv->timeout ? srv->timeout : DEFAULT_TIMEOUT;
-  Xfer x = { srv, cancel, NULL, FALSE, FALSE };
-  CURLcode rc = CURLE_OK;
-  char *ct = NULL;
-  struct curl_header *h = NULL;
+  Exchange ex = { NULL, "https", "application/pkcs10", "application/pkcs7-mime",
+                  (const guint8 *) post, post ? strlen (post) : 0, login, password };
 
-  if (!global_init (error))
-    return FALSE;
   if (srv->trust_anchor == NULL || *srv->trust_anchor == '\0')
     {
       g_set_error_literal (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
@@ -789,6 +794,31 @@ est_request (const P11cEstServer *srv, const char *op, const char *post,
   url = build_url (srv, op, error);
   if (url == NULL)
     return FALSE;
+  ex.url = url;
+  return http_exchange (srv, &ex, cancel, reply, error);
+}
+
+static gboolean
+http_exchange (const P11cEstServer *srv, const Exchange *ex, GCancellable *cancel,
+               Reply *reply, GError **error)
+{
+  g_autoptr(CURL) curl = NULL;
+  g_autoptr(P11cCurlSlist) headers = NULL;
+  g_autofree char *ua = NULL;
+  g_autofree char *accept = NULL;
+  g_autofree char *ctype = NULL;
+  char errbuf[CURL_ERROR_SIZE] = "";
+  guint connect_timeout = srv->connect_timeout ? srv->connect_timeout : DEFAULT_CONNECT_TIMEOUT;
+  guint timeout = srv->timeout ? srv->timeout : DEFAULT_TIMEOUT;
+  Xfer x = { srv, cancel, NULL, FALSE, FALSE };
+  CURLcode rc = CURLE_OK;
+  char *ct = NULL;
+  struct curl_header *h = NULL;
+  const char *url = ex->url, *login = ex->login, *password = ex->password;
+  gboolean post = ex->post != NULL;
+
+  if (!global_init (error))
+    return FALSE;
   if (g_cancellable_is_cancelled (cancel))
     {
       g_set_error (error, P11C_ERROR, P11C_ERROR_CANCELLED,
@@ -805,10 +835,12 @@ est_request (const P11cEstServer *srv, const char *op, const char *post,
   ua = g_strdup_printf ("p11certd/%s", P11C_VERSION);
   x.body = g_byte_array_new ();
 
-  headers = curl_slist_append (headers, "Accept: application/pkcs7-mime");
-  if (post != NULL)
+  accept = g_strconcat ("Accept: ", ex->accept, NULL);
+  headers = curl_slist_append (headers, accept);
+  if (post)
     {
-      headers = curl_slist_append (headers, "Content-Type: application/pkcs10");
+      ctype = g_strconcat ("Content-Type: ", ex->content_type, NULL);
+      headers = curl_slist_append (headers, ctype);
       headers = curl_slist_append (headers, "Expect:");
     }
 
@@ -821,14 +853,17 @@ est_request (const P11cEstServer *srv, const char *op, const char *post,
   SET (CURLOPT_URL, url);
   SET (CURLOPT_ERRORBUFFER, errbuf);
   SET (CURLOPT_NOSIGNAL, 1L);
-  SET (CURLOPT_PROTOCOLS_STR, "https");
+  SET (CURLOPT_PROTOCOLS_STR, ex->protocols);
   SET (CURLOPT_REDIR_PROTOCOLS_STR, "https");
   SET (CURLOPT_FOLLOWLOCATION, 0L);
   SET (CURLOPT_SSL_VERIFYPEER, 1L);
   SET (CURLOPT_SSL_VERIFYHOST, 2L);
   SET (CURLOPT_SSLVERSION, (long) CURL_SSLVERSION_TLSv1_2);
-  SET (CURLOPT_CAINFO, srv->trust_anchor);
-  SET (CURLOPT_CAPATH, NULL);
+  if (srv->trust_anchor != NULL)
+    {
+      SET (CURLOPT_CAINFO, srv->trust_anchor);
+      SET (CURLOPT_CAPATH, NULL);
+    }
   SET (CURLOPT_CONNECTTIMEOUT, (long) connect_timeout);
   SET (CURLOPT_TIMEOUT, (long) timeout);
   SET (CURLOPT_USERAGENT, ua);
@@ -839,11 +874,11 @@ est_request (const P11cEstServer *srv, const char *op, const char *post,
   SET (CURLOPT_XFERINFODATA, &x);
   SET (CURLOPT_NOPROGRESS, 0L);
   SET (CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) P11C_EST_MAX_REPLY);
-  if (post != NULL)
+  if (post)
     {
       SET (CURLOPT_POST, 1L);
-      SET (CURLOPT_POSTFIELDS, post);
-      SET (CURLOPT_POSTFIELDSIZE, (long) strlen (post));
+      SET (CURLOPT_POSTFIELDS, ex->post);
+      SET (CURLOPT_POSTFIELDSIZE, (long) ex->post_len);
     }
   else
     SET (CURLOPT_HTTPGET, 1L);
@@ -1120,5 +1155,32 @@ p11c_est_enroll (const P11cEstServer *srv, gboolean reenroll,
     }
   X509_up_ref (match);
   *cert_out = match;
+  return TRUE;
+}
+
+gboolean
+p11c_http_get_or_post (const P11cEstServer *srv, const char *url, const char *accept,
+                       const char *content_type, const guint8 *post, gsize post_len,
+                       GCancellable *cancel, char **content_type_out, GBytes **body_out,
+                       GError **error)
+{
+  g_auto(Reply) r = { 0 };
+  Exchange ex = { url, "http,https", content_type, accept, post, post_len, NULL, NULL };
+
+  g_return_val_if_fail (srv != NULL && url != NULL && body_out != NULL, FALSE);
+  if (!http_exchange (srv, &ex, cancel, &r, error))
+    return FALSE;
+  if (r.status == 401 || r.status == 403)
+    {
+      g_autofree char *text = body_excerpt (r.body);
+      g_set_error (error, P11C_ERROR, P11C_ERROR_CA_REJECTED, "The CA at %s refused the request (HTTP %ld)%s%s",
+                   srv->url, r.status, *text ? ": " : "", text);
+      return FALSE;
+    }
+  if (r.status != 200)
+    return set_http_error (error, srv, &r, FALSE);
+  if (content_type_out != NULL)
+    *content_type_out = g_steal_pointer (&r.content_type);
+  *body_out = g_byte_array_free_to_bytes (g_steal_pointer (&r.body));
   return TRUE;
 }

@@ -86,6 +86,18 @@ gboolean p11c_est_enroll (const P11cEstServer *srv,
                           guint               *retry_after_out,
                           GError             **error);
 
+/* One plain HTTP(S) exchange for another CA protocol (SCEP): @url as it
+ * is, http:// or https:// (TLS checked against @srv->trust_anchor when set,
+ * else the system's trust store; no login, no client certificate), GET
+ * when @post is NULL.  Only a 200 is a success: *body_out (and
+ * *content_type_out, may be NULL) are the reply.  Errors as for EST:
+ * transport failures and 5xx CA_UNREACHABLE, 4xx CA_REJECTED, 3xx and a
+ * reply over P11C_EST_MAX_REPLY CA_BAD_REPLY, CANCELLED. */
+gboolean p11c_http_get_or_post (const P11cEstServer *srv, const char *url, const char *accept,
+                                const char *content_type, const guint8 *post, gsize post_len,
+                                GCancellable *cancel, char **content_type_out, GBytes **body_out,
+                                GError **error);
+
 /* Pure parsers (no I/O; fuzzed). */
 
 /* Base64 (line breaks CRLF/LF and whitespace allowed, padding optional) of a
