@@ -14,6 +14,7 @@ renew_due (GDBusConnection *bus)
   g_auto(GStrv) jobs = NULL;
   g_auto(GStrv) person = NULL;
   g_auto(GStrv) not_renewable = NULL;
+  g_autoptr(GVariant) reasons = NULL;
   GVariantBuilder b;
   guint n_jobs = 0, failed = 0, n_person = 0;
 
@@ -26,6 +27,7 @@ renew_due (GDBusConnection *bus)
   g_variant_lookup (result, "jobs", "^ao", &jobs);
   g_variant_lookup (result, "needs_person", "^as", &person);
   g_variant_lookup (result, "not_renewable", "^as", &not_renewable);
+  reasons = g_variant_lookup_value (result, "reasons", G_VARIANT_TYPE ("a{ss}"));
   n_jobs = jobs ? g_strv_length (jobs) : 0;
   n_person = person ? g_strv_length (person) : 0;
 
@@ -57,14 +59,23 @@ renew_due (GDBusConnection *bus)
       ctl_job_result_clear (&r);
     }
   for (guint i = 0; not_renewable && not_renewable[i]; i++)
-    ctl_warn ("%s is due but cannot be renewed: its CA profile is gone; enroll a new certificate",
-              not_renewable[i]);
+    {
+      const char *why = NULL;
+      if (reasons == NULL || !g_variant_lookup (reasons, not_renewable[i], "&s", &why))
+        why = "its CA profile is gone; enroll a new certificate";
+      ctl_warn ("%s is due but cannot be renewed: %s", not_renewable[i], why);
+    }
   if (n_person > 0)
     {
       ctl_message ("%u certificate%s need%s a person (the token PIN) to be renewed:", n_person,
                    n_person == 1 ? "" : "s", n_person == 1 ? "s" : "");
       for (guint i = 0; i < n_person; i++)
-        ctl_message ("  p11certctl renew '%s'", person[i]);
+        {
+          const char *why = NULL;
+          ctl_message ("  p11certctl renew '%s'", person[i]);
+          if (reasons != NULL && g_variant_lookup (reasons, person[i], "&s", &why))
+            ctl_message ("    (%s)", why);
+        }
     }
   if (failed > 0)
     {

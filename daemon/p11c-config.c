@@ -3,6 +3,7 @@
 #include "p11c-error.h"
 #include "p11c-est.h"
 #include "p11c-names.h"
+#include "p11c-uri.h"
 #include <string.h>
 
 void
@@ -210,6 +211,7 @@ p11c_ca_profile_free (P11cCaProfile *p)
   g_free (p->trust_anchor);
   g_free (p->subject);
   g_free (p->pin_file);
+  g_free (p->pin_file_token);
   g_free (p->system_group);
   g_free (p);
 }
@@ -250,6 +252,24 @@ p11c_ca_profile_parse (const char *name, const char *data, gsize len, GError **e
   p->trust_anchor = get_string (kf, "ca", "trust-anchor", NULL);
   p->subject = get_string (kf, "ca", "subject", "CN=${login}");
   p->pin_file = get_string (kf, "ca", "pin-file", NULL);
+  p->pin_file_token = get_string (kf, "ca", "pin-file-token", NULL);
+  if (p->pin_file_token != NULL)
+    {
+      g_autoptr(P11cUri) uri = p11c_uri_parse (p->pin_file_token, &local);
+      if (uri == NULL || (uri->token == NULL && uri->serial == NULL))
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                       "CA profile %s: pin-file-token must be a PKCS#11 URI naming a token (token= or serial=): %s",
+                       name, local ? local->message : p->pin_file_token);
+          return NULL;
+        }
+      if (p->pin_file == NULL)
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                       "CA profile %s: pin-file-token needs pin-file", name);
+          return NULL;
+        }
+    }
   p->system_group = get_string (kf, "ca", "system-group", NULL);
   key_type = get_string (kf, "ca", "key-type", "ec-p256");
   if (!p11c_key_type_from_string (key_type, &p->key_type))

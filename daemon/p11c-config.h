@@ -46,6 +46,7 @@ typedef struct {
   guint       retry_delay;
   guint       max_wait;
   char       *pin_file;
+  char       *pin_file_token; /* PKCS#11 URI: the only token the pin-file's PIN may go to */
   char       *system_group;
   guint       validity_days;
   int         http_auth;      /* P11cEstAuth: auto (0), basic, digest */

@@ -998,8 +998,10 @@ renew_due_planned (GObject *source, GAsyncResult *res, gpointer user_data)
   GError *error = NULL;
   g_autoptr(GVariant) ok = g_task_propagate_pointer (G_TASK (res), &error);
   P11cDuePlan *plan;
-  GVariantBuilder jobs, person, b;
+  GVariantBuilder jobs, person, reasons, b;
   const char *sender;
+  GHashTableIter iter;
+  gpointer key, value;
 
   if (ok == NULL)
     {
@@ -1010,6 +1012,7 @@ renew_due_planned (GObject *source, GAsyncResult *res, gpointer user_data)
   sender = g_dbus_method_invocation_get_sender (c->inv);
   g_variant_builder_init (&jobs, G_VARIANT_TYPE ("ao"));
   g_variant_builder_init (&person, G_VARIANT_TYPE ("as"));
+  g_variant_builder_init (&reasons, G_VARIANT_TYPE ("a{ss}"));
   while (plan->requests->len > 0)
     {
       P11cEnrollRequest *req = g_ptr_array_steal_index (plan->requests, 0);
@@ -1031,6 +1034,7 @@ renew_due_planned (GObject *source, GAsyncResult *res, gpointer user_data)
       g_variant_builder_add (&info, "{sv}", "days_left", g_variant_new_int64 (n->days_left));
       g_variant_builder_add (&info, "{sv}", "reason", g_variant_new_string (n->reason));
       g_variant_builder_add (&person, "s", n->uri);
+      g_variant_builder_add (&reasons, "{ss}", n->uri, n->reason);
       g_dbus_connection_emit_signal (c->d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "RenewalNeeded",
                                      g_variant_new ("(sx@a{sv})", n->uri, n->not_after,
                                                     g_variant_builder_end (&info)), NULL);
@@ -1044,6 +1048,10 @@ renew_due_planned (GObject *source, GAsyncResult *res, gpointer user_data)
   g_ptr_array_add (plan->not_renewable, NULL);
   g_variant_builder_add (&b, "{sv}", "not_renewable",
                          g_variant_new_strv ((const char *const *) plan->not_renewable->pdata, -1));
+  g_hash_table_iter_init (&iter, plan->why_not);
+  while (g_hash_table_iter_next (&iter, &key, &value))
+    g_variant_builder_add (&reasons, "{ss}", key, value);
+  g_variant_builder_add (&b, "{sv}", "reasons", g_variant_builder_end (&reasons));
   g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(@a{sv})", g_variant_builder_end (&b)));
   call_free (c);
 }

@@ -195,7 +195,15 @@ p11c_due_plan_free (P11cDuePlan *p)
   g_ptr_array_unref (p->requests);
   g_ptr_array_unref (p->needs_person);
   g_ptr_array_unref (p->not_renewable);
+  g_hash_table_unref (p->why_not);
   g_free (p);
+}
+
+static void
+not_renewable (P11cDuePlan *plan, const P11cFoundCert *f, const char *why)
+{
+  g_ptr_array_add (plan->not_renewable, g_strdup (f->entry->uri));
+  g_hash_table_replace (plan->why_not, g_strdup (f->entry->uri), g_strdup (why));
 }
 
 static void
@@ -230,6 +238,17 @@ plan_token (P11cEngine *engine, P11cDuePlan *plan, const P11cFoundCert *f, const
       needs_person (plan, f, rec->ca, days_left, "the token PIN is needed");
       return;
     }
+  if (profile->pin_file_token != NULL)
+    {
+      g_autoptr(P11cUri) bound = p11c_uri_parse (profile->pin_file_token, NULL);
+      if (bound == NULL || !p11c_uri_matches_token (bound, &info))
+        {
+          reason = g_strdup_printf ("the token PIN is needed: the PIN file of CA profile %s is only for %s",
+                                    profile->name, profile->pin_file_token);
+          needs_person (plan, f, rec->ca, days_left, reason);
+          return;
+        }
+    }
   pin = p11c_pin_file_read (profile->pin_file, profile->name, &local);
   if (pin == NULL)
     {
@@ -251,7 +270,7 @@ plan_token (P11cEngine *engine, P11cDuePlan *plan, const P11cFoundCert *f, const
   else
     {
       g_message ("Cannot renew %s: %s", f->entry->uri, local->message);
-      g_ptr_array_add (plan->not_renewable, g_strdup (f->entry->uri));
+      not_renewable (plan, f, local->message);
     }
 }
 
@@ -304,6 +323,7 @@ p11c_renewal_plan_due (P11cEngine *engine, GPtrArray *tokens, gint64 now)
   plan->requests = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_enroll_request_free);
   plan->needs_person = g_ptr_array_new_with_free_func ((GDestroyNotify) needs_person_free);
   plan->not_renewable = g_ptr_array_new_with_free_func (g_free);
+  plan->why_not = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   for (guint i = 0; i < all->len; i++)
     {
       P11cFoundCert *f = all->pdata[i];
@@ -320,7 +340,7 @@ p11c_renewal_plan_due (P11cEngine *engine, GPtrArray *tokens, gint64 now)
           if (p11c_cert_renewal_due (sum->not_before, sum->not_after, now, config->window_days, &days_left))
             {
               g_message ("Not renewing %s: %s", f->entry->uri, why->message);
-              g_ptr_array_add (plan->not_renewable, g_strdup (f->entry->uri));
+              not_renewable (plan, f, why->message);
             }
           continue;
         }
@@ -329,7 +349,11 @@ p11c_renewal_plan_due (P11cEngine *engine, GPtrArray *tokens, gint64 now)
         continue;
       profile = p11c_engine_find_ca (engine, rec->ca);
       if (profile == NULL)
-        g_ptr_array_add (plan->not_renewable, g_strdup (f->entry->uri));
+        {
+          g_autofree char *msg = g_strdup_printf ("it was issued through CA profile \"%s\", which is not "
+                                                  "configured any more; enroll a new certificate", rec->ca);
+          not_renewable (plan, f, msg);
+        }
       else if (f->token != NULL)
         plan_token (engine, plan, f, rec, profile, days_left);
       else
@@ -339,7 +363,7 @@ p11c_renewal_plan_due (P11cEngine *engine, GPtrArray *tokens, gint64 now)
           if (req != NULL)
             g_ptr_array_add (plan->requests, req);
           else
-            g_ptr_array_add (plan->not_renewable, g_strdup (f->entry->uri));
+            not_renewable (plan, f, local->message);
         }
     }
   prune (records, in_place, listed);

@@ -43,6 +43,7 @@ typedef struct {
   GPtrArray *requests;       /* P11cEnrollRequest, to run as jobs */
   GPtrArray *needs_person;   /* P11cNeedsPerson */
   GPtrArray *not_renewable;  /* char *uri: no profile any more, unreadable, a copy */
+  GHashTable *why_not;       /* uri → why it is not renewable */
 } P11cDuePlan;
 
 void p11c_due_plan_free (P11cDuePlan *plan);

@@ -314,7 +314,8 @@ class Env:
 
     def fault_calls(self, fn, rv=None):
         """Calls of @fn in the call log (that returned @rv, if given); "+FN"
-        counts calls a delay rule is holding (see tests/faultmod/README.md)."""
+        counts calls a delay rule is holding, "C_Login@LABEL" the logins one
+        token got (see tests/faultmod/README.md)."""
         want = fn + (" rv=0x%08x\n" % rv if rv is not None else " ")
         try:
             with open(self.fault_log) as f:

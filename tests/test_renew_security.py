@@ -8,7 +8,7 @@ import os
 from harness import GLib, JOB_IFACE, PIN, TestCase, main
 
 
-class RenewSecurity(TestCase):
+class Base(TestCase):
     def setUp(self):
         super().setUp()
         e = self.env
@@ -48,6 +48,11 @@ class RenewSecurity(TestCase):
         e.call("Rescan")
         return [c["uri"] for c in e.list_certs() if c["label"] == "victim copy"][0]
 
+    def cert_by_subject(self, subject):
+        return [c for c in self.env.list_certs() if c.get("subject") == subject][0]
+
+
+class RenewSecurity(Base):
     def test_copy_on_another_token_is_refused(self):
         e = self.env
         e.start_daemon()
@@ -109,9 +114,6 @@ class RenewSecurity(TestCase):
         self.assertTrue(ok, msg)
         self.assertEqual(self.issued_by_local_ca(), 3)
 
-    def cert_by_subject(self, subject):
-        return [c for c in self.env.list_certs() if c.get("subject") == subject][0]
-
     def test_system_copy_is_refused(self):
         e = self.env
         e.start_daemon()
@@ -148,6 +150,113 @@ class RenewSecurity(TestCase):
         self.assertNotIn(genuine["sha256"], record)
         self.assertIn("storage=token", record)
         self.assertIn("token-label=agent", record)
+
+
+class PinFiles(Base):
+    """A profile's PIN file (unattended renewal) goes only to the token a
+    certificate was issued to, only to the one pin-file-token= names, and
+    never again to a token that refused it until the file changes.  The
+    fault module wraps SoftHSM and logs every C_Login with its token."""
+
+    def setUp(self):
+        super().setUp()
+        e = self.env
+        e.use_fault_module()
+        e.extra_config = "[renewal]\nwindow-days=3650\n"
+        self.pin_file = os.path.join(e.tmp, "agent.pin")
+        self.write_pin(PIN)
+
+    def write_pin(self, pin):
+        tmp = self.pin_file + ".new"
+        with open(tmp, "w") as f:
+            f.write(pin + "\n")
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, self.pin_file)
+
+    def profile(self, **kv):
+        conf = {"type": "local", "pin-file": self.pin_file}
+        conf.update({k.replace("_", "-"): v for k, v in kv.items()})
+        with open(os.path.join(self.env.ca_dir, "lab.conf"), "w") as f:
+            f.write("[ca]\n" + "".join("%s=%s\n" % kv for kv in conf.items()))
+
+    def logins(self, label):
+        return self.env.fault_calls("C_Login@" + label)
+
+    def renew_due(self):
+        return self.env.call("RenewDue", "a{sv}", [{}])[0]
+
+    def test_pin_goes_only_to_the_recorded_token(self):
+        e = self.env
+        self.profile()
+        e.start_daemon()
+        uri = self.enroll(ca="lab")
+        copy = self.copy_to("mallory", self.cert(uri))
+        self.assertEqual(self.logins("mallory"), 0)
+        agent = self.logins("agent")
+        res = self.renew_due()
+        self.assertEqual(len(res["jobs"]), 1)
+        self.assertTrue(e.wait_job(res["jobs"][0], 60)[0])
+        self.assertEqual(res["not_renewable"], [copy])
+        self.assertIn("is a copy", res["reasons"][copy])
+        self.assertGreater(self.logins("agent"), agent)
+        self.assertEqual(self.logins("mallory"), 0, "the PIN file's PIN went to the attacker's token")
+        # bound to the agent token: a certificate of this profile on another
+        # token (here enrolled there by a person) needs a person
+        e.stop_daemon()
+        self.profile(pin_file_token="pkcs11:token=agent")
+        e.start_daemon()
+        path = e.enroll({"ca": "lab", "token": "pkcs11:token=mallory", "pin": PIN, "subject": "CN=mallory",
+                         "label": "own"})
+        self.assertTrue(e.wait_job(path, 60)[0])
+        own = e.get_property(path, JOB_IFACE, "Result")
+        mallory = self.logins("mallory")
+        res = self.renew_due()
+        self.assertEqual(res["needs_person"], [own])
+        self.assertIn("only for pkcs11:token=agent", res["reasons"][own])
+        self.assertEqual(len(res["jobs"]), 1)              # the agent's certificate
+        self.assertTrue(e.wait_job(res["jobs"][0], 60)[0])
+        self.assertEqual(self.logins("mallory"), mallory)
+
+    def test_refused_pin_file_is_not_sent_again(self):
+        e = self.env
+        self.profile()
+        e.start_daemon()
+        uri = self.enroll(ca="lab")
+        self.write_pin("Wr0ngPin77")
+        base = self.logins("agent")
+        res = self.renew_due()
+        ok, err, msg = e.wait_job(res["jobs"][0], 60)
+        self.assertEqual(err, "org.p11certd.Error.PinIncorrect", msg)
+        self.assertIn(self.pin_file, msg)
+        self.assertEqual(self.logins("agent"), base + 1)
+
+        def refused_again():
+            res = self.renew_due()
+            self.assertEqual((res["jobs"], res["needs_person"]), ([], [uri]))
+            self.assertIn("refused the PIN in " + self.pin_file, res["reasons"][uri])
+            self.assertEqual(self.logins("agent"), base + 1)
+        refused_again()
+        e.stop_daemon()
+        e.start_daemon()                       # across a restart
+        refused_again()
+        self.assertIn("needs a person: the token refused the PIN", e.log("p11certd"))
+        e.set_faults("C_GetSlotList hide=1", "C_GetSlotInfo absent=1")     # and a re-insertion
+        e.call("Rescan")
+        self.assertEqual(e.list_tokens(), [])
+        e.set_faults()
+        e.call("Rescan")
+        refused_again()
+        for name in ("pin-refused.ini", "pin-refused.key"):
+            self.assertEqual(os.stat(os.path.join(e.state_dir, name)).st_mode & 0o777, 0o600)
+        with open(os.path.join(e.state_dir, "pin-refused.ini")) as f:
+            self.assertNotIn("Wr0ngPin77", f.read())
+        # the file changed: tried again (once), and it works
+        self.write_pin(PIN)
+        res = self.renew_due()
+        self.assertEqual(len(res["jobs"]), 1)
+        ok, err, msg = e.wait_job(res["jobs"][0], 60)
+        self.assertTrue(ok, msg)
+        self.assertGreater(self.logins("agent"), base + 1)
 
 
 if __name__ == "__main__":

@@ -835,7 +835,32 @@ WRAP(C_CloseAllSessions, (CK_SLOT_ID a), (a))
 WRAP_INFO(C_GetSessionInfo, (SH a, CK_SESSION_INFO_PTR b), (a, b), b)
 WRAP(C_GetOperationState, (SH a, BP b, ULP c), (a, b, c))
 WRAP(C_SetOperationState, (SH a, BP b, UL c, OH d, OH e), (a, b, c, d, e))
-WRAP(C_Login, (SH a, CK_USER_TYPE b, BP c, UL d), (a, b, c, d))
+/* C_Login: besides its usual line, "C_Login@LABEL rv=…" names the token
+ * the session is on (its label, blanks as '_'), so a test can count the
+ * logins each token got. */
+static CK_RV
+w_C_Login(SH a, CK_USER_TYPE b, BP c, UL d)
+{
+  struct fault f;
+  CK_SESSION_INFO si;
+  CK_TOKEN_INFO ti;
+  char label[sizeof ti.label + 1] = "?";
+  CK_RV rv;
+
+  evaluate(FN_C_Login, &f);
+  rv = f.has_rv ? f.rv : real->C_Login ? real->C_Login(a, b, c, d) : CKR_FUNCTION_NOT_SUPPORTED;
+  if (real->C_GetSessionInfo && real->C_GetTokenInfo && real->C_GetSessionInfo(a, &si) == CKR_OK
+      && real->C_GetTokenInfo(si.slotID, &ti) == CKR_OK) {
+    size_t n = sizeof ti.label;
+    while (n > 0 && (ti.label[n - 1] == ' ' || ti.label[n - 1] == '\0'))
+      n--;
+    for (size_t i = 0; i < n; i++)
+      label[i] = ti.label[i] > ' ' && ti.label[i] < 0x7f ? (char) ti.label[i] : '_';
+    label[n] = '\0';
+  }
+  log_line("C_Login@%s rv=0x%08lx\n", label, (unsigned long) rv);
+  return log_call(FN_C_Login, rv);
+}
 WRAP(C_Logout, (SH a), (a))
 WRAP(C_CreateObject, (SH a, AP b, UL c, CK_OBJECT_HANDLE_PTR d), (a, b, c, d))
 WRAP(C_CopyObject, (SH a, OH b, AP c, UL d, CK_OBJECT_HANDLE_PTR e), (a, b, c, d, e))

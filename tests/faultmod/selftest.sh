@@ -144,8 +144,11 @@ login_O >/dev/null
 n_ok=$(calls C_Login 0x00000000); n_bad=$(calls C_Login 0x000000a0); n_all=$(calls C_Login)
 [ "$n_ok" = 1 ] && [ "$n_bad" = 1 ] && [ "$n_all" = 2 ] && ok "call log: 2 C_Login lines (1 ok, 1 0xa0)" ||
   fail "call log: 2 C_Login lines (got ok=$n_ok bad=$n_bad all=$n_all)" "$(cat "$T/calls.log")"
-bad=$(grep -Evc '^C_[A-Za-z]+ rv=0x[0-9a-f]{8}$' "$T/calls.log")
+bad=$(grep -Evc '^C_[A-Za-z]+(@[!-~]+)? rv=0x[0-9a-f]{8}$' "$T/calls.log")
 [ "$bad" = 0 ] && ok "call log lines well-formed" || fail "call log lines well-formed" "$(cat "$T/calls.log")"
+n_tok=$(grep -c '^C_Login@' "$T/calls.log"); n_named=$(grep -c "^C_Login@t " "$T/calls.log")
+[ "$n_tok" = 2 ] && [ "$n_named" = 2 ] && ok "call log: each C_Login names its token" ||
+  fail "call log: each C_Login names its token (got $n_tok, $n_named as t)" "$(cat "$T/calls.log")"
 
 # 14. bad real module -> C_GetFunctionList fails cleanly
 out=$(P11C_FAULT_MODULE=$T/nonexistent.so p11 -L); rc=$?
