@@ -872,7 +872,7 @@ cert_on_token (P11cSession *s, X509 *cert)
 
   if (len > 0 && s->f->C_FindObjectsInit (s->handle, t, 2) == CKR_OK)
     {
-      found = s->f->C_FindObjects (s->handle, &h, 1, &n) == CKR_OK && n > 0;
+      found = p11c_session_find_next (s, &h, 1, &n, NULL) && n > 0;
       s->f->C_FindObjectsFinal (s->handle);
     }
   OPENSSL_free (der);
@@ -896,7 +896,9 @@ remove_old_on_token (Key *k, P11cSession *s)
 
   if (len > 0 && s->f->C_FindObjectsInit (s->handle, t, 2) == CKR_OK)
     {
-      s->f->C_FindObjects (s->handle, h, G_N_ELEMENTS (h), &n);
+      if (!p11c_session_find_next (s, h, G_N_ELEMENTS (h), &n, &error))
+        g_warning ("The renewed certificate is written, but the old one was not found: %s", error->message);
+      g_clear_error (&error);
       s->f->C_FindObjectsFinal (s->handle);
     }
   OPENSSL_free (der);

@@ -64,6 +64,18 @@ p11c_ckr_name (CK_RV rv)
 }
 
 gboolean
+p11c_check_reported (CK_ULONG reported, CK_ULONG room, const char *what, GError **error)
+{
+  if (reported <= room)
+    return TRUE;
+  g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_ERROR,
+               "%s: the PKCS#11 module reported %lu where it was given room for %lu "
+               "(a broken or hostile module; nothing it returned was used)",
+               what, (unsigned long) reported, (unsigned long) room);
+  return FALSE;
+}
+
+gboolean
 p11c_ckr_check (CK_RV rv, const char *what, GError **error)
 {
   P11cError code;
@@ -266,7 +278,7 @@ p11c_module_list_tokens (P11cModule *m, GError **error)
 {
   g_autoptr(GArray) out = g_array_new (FALSE, TRUE, sizeof (P11cSlotToken));
   g_autofree CK_SLOT_ID *slots = NULL;
-  CK_ULONG n = 0;
+  CK_ULONG n = 0, room = 0;
   CK_RV rv;
 
   /* Some modules only notice new slots on a C_GetSlotList(FALSE). */
@@ -277,12 +289,15 @@ p11c_module_list_tokens (P11cModule *m, GError **error)
       if (rv != CKR_OK)
         break;
       g_free (slots);
-      slots = g_new0 (CK_SLOT_ID, n + 1);
+      room = n + 1;
+      slots = g_new0 (CK_SLOT_ID, room);
+      n = room;
       rv = m->f->C_GetSlotList (CK_TRUE, slots, &n);
       if (rv != CKR_BUFFER_TOO_SMALL)
         break;
     }
-  if (!p11c_ckr_check (rv, "Listing the token slots", error))
+  if (!p11c_ckr_check (rv, "Listing the token slots", error)
+      || !p11c_check_reported (n, room, "Listing the token slots (their number)", error))
     return NULL;
 
   for (CK_ULONG i = 0; i < n; i++)
@@ -367,7 +382,7 @@ p11c_session_find (P11cSession *s, CK_OBJECT_CLASS klass, GBytes *id,
   CK_ULONG n = 0;
   CK_OBJECT_HANDLE batch[64];
   CK_ULONG got;
-  CK_RV rv;
+  gboolean ok;
 
   if (klass != (CK_OBJECT_CLASS) CK_UNAVAILABLE_INFORMATION)
     tmpl[n++] = (CK_ATTRIBUTE) { CKA_CLASS, &klass, sizeof klass };
@@ -384,16 +399,28 @@ p11c_session_find (P11cSession *s, CK_OBJECT_CLASS klass, GBytes *id,
     return NULL;
   do
     {
-      rv = s->f->C_FindObjects (s->handle, batch, G_N_ELEMENTS (batch), &got);
-      if (rv != CKR_OK)
+      ok = p11c_session_find_next (s, batch, G_N_ELEMENTS (batch), &got, error);
+      if (!ok)
         break;
       g_array_append_vals (out, batch, got);
     }
   while (got == G_N_ELEMENTS (batch));
   s->f->C_FindObjectsFinal (s->handle);
-  if (!p11c_ckr_check (rv, "Searching the token", error))
-    return NULL;
-  return g_steal_pointer (&out);
+  return ok ? g_steal_pointer (&out) : NULL;
+}
+
+gboolean
+p11c_session_find_next (P11cSession *s, CK_OBJECT_HANDLE *batch, CK_ULONG room, CK_ULONG *got, GError **error)
+{
+  *got = 0;
+  if (!p11c_ckr_check (s->f->C_FindObjects (s->handle, batch, room, got), "Searching the token", error))
+    return FALSE;
+  if (!p11c_check_reported (*got, room, "Searching the token (objects found)", error))
+    {
+      *got = 0;
+      return FALSE;
+    }
+  return TRUE;
 }
 
 GBytes *
@@ -401,6 +428,7 @@ p11c_session_get_bytes (P11cSession *s, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_TYPE 
 {
   CK_ATTRIBUTE a = { type, NULL, 0 };
   g_autofree guint8 *buf = NULL;
+  CK_ULONG room;
 
   if (!p11c_ckr_check (s->f->C_GetAttributeValue (s->handle, obj, &a, 1),
                        "Reading an object attribute", error))
@@ -415,10 +443,12 @@ p11c_session_get_bytes (P11cSession *s, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_TYPE 
       g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED, "The attribute is too large");
       return NULL;
     }
-  buf = g_malloc0 (a.ulValueLen + 1);
+  room = a.ulValueLen;
+  buf = g_malloc0 (room + 1);
   a.pValue = buf;
   if (!p11c_ckr_check (s->f->C_GetAttributeValue (s->handle, obj, &a, 1),
-                       "Reading an object attribute", error))
+                       "Reading an object attribute", error)
+      || !p11c_check_reported (a.ulValueLen, room, "Reading an object attribute (its length)", error))
     return NULL;
   return g_bytes_new_take (g_steal_pointer (&buf), a.ulValueLen);
 }
@@ -717,7 +747,7 @@ p11c_session_sign (P11cSession *s, CK_OBJECT_HANDLE priv, P11cKeyType type,
   guint8 hash[EVP_MAX_MD_SIZE];
   CK_MECHANISM mech = { key_type_is_ec (type) ? CKM_ECDSA : CKM_RSA_PKCS, NULL, 0 };
   g_autofree guint8 *sig = NULL;
-  CK_ULONG sig_len = 0;
+  CK_ULONG sig_len = 0, room;
 
   if (!EVP_Digest (data, len, hash, &hlen, md, NULL))
     {
@@ -743,8 +773,9 @@ p11c_session_sign (P11cSession *s, CK_OBJECT_HANDLE priv, P11cKeyType type,
       g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_ERROR, "The token reported an invalid signature length");
       return NULL;
     }
-  sig = g_malloc0 (sig_len);
-  if (!p11c_ckr_check (s->f->C_Sign (s->handle, input, in_len, sig, &sig_len), "Signing on the token", error))
+  sig = g_malloc0 (room = sig_len);
+  if (!p11c_ckr_check (s->f->C_Sign (s->handle, input, in_len, sig, &sig_len), "Signing on the token", error)
+      || !p11c_check_reported (sig_len, room, "Signing on the token (the signature's length)", error))
     return NULL;
   if (key_type_is_ec (type))
     return ecdsa_raw_to_der (sig, sig_len, error);

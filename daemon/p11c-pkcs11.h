@@ -35,6 +35,10 @@ gboolean p11c_module_get_token_info (P11cModule *module, CK_SLOT_ID slot,
  * not CKR_OK. */
 gboolean p11c_ckr_check (CK_RV rv, const char *what, GError **error);
 const char *p11c_ckr_name (CK_RV rv);
+/* A length or count a module reports for an output buffer must fit the room
+ * it was given: more means a broken or hostile module (TokenError naming
+ * @what), never a read past the buffer. */
+gboolean p11c_check_reported (CK_ULONG reported, CK_ULONG room, const char *what, GError **error);
 
 typedef struct {
   P11cModule        *module;
@@ -58,6 +62,10 @@ const guint8 *p11c_ec_point_unwrap (const guint8 *q, gsize qlen, gsize field_len
 
 /* Find objects of @klass (CK_UNAVAILABLE_INFORMATION = any) with optional id
  * and label.  Returns a GArray of CK_OBJECT_HANDLE. */
+/* One C_FindObjects into @batch (room for @room handles) after
+ * C_FindObjectsInit; *got is checked against @room. */
+gboolean p11c_session_find_next (P11cSession *s, CK_OBJECT_HANDLE *batch, CK_ULONG room, CK_ULONG *got,
+                                 GError **error);
 GArray *p11c_session_find (P11cSession *s, CK_OBJECT_CLASS klass, GBytes *id,
                            const char *label, GError **error);
 /* One variable-length attribute; NULL with error when unavailable. */

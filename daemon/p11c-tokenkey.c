@@ -49,7 +49,7 @@ token_sign_raw (TokenKey *k, CK_MECHANISM_TYPE mech, const guint8 *in, gsize in_
   g_autoptr(GArray) keys = NULL;
   g_autofree guint8 *sig = NULL;
   CK_MECHANISM m = { mech, NULL, 0 };
-  CK_ULONG len = 0;
+  CK_ULONG len = 0, room;
   GBytes *out = NULL;
 
   g_mutex_lock (&k->token->op_lock);
@@ -63,8 +63,9 @@ token_sign_raw (TokenKey *k, CK_MECHANISM_TYPE mech, const guint8 *in, gsize in_
       || !p11c_ckr_check (s->f->C_Sign (s->handle, (guint8 *) in, in_len, NULL, &len), "sign", &error)
       || len == 0 || len > 4096)
     goto done;
-  sig = g_malloc0 (len);
-  if (!p11c_ckr_check (s->f->C_Sign (s->handle, (guint8 *) in, in_len, sig, &len), "sign", &error))
+  sig = g_malloc0 (room = len);
+  if (!p11c_ckr_check (s->f->C_Sign (s->handle, (guint8 *) in, in_len, sig, &len), "sign", &error)
+      || !p11c_check_reported (len, room, "sign (the signature's length)", &error))
     goto done;
   if (len != expect)
     {

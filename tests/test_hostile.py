@@ -8,7 +8,7 @@ import socket
 import subprocess
 import time
 
-from harness import (GLib, Gio, JOB_IFACE, MANAGER, NAME, PATH, PIN, TOKEN_IFACE, TestCase, error_name, main,
+from harness import (GLib, Gio, JOB_IFACE, MANAGER, NAME, PATH, PIN, TOKEN_IFACE, TestCase, der, error_name, main,
                      wait_for)
 
 PROPS = "org.freedesktop.DBus.Properties"
@@ -406,6 +406,72 @@ class Hostile(TestCase):
         # still correct after all that
         self.assertEqual([c["label"] for c in e.list_certs()], ["old cert"])
         self.assertEqual(len(e.objects("agent")), 3)
+
+
+class HostileModule(TestCase):
+    """A PKCS#11 module that reports more than it was given room for (the
+    fault module's grow= and overcount= rules, tests/faultmod/README.md):
+    a clear error naming the module, and not one byte past the buffer —
+    before the fix, heap bytes came out in ListCerts' label and der."""
+
+    def setUp(self):
+        super().setUp()
+        e = self.env
+        e.add_token("agent")
+        self.cert = e.put_cert_for_key("agent", "01", "old cert", "Old Agent")
+        e.use_fault_module()
+        e.start_daemon()
+
+    def listed_fine(self):
+        """Without faults the token lists exactly its one certificate."""
+        e = self.env
+        e.set_faults()
+        e.call("Rescan")
+        certs = e.list_certs(token="pkcs11:token=agent")
+        self.assertEqual([(c["label"], bytes(c["der"])) for c in certs], [("old cert", der(self.cert))])
+
+    def test_lengths_past_the_buffer(self):
+        e = self.env
+        # C_GetAttributeValue: the value's length grows on the call that fills the buffer
+        e.set_faults("C_GetAttributeValue grow=4096")
+        e.call("Rescan")
+        certs = e.list_certs(token="pkcs11:token=agent")
+        self.assertEqual(len(certs), 1, certs)
+        self.assertIn("broken or hostile module", certs[0]["error"])
+        self.assertLessEqual(len(bytes(certs[0]["der"])), len(der(self.cert)), "bytes past the buffer were returned")
+        self.assertNotIn("old cert\x00", certs[0]["label"])
+        self.assertLessEqual(len(certs[0]["label"]), len("old cert"))
+        self.listed_fine()
+        # C_Sign: the signature's length grows (the CSR is signed on the token)
+        e.set_faults("C_Sign grow=4096")
+        path = e.enroll({"ca": "local", "storage": "token", "token": "pkcs11:token=agent", "pin": PIN,
+                         "subject": "CN=hostile"})
+        ok, err, msg = e.wait_job(path)
+        self.assertEqual((ok, err), (False, "org.p11certd.Error.TokenError"), msg)
+        self.assertIn("Signing on the token", msg)
+        self.assertIn("broken or hostile module", msg)
+        e.set_faults()
+        self.assertEqual(sorted(o["type"] for o in e.objects("agent")),
+                         ["certificate", "private key", "public key"], "the generated key was left behind")
+        self.listed_fine()
+
+    def test_counts_past_the_buffer(self):
+        e = self.env
+        # C_FindObjects: more handles than the batch had room for
+        e.set_faults("C_FindObjects overcount=5")
+        e.call("Rescan")
+        msg = self.assertDBusError("TokenError", "ListCerts", "a{sv}",
+                                   [{"token": GLib.Variant("s", "pkcs11:token=agent")}])
+        self.assertIn("Searching the token", msg)
+        self.assertIn("broken or hostile module", msg)
+        self.listed_fine()
+        # C_GetSlotList: more slots than the list had room for — the module's scan
+        # is refused (logged), the token seen before stays
+        e.set_faults("C_GetSlotList overcount=3")
+        e.call("Rescan")
+        wait_for(lambda: "Listing the token slots (their number)" in e.log("p11certd"), 10, "the refused slot list")
+        self.assertEqual([t["label"] for t in e.list_tokens()], ["agent"])
+        self.listed_fine()
 
 
 if __name__ == "__main__":

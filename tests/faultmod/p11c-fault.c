@@ -214,6 +214,7 @@ struct rule {
   unsigned long delay_ms;
   CK_FLAGS flags_set, flags_clear;
   int hide, absent, swapped;
+  unsigned long grow, overcount;
 };
 
 /* What the rules decided for one call. */
@@ -223,6 +224,7 @@ struct fault {
   unsigned long delay_ms;
   CK_FLAGS flags_set, flags_clear;
   int hide, absent, swapped;
+  unsigned long grow, overcount;
 };
 
 static pthread_mutex_t rules_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -409,13 +411,35 @@ parse_rule(char *line, const char *base, struct rule *r, const char **why)
       }
       r->swapped = (int) v;
       actions++;
+    } else if (strcmp(key, "grow") == 0) {
+      if (!parse_ulong(val, &v) || v == 0 || v > 1UL << 20) {
+        *why = "bad grow (1..1048576)";
+        return 0;
+      }
+      if (r->fn != FN_C_GetAttributeValue && r->fn != FN_C_Sign) {
+        *why = "grow= only for C_GetAttributeValue and C_Sign";
+        return 0;
+      }
+      r->grow = v;
+      actions++;
+    } else if (strcmp(key, "overcount") == 0) {
+      if (!parse_ulong(val, &v) || v == 0 || v > 1UL << 20) {
+        *why = "bad overcount (1..1048576)";
+        return 0;
+      }
+      if (r->fn != FN_C_FindObjects && r->fn != FN_C_GetSlotList) {
+        *why = "overcount= only for C_FindObjects and C_GetSlotList";
+        return 0;
+      }
+      r->overcount = v;
+      actions++;
     } else {
       *why = "unknown key";
       return 0;
     }
   }
   if (!actions) {
-    *why = "no action (rv=, delay=, flags+=, flags-=, hide=, absent=, swapped=)";
+    *why = "no action (rv=, delay=, flags+=, flags-=, hide=, absent=, swapped=, grow=, overcount=)";
     return 0;
   }
   return 1;
@@ -688,6 +712,8 @@ evaluate(int fn, struct fault *f)
     f->hide |= r->hide;
     f->absent |= r->absent;
     f->swapped |= r->swapped;
+    f->grow += r->grow;
+    f->overcount += r->overcount;
   }
   if (dirty)
     persist_counters();
@@ -866,10 +892,8 @@ WRAP(C_CreateObject, (SH a, AP b, UL c, CK_OBJECT_HANDLE_PTR d), (a, b, c, d))
 WRAP(C_CopyObject, (SH a, OH b, AP c, UL d, CK_OBJECT_HANDLE_PTR e), (a, b, c, d, e))
 WRAP(C_DestroyObject, (SH a, OH b), (a, b))
 WRAP(C_GetObjectSize, (SH a, OH b, ULP c), (a, b, c))
-WRAP(C_GetAttributeValue, (SH a, OH b, AP c, UL d), (a, b, c, d))
 WRAP(C_SetAttributeValue, (SH a, OH b, AP c, UL d), (a, b, c, d))
 WRAP(C_FindObjectsInit, (SH a, AP b, UL c), (a, b, c))
-WRAP(C_FindObjects, (SH a, CK_OBJECT_HANDLE_PTR b, UL c, ULP d), (a, b, c, d))
 WRAP(C_FindObjectsFinal, (SH a), (a))
 WRAP(C_EncryptInit, (SH a, MP b, OH c), (a, b, c))
 WRAP(C_Encrypt, (SH a, BP b, UL c, BP d, ULP e), (a, b, c, d, e))
@@ -885,7 +909,6 @@ WRAP(C_DigestUpdate, (SH a, BP b, UL c), (a, b, c))
 WRAP(C_DigestKey, (SH a, OH b), (a, b))
 WRAP(C_DigestFinal, (SH a, BP b, ULP c), (a, b, c))
 WRAP(C_SignInit, (SH a, MP b, OH c), (a, b, c))
-WRAP(C_Sign, (SH a, BP b, UL c, BP d, ULP e), (a, b, c, d, e))
 WRAP(C_SignUpdate, (SH a, BP b, UL c), (a, b, c))
 WRAP(C_SignFinal, (SH a, BP b, ULP c), (a, b, c))
 WRAP(C_SignRecoverInit, (SH a, MP b, OH c), (a, b, c))
@@ -911,7 +934,58 @@ WRAP(C_GetFunctionStatus, (SH a), (a))
 WRAP(C_CancelFunction, (SH a), (a))
 WRAP(C_WaitForSlotEvent, (CK_FLAGS a, CK_SLOT_ID_PTR b, CK_VOID_PTR c), (a, b, c))
 
-/* C_GetSlotList: hide=1 makes the list empty when tokenPresent is TRUE. */
+/* A hostile module's lengths and counts: the real call fills the caller's
+ * buffer as usual, then the reported size is made larger than that buffer
+ * (grow=N: N more bytes than were written; overcount=N: N more entries than
+ * the caller had room for).  Only calls that were given a buffer. */
+
+/* C_GetAttributeValue: grow=N on every attribute whose value was returned. */
+static CK_RV
+w_C_GetAttributeValue(SH a, OH b, AP tmpl, UL n)
+{
+  struct fault f;
+  evaluate(FN_C_GetAttributeValue, &f);
+  if (f.has_rv)
+    return log_call(FN_C_GetAttributeValue, f.rv);
+  CK_RV rv = real->C_GetAttributeValue ? real->C_GetAttributeValue(a, b, tmpl, n)
+                                       : CKR_FUNCTION_NOT_SUPPORTED;
+  if (rv == CKR_OK && f.grow && tmpl)
+    for (UL i = 0; i < n; i++)
+      if (tmpl[i].pValue && tmpl[i].ulValueLen != CK_UNAVAILABLE_INFORMATION)
+        tmpl[i].ulValueLen += f.grow;
+  return log_call(FN_C_GetAttributeValue, rv);
+}
+
+/* C_Sign: grow=N on the signature's length when a buffer was given. */
+static CK_RV
+w_C_Sign(SH a, BP data, UL len, BP sig, ULP sig_len)
+{
+  struct fault f;
+  evaluate(FN_C_Sign, &f);
+  if (f.has_rv)
+    return log_call(FN_C_Sign, f.rv);
+  CK_RV rv = real->C_Sign ? real->C_Sign(a, data, len, sig, sig_len) : CKR_FUNCTION_NOT_SUPPORTED;
+  if (rv == CKR_OK && f.grow && sig && sig_len)
+    *sig_len += f.grow;
+  return log_call(FN_C_Sign, rv);
+}
+
+/* C_FindObjects: overcount=N reports N more handles than the room given. */
+static CK_RV
+w_C_FindObjects(SH a, CK_OBJECT_HANDLE_PTR found, UL room, ULP count)
+{
+  struct fault f;
+  evaluate(FN_C_FindObjects, &f);
+  if (f.has_rv)
+    return log_call(FN_C_FindObjects, f.rv);
+  CK_RV rv = real->C_FindObjects ? real->C_FindObjects(a, found, room, count) : CKR_FUNCTION_NOT_SUPPORTED;
+  if (rv == CKR_OK && f.overcount && found && count)
+    *count = room + f.overcount;
+  return log_call(FN_C_FindObjects, rv);
+}
+
+/* C_GetSlotList: hide=1 makes the list empty when tokenPresent is TRUE;
+ * overcount=N reports N more slots than the room given (with a list). */
 static CK_RV
 w_C_GetSlotList(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR count)
 {
@@ -925,8 +999,11 @@ w_C_GetSlotList(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR count)
     *count = 0;
     return log_call(FN_C_GetSlotList, CKR_OK);
   }
+  CK_ULONG room = count ? *count : 0;
   CK_RV rv = real->C_GetSlotList ? real->C_GetSlotList(present, list, count)
                                  : CKR_FUNCTION_NOT_SUPPORTED;
+  if (rv == CKR_OK && f.overcount && list && count)
+    *count = room + f.overcount;
   return log_call(FN_C_GetSlotList, rv);
 }
 

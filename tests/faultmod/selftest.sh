@@ -135,6 +135,13 @@ out=$(login_O); rc=$?
 n=$(grep -c 'p11c-fault: ignoring' <<<"$out")
 [ "$n" = 4 ] && ok "one warning per garbage line ($n)" || fail "one warning per garbage line ($n)" "$out"
 
+# 12b. grow= and overcount= only where they mean something
+faults 'C_Login grow=4' 'C_Sign overcount=2' 'C_FindObjects overcount=0' 'C_GetAttributeValue grow=x'
+out=$(login_O); rc=$?
+n=$(grep -c 'p11c-fault: ignoring' <<<"$out")
+[ $rc = 0 ] && [ "$n" = 4 ] && ok "grow=/overcount= on the wrong call or out of range ignored ($n warnings)" ||
+  fail "grow=/overcount= on the wrong call or out of range ignored (rc=$rc, $n warnings)" "$out"
+
 # 13. call log
 nofaults
 : > "$T/calls.log"
