@@ -69,6 +69,17 @@ for f in "$libexecdir/p11certd" "$bindir/p11certctl"; do
   [[ -x $dest$f ]] || { echo "FAIL: $f is not executable"; fail=1; }
 done
 
+if [[ -x $build/desktop/p11certd-tokens ]]; then   # the desktop app (-Ddesktop=auto/enabled)
+  echo "checking: the desktop app"
+  for f in "$bindir/p11certd-tokens" "$datadir/applications/org.p11certd.Tokens.desktop" \
+           "$datadir/metainfo/org.p11certd.Tokens.metainfo.xml" \
+           "$datadir/icons/hicolor/scalable/apps/org.p11certd.Tokens.svg" \
+           "$datadir/dbus-1/services/org.p11certd.Tokens.service" \
+           "$sysconfdir/xdg/autostart/org.p11certd.Tokens-autostart.desktop"; do
+    if [[ -f $dest$f ]]; then echo "ok: $f"; else echo "FAIL: missing $f"; fail=1; fi
+  done
+fi
+
 echo "checking: installed files point at the installed binaries"
 check_line() {  # FILE REGEX
   if grep -qxE "$2" "$dest$1" 2>/dev/null; then echo "ok: $1: $2"; else echo "FAIL: $1 lacks a line $2"; fail=1; fi
@@ -76,6 +87,10 @@ check_line() {  # FILE REGEX
 check_line "$servicesdir/org.p11certd.service" "Exec=$libexecdir/p11certd"
 check_line "$unitdir/p11certd.service" "ExecStart=$libexecdir/p11certd"
 check_line "$unitdir/p11certd-renew.service" "ExecStart=$bindir/p11certctl renew --due"
+if [[ -x $build/desktop/p11certd-tokens ]]; then
+  check_line "$datadir/dbus-1/services/org.p11certd.Tokens.service" "Exec=$bindir/p11certd-tokens --gapplication-service"
+  check_line "$sysconfdir/xdg/autostart/org.p11certd.Tokens-autostart.desktop" "Exec=$bindir/p11certd-tokens --background"
+fi
 if grep -l '@[A-Za-z_]*@' "$dest$unitdir"/p11certd* "$dest$servicesdir/org.p11certd.service" 2>/dev/null; then
   echo "FAIL: unsubstituted @placeholder@ in the files above"; fail=1
 fi
