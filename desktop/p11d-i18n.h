@@ -1,6 +1,3 @@
 #pragma once
-/* gettext for the desktop app: one domain for the whole project. */
-#ifndef GETTEXT_PACKAGE
-#define GETTEXT_PACKAGE "p11certd"
-#endif
-#include <glib/gi18n.h>
+/* gettext for the desktop app: the project's one domain (common/p11c-i18n.h). */
+#include "p11c-i18n.h"

@@ -5,8 +5,6 @@
  * D-Bus activation (--gapplication-service) it opens none and only turns the
  * daemon's signals into desktop notifications — waiting on the bus, no
  * polling. */
-#include <locale.h>
-
 #include "p11d-app.h"
 #include "p11d-client.h"
 #include "p11d-i18n.h"
@@ -171,10 +169,7 @@ main (int argc, char **argv)
   };
   g_autoptr(AdwApplication) app = NULL;
 
-  setlocale (LC_ALL, "");
-  bindtextdomain (GETTEXT_PACKAGE, g_getenv ("P11D_LOCALEDIR") ? g_getenv ("P11D_LOCALEDIR") : P11D_LOCALEDIR);
-  bind_textdomain_codeset (GETTEXT_PACKAGE, "UTF-8");
-  textdomain (GETTEXT_PACKAGE);
+  p11c_i18n_init ();
   g_set_application_name (_("Tokens and Certificates"));
 
   app = adw_application_new (P11D_APP_ID, G_APPLICATION_DEFAULT_FLAGS);

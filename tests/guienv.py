@@ -106,7 +106,7 @@ class Gui:
             e.update(LANGUAGE="ru", LC_ALL="ru_RU.UTF-8", LANG="ru_RU.UTF-8")
         else:
             e.update(LANGUAGE="en", LC_ALL="C.UTF-8", LANG="C.UTF-8")
-        e["P11D_LOCALEDIR"] = os.path.join(BUILD, "po-test-locale")
+        e["P11CERTD_LOCALEDIR"] = os.path.join(BUILD, "po")     # the uninstalled catalogues
         self.app_proc = self._spawn("app", [APP] + list(args), e)
         self.app = None
         if wait_window:
