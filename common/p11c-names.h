@@ -21,6 +21,7 @@
 #define P11C_ACTION_SYSTEM        "org.p11certd.system.manage"
 #define P11C_ACTION_LOCAL_CA      "org.p11certd.local-ca.issue"
 #define P11C_ACTION_RENEW         "org.p11certd.renew"
+#define P11C_ACTION_RENEW_SYSTEM  "org.p11certd.renew.system"  /* RenewDue: due system-store entries */
 #define P11C_ACTION_CANCEL_OTHER  "org.p11certd.job.cancel-other"
 
 /* environment variables (documented in docs/environment.md) */

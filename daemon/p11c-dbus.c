@@ -991,24 +991,16 @@ renew_due_thread (Call *c, GError **error)
   return g_variant_new ("()");
 }
 
+/* Start the plan's jobs, announce who needs a person, reply. */
 static void
-renew_due_planned (GObject *source, GAsyncResult *res, gpointer user_data)
+renew_due_start (Call *c)
 {
-  Call *c = user_data;
-  GError *error = NULL;
-  g_autoptr(GVariant) ok = g_task_propagate_pointer (G_TASK (res), &error);
-  P11cDuePlan *plan;
+  P11cDuePlan *plan = c->payload;
   GVariantBuilder jobs, person, reasons, b;
   const char *sender;
   GHashTableIter iter;
   gpointer key, value;
 
-  if (ok == NULL)
-    {
-      call_fail (c, error);
-      return;
-    }
-  plan = c->payload;
   sender = g_dbus_method_invocation_get_sender (c->inv);
   g_variant_builder_init (&jobs, G_VARIANT_TYPE ("ao"));
   g_variant_builder_init (&person, G_VARIANT_TYPE ("as"));
@@ -1054,6 +1046,52 @@ renew_due_planned (GObject *source, GAsyncResult *res, gpointer user_data)
   g_variant_builder_add (&b, "{sv}", "reasons", g_variant_builder_end (&reasons));
   g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(@a{sv})", g_variant_builder_end (&b)));
   call_free (c);
+}
+
+/* Due system-store entries are renewed only for a caller who may renew the
+ * system store (org.p11certd.renew.system: admins, the renewal timer's
+ * user); for anyone else they are not_renewable, saying why. */
+static void
+renew_due_system_checked (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  Call *c = user_data;
+  P11cDuePlan *plan = c->payload;
+  g_autoptr(GError) error = NULL;
+
+  if (p11c_auth_check_finish (res, NULL, &error))
+    while (plan->system_requests->len > 0)
+      g_ptr_array_add (plan->requests, g_ptr_array_steal_index (plan->system_requests, 0));
+  else
+    {
+      g_autofree char *why = g_strdup_printf ("renewing the system store needs %s (an administrator, or the "
+                                              "renewal timer): %s", P11C_ACTION_RENEW_SYSTEM, error->message);
+      p11c_due_plan_drop_system (plan, why);
+    }
+  renew_due_start (c);
+}
+
+static void
+renew_due_planned (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  Call *c = user_data;
+  GError *error = NULL;
+  g_autoptr(GVariant) ok = g_task_propagate_pointer (G_TASK (res), &error);
+  P11cDuePlan *plan = c->payload;
+  g_autoptr(GVariant) options = NULL;
+
+  if (ok == NULL)
+    {
+      call_fail (c, error);
+      return;
+    }
+  if (plan->system_requests->len == 0)
+    {
+      renew_due_start (c);
+      return;
+    }
+  g_variant_get (c->params, "(@a{sv})", &options);
+  p11c_auth_check_async (c->inv, P11C_ACTION_RENEW_SYSTEM, p11c_vardict_get_bool (options, "allow_interaction", FALSE),
+                         G_MAXUINT, NULL, renew_due_system_checked, c);
 }
 
 static const P11cKeySpec renew_due_keys[] = { { "allow_interaction", "b", FALSE }, { NULL } };
@@ -1203,6 +1241,17 @@ delete_actions (P11cDaemon *d, GVariant *params, const char *actions[4])
   actions[1] = NULL;
 }
 
+/* Renewing a system-store entry replaces its key: the system store's right */
+static void
+renew_actions (P11cDaemon *d, GVariant *params, const char *actions[4])
+{
+  const char *uri = NULL;
+  g_variant_get_child (params, 0, "&s", &uri);
+  actions[0] = P11C_ACTION_RENEW;
+  actions[1] = g_str_has_prefix (uri, "system:") ? P11C_ACTION_SYSTEM : NULL;
+  actions[2] = NULL;
+}
+
 static void
 enroll_actions (P11cDaemon *d, GVariant *params, const char *actions[4])
 {
@@ -1225,7 +1274,7 @@ static const struct {
   { P11C_DBUS_MANAGER_IFACE, "Rescan", P11C_ACTION_LIST, NULL, FALSE, handle_rescan },
   { P11C_DBUS_MANAGER_IFACE, "DeleteCert", NULL, delete_actions, FALSE, handle_delete_cert },
   { P11C_DBUS_MANAGER_IFACE, "Enroll", NULL, enroll_actions, FALSE, handle_enroll },
-  { P11C_DBUS_MANAGER_IFACE, "Renew", P11C_ACTION_RENEW, NULL, FALSE, handle_renew },
+  { P11C_DBUS_MANAGER_IFACE, "Renew", NULL, renew_actions, FALSE, handle_renew },
   { P11C_DBUS_MANAGER_IFACE, "RenewDue", P11C_ACTION_RENEW, NULL, FALSE, handle_renew_due },
   { P11C_DBUS_TOKEN_IFACE, "ChangePin", P11C_ACTION_CHANGE_PIN, NULL, FALSE, handle_change_pin },
   { P11C_DBUS_JOB_IFACE, "Cancel", P11C_ACTION_CANCEL_OTHER, NULL, TRUE, handle_cancel },

@@ -176,6 +176,19 @@ p11c_renewal_resolve (P11cEngine *engine, GPtrArray *tokens, const char *uri, co
 
 /* ---- RenewDue ----------------------------------------------------------- */
 
+void
+p11c_due_plan_drop_system (P11cDuePlan *plan, const char *why)
+{
+  for (guint i = 0; i < plan->system_uris->len; i++)
+    {
+      const char *uri = plan->system_uris->pdata[i];
+      g_ptr_array_add (plan->not_renewable, g_strdup (uri));
+      g_hash_table_replace (plan->why_not, g_strdup (uri), g_strdup (why));
+    }
+  g_ptr_array_set_size (plan->system_requests, 0);
+  g_ptr_array_set_size (plan->system_uris, 0);
+}
+
 static void
 needs_person_free (P11cNeedsPerson *n)
 {
@@ -193,6 +206,8 @@ p11c_due_plan_free (P11cDuePlan *p)
   if (p == NULL)
     return;
   g_ptr_array_unref (p->requests);
+  g_ptr_array_unref (p->system_requests);
+  g_ptr_array_unref (p->system_uris);
   g_ptr_array_unref (p->needs_person);
   g_ptr_array_unref (p->not_renewable);
   g_hash_table_unref (p->why_not);
@@ -321,6 +336,8 @@ p11c_renewal_plan_due (P11cEngine *engine, GPtrArray *tokens, gint64 now)
   P11cDuePlan *plan = g_new0 (P11cDuePlan, 1);
 
   plan->requests = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_enroll_request_free);
+  plan->system_requests = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_enroll_request_free);
+  plan->system_uris = g_ptr_array_new_with_free_func (g_free);
   plan->needs_person = g_ptr_array_new_with_free_func ((GDestroyNotify) needs_person_free);
   plan->not_renewable = g_ptr_array_new_with_free_func (g_free);
   plan->why_not = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
@@ -361,7 +378,10 @@ p11c_renewal_plan_due (P11cEngine *engine, GPtrArray *tokens, gint64 now)
           g_autoptr(GError) local = NULL;
           P11cEnrollRequest *req = request_for (engine, f, rec, profile, NULL, NULL, TRUE, &local);
           if (req != NULL)
-            g_ptr_array_add (plan->requests, req);
+            {
+              g_ptr_array_add (plan->system_requests, req);
+              g_ptr_array_add (plan->system_uris, g_strdup (f->entry->uri));
+            }
           else
             not_renewable (plan, f, local->message);
         }

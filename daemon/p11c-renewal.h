@@ -41,12 +41,18 @@ typedef struct {
 
 typedef struct {
   GPtrArray *requests;       /* P11cEnrollRequest, to run as jobs */
+  GPtrArray *system_requests; /* the system store's: they need the caller's
+                               * right to renew it (org.p11certd.renew.system) */
+  GPtrArray *system_uris;    /* the URI of each of system_requests */
   GPtrArray *needs_person;   /* P11cNeedsPerson */
   GPtrArray *not_renewable;  /* char *uri: no profile any more, unreadable, a copy */
   GHashTable *why_not;       /* uri → why it is not renewable */
 } P11cDuePlan;
 
 void p11c_due_plan_free (P11cDuePlan *plan);
+/* The caller may not renew the system store: its due entries become
+ * not_renewable, saying so. */
+void p11c_due_plan_drop_system (P11cDuePlan *plan, const char *why);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (P11cDuePlan, p11c_due_plan_free)
 
 /* RenewDue: plan the renewal of every certificate due at @now on @tokens and

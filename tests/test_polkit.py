@@ -187,6 +187,53 @@ class Polkit(TestCase):
         self.assertTrue(ok, err)
         self.assertIn("needs_person", res)
 
+    def test_renew_system_entry(self):
+        """Issue 13 #4: renewing a system: entry (a new key.pem) needs
+        system.manage — an active non-admin user holds only renew; RenewDue
+        renews due system entries only for a caller with renew.system, which
+        the rules file gives the renewal timer's user (and nothing more)."""
+        import ast
+        e = self.env
+        e.stop_daemon()
+        e.extra_config = "[renewal]\nwindow-days=3650\n"
+        e.start_daemon()
+        path = e.enroll({"ca": "local", "storage": "system", "name": "web", "subject": "CN=web"})
+        self.assertTrue(e.wait_job(path, 60)[0])
+        key = os.path.join(e.state_dir, "system", "web", "key.pem")
+        with open(key) as f:
+            before = f.read()
+
+        def key_now():
+            with open(key) as f:
+                return f.read()
+        self.decide("allow %s org.p11certd.renew" % ALICE)      # what an active user holds by default
+        ok, err, _ = e.call_as(ALICE, "Renew", "sa{sv}", ["system:web", {}])
+        self.assertEqual((ok, err), (False, "org.p11certd.Error.NotAuthorized"))
+        ok, err, res = e.call_as(ALICE, "RenewDue", "a{sv}", [{}])
+        self.assertTrue(ok, err)
+        res = ast.literal_eval(res)[0]
+        self.assertEqual((res["jobs"], res["not_renewable"]), ([], ["system:web"]))
+        self.assertIn("org.p11certd.renew.system", res["reasons"]["system:web"])
+        self.assertEqual(key_now(), before, "a non-admin user rotated a system-store key")
+        # the renewal timer's user: RenewDue renews it, Renew of the entry stays refused
+        self.decide()
+        ok, err, _ = e.call_as(RENEW, "Renew", "sa{sv}", ["system:web", {}])
+        self.assertEqual((ok, err), (False, "org.p11certd.Error.NotAuthorized"))
+        ok, err, res = e.call_as(RENEW, "RenewDue", "a{sv}", [{}])
+        self.assertTrue(ok, err)
+        res = ast.literal_eval(res)[0]
+        self.assertEqual(len(res["jobs"]), 1, res)
+        ok, err, msg = e.wait_job(res["jobs"][0], 60)
+        self.assertTrue(ok, msg)
+        after = key_now()
+        self.assertNotEqual(after, before)
+        # an administrator's right (system.manage) renews the entry by name
+        self.decide("allow %s org.p11certd.renew" % ALICE, "allow %s org.p11certd.system.manage" % ALICE)
+        ok, err, res = e.call_as(ALICE, "Renew", "sa{sv}", ["system:web", {}])
+        self.assertTrue(ok, err)
+        self.assertTrue(e.wait_job(res.strip("(),'"), 60)[0])
+        self.assertNotEqual(key_now(), after)
+
     def test_renew_user_may_not_delete(self):
         # the renewal timer's user: list yes, delete/enroll/pin/system no — even with no other rule
         ok, err, _ = self.env.call_as(RENEW, "ListCerts", "a{sv}", [{}])
