@@ -12,7 +12,9 @@
 #include <openssl/pem.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 static GMutex store_lock;
@@ -118,6 +120,7 @@ gboolean
 p11c_store_check_output_fd (int fd, GError **error)
 {
   struct stat st;
+  struct statfs sfs;
   int flags = fcntl (fd, F_GETFL);
 
   if (fd < 0 || flags < 0 || fstat (fd, &st) != 0)
@@ -135,10 +138,23 @@ p11c_store_check_output_fd (int fd, GError **error)
       g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS, "Key \"fd\": opened read-only; open it for writing");
       return FALSE;
     }
-  if (!S_ISREG (st.st_mode) && !S_ISFIFO (st.st_mode) && !S_ISSOCK (st.st_mode))
+  /* Only a file on a local file system: a write to a pipe or socket whose
+   * reader stops reading, or to a FUSE file whose server does not answer,
+   * would hold a worker thread for good (Cancel cannot reach it, shutdown
+   * waits for it).  What an app passes is a file it opened anyway. */
+  if (!S_ISREG (st.st_mode))
     {
       g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
-                   "Key \"fd\": must be a regular file or a pipe");
+                   "Key \"fd\": must be a regular file opened for writing (%s are refused: a reader "
+                   "that stops reading would stall the daemon)",
+                   S_ISFIFO (st.st_mode) ? "pipes" : S_ISSOCK (st.st_mode) ? "sockets" : "devices");
+      return FALSE;
+    }
+  if (fstatfs (fd, &sfs) == 0 && sfs.f_type == FUSE_SUPER_MAGIC)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                   "Key \"fd\": the file is on a FUSE file system, whose server could stall the daemon's "
+                   "write; create it on a local disk and copy it afterwards");
       return FALSE;
     }
   return TRUE;
@@ -147,22 +163,19 @@ p11c_store_check_output_fd (int fd, GError **error)
 gboolean
 p11c_store_write_fd (int fd, const void *data, gsize len, GError **error)
 {
-  struct stat st;
   int err = 0;
 
   if (!p11c_store_check_output_fd (fd, error))
     return FALSE;
-  fstat (fd, &st);
-  if (S_ISREG (st.st_mode) && (ftruncate (fd, 0) != 0 || lseek (fd, 0, SEEK_SET) < 0))
+  if (ftruncate (fd, 0) != 0 || lseek (fd, 0, SEEK_SET) < 0)
     {
       set_errno_error (error, errno, "Cannot truncate", "the output file");
       return FALSE;
     }
-  if (!write_all (fd, data, len, &err) || (S_ISREG (st.st_mode) && fsync (fd) != 0))
+  if (!write_all (fd, data, len, &err) || fsync (fd) != 0)
     {
       set_errno_error (error, err ? err : errno, "Cannot write", "the output file");
-      if (S_ISREG (st.st_mode))
-        (void) ftruncate (fd, 0);   /* leave nothing half-written */
+      (void) ftruncate (fd, 0);   /* leave nothing half-written */
       return FALSE;
     }
   return TRUE;

@@ -12,8 +12,9 @@ G_BEGIN_DECLS
 gboolean p11c_store_write_file (const char *path, const void *data, gsize len,
                                 mode_t mode, const char *group, GError **error);
 
-/* Write all of @data to a caller's fd (PKCS#12 output): must be writable,
- * not a directory; a regular file is truncated first and fsynced. */
+/* Write all of @data to a caller's fd (PKCS#12 output): a regular file
+ * opened for writing, not on a FUSE file system (pipes, sockets, devices and
+ * FUSE files could stall the writer without end); truncated first, fsynced. */
 gboolean p11c_store_check_output_fd (int fd, GError **error);
 gboolean p11c_store_write_fd (int fd, const void *data, gsize len, GError **error);
 

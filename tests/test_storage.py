@@ -2,10 +2,12 @@
 local CA, end to end on real parts."""
 import os
 import signal
+import socket
 import stat
 import subprocess
+import time
 
-from harness import GLib, JOB_IFACE, PIN, TestCase, ensure_group, main, wait_for
+from harness import GLib, JOB_IFACE, PIN, PY, SRC, TestCase, ensure_group, main, wait_file, wait_for
 
 P12_PASSWORD = "Str0ngP12pass"
 KEY_GROUP = "p11c-keyread"
@@ -313,17 +315,49 @@ class Storage(TestCase):
         os.close(ro)
         os.close(dfd)
 
-    def test_pipe_closes_early(self):
+    def test_output_fd_must_be_a_file(self):
+        """Issue 13 #7: the PKCS#12 output is written only into a regular file on a
+        local file system.  A full pipe, a socket, a device or a file on a FUSE
+        file system whose server never answers would hold a worker in write()
+        for good (Cancel cannot reach it; SIGTERM waited 15 s): each is refused
+        at the call, with a message saying why, and no job starts."""
         e = self.env
         e.start_daemon()
+        base = {"ca": GLib.Variant("s", "local"), "storage": GLib.Variant("s", "file"),
+                "password": GLib.Variant("s", P12_PASSWORD), "fd": GLib.Variant("h", 0)}
         r, w = os.pipe()
-        os.close(r)     # the reader is gone before anything is written
-        _, (ok, err, msg) = self.p12_job(w)
-        os.close(w)
-        self.assertFalse(ok)
-        self.assertIn("Cannot write", msg)
-        e.call("ListTokens")   # alive
-
+        os.set_blocking(w, False)
+        try:
+            while True:
+                os.write(w, b"x" * 65536)     # a pipe nobody reads, full
+        except BlockingIOError:
+            pass
+        a, b = socket.socketpair()
+        null = os.open("/dev/null", os.O_WRONLY)
+        mnt = os.path.join(e.tmp, "fuse")
+        os.makedirs(mnt)
+        ready = os.path.join(e.tmp, "fuse.ready")
+        fuse = e.spawn("stallfs", [PY, os.path.join(SRC, "tests", "stallfs.py"), mnt, ready])
+        e.mounts.append(mnt)
+        wait_file(ready, 20, fuse)
+        on_fuse = os.open(os.path.join(mnt, "me.p12"), os.O_WRONLY | os.O_CREAT, 0o600)
+        for fd, words in [(w, "pipes are refused"), (a.fileno(), "sockets are refused"),
+                          (null, "devices are refused"), (on_fuse, "FUSE file system")]:
+            t0 = time.monotonic()
+            msg = self.assertDBusError("InvalidArgs", "Enroll", "a{sv}", [base], fds=[fd])
+            self.assertIn('"fd"', msg)
+            self.assertIn(words, msg)
+            self.assertLess(time.monotonic() - t0, 5)
+        objs = e.call("GetManagedObjects", iface="org.freedesktop.DBus.ObjectManager")[0]
+        self.assertEqual([p for p in objs if "/jobs/" in p], [], "a job was started")
+        for fd in (r, w, null, on_fuse):
+            os.close(fd)
+        a.close()
+        b.close()
+        # the daemon stops at once: no worker is stuck in a write
+        t0 = time.monotonic()
+        e.stop_daemon()
+        self.assertLess(time.monotonic() - t0, 5)
 
 if __name__ == "__main__":
     main()
