@@ -2,6 +2,7 @@
  *                   [--pin-file FILE | --pin-fd N] */
 #define G_LOG_DOMAIN "p11certctl"
 #include "ctl-common.h"
+#include "p11c-i18n.h"
 #include "p11c-secret.h"
 
 #include <stdio.h>
@@ -44,16 +45,16 @@ ctl_cmd_delete (int argc, char **argv)
   int opt_pin_fd = -1;
   gboolean opt_keep_key = FALSE, opt_yes = FALSE;
   GOptionEntry entries[] = {
-    { "label", 0, 0, G_OPTION_ARG_STRING, &opt_label, "The certificate with this label", "L" },
-    { "id", 0, 0, G_OPTION_ARG_STRING, &opt_id, "The certificate with this CKA_ID (hex)", "HEX" },
-    { "token", 0, 0, G_OPTION_ARG_STRING, &opt_token, "Look for --label/--id only on this token", "URI" },
-    { "keep-key", 0, 0, G_OPTION_ARG_NONE, &opt_keep_key, "Keep the private and public key", NULL },
-    { "yes", 'y', 0, G_OPTION_ARG_NONE, &opt_yes, "Do not ask for confirmation", NULL },
-    { "pin-file", 0, 0, G_OPTION_ARG_FILENAME, &opt_pin_file, "Read the token PIN from FILE (first line)", "FILE" },
-    { "pin-fd", 0, 0, G_OPTION_ARG_INT, &opt_pin_fd, "Read the token PIN from file descriptor N", "N" },
+    { "label", 0, 0, G_OPTION_ARG_STRING, &opt_label, N_("The certificate with this label"), N_("L") },
+    { "id", 0, 0, G_OPTION_ARG_STRING, &opt_id, N_("The certificate with this CKA_ID (hex)"), N_("HEX") },
+    { "token", 0, 0, G_OPTION_ARG_STRING, &opt_token, N_("Look for --label/--id only on this token"), N_("URI") },
+    { "keep-key", 0, 0, G_OPTION_ARG_NONE, &opt_keep_key, N_("Keep the private and public key"), NULL },
+    { "yes", 'y', 0, G_OPTION_ARG_NONE, &opt_yes, N_("Do not ask for confirmation"), NULL },
+    { "pin-file", 0, 0, G_OPTION_ARG_FILENAME, &opt_pin_file, N_("Read the token PIN from FILE (first line)"), N_("FILE") },
+    { "pin-fd", 0, 0, G_OPTION_ARG_INT, &opt_pin_fd, N_("Read the token PIN from file descriptor N"), N_("N") },
     { NULL },
   };
-  g_autoptr(GOptionContext) ctx = g_option_context_new ("URI | --label L | --id HEX — delete a certificate");
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("URI | --label L | --id HEX — delete a certificate"));
   g_autoptr(GError) error = NULL;
   g_autoptr(GVariant) cert = NULL;
   g_autoptr(GVariant) tokens = NULL;
@@ -68,20 +69,20 @@ ctl_cmd_delete (int argc, char **argv)
   int given, rc;
 
   g_option_context_add_main_entries (ctx, entries, NULL);
-  g_option_context_set_summary (ctx, "Deletes a certificate and, unless --keep-key, its key pair. Shows the\n"
-                                     "certificate and asks before deleting unless --yes. The token PIN is read\n"
-                                     "from --pin-file, --pin-fd or the terminal; system: URIs need no PIN.");
+  g_option_context_set_summary (ctx, _("Deletes a certificate and, unless --keep-key, its key pair. Shows the\n"
+                                       "certificate and asks before deleting unless --yes. The token PIN is read\n"
+                                       "from --pin-file, --pin-fd or the terminal; system: URIs need no PIN."));
   if ((rc = ctl_parse (ctx, &argc, &argv)) >= 0)
     return rc;
   given = (argc > 1 ? 1 : 0) + (opt_label ? 1 : 0) + (opt_id ? 1 : 0);
   if (argc > 2)
-    return ctl_usage_error (ctx, "delete: unexpected argument \"%s\"", argv[2]);
+    return ctl_usage_error (ctx, _("delete: unexpected argument “%s”"), argv[2]);
   if (given != 1)
-    return ctl_usage_error (ctx, "delete: give exactly one of URI, --label or --id");
+    return ctl_usage_error (ctx, _("delete: give exactly one of URI, --label or --id"));
   if (opt_pin_file && opt_pin_fd >= 0)
-    return ctl_usage_error (ctx, "--pin-file and --pin-fd exclude each other");
+    return ctl_usage_error (ctx, _("--pin-file and --pin-fd exclude each other"));
   if (!opt_yes && !ctl_stdin_is_tty ())
-    return ctl_usage_error (ctx, "delete: not asking for confirmation without a terminal; add --yes");
+    return ctl_usage_error (ctx, _("delete: not asking for confirmation without a terminal; add --yes"));
   if ((bus = ctl_bus (&rc)) == NULL)
     return rc;
   tokens = ctl_list_tokens (bus, &error);
@@ -125,14 +126,26 @@ ctl_cmd_delete (int argc, char **argv)
         }
       if (matches == 0)
         {
-          ctl_warn ("No certificate with %s \"%s\"%s%s; see 'p11certctl list'", opt_label ? "label" : "id",
-                    opt_label ? opt_label : opt_id, opt_token ? " on " : "", opt_token ? opt_token : "");
+          if (opt_token != NULL)
+            /* TRANSLATORS: %1$s is a label or hex id, %2$s a token URI */
+            ctl_warn (opt_label ? _("No certificate with label “%1$s” on %2$s; see “p11certctl list”")
+                                : _("No certificate with id “%1$s” on %2$s; see “p11certctl list”"),
+                      opt_label ? opt_label : opt_id, opt_token);
+          else
+            ctl_warn (opt_label ? _("No certificate with label “%s”; see “p11certctl list”")
+                                : _("No certificate with id “%s”; see “p11certctl list”"),
+                      opt_label ? opt_label : opt_id);
           return CTL_EXIT_NOT_FOUND;
         }
       if (matches > 1)
         {
-          ctl_warn ("%u certificates have %s \"%s\"; give the URI (see 'p11certctl list --verbose')%s", matches,
-                    opt_label ? "label" : "id", opt_label ? opt_label : opt_id, opt_token ? "" : " or --token");
+          ctl_warn (opt_label ? ngettext ("%u certificate has label “%s”; give the URI (see “p11certctl list --verbose”) or --token",
+                                          "%u certificates have label “%s”; give the URI (see “p11certctl list --verbose”) or --token",
+                                          matches)
+                              : ngettext ("%u certificate has id “%s”; give the URI (see “p11certctl list --verbose”) or --token",
+                                          "%u certificates have id “%s”; give the URI (see “p11certctl list --verbose”) or --token",
+                                          matches),
+                    matches, opt_label ? opt_label : opt_id);
           return CTL_EXIT_USAGE;
         }
       uri = g_strdup (ctl_dict_str (cert, "uri", ""));
@@ -143,16 +156,17 @@ ctl_cmd_delete (int argc, char **argv)
 
   if (!opt_yes)
     {
-      printf ("Certificate:\n");
+      printf ("%s\n", _("Certificate:"));
       if (cert != NULL)
         ctl_print_cert (cert, tokens);
       else
-        printf ("  URI:      %s\n", uri);
+        printf (_("  URI:      %s\n"), uri);
       if (!opt_keep_key)
-        printf ("Its private key is deleted too (unless another certificate uses it).\n");
-      if (!ctl_confirm ("Certificate will be deleted. Continue?", FALSE))
+        printf ("%s\n", _("Its private key is deleted too (unless another certificate uses it)."));
+      /* the question of the users' manual (see README) */
+      if (!ctl_confirm (_("Certificate will be deleted. Continue?"), FALSE))
         {
-          ctl_message ("Nothing was deleted.");
+          ctl_message ("%s", _("Nothing was deleted."));
           return CTL_EXIT_CANCELLED;
         }
     }
@@ -162,14 +176,14 @@ ctl_cmd_delete (int argc, char **argv)
       g_autofree char *prompt = NULL;
       if (token != NULL && ctl_dict_bool (token, "pin_locked", FALSE))
         {
-          ctl_warn ("The PIN of token \"%s\" is locked; it must be unlocked with the SO PIN first",
+          ctl_warn (_("The PIN of token “%s” is locked; it must be unlocked with the SO PIN first"),
                     ctl_dict_str (token, "label", ""));
           return CTL_EXIT_PIN_LOCKED;
         }
       if (token != NULL && ctl_dict_bool (token, "pin_final_try", FALSE) && !opt_pin_file && opt_pin_fd < 0)
-        fprintf (stderr, "Warning: one more wrong PIN locks the token.\n");
-      prompt = g_strdup_printf ("PIN of token \"%s\": ", token ? ctl_dict_str (token, "label", "") : uri);
-      pin = ctl_secret_get (opt_pin_file, opt_pin_fd, prompt, "PIN", &error);
+        fprintf (stderr, "%s\n", _("Warning: one more wrong PIN locks the token."));
+      prompt = g_strdup_printf (_("PIN of token “%s”: "), token ? ctl_dict_str (token, "label", "") : uri);
+      pin = ctl_secret_get (opt_pin_file, opt_pin_fd, prompt, _("token PIN"), &error);
       if (pin == NULL)
         return ctl_report (error, NULL);
     }
@@ -189,7 +203,7 @@ ctl_cmd_delete (int argc, char **argv)
   }
   p11c_secret_clear (&pin);
   if (reply == NULL)
-    return ctl_report (error, NULL);
+    return ctl_report_token_error (bus, error, token ? ctl_dict_str (token, "path", NULL) : NULL);
   result = g_variant_get_child_value (reply, 0);
   {
     g_auto(GStrv) removed = NULL;
@@ -198,14 +212,15 @@ ctl_cmd_delete (int argc, char **argv)
     guint32 keys = 0;
 
     g_variant_lookup (result, "keys_removed", "u", &keys);
-    ctl_message ("Deleted the certificate %s.", what);
+    ctl_message (_("Deleted the certificate %s."), what);
     if (g_variant_lookup (result, "removed", "^as", &removed))
       for (guint i = 0; removed[i]; i++)
-        ctl_message ("  removed %s", removed[i]);
+        ctl_message (_("  removed %s"), removed[i]);
     if (keys > 0)
-      ctl_message ("%u key object%s removed.", keys, keys == 1 ? "" : "s");
+      ctl_message (ngettext ("%u key object removed.", "%u key objects removed.", keys), keys);
     if (kept[0] != '\0')
-      ctl_message ("Keys kept: %s", kept);
+      /* TRANSLATORS: %s is the daemon's English reason, for an administrator */
+      ctl_message (_("Keys kept: %s"), kept);
   }
   return CTL_EXIT_OK;
 }

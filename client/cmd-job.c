@@ -1,6 +1,7 @@
 /* p11certctl job JOB_PATH — and the job follower shared by enroll and renew */
 #define G_LOG_DOMAIN "p11certctl"
 #include "ctl-common.h"
+#include "p11c-i18n.h"
 #include "p11c-names.h"
 
 #include <glib-unix.h>
@@ -23,6 +24,7 @@ typedef struct {
   gint64           retry_at;
   char            *error_name;
   char            *error_message;
+  GVariant        *error_details;
   char            *result;
   char            *operation;
   gboolean         finished;
@@ -40,6 +42,7 @@ ctl_job_result_clear (CtlJobResult *r)
   g_clear_pointer (&r->state, g_free);
   g_clear_pointer (&r->error_name, g_free);
   g_clear_pointer (&r->error_message, g_free);
+  g_clear_pointer (&r->error_details, g_variant_unref);
   g_clear_pointer (&r->result, g_free);
   g_clear_pointer (&r->operation, g_free);
 }
@@ -70,6 +73,14 @@ apply_props (Follow *f, GVariant *props)
   set_str (&f->error_message, props, "ErrorMessage");
   set_str (&f->result, props, "Result");
   set_str (&f->operation, props, "Operation");
+  {
+    GVariant *details = g_variant_lookup_value (props, "ErrorDetails", G_VARIANT_TYPE_VARDICT);
+    if (details != NULL)
+      {
+        g_clear_pointer (&f->error_details, g_variant_unref);
+        f->error_details = details;
+      }
+  }
   g_variant_lookup (props, "Progress", "d", &f->progress);
   g_variant_lookup (props, "Attempt", "u", &f->attempt);
   g_variant_lookup (props, "RetryAt", "x", &f->retry_at);
@@ -78,21 +89,27 @@ apply_props (Follow *f, GVariant *props)
 static char *
 describe (Follow *f, gboolean countdown)
 {
-  g_autoptr(GString) s = g_string_new (f->state ? f->state : "?");
+  g_autoptr(GString) s = g_string_new (ctl_job_state_text (f->state));
   gint64 now = g_get_real_time () / G_USEC_PER_SEC;
 
   if (!state_is_final (f->state) && (f->attempt > 1 || f->retry_at > 0))
     {
-      g_string_append_printf (s, " (attempt %u", MAX (f->attempt, 1u));
+      g_string_append (s, " (");
+      g_string_append_printf (s, _("attempt %u"), MAX (f->attempt, 1u));
       if (f->retry_at > 0)
         {
+          g_string_append (s, ", ");
           if (countdown)
-            g_string_append_printf (s, ", retry in %" G_GINT64_FORMAT " s", MAX (f->retry_at - now, (gint64) 0));
+            {
+              int left = (int) CLAMP (f->retry_at - now, 0, G_MAXINT);
+              g_string_append_printf (s, ngettext ("retry in %d second", "retry in %d seconds", left), left);
+            }
           else
             {
               g_autoptr(GDateTime) dt = g_date_time_new_from_unix_local (f->retry_at);
-              g_autofree char *at = dt ? g_date_time_format (dt, "%H:%M:%S") : g_strdup ("?");
-              g_string_append_printf (s, ", retry at %s", at);
+              /* TRANSLATORS: the time of the next attempt (g_date_time_format) */
+              g_autofree char *at = dt ? g_date_time_format (dt, _("%H:%M:%S")) : g_strdup ("?");
+              g_string_append_printf (s, _("retry at %s"), at);
             }
         }
       g_string_append_c (s, ')');
@@ -228,7 +245,7 @@ cancel_done (GObject *source, GAsyncResult *res, gpointer user_data)
   if (reply == NULL && !f->finished)
     {
       end_line (f);
-      ctl_report (error, "Cannot cancel the job");
+      ctl_report (error, _("Cannot cancel the job"));
     }
 }
 
@@ -243,14 +260,15 @@ on_signal (gpointer user_data)
   end_line (f);
   if (f->interrupts == 1)
     {
-      fprintf (stderr, "Cancelling the job… (press Ctrl-C again to stop waiting)\n");
+      fprintf (stderr, "%s\n", _("Cancelling the job… (press Ctrl-C again to stop waiting)"));
       f->cancel_sent = TRUE;
       g_dbus_connection_call (f->bus, P11C_DBUS_NAME, f->path, P11C_DBUS_JOB_IFACE, "Cancel", NULL, NULL,
                               G_DBUS_CALL_FLAGS_NONE, CTL_TIMEOUT_LIST, NULL, cancel_done, f);
     }
   else
     {
-      fprintf (stderr, "Stopped waiting; the job may still be running: p11certctl job %s\n", f->path);
+      fprintf (stderr, _("Stopped waiting; the job may still be running: p11certctl job %s"), f->path);
+      fputc ('\n', stderr);
       g_free (f->state);
       f->state = g_strdup ("interrupted");
       g_main_loop_quit (f->loop);
@@ -288,7 +306,7 @@ ctl_follow_job (GDBusConnection *bus, const char *path, const char *prefix, CtlJ
   memset (out, 0, sizeof *out);
   if (!g_variant_is_object_path (path))
     {
-      g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, "\"%s\" is not a D-Bus object path (like %s/1)", path,
+      g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, _("“%s” is not a D-Bus object path (like %s/1)"), path,
                    P11C_DBUS_JOBS_PATH);
       return FALSE;
     }
@@ -316,7 +334,7 @@ ctl_follow_job (GDBusConnection *bus, const char *path, const char *prefix, CtlJ
           || g_strcmp0 (remote, "org.freedesktop.DBus.Error.UnknownObject") == 0
           || g_strcmp0 (remote, "org.freedesktop.DBus.Error.UnknownInterface") == 0)
         g_set_error (error, CTL_ERROR, CTL_ERROR_NOT_FOUND,
-                     "No job %s (a finished job stays on the bus only for a while)", path);
+                     _("No job %s (a finished job stays on the bus only for a while)"), path);
       else
         g_propagate_error (error, g_steal_pointer (&local));
       ok = FALSE;
@@ -336,8 +354,8 @@ ctl_follow_job (GDBusConnection *bus, const char *path, const char *prefix, CtlJ
       if (f.vanished && !f.finished)
         {
           g_set_error (error, CTL_ERROR, CTL_ERROR_FAILED,
-                       "p11certd went away while the job %s was running; see its log "
-                       "(journalctl -u p11certd)", path);
+                       _("p11certd went away while the job %s was running; see its log "
+                         "(journalctl -u p11certd)"), path);
           ok = FALSE;
         }
     }
@@ -354,6 +372,7 @@ ctl_follow_job (GDBusConnection *bus, const char *path, const char *prefix, CtlJ
   out->state = g_steal_pointer (&f.state);
   out->error_name = g_steal_pointer (&f.error_name);
   out->error_message = g_steal_pointer (&f.error_message);
+  out->error_details = g_steal_pointer (&f.error_details);
   out->result = g_steal_pointer (&f.result);
   out->operation = g_steal_pointer (&f.operation);
   g_free (f.last_plain);
@@ -386,14 +405,14 @@ ctl_job_report (GDBusConnection *bus, const CtlJobResult *r, const char *output_
       g_autoptr(GError) error = NULL;
       g_autoptr(GVariant) cert = NULL;
 
-      ctl_message ("The certificate was written successfully.");
+      ctl_message ("%s", _("The certificate was written successfully."));
       if (r->result == NULL || r->result[0] == '\0')
         return CTL_EXIT_OK;
       if (g_str_has_prefix (r->result, "file:"))
         {
           if (output_file)
-            ctl_message ("  File:     %s", output_file);
-          ctl_message ("  Id:       %s", r->result);
+            ctl_message (_("  File:     %s"), output_file);
+          ctl_message (_("  Id:       %s"), r->result);
           return CTL_EXIT_OK;
         }
       cert = ctl_find_cert (bus, r->result, &error);
@@ -403,20 +422,22 @@ ctl_job_report (GDBusConnection *bus, const CtlJobResult *r, const char *output_
           ctl_print_cert (cert, tokens);
         }
       else
-        ctl_message ("  URI:      %s", r->result);
+        ctl_message (_("  URI:      %s"), r->result);
       return CTL_EXIT_OK;
     }
   if (g_strcmp0 (r->state, "interrupted") == 0)
     return CTL_EXIT_CANCELLED;
   if (g_strcmp0 (r->state, "cancelled") == 0)
     {
-      ctl_warn ("The job was cancelled; nothing was written%s%s", r->error_message && r->error_message[0] ? ": " : "",
-                r->error_message ? r->error_message : "");
+      ctl_warn ("%s", _("The job was cancelled; nothing was written."));
       return CTL_EXIT_CANCELLED;
     }
-  ctl_warn ("%s", r->error_message && r->error_message[0] ? r->error_message : "The job failed");
+  {
+    g_autofree char *text = ctl_error_text (r->error_name, r->error_details, r->error_message);
+    ctl_warn ("%s", text);
+  }
   if (is_ca_error (r->error_name))
-    fprintf (stderr, "Try again (at most 3 times), then contact your manager.\n");
+    fprintf (stderr, "%s\n", _("Try again (at most 3 times), then contact your manager."));
   return ctl_job_exit_code (r);
 }
 
@@ -425,18 +446,18 @@ ctl_job_report (GDBusConnection *bus, const CtlJobResult *r, const char *output_
 int
 ctl_cmd_job (int argc, char **argv)
 {
-  g_autoptr(GOptionContext) ctx = g_option_context_new ("JOB_PATH — follow a job until it finishes");
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("JOB_PATH — follow a job until it finishes"));
   g_autoptr(GError) error = NULL;
   CtlJobResult r = { 0 };
   GDBusConnection *bus;
   int rc;
 
-  g_option_context_set_summary (ctx, "Shows the state of an enroll or renew job (object path as printed by\n"
-                                     "'enroll --no-wait') and follows it; Ctrl-C cancels the job.");
+  g_option_context_set_summary (ctx, _("Shows the state of an enroll or renew job (object path as printed by\n"
+                                       "“enroll --no-wait”) and follows it; Ctrl-C cancels the job."));
   if ((rc = ctl_parse (ctx, &argc, &argv)) >= 0)
     return rc;
   if (argc != 2)
-    return ctl_usage_error (ctx, "job: give one job object path (like %s/1)", P11C_DBUS_JOBS_PATH);
+    return ctl_usage_error (ctx, _("job: give one job object path (like %s/1)"), P11C_DBUS_JOBS_PATH);
   if ((bus = ctl_bus (&rc)) == NULL)
     return rc;
   if (!ctl_follow_job (bus, argv[1], NULL, &r, &error))

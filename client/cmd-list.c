@@ -1,6 +1,7 @@
 /* p11certctl list [--token URI|PATH] [--storage token|system|file] [--json] */
 #define G_LOG_DOMAIN "p11certctl"
 #include "ctl-common.h"
+#include "p11c-i18n.h"
 
 #include <stdio.h>
 
@@ -10,7 +11,7 @@ token_label (GVariant *tokens, GVariant *cert)
   const char *path = ctl_dict_str (cert, "token", "/");
 
   if (g_strcmp0 (ctl_dict_str (cert, "storage", ""), "system") == 0)
-    return "system";
+    return C_("storage", "system");
   for (gsize i = 0; tokens != NULL && i < g_variant_n_children (tokens); i++)
     {
       g_autoptr(GVariant) t = g_variant_get_child_value (tokens, i);
@@ -27,34 +28,34 @@ ctl_cmd_list (int argc, char **argv)
   g_autofree char *opt_storage = NULL;
   gboolean opt_json = FALSE, opt_verbose = FALSE;
   GOptionEntry entries[] = {
-    { "token", 0, 0, G_OPTION_ARG_STRING, &opt_token, "Only this token (PKCS#11 URI or object path)", "URI" },
-    { "storage", 0, 0, G_OPTION_ARG_STRING, &opt_storage, "Only this storage: token, system or file", "S" },
-    { "json", 0, 0, G_OPTION_ARG_NONE, &opt_json, "Print JSON (every field, DER as base64)", NULL },
-    { "verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose, "Print every certificate in full, with its URI", NULL },
+    { "token", 0, 0, G_OPTION_ARG_STRING, &opt_token, N_("Only this token (PKCS#11 URI or object path)"), N_("URI") },
+    { "storage", 0, 0, G_OPTION_ARG_STRING, &opt_storage, N_("Only this storage: token, system or file"), N_("S") },
+    { "json", 0, 0, G_OPTION_ARG_NONE, &opt_json, N_("Print JSON (every field, DER as base64)"), NULL },
+    { "verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose, N_("Print every certificate in full, with its URI"), NULL },
     { NULL },
   };
-  g_autoptr(GOptionContext) ctx = g_option_context_new ("— list certificates");
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("— list certificates"));
   g_autoptr(GError) error = NULL;
   g_autoptr(GVariant) reply = NULL;
   g_autoptr(GVariant) certs = NULL;
   g_autoptr(GVariant) tokens = NULL;
   g_autoptr(CtlTable) table = NULL;
-  static const char *const headers[] = { "SUBJECT", "EXPIRES", "LEFT", "TOKEN", "LABEL" };
+  static const char *const headers[] = { N_("SUBJECT"), N_("EXPIRES"), N_("LEFT"), N_("TOKEN"), N_("LABEL") };
   GVariantBuilder b;
   GDBusConnection *bus;
   int rc;
 
   g_option_context_add_main_entries (ctx, entries, NULL);
-  g_option_context_set_summary (ctx, "Lists the certificates on the tokens and in the system store: subject,\n"
-                                     "expiry date and days left, token (or \"system\") and label.\n"
-                                     "Use --verbose or --json for URIs and details.");
+  g_option_context_set_summary (ctx, _("Lists the certificates on the tokens and in the system store: subject,\n"
+                                       "expiry date and days left, token (or “system”) and label.\n"
+                                       "Use --verbose or --json for URIs and details."));
   if ((rc = ctl_parse (ctx, &argc, &argv)) >= 0)
     return rc;
   if (argc > 1)
-    return ctl_usage_error (ctx, "list: unexpected argument \"%s\"", argv[1]);
+    return ctl_usage_error (ctx, _("list: unexpected argument “%s”"), argv[1]);
   if (opt_storage && !g_str_equal (opt_storage, "token") && !g_str_equal (opt_storage, "system")
       && !g_str_equal (opt_storage, "file"))
-    return ctl_usage_error (ctx, "--storage must be token, system or file, not \"%s\"", opt_storage);
+    return ctl_usage_error (ctx, _("--storage must be token, system or file, not “%s”"), opt_storage);
   if ((bus = ctl_bus (&rc)) == NULL)
     return rc;
 
@@ -75,7 +76,7 @@ ctl_cmd_list (int argc, char **argv)
     }
   if (g_variant_n_children (certs) == 0)
     {
-      ctl_message ("No certificates.");
+      ctl_message ("%s", _("No certificates."));
       return CTL_EXIT_OK;
     }
   tokens = ctl_list_tokens (bus, NULL);
@@ -89,13 +90,15 @@ ctl_cmd_list (int argc, char **argv)
           ctl_print_cert (c, tokens);
           if (ctl_dict_str (c, "error", NULL) == NULL)
             {
-              printf ("  Key:      %s%s\n", ctl_dict_str (c, "key_type", "?"),
-                      ctl_dict_bool (c, "has_private_key", FALSE) ? ", private key present" : ", no private key");
+              /* TRANSLATORS: aligned with the lines of a certificate (Subject:, Issuer:, …) */
+              printf (ctl_dict_bool (c, "has_private_key", FALSE) ? _("  Key:      %s, private key present\n")
+                                                                  : _("  Key:      %s, no private key\n"),
+                      ctl_dict_str (c, "key_type", "?"));
               if (ctl_dict_bool (c, "renewal_due", FALSE))
-                printf ("  Renewal:  due\n");
+                printf ("%s", _("  Renewal:  due\n"));
               if (ctl_dict_str (c, "ca", NULL))
-                printf ("  CA:       %s\n", ctl_dict_str (c, "ca", ""));
-              printf ("  SHA-256:  %s\n", ctl_dict_str (c, "sha256", ""));
+                printf (_("  CA:       %s\n"), ctl_dict_str (c, "ca", ""));
+              printf (_("  SHA-256:  %s\n"), ctl_dict_str (c, "sha256", ""));
             }
         }
       fflush (stdout);
@@ -115,7 +118,7 @@ ctl_cmd_list (int argc, char **argv)
 
       if (err != NULL)
         {
-          subject = g_strdup_printf ("(unreadable: %s)", err);
+          subject = g_strdup_printf (_("(unreadable: %s)"), err);
           date = g_strdup ("-");
           left = g_strdup ("-");
         }

@@ -1,6 +1,7 @@
 /* p11certctl passwd [--token URI|PATH] [--pin-file F] [--new-pin-file F] */
 #define G_LOG_DOMAIN "p11certctl"
 #include "ctl-common.h"
+#include "p11c-i18n.h"
 #include "p11c-names.h"
 #include "p11c-secret.h"
 
@@ -13,12 +14,12 @@ ctl_cmd_passwd (int argc, char **argv)
   g_autofree char *opt_pin_file = NULL;
   g_autofree char *opt_new_pin_file = NULL;
   GOptionEntry entries[] = {
-    { "token", 0, 0, G_OPTION_ARG_STRING, &opt_token, "The token (PKCS#11 URI or object path)", "URI" },
-    { "pin-file", 0, 0, G_OPTION_ARG_FILENAME, &opt_pin_file, "Read the current PIN from FILE", "FILE" },
-    { "new-pin-file", 0, 0, G_OPTION_ARG_FILENAME, &opt_new_pin_file, "Read the new PIN from FILE", "FILE" },
+    { "token", 0, 0, G_OPTION_ARG_STRING, &opt_token, N_("The token (PKCS#11 URI or object path)"), N_("URI") },
+    { "pin-file", 0, 0, G_OPTION_ARG_FILENAME, &opt_pin_file, N_("Read the current PIN from FILE"), N_("FILE") },
+    { "new-pin-file", 0, 0, G_OPTION_ARG_FILENAME, &opt_new_pin_file, N_("Read the new PIN from FILE"), N_("FILE") },
     { NULL },
   };
-  g_autoptr(GOptionContext) ctx = g_option_context_new ("— change a token's user PIN");
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("— change a token's user PIN"));
   g_autoptr(GError) error = NULL;
   g_autoptr(GVariant) token = NULL;
   g_autoptr(GVariant) reply = NULL;
@@ -34,12 +35,12 @@ ctl_cmd_passwd (int argc, char **argv)
   int rc;
 
   g_option_context_add_main_entries (ctx, entries, NULL);
-  g_option_context_set_summary (ctx, "Changes the user PIN of a token. The new PIN is asked twice and must meet\n"
-                                     "the PIN policy of p11certd.");
+  g_option_context_set_summary (ctx, _("Changes the user PIN of a token. The new PIN is asked twice and must meet\n"
+                                       "the PIN policy of p11certd."));
   if ((rc = ctl_parse (ctx, &argc, &argv)) >= 0)
     return rc;
   if (argc > 1)
-    return ctl_usage_error (ctx, "passwd: unexpected argument \"%s\"", argv[1]);
+    return ctl_usage_error (ctx, _("passwd: unexpected argument “%s”"), argv[1]);
   if ((bus = ctl_bus (&rc)) == NULL)
     return rc;
   token = ctl_choose_token (bus, opt_token, TRUE, &error);
@@ -49,26 +50,26 @@ ctl_cmd_passwd (int argc, char **argv)
   path = ctl_dict_str (token, "path", "");
   if (ctl_dict_bool (token, "pin_locked", FALSE))
     {
-      ctl_warn ("The PIN of token \"%s\" is locked; it must be unlocked with the SO PIN first", label);
+      ctl_warn (_("The PIN of token “%s” is locked; it must be unlocked with the SO PIN first"), label);
       return CTL_EXIT_PIN_LOCKED;
     }
   if (!ctl_get_pin_policy (bus, &policy, &error))
-    return ctl_report (error, "Cannot read the PIN policy");
+    return ctl_report (error, _("Cannot read the PIN policy"));
 
   if (ctl_dict_bool (token, "pin_final_try", FALSE) && opt_pin_file == NULL)
-    fprintf (stderr, "Warning: one more wrong PIN locks the token.\n");
-  prompt = g_strdup_printf ("Current PIN of token \"%s\": ", label);
-  old_pin = ctl_secret_get (opt_pin_file, -1, prompt, "current PIN", &error);
+    fprintf (stderr, "%s\n", _("Warning: one more wrong PIN locks the token."));
+  prompt = g_strdup_printf (_("Current PIN of token “%s”: "), label);
+  old_pin = ctl_secret_get (opt_pin_file, -1, prompt, _("current token PIN"), &error);
   if (old_pin == NULL)
     return ctl_report (error, NULL);
   if (opt_new_pin_file == NULL && ctl_stdin_is_tty ())
     {
-      rules = p11c_pin_policy_describe (&policy);
-      printf ("The new PIN needs %s.\n", rules);
+      rules = ctl_pin_policy_text (&policy);
+      printf ("%s\n", rules);
       fflush (stdout);
     }
-  prompt_new = g_strdup_printf ("New PIN: ");
-  new_pin = ctl_secret_new (opt_new_pin_file, prompt_new, "new PIN", &policy, &error);
+  prompt_new = g_strdup (_("New PIN: "));
+  new_pin = ctl_secret_new (opt_new_pin_file, prompt_new, _("new token PIN"), &policy, &error);
   if (new_pin == NULL)
     return ctl_report (error, NULL);
 
@@ -88,11 +89,11 @@ ctl_cmd_passwd (int argc, char **argv)
       g_autofree char *remote = g_dbus_error_get_remote_error (error);
       if (g_strcmp0 (remote, "org.freedesktop.DBus.Error.UnknownMethod") == 0)
         {
-          ctl_warn ("The token \"%s\" went away; insert it again", label);
+          ctl_warn (_("The token “%s” went away; insert it again"), label);
           return CTL_EXIT_TOKEN_NOT_PRESENT;
         }
-      return ctl_report (error, NULL);
+      return ctl_report_token_error (bus, error, path);
     }
-  ctl_message ("The PIN of token \"%s\" was changed.", label);
+  ctl_message (_("The PIN of token “%s” was changed."), label);
   return CTL_EXIT_OK;
 }

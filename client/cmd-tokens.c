@@ -1,19 +1,20 @@
 /* p11certctl tokens [--json] */
 #define G_LOG_DOMAIN "p11certctl"
 #include "ctl-common.h"
+#include "p11c-i18n.h"
 
 static const char *
 pin_state (GVariant *t)
 {
   if (ctl_dict_bool (t, "pin_locked", FALSE))
-    return "LOCKED";
+    return C_("PIN state", "LOCKED");
   if (ctl_dict_bool (t, "pin_final_try", FALSE))
-    return "final try";
+    return C_("PIN state", "final try");
   if (ctl_dict_bool (t, "pin_count_low", FALSE))
-    return "count low";
+    return C_("PIN state", "count low");
   if (!ctl_dict_bool (t, "present", TRUE))
-    return "absent";
-  return "ok";
+    return C_("PIN state", "absent");
+  return C_("PIN state", "ok");
 }
 
 int
@@ -21,24 +22,24 @@ ctl_cmd_tokens (int argc, char **argv)
 {
   gboolean opt_json = FALSE;
   GOptionEntry entries[] = {
-    { "json", 0, 0, G_OPTION_ARG_NONE, &opt_json, "Print JSON (the full ListTokens reply)", NULL },
+    { "json", 0, 0, G_OPTION_ARG_NONE, &opt_json, N_("Print JSON (the full ListTokens reply)"), NULL },
     { NULL },
   };
-  g_autoptr(GOptionContext) ctx = g_option_context_new ("— list the tokens");
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("— list the tokens"));
   g_autoptr(GError) error = NULL;
   g_autoptr(GVariant) tokens = NULL;
   g_autoptr(CtlTable) table = NULL;
-  static const char *const headers[] = { "LABEL", "SERIAL", "MANUFACTURER", "PIN", "PATH" };
+  static const char *const headers[] = { N_("LABEL"), N_("SERIAL"), N_("MANUFACTURER"), N_("PIN"), N_("PATH") };
   GDBusConnection *bus;
   int rc;
 
   g_option_context_add_main_entries (ctx, entries, NULL);
-  g_option_context_set_summary (ctx, "Lists the PKCS#11 tokens present: label, serial, manufacturer, PIN state\n"
-                                     "(ok, count low, final try, LOCKED) and D-Bus object path.");
+  g_option_context_set_summary (ctx, _("Lists the PKCS#11 tokens present: label, serial, manufacturer, PIN state\n"
+                                       "(ok, count low, final try, LOCKED) and D-Bus object path."));
   if ((rc = ctl_parse (ctx, &argc, &argv)) >= 0)
     return rc;
   if (argc > 1)
-    return ctl_usage_error (ctx, "tokens: unexpected argument \"%s\"", argv[1]);
+    return ctl_usage_error (ctx, _("tokens: unexpected argument “%s”"), argv[1]);
   if ((bus = ctl_bus (&rc)) == NULL)
     return rc;
   tokens = ctl_list_tokens (bus, &error);
@@ -51,7 +52,7 @@ ctl_cmd_tokens (int argc, char **argv)
     }
   if (g_variant_n_children (tokens) == 0)
     {
-      ctl_message ("No tokens present.");
+      ctl_message ("%s", _("No tokens present."));
       return CTL_EXIT_OK;
     }
   table = ctl_table_new (5, headers);

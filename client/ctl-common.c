@@ -1,6 +1,7 @@
 #define G_LOG_DOMAIN "p11certctl"
 #include "ctl-common.h"
 #include "p11c-error.h"
+#include "p11c-i18n.h"
 #include "p11c-names.h"
 #include "p11c-secret.h"
 #include "p11c-uri.h"
@@ -53,7 +54,10 @@ ctl_usage_error (GOptionContext *ctx, const char *fmt, ...)
   va_end (ap);
   fprintf (stderr, "p11certctl: %s\n", msg);
   if (ctx != NULL)
-    fprintf (stderr, "Try '%s --help'.\n", g_get_prgname ());
+    {
+      fprintf (stderr, _("Try “%s --help”."), g_get_prgname ());
+      fputc ('\n', stderr);
+    }
   return CTL_EXIT_USAGE;
 }
 
@@ -63,6 +67,9 @@ ctl_parse (GOptionContext *ctx, int *argc, char ***argv)
   g_autoptr(GError) error = NULL;
 
   g_option_context_set_help_enabled (ctx, TRUE);
+  /* option descriptions (N_() in the commands), summary and parameter
+   * string in the user's language */
+  g_option_context_set_translation_domain (ctx, GETTEXT_PACKAGE);
   if (!g_option_context_parse (ctx, argc, argv, &error))
     return ctl_usage_error (ctx, "%s", error->message);
   return -1;
@@ -87,7 +94,7 @@ ctl_bus (int *exit_code)
 {
   g_autoptr(GError) error = NULL;
   const char *address = NULL;
-  const char *what = "the system bus";
+  const char *what = _("the system bus");
 
   if (bus_conn != NULL)
     return bus_conn;
@@ -114,14 +121,15 @@ ctl_bus (int *exit_code)
     }
   else if (bus_kind == CTL_BUS_SESSION)
     {
-      what = "the session bus";
+      what = _("the session bus");
       bus_conn = g_bus_get_sync (G_BUS_TYPE_SESSION, NULL, &error);
     }
   else
     bus_conn = g_bus_get_sync (G_BUS_TYPE_SYSTEM, NULL, &error);
   if (bus_conn == NULL)
     {
-      ctl_warn ("Cannot connect to %s: %s", what, error->message);
+      /* TRANSLATORS: %1$s is a bus ("the system bus" or an address), %2$s GIO's reason */
+      ctl_warn (_("Cannot connect to %1$s: %2$s"), what, error->message);
       *exit_code = CTL_EXIT_FAILURE;
       return NULL;
     }
@@ -287,32 +295,45 @@ name_is (const char *remote, const GError *error, const char *name, GQuark domai
 int
 ctl_report (const GError *error, const char *what)
 {
+  return ctl_report_details (error, what, NULL);
+}
+
+int
+ctl_report_details (const GError *error, const char *what, GVariant *details)
+{
   g_autofree char *remote = g_dbus_error_get_remote_error (error);
   g_autoptr(GError) copy = g_error_copy (error);
-  g_autofree char *msg = NULL;
+  g_autofree char *text = NULL;
 
   g_dbus_error_strip_remote_error (copy);
   if (name_is (remote, error, "org.freedesktop.DBus.Error.ServiceUnknown", G_DBUS_ERROR, G_DBUS_ERROR_SERVICE_UNKNOWN)
       || name_is (remote, error, "org.freedesktop.DBus.Error.NameHasNoOwner", G_DBUS_ERROR,
                   G_DBUS_ERROR_NAME_HAS_NO_OWNER))
     {
-      ctl_warn ("p11certd is not running (or not reachable on this bus)");
+      ctl_warn ("%s", _("p11certd is not running (or not reachable on this bus)"));
       return CTL_EXIT_FAILURE;
     }
   if (name_is (remote, error, "org.freedesktop.DBus.Error.UnknownMethod", G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_METHOD))
-    msg = g_strdup_printf ("%s%sthis p11certd does not support that (%s); is the daemon older than p11certctl?",
-                           what ? what : "", what ? ": " : "", copy->message);
+    /* TRANSLATORS: %s is the bus's English message, for an administrator */
+    text = g_strdup_printf (_("this p11certd does not support that (%s); is the daemon older than p11certctl?"),
+                            copy->message);
   else if (name_is (remote, error, "org.freedesktop.DBus.Error.NoReply", G_DBUS_ERROR, G_DBUS_ERROR_NO_REPLY)
            || g_error_matches (error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT))
-    msg = g_strdup_printf ("%s%sp11certd did not answer in time (%s)", what ? what : "", what ? ": " : "",
-                           copy->message);
+    text = g_strdup_printf (_("p11certd did not answer in time (%s)"), copy->message);
   else if (name_is (remote, error, "org.freedesktop.DBus.Error.AccessDenied", G_DBUS_ERROR,
                     G_DBUS_ERROR_ACCESS_DENIED))
-    msg = g_strdup_printf ("%s%snot allowed by the bus policy: %s", what ? what : "", what ? ": " : "",
-                           copy->message);
+    text = g_strdup_printf (_("not allowed by the bus policy: %s"), copy->message);
+  else if (remote != NULL)
+    /* the daemon's English message is never shown as the explanation */
+    text = ctl_error_text (remote, details, copy->message);
   else
-    msg = g_strdup_printf ("%s%s%s", what ? what : "", what ? ": " : "", copy->message);
-  ctl_warn ("%s", msg);
+    /* the client's own errors are written in the user's language */
+    text = g_strdup (copy->message);
+  if (what != NULL)
+    /* TRANSLATORS: %1$s says what failed ("Cannot delete"), %2$s why */
+    ctl_warn (_("%1$s: %2$s"), what, text);
+  else
+    ctl_warn ("%s", text);
   return ctl_exit_code (error);
 }
 
@@ -351,7 +372,8 @@ read_line_fd (int fd, const char *what, gboolean *eof_empty, GError **error)
         {
           int e = errno;
           p11c_memwipe (buf, sizeof buf);
-          g_set_error (error, CTL_ERROR, CTL_ERROR_FAILED, "Cannot read the %s: %s", what, g_strerror (e));
+          /* TRANSLATORS: %1$s is what was read ("token password"), %2$s the system's reason */
+          g_set_error (error, CTL_ERROR, CTL_ERROR_FAILED, _("%1$s: cannot read it: %2$s"), what, g_strerror (e));
           return NULL;
         }
       if (n == 0)
@@ -368,7 +390,7 @@ read_line_fd (int fd, const char *what, gboolean *eof_empty, GError **error)
   if (!any)
     {
       *eof_empty = TRUE;
-      g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, "No %s given (end of input)", what);
+      g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, _("%s: nothing was entered (end of input)"), what);
       return NULL;
     }
   if (len > 0 && buf[len - 1] == '\r')
@@ -377,8 +399,9 @@ read_line_fd (int fd, const char *what, gboolean *eof_empty, GError **error)
   if (too_long || len > P11C_SECRET_MAX)
     {
       p11c_memwipe (buf, sizeof buf);
-      g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, "The %s is too long (at most %d bytes)", what,
-                   P11C_SECRET_MAX);
+      g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE,
+                   ngettext ("%s: too long (at most %d byte)", "%s: too long (at most %d bytes)", P11C_SECRET_MAX),
+                   what, P11C_SECRET_MAX);
       return NULL;
     }
   out = g_strndup (buf, len);
@@ -389,13 +412,22 @@ read_line_fd (int fd, const char *what, gboolean *eof_empty, GError **error)
 static char *
 checked (char *secret, const char *what, GError **error)
 {
-  g_autoptr(GError) local = NULL;
+  const char *problem = NULL;
   if (secret == NULL)
     return NULL;
-  if (!p11c_secret_check (secret, what, &local))
+  /* what p11c_secret_check refuses, in the user's words */
+  if (secret[0] == '\0')
+    problem = _("%s: it is empty; enter it");
+  else if (strlen (secret) > P11C_SECRET_MAX)
+    problem = _("%s: too long");
+  else if (!g_utf8_validate (secret, -1, NULL))
+    problem = _("%s: it is not valid UTF-8 text");
+  else if (strpbrk (secret, "\r\n") != NULL)
+    problem = _("%s: it contains a line break");
+  if (problem != NULL)
     {
       p11c_secret_free (secret);
-      g_set_error_literal (error, CTL_ERROR, CTL_ERROR_USAGE, local->message);
+      g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, problem, what);
       return NULL;
     }
   return secret;
@@ -420,7 +452,9 @@ ctl_secret_from_file (const char *path, const char *what, GError **error)
   if (fd < 0)
     {
       int e = errno;
-      g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, "Cannot open the %s file %s: %s", what, path, g_strerror (e));
+      /* TRANSLATORS: %1$s is what the file holds ("token password"), %2$s the file, %3$s the reason */
+      g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, _("%1$s: cannot open the file %2$s: %3$s"), what, path,
+                   g_strerror (e));
       return NULL;
     }
   if (fstat (fd, &st) == 0)
@@ -428,19 +462,20 @@ ctl_secret_from_file (const char *path, const char *what, GError **error)
       if (!S_ISREG (st.st_mode) && !S_ISFIFO (st.st_mode) && !S_ISCHR (st.st_mode))
         {
           close (fd);
-          g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, "The %s file %s is not a regular file", what, path);
+          g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, _("%1$s: the file %2$s is not a regular file"), what, path);
           return NULL;
         }
       if (S_ISREG (st.st_mode) && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
-        ctl_warn ("warning: the %s file %s can be read by other users (mode %04o); make it private with "
-                  "'chmod 600 %s'", what, path, (unsigned) (st.st_mode & 07777), path);
+        /* TRANSLATORS: %1$s is what the file holds, %2$s the file, %3$04o its mode */
+        ctl_warn (_("warning: %1$s: the file %2$s can be read by other users (mode %3$04o); make it private with "
+                    "“chmod 600 %2$s”"), what, path, (unsigned) (st.st_mode & 07777));
     }
   s = read_line_fd (fd, what, &eof, error);
   close (fd);
   if (s == NULL && eof)
     {
       g_clear_error (error);
-      g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, "The %s file %s is empty", what, path);
+      g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, _("%1$s: the file %2$s is empty"), what, path);
     }
   return checked (s, what, error);
 }
@@ -501,7 +536,8 @@ ctl_secret_prompt (const char *prompt, const char *what, GError **error)
         {
           g_clear_error (error);
           g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE,
-                       "No %s given: standard input is not a terminal; use a --*-file option (see --help)", what);
+                       _("%s: nothing was entered: standard input is not a terminal; use a --*-file option "
+                         "(see --help)"), what);
         }
       return checked (s, what, error);
     }
@@ -512,7 +548,7 @@ ctl_secret_prompt (const char *prompt, const char *what, GError **error)
     {
       if (fd >= 0)
         close (fd);
-      g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, "Cannot read the %s from the terminal", what);
+      g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, _("%s: cannot read it from the terminal"), what);
       return NULL;
     }
   tty_fd = fd;
@@ -553,7 +589,7 @@ ctl_secret_new (const char *file, const char *prompt, const char *what,
       first = ctl_secret_from_file (file, what, error);
       if (first == NULL)
         return NULL;
-      if (policy != NULL && !p11c_pin_policy_check (policy, first, error))
+      if (policy != NULL && !ctl_check_new_pin (policy, first, error))
         return NULL;
       return g_steal_pointer (&first);
     }
@@ -565,7 +601,7 @@ ctl_secret_new (const char *file, const char *prompt, const char *what,
       first = ctl_secret_prompt (prompt, what, error);
       if (first == NULL)
         return NULL;
-      if (policy != NULL && !p11c_pin_policy_check (policy, first, &local))
+      if (policy != NULL && !ctl_check_new_pin (policy, first, &local))
         {
           if (!ctl_stdin_is_tty () || tries >= 2)
             {
@@ -575,7 +611,8 @@ ctl_secret_new (const char *file, const char *prompt, const char *what,
           fprintf (stderr, "%s\n", local->message);
           continue;
         }
-      prompt2 = g_strdup_printf ("Repeat the %s: ", what);
+      /* TRANSLATORS: the prompt to type a new secret a second time; %s is what it is ("new token password") */
+      prompt2 = g_strdup_printf (_("%s again: "), what);
       again = ctl_secret_prompt (prompt2, what, error);
       g_clear_pointer (&prompt2, g_free);
       if (again == NULL)
@@ -584,10 +621,10 @@ ctl_secret_new (const char *file, const char *prompt, const char *what,
         return g_steal_pointer (&first);
       if (!ctl_stdin_is_tty () || tries >= 2)
         {
-          g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, "The two %ss do not match", what);
+          g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, _("%s: the two entries do not match"), what);
           return NULL;
         }
-      fprintf (stderr, "The two entries do not match; try again.\n");
+      fprintf (stderr, "%s\n", _("The two entries do not match; try again."));
     }
 }
 
@@ -609,14 +646,22 @@ ctl_prompt_line (const char *prompt)
 gboolean
 ctl_confirm (const char *question, gboolean default_yes)
 {
-  g_autofree char *prompt = g_strdup_printf ("%s %s ", question, default_yes ? "[Y/n]" : "[y/N]");
+  /* TRANSLATORS: the choices after a yes/no question; the capital one is the default */
+  g_autofree char *prompt = g_strdup_printf ("%s %s ", question, default_yes ? _("[Y/n]") : _("[y/N]"));
   g_autofree char *answer = ctl_prompt_line (prompt);
+  g_autofree char *folded = NULL;
 
   if (answer == NULL)
     return FALSE;
   if (answer[0] == '\0')
     return default_yes;
-  return g_ascii_strcasecmp (answer, "y") == 0 || g_ascii_strcasecmp (answer, "yes") == 0;
+  folded = g_utf8_casefold (answer, -1);
+  /* English answers always work; the translated ones too */
+  return g_str_equal (folded, "y") || g_str_equal (folded, "yes")
+         /* TRANSLATORS: short "yes" answer to a [y/N] question, lower case */
+         || g_str_equal (folded, C_("answer", "y"))
+         /* TRANSLATORS: "yes" answer to a [y/N] question, lower case */
+         || g_str_equal (folded, C_("answer", "yes"));
 }
 
 /* ---- tables -------------------------------------------------------------- */
@@ -635,7 +680,7 @@ ctl_table_new (guint n_columns, const char *const *headers)
   t->n = n_columns;
   t->headers = g_new0 (char *, n_columns + 1);
   for (guint i = 0; i < n_columns; i++)
-    t->headers[i] = g_strdup (headers[i]);
+    t->headers[i] = g_strdup (_(headers[i]));   /* N_() in the callers */
   t->min = g_new0 (guint, n_columns);
   t->rows = g_ptr_array_new_with_free_func ((GDestroyNotify) g_strfreev);
   return t;
@@ -934,7 +979,8 @@ ctl_format_date (gint64 t)
   g_autoptr(GDateTime) dt = g_date_time_new_from_unix_local (t);
   if (dt == NULL)
     return g_strdup ("?");
-  return g_date_time_format (dt, "%Y-%m-%d");
+  /* TRANSLATORS: a date as your users write it (g_date_time_format), e.g. "%d.%m.%Y" */
+  return g_date_time_format (dt, _("%Y-%m-%d"));
 }
 
 char *
@@ -944,11 +990,12 @@ ctl_format_days_left (gint64 not_after)
   gint64 days;
 
   if (not_after <= now)
-    return g_strdup ("EXPIRED");
+    return g_strdup (_("EXPIRED"));
   days = (not_after - now) / 86400;
   if (days == 0)
-    return g_strdup ("< 1 d");
-  return g_strdup_printf ("in %" G_GINT64_FORMAT " d", days);
+    return g_strdup (_("in less than a day"));
+  return g_strdup_printf (ngettext ("in %d day", "in %d days", (unsigned long) MIN (days, G_MAXINT)),
+                          (int) MIN (days, G_MAXINT));
 }
 
 const char *
@@ -1056,12 +1103,10 @@ ctl_choose_token (GDBusConnection *bus, const char *spec, gboolean interactive, 
       uri = p11c_uri_parse (spec, error);
       if (uri == NULL)
         {
-          g_prefix_error (error, "--token: ");
-          if ((*error)->domain == P11C_ERROR)
-            {
-              (*error)->domain = CTL_ERROR;
-              (*error)->code = CTL_ERROR_USAGE;
-            }
+          /* a usage error in the user's words (the parser's message is English) */
+          g_autoptr(GError) parse = g_steal_pointer (error);
+          g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, _("--token: “%s” is not a valid PKCS#11 URI (%s)"),
+                       spec, parse->message);
           return NULL;
         }
     }
@@ -1077,33 +1122,57 @@ ctl_choose_token (GDBusConnection *bus, const char *spec, gboolean interactive, 
     {
       if (spec != NULL)
         g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_NOT_PRESENT,
-                     "No present token matches %s; insert it, or see 'p11certctl tokens'", spec);
+                     _("No present token matches %s; insert it, or see “p11certctl tokens”"), spec);
       else
-        g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_NOT_PRESENT,
-                     "No token is present; insert one (or run 'p11certctl rescan')");
+        g_set_error_literal (error, P11C_ERROR, P11C_ERROR_TOKEN_NOT_PRESENT,
+                             _("No token is present; insert one (or run “p11certctl rescan”)"));
       return NULL;
     }
   if (interactive && ctl_stdin_is_tty ())
     {
-      printf ("Tokens:\n");
+      printf ("%s\n", _("Tokens:"));
       for (guint i = 0; i < matches->len; i++)
-        printf ("  %u) %s  (%s, serial %s)\n", i + 1, ctl_dict_str (matches->pdata[i], "label", ""),
-                ctl_dict_str (matches->pdata[i], "manufacturer", ""), ctl_dict_str (matches->pdata[i], "serial", ""));
+        {
+          printf ("  %u) ", i + 1);
+          /* TRANSLATORS: a token in a list: %1$s label, %2$s manufacturer, %3$s serial number */
+          printf (_("%1$s  (%2$s, serial %3$s)"), ctl_dict_str (matches->pdata[i], "label", ""),
+                  ctl_dict_str (matches->pdata[i], "manufacturer", ""), ctl_dict_str (matches->pdata[i], "serial", ""));
+          putchar ('\n');
+        }
       for (;;)
         {
-          g_autofree char *answer = ctl_prompt_line ("Choose a token [1]: ");
+          g_autofree char *answer = ctl_prompt_line (_("Choose a token [1]: "));
           guint64 k = 1;
           if (answer == NULL)
             break;
           if (answer[0] == '\0' || (g_ascii_string_to_unsigned (answer, 10, 1, matches->len, &k, NULL)))
             return g_variant_ref (matches->pdata[k - 1]);
-          printf ("Enter a number from 1 to %u.\n", matches->len);
+          printf (_("Enter a number from 1 to %u."), matches->len);
+          putchar ('\n');
         }
     }
   g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE,
-               "%u tokens %s; choose one with --token (URI or object path, see 'p11certctl tokens')",
-               matches->len, spec ? "match" : "are present");
+               spec ? ngettext ("%u token matches; choose one with --token (URI or object path, see “p11certctl tokens”)",
+                                "%u tokens match; choose one with --token (URI or object path, see “p11certctl tokens”)",
+                                matches->len)
+                    : ngettext ("%u token is present; choose one with --token (URI or object path, see “p11certctl tokens”)",
+                                "%u tokens are present; choose one with --token (URI or object path, see “p11certctl tokens”)",
+                                matches->len),
+               matches->len);
   return NULL;
+}
+
+/* "  Label:    value", labels padded to the widest of @labels */
+static void
+print_field (const char *const *labels, const char *label, const char *value)
+{
+  glong width = 0;
+  for (guint i = 0; labels[i]; i++)
+    width = MAX (width, g_utf8_strlen (labels[i], -1));
+  printf ("  %s", label);
+  for (glong pad = g_utf8_strlen (label, -1); pad < width + 2; pad++)
+    putchar (' ');
+  printf ("%s\n", value);
 }
 
 void
@@ -1112,6 +1181,8 @@ ctl_print_cert (GVariant *cert, GVariant *tokens)
   const char *err = ctl_dict_str (cert, "error", NULL);
   const char *token_path = ctl_dict_str (cert, "token", "/");
   const char *token_label = NULL;
+  const char *labels[] = { _("Subject:"), _("Issuer:"), _("Expires:"), _("Storage:"), _("Token:"), _("Label:"),
+                           _("URI:"), NULL };
 
   for (gsize i = 0; tokens != NULL && i < g_variant_n_children (tokens); i++)
     {
@@ -1120,22 +1191,27 @@ ctl_print_cert (GVariant *cert, GVariant *tokens)
         token_label = ctl_dict_str (t, "label", NULL);
     }
   if (err != NULL)
-    printf ("  Subject:  (unreadable: %s)\n", err);
+    {
+      /* TRANSLATORS: %s is the daemon's English reason, for an administrator */
+      g_autofree char *text = g_strdup_printf (_("(unreadable: %s)"), err);
+      print_field (labels, labels[0], text);
+    }
   else
     {
       gint64 not_after = ctl_dict_int64 (cert, "not_after", 0);
       g_autofree char *date = ctl_format_date (not_after);
       g_autofree char *left = ctl_format_days_left (not_after);
-      printf ("  Subject:  %s\n", ctl_dict_str (cert, "subject", ""));
-      printf ("  Issuer:   %s\n", ctl_dict_str (cert, "issuer", ""));
-      printf ("  Expires:  %s (%s)\n", date, left);
+      g_autofree char *expires = g_strdup_printf ("%s (%s)", date, left);
+      print_field (labels, labels[0], ctl_dict_str (cert, "subject", ""));
+      print_field (labels, labels[1], ctl_dict_str (cert, "issuer", ""));
+      print_field (labels, labels[2], expires);
     }
   if (g_strcmp0 (ctl_dict_str (cert, "storage", ""), "system") == 0)
-    printf ("  Storage:  system store\n");
+    print_field (labels, labels[3], _("system store"));
   else
-    printf ("  Token:    %s\n", token_label ? token_label : token_path);
+    print_field (labels, labels[4], token_label ? token_label : token_path);
   if (ctl_dict_str (cert, "label", "")[0] != '\0')
-    printf ("  Label:    %s\n", ctl_dict_str (cert, "label", ""));
-  printf ("  URI:      %s\n", ctl_dict_str (cert, "uri", ""));
+    print_field (labels, labels[5], ctl_dict_str (cert, "label", ""));
+  print_field (labels, labels[6], ctl_dict_str (cert, "uri", ""));
   fflush (stdout);
 }

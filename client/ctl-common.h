@@ -81,12 +81,40 @@ void ctl_add_interaction (GVariantBuilder *b);
 
 /* ---- errors ------------------------------------------------------------- */
 
+/* Text in the user's language for a daemon error (full or short D-Bus
+ * name) with its structured @details (Job.ErrorDetails, or a dictionary the
+ * caller made, e.g. the token's pin_count_low / pin_final_try / pin_locked;
+ * may be NULL).  @message, the daemon's English message, is only appended
+ * verbatim as details to quote when the text is generic. (ctl-errors.c) */
+char *ctl_error_text (const char *name, GVariant *details, const char *message);
+/* "The new password does not meet the requirements: …" for rule ids
+ * (P11C_PIN_RULE_*), the length typed and the policy */
+char *ctl_pin_rules_text (const char *const *broken, guint length, const P11cPinPolicy *policy);
+/* p11c_pin_policy_check with the broken rules in the user's words
+ * (P11C_ERROR_PIN_POLICY) */
+gboolean ctl_check_new_pin (const P11cPinPolicy *policy, const char *pin, GError **error);
+/* "The password must have at least 8 characters, digits, …" */
+char *ctl_pin_policy_text (const P11cPinPolicy *policy);
+/* The token's PIN state (pin_count_low / pin_final_try / pin_locked in
+ * @state) in words, NULL when there is nothing to say */
+char *ctl_pin_state_text (GVariant *state);
+/* The token's PIN state from its properties as {pin_count_low, pin_final_try,
+ * pin_locked}, NULL when it cannot be read */
+GVariant *ctl_token_pin_state (GDBusConnection *bus, const char *token_path);
+/* ctl_report for an error of a call on a token: a refused PIN is reported
+ * with the token's state */
+int ctl_report_token_error (GDBusConnection *bus, const GError *error, const char *token_path);
+/* A job state (queued, waiting-for-ca, …) in the user's language */
+const char *ctl_job_state_text (const char *state);
+
 /* Exit code for any error (D-Bus remote errors by name). */
 int ctl_exit_code (const GError *error);
 /* Print "p11certctl: <what>: <message>" (what may be NULL) to stderr, with
  * the remote prefix stripped and friendly text for bus-level errors;
  * returns the exit code. */
 int ctl_report (const GError *error, const char *what);
+/* The same with the structured details of the error (see ctl_error_text) */
+int ctl_report_details (const GError *error, const char *what, GVariant *details);
 /* The short error name ("PinIncorrect"), or NULL */
 char *ctl_error_short_name (const GError *error);
 /* Exit code for a D-Bus error name (full or short) */
@@ -168,6 +196,7 @@ typedef struct {
   char *state;
   char *error_name;
   char *error_message;
+  GVariant *error_details;   /* a{sv}, Job.ErrorDetails */
   char *result;
   char *operation;
 } CtlJobResult;

@@ -23,13 +23,102 @@ static const GDBusErrorEntry entries[] = {
   { P11C_ERROR_NO_SPACE,          P11C_DBUS_ERROR_PREFIX "NoSpace" },
 };
 
+/* An extended error domain: every P11C_ERROR has room for its details. */
+typedef struct {
+  GHashTable *details;   /* key → GVariant, or NULL */
+} P11cErrorPrivate;
+
+/* where GLib puts the private data: before the GError, size aligned to two
+ * words (as G_DEFINE_EXTENDED_ERROR computes it) */
+#define PRIVATE_OFFSET ((sizeof (P11cErrorPrivate) + 2 * sizeof (gsize) - 1) & ~(2 * sizeof (gsize) - 1))
+#define PRIVATE(e) ((P11cErrorPrivate *) ((char *) (e) - PRIVATE_OFFSET))
+
+static void
+private_init (GError *error)
+{
+}
+
+static void
+private_copy (const GError *src, GError *dest)
+{
+  const P11cErrorPrivate *from = PRIVATE (src);
+  P11cErrorPrivate *to = PRIVATE (dest);
+  to->details = from->details ? g_hash_table_ref (from->details) : NULL;
+}
+
+static void
+private_clear (GError *error)
+{
+  P11cErrorPrivate *priv = PRIVATE (error);
+  g_clear_pointer (&priv->details, g_hash_table_unref);
+}
+
 GQuark
 p11c_error_quark (void)
 {
   static gsize quark = 0;
-  g_dbus_error_register_error_domain ("p11c-error-quark", &quark,
-                                      entries, G_N_ELEMENTS (entries));
+  static gsize dbus_quark = 0;
+
+  if (g_once_init_enter (&quark))
+    {
+      GQuark q = g_error_domain_register_static ("p11c-error-quark", sizeof (P11cErrorPrivate),
+                                                 private_init, private_copy, private_clear);
+      g_dbus_error_register_error_domain ("p11c-error-quark", &dbus_quark,
+                                          entries, G_N_ELEMENTS (entries));
+      g_once_init_leave (&quark, q);
+    }
   return (GQuark) quark;
+}
+
+static P11cErrorPrivate *
+error_private (const GError *error)
+{
+  if (error == NULL || error->domain != P11C_ERROR)
+    return NULL;
+  return PRIVATE (error);
+}
+
+void
+p11c_error_set_detail (GError *error, const char *key, GVariant *value)
+{
+  P11cErrorPrivate *priv = error_private (error);
+  GHashTable *copy;
+
+  if (priv == NULL)
+    {
+      g_variant_unref (g_variant_ref_sink (value));
+      return;
+    }
+  /* copies share the table: copy on write */
+  copy = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_variant_unref);
+  if (priv->details != NULL)
+    {
+      GHashTableIter it;
+      gpointer k, v;
+      g_hash_table_iter_init (&it, priv->details);
+      while (g_hash_table_iter_next (&it, &k, &v))
+        g_hash_table_insert (copy, g_strdup (k), g_variant_ref (v));
+      g_hash_table_unref (priv->details);
+    }
+  g_hash_table_insert (copy, g_strdup (key), g_variant_ref_sink (value));
+  priv->details = copy;
+}
+
+GVariant *
+p11c_error_get_details (const GError *error)
+{
+  P11cErrorPrivate *priv = error_private (error);
+  GVariantBuilder b;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  if (priv != NULL && priv->details != NULL)
+    {
+      g_autoptr(GList) keys = g_hash_table_get_keys (priv->details);
+      keys = g_list_sort (keys, (GCompareFunc) strcmp);
+      for (GList *l = keys; l; l = l->next)
+        g_variant_builder_add (&b, "{sv}", (const char *) l->data, g_hash_table_lookup (priv->details, l->data));
+    }
+  return g_variant_builder_end (&b);
 }
 
 const char *
@@ -58,6 +147,7 @@ void
 p11c_error_convert (GError **error)
 {
   GError *e;
+  P11cError code;
 
   if (error == NULL || *error == NULL)
     return;
@@ -65,14 +155,15 @@ p11c_error_convert (GError **error)
   if (e->domain == P11C_ERROR)
     return;
   if (g_error_matches (e, G_IO_ERROR, G_IO_ERROR_CANCELLED))
-    e->code = P11C_ERROR_CANCELLED;
+    code = P11C_ERROR_CANCELLED;
   else if (g_error_matches (e, G_IO_ERROR, G_IO_ERROR_NO_SPACE))
-    e->code = P11C_ERROR_NO_SPACE;
+    code = P11C_ERROR_NO_SPACE;
   else if (g_error_matches (e, G_IO_ERROR, G_IO_ERROR_NOT_FOUND))
-    e->code = P11C_ERROR_NOT_FOUND;
+    code = P11C_ERROR_NOT_FOUND;
   else if (g_error_matches (e, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED))
-    e->code = P11C_ERROR_NOT_AUTHORIZED;
+    code = P11C_ERROR_NOT_AUTHORIZED;
   else
-    e->code = P11C_ERROR_FAILED;
-  e->domain = P11C_ERROR;
+    code = P11C_ERROR_FAILED;
+  *error = g_error_new_literal (P11C_ERROR, code, e->message);
+  g_error_free (e);
 }

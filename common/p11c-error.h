@@ -33,7 +33,17 @@ const char *p11c_error_to_name (P11cError code);
 int p11c_error_from_name (const char *name);
 
 /* Turn any GError into a P11C_ERROR (GIO cancel → Cancelled, others → Failed),
- * keeping the message. Used at the D-Bus boundary. */
+ * keeping the message (the GError is replaced, never changed in place: a
+ * P11C_ERROR carries private data). Used at the D-Bus boundary. */
 void p11c_error_convert (GError **error);
+
+/* Structured details of an error, for clients that must not read the
+ * English message (translations, decisions): a P11C_ERROR carries an a{sv}
+ * that survives g_error_copy / g_prefix_error / g_propagate_error.  Keys are
+ * documented in dbus/org.p11certd1.xml (Job.ErrorDetails).  Setting a key on
+ * an error of another domain does nothing. */
+void p11c_error_set_detail (GError *error, const char *key, GVariant *value);
+/* The details as a{sv} (an empty dictionary when there are none); never NULL */
+GVariant *p11c_error_get_details (const GError *error);
 
 G_END_DECLS

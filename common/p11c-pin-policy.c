@@ -32,20 +32,23 @@ p11c_pin_policy_describe (const P11cPinPolicy *policy)
   return g_strjoinv (", ", (char **) parts->pdata);
 }
 
-gboolean
-p11c_pin_policy_check (const P11cPinPolicy *policy, const char *pin, GError **error)
+char **
+p11c_pin_policy_broken (const P11cPinPolicy *policy, const char *pin, guint *n_chars)
 {
-  g_autoptr(GPtrArray) broken = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr(GPtrArray) broken = g_ptr_array_new ();
   gboolean digit = FALSE, upper = FALSE, lower = FALSE;
   gsize max = policy->max_length ? policy->max_length : P11C_SECRET_MAX;
   glong chars;
 
+  if (n_chars != NULL)
+    *n_chars = 0;
   if (pin == NULL || !g_utf8_validate (pin, -1, NULL))
     {
-      g_set_error (error, P11C_ERROR, P11C_ERROR_PIN_POLICY,
-                   "The password is not valid UTF-8 text");
-      return FALSE;
+      g_ptr_array_add (broken, g_strdup (P11C_PIN_RULE_UTF8));
+      g_ptr_array_add (broken, NULL);
+      return (char **) g_ptr_array_free (g_steal_pointer (&broken), FALSE);
     }
+  /* ASCII only: a Cyrillic letter is not a Latin one */
   for (const char *p = pin; *p; p++)
     {
       digit |= (*p >= '0' && *p <= '9');
@@ -53,31 +56,75 @@ p11c_pin_policy_check (const P11cPinPolicy *policy, const char *pin, GError **er
       lower |= (*p >= 'a' && *p <= 'z');
     }
   chars = g_utf8_strlen (pin, -1);
+  if (n_chars != NULL)
+    *n_chars = (guint) chars;
   if ((guint) chars < policy->min_length)
-    g_ptr_array_add (broken, g_strdup_printf ("it has %ld characters, at least %u are required",
-                                              chars, policy->min_length));
+    g_ptr_array_add (broken, g_strdup (P11C_PIN_RULE_MIN_LENGTH));
   if (strlen (pin) > max)
-    g_ptr_array_add (broken, g_strdup_printf ("it is longer than %zu bytes", max));
+    g_ptr_array_add (broken, g_strdup (P11C_PIN_RULE_MAX_LENGTH));
   if (policy->require_digit && !digit)
-    g_ptr_array_add (broken, g_strdup ("it has no digit (0-9)"));
+    g_ptr_array_add (broken, g_strdup (P11C_PIN_RULE_DIGIT));
   if (policy->require_upper && !upper)
-    g_ptr_array_add (broken, g_strdup ("it has no upper-case Latin letter (A-Z)"));
+    g_ptr_array_add (broken, g_strdup (P11C_PIN_RULE_UPPER));
   if (policy->require_lower && !lower)
-    g_ptr_array_add (broken, g_strdup ("it has no lower-case Latin letter (a-z)"));
+    g_ptr_array_add (broken, g_strdup (P11C_PIN_RULE_LOWER));
   if (strpbrk (pin, "\r\n") != NULL)
-    g_ptr_array_add (broken, g_strdup ("it contains a line break"));
-
-  if (broken->len == 0)
-    return TRUE;
-
+    g_ptr_array_add (broken, g_strdup (P11C_PIN_RULE_LINE_BREAK));
   g_ptr_array_add (broken, NULL);
-  {
-    g_autofree char *list = g_strjoinv ("; ", (char **) broken->pdata);
-    g_autofree char *rule = p11c_pin_policy_describe (policy);
-    g_set_error (error, P11C_ERROR, P11C_ERROR_PIN_POLICY,
-                 "The new password does not meet the policy: %s. "
-                 "It needs %s.", list, rule);
-  }
+  return (char **) g_ptr_array_free (g_steal_pointer (&broken), FALSE);
+}
+
+static const char *
+rule_text (const char *rule)
+{
+  if (g_str_equal (rule, P11C_PIN_RULE_DIGIT))
+    return "it has no digit (0-9)";
+  if (g_str_equal (rule, P11C_PIN_RULE_UPPER))
+    return "it has no upper-case Latin letter (A-Z)";
+  if (g_str_equal (rule, P11C_PIN_RULE_LOWER))
+    return "it has no lower-case Latin letter (a-z)";
+  if (g_str_equal (rule, P11C_PIN_RULE_LINE_BREAK))
+    return "it contains a line break";
+  return NULL;
+}
+
+gboolean
+p11c_pin_policy_check (const P11cPinPolicy *policy, const char *pin, GError **error)
+{
+  guint chars;
+  g_auto(GStrv) broken = p11c_pin_policy_broken (policy, pin, &chars);
+  g_autoptr(GPtrArray) texts = g_ptr_array_new_with_free_func (g_free);
+  gsize max = policy->max_length ? policy->max_length : P11C_SECRET_MAX;
+  GError *e;
+
+  if (broken[0] == NULL)
+    return TRUE;
+  if (g_str_equal (broken[0], P11C_PIN_RULE_UTF8))
+    e = g_error_new_literal (P11C_ERROR, P11C_ERROR_PIN_POLICY, "The password is not valid UTF-8 text");
+  else
+    {
+      g_autofree char *list = NULL;
+      g_autofree char *rule = p11c_pin_policy_describe (policy);
+      for (guint i = 0; broken[i]; i++)
+        {
+          if (g_str_equal (broken[i], P11C_PIN_RULE_MIN_LENGTH))
+            g_ptr_array_add (texts, g_strdup_printf ("it has %u characters, at least %u are required",
+                                                     chars, policy->min_length));
+          else if (g_str_equal (broken[i], P11C_PIN_RULE_MAX_LENGTH))
+            g_ptr_array_add (texts, g_strdup_printf ("it is longer than %zu bytes", max));
+          else
+            g_ptr_array_add (texts, g_strdup (rule_text (broken[i])));
+        }
+      g_ptr_array_add (texts, NULL);
+      list = g_strjoinv ("; ", (char **) texts->pdata);
+      e = g_error_new (P11C_ERROR, P11C_ERROR_PIN_POLICY,
+                       "The new password does not meet the policy: %s. It needs %s.", list, rule);
+    }
+  p11c_error_set_detail (e, "broken", g_variant_new_strv ((const char *const *) broken, -1));
+  p11c_error_set_detail (e, "length", g_variant_new_uint32 (chars));
+  p11c_error_set_detail (e, "min_length", g_variant_new_uint32 (policy->min_length));
+  p11c_error_set_detail (e, "max_length", g_variant_new_uint32 ((guint32) max));
+  g_propagate_error (error, e);
   return FALSE;
 }
 

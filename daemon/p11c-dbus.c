@@ -512,6 +512,31 @@ handle_list_cas (Call *c)
   call_free (c);
 }
 
+/* CheckPin: the rules a candidate PIN or password breaks, so clients name
+ * each in their own words (nothing is sent to a token; the argument is
+ * wiped with the call). */
+static void
+handle_check_pin (Call *c)
+{
+  const P11cPinPolicy *policy = &c->d->engine->config->pin_policy;
+  const char *pin;
+  guint chars;
+  g_auto(GStrv) broken = NULL;
+  GVariantBuilder b;
+
+  g_variant_get (c->params, "(&s)", &pin);
+  broken = p11c_pin_policy_broken (policy, pin, &chars);
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&b, "{sv}", "ok", g_variant_new_boolean (broken[0] == NULL));
+  g_variant_builder_add (&b, "{sv}", "broken", g_variant_new_strv ((const char *const *) broken, -1));
+  g_variant_builder_add (&b, "{sv}", "length", g_variant_new_uint32 (chars));
+  g_variant_builder_add (&b, "{sv}", "min_length", g_variant_new_uint32 (policy->min_length));
+  g_variant_builder_add (&b, "{sv}", "max_length",
+                         g_variant_new_uint32 (policy->max_length ? policy->max_length : P11C_SECRET_MAX));
+  g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(a{sv})", &b));
+  call_free (c);
+}
+
 static GVariant *
 ca_certificate_thread (Call *c, GError **error)
 {
@@ -1272,6 +1297,7 @@ static const struct {
   { P11C_DBUS_MANAGER_IFACE, "ListCas", P11C_ACTION_LIST, NULL, FALSE, handle_list_cas },
   { P11C_DBUS_MANAGER_IFACE, "GetCaCertificate", P11C_ACTION_LIST, NULL, FALSE, handle_get_ca_certificate },
   { P11C_DBUS_MANAGER_IFACE, "Rescan", P11C_ACTION_LIST, NULL, FALSE, handle_rescan },
+  { P11C_DBUS_MANAGER_IFACE, "CheckPin", P11C_ACTION_LIST, NULL, FALSE, handle_check_pin },
   { P11C_DBUS_MANAGER_IFACE, "DeleteCert", NULL, delete_actions, FALSE, handle_delete_cert },
   { P11C_DBUS_MANAGER_IFACE, "Enroll", NULL, enroll_actions, FALSE, handle_enroll },
   { P11C_DBUS_MANAGER_IFACE, "Renew", NULL, renew_actions, FALSE, handle_renew },

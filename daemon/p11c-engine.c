@@ -632,6 +632,24 @@ pin_digest (const char *pin, guint8 out[32])
   g_hmac_get_digest (h, out, &len);
 }
 
+/* The token's PIN state as error details (Job.ErrorDetails), so a client
+ * can say it in its own words: token o, pin_count_low b, pin_final_try b,
+ * pin_locked b. */
+static void
+set_pin_state_details (P11cToken *t, GError *error)
+{
+  CK_FLAGS flags;
+
+  g_mutex_lock (&t->lock);
+  flags = t->info.flags;
+  g_mutex_unlock (&t->lock);
+  if (t->object_path != NULL)
+    p11c_error_set_detail (error, "token", g_variant_new_object_path (t->object_path));
+  p11c_error_set_detail (error, "pin_count_low", g_variant_new_boolean (!!(flags & CKF_USER_PIN_COUNT_LOW)));
+  p11c_error_set_detail (error, "pin_final_try", g_variant_new_boolean (!!(flags & CKF_USER_PIN_FINAL_TRY)));
+  p11c_error_set_detail (error, "pin_locked", g_variant_new_boolean (!!(flags & CKF_USER_PIN_LOCKED)));
+}
+
 static gboolean
 is_pin_error (const GError *error)
 {
@@ -656,6 +674,11 @@ p11c_token_login (P11cToken *t, P11cSession *s, const char *pin, P11cLoginKind k
       g_set_error (error, P11C_ERROR, P11C_ERROR_PIN_INCORRECT,
                    "The token already refused this PIN; it was not sent again "
                    "(the daemon never retries a wrong PIN). Enter the correct PIN");
+      if (error != NULL)
+        {
+          p11c_error_set_detail (*error, "pin_not_sent", g_variant_new_boolean (TRUE));
+          set_pin_state_details (t, *error);
+        }
       return FALSE;
     }
   if (p11c_session_login (s, pin, error))
@@ -690,6 +713,8 @@ p11c_token_login (P11cToken *t, P11cSession *s, const char *pin, P11cLoginKind k
     g_prefix_error (error, "Only one PIN try is left before the token locks. ");
   else if (flags & CKF_USER_PIN_COUNT_LOW)
     g_prefix_error (error, "Few PIN tries are left (the token reports the count is low). ");
+  if (error != NULL && is_pin_error (*error))
+    set_pin_state_details (t, *error);
   return FALSE;
 }
 

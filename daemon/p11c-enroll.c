@@ -690,7 +690,10 @@ with_retries (const P11cCaProfile *ca, P11cJob *job, const P11cEstServer *srv, C
       if (!g_error_matches (local, P11C_ERROR, P11C_ERROR_CA_UNREACHABLE) || attempt >= ca->max_attempts)
         {
           if (g_error_matches (local, P11C_ERROR, P11C_ERROR_CA_UNREACHABLE))
-            g_prefix_error (&local, "Gave up after %u attempt(s); contact your CA administrator (manager). ", attempt);
+            {
+              g_prefix_error (&local, "Gave up after %u attempt(s); contact your CA administrator (manager). ", attempt);
+              p11c_error_set_detail (local, "attempts", g_variant_new_uint32 (attempt));
+            }
           g_propagate_error (error, g_steal_pointer (&local));
           return FALSE;
         }
@@ -750,6 +753,12 @@ call_enroll (const P11cEstServer *srv, P11cJob *job, gpointer data, GError **err
                          "The CA did not issue the certificate within %u s (max-wait; it asks to come "
                          "back in %u s more); ask your CA administrator to approve the request, "
                          "then enroll again", c->req->ca->max_wait, retry_after);
+          if (error != NULL)
+            {
+              p11c_error_set_detail (*error, "reason", g_variant_new_string ("not-issued"));
+              p11c_error_set_detail (*error, "max_wait", g_variant_new_uint32 (c->req->ca->max_wait));
+              p11c_error_set_detail (*error, "retry_after", g_variant_new_uint32 (retry_after));
+            }
           return FALSE;
         }
       p11c_job_set_state (job, "waiting-for-ca", 0.5);

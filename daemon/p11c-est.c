@@ -628,6 +628,32 @@ errbuf_has (const char *errbuf, const char *needle)
   return strstr (lower, needle) != NULL;
 }
 
+/* The "reason" detail of a CA error (Job.ErrorDetails), for clients to say
+ * what happened in their own words. */
+static void
+set_curl_reason (GError **error, CURLcode rc)
+{
+  const char *reason;
+
+  if (error == NULL || *error == NULL)
+    return;
+  if (g_error_matches (*error, P11C_ERROR, P11C_ERROR_CA_REJECTED))
+    reason = "client-certificate";
+  else if (rc == CURLE_OPERATION_TIMEDOUT)
+    reason = "timeout";
+  else if (rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_COULDNT_RESOLVE_PROXY)
+    reason = "dns";
+  else if (rc == CURLE_COULDNT_CONNECT)
+    reason = "connect";
+  else if (rc == CURLE_PEER_FAILED_VERIFICATION)
+    reason = "untrusted";
+  else if (rc == CURLE_SSL_CONNECT_ERROR)
+    reason = "tls";
+  else
+    reason = "transfer";
+  p11c_error_set_detail (*error, "reason", g_variant_new_string (reason));
+}
+
 /* Map a failed curl_easy_perform to a P11C_ERROR. */
 static void
 set_curl_error (GError **error, const P11cEstServer *srv, const Xfer *x,
@@ -912,6 +938,7 @@ http_exchange (const P11cEstServer *srv, const Exchange *ex, GCancellable *cance
         x.too_big = TRUE;
       g_debug ("%s: %s (%s)", url, curl_easy_strerror (rc), errbuf);
       set_curl_error (error, srv, &x, rc, errbuf, connect_timeout, timeout);
+      set_curl_reason (error, rc);
       goto out_fail;
     }
 
@@ -1013,6 +1040,14 @@ set_http_error (GError **error, const P11cEstServer *srv, const Reply *r, gboole
   else
     g_set_error (error, P11C_ERROR, P11C_ERROR_CA_BAD_REPLY,
                  "The CA at %s sent an unexpected reply (HTTP %ld)", srv->url, st);
+  if (error != NULL && *error != NULL)
+    {
+      const char *reason = (st == 401 || st == 403) ? (with_login ? "credentials" : "client-certificate")
+                           : st >= 500 ? "server-error" : st >= 400 ? "request"
+                           : st >= 300 && st < 400 ? "redirect" : "bad-reply";
+      p11c_error_set_detail (*error, "reason", g_variant_new_string (reason));
+      p11c_error_set_detail (*error, "http_status", g_variant_new_uint32 ((guint32) st));
+    }
   return FALSE;
 }
 

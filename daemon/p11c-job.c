@@ -42,6 +42,7 @@ p11c_job_unref (P11cJob *j)
   g_free (j->state);
   g_free (j->error_name);
   g_free (j->error_message);
+  g_clear_pointer (&j->error_details, g_variant_unref);
   g_free (j->result);
   g_free (j);
 }
@@ -127,6 +128,7 @@ p11c_job_finish (P11cJob *j, const char *result, const GError *error)
                         ? g_strconcat (P11C_DBUS_ERROR_PREFIX, p11c_error_to_name (error->code), NULL)
                         : g_strdup (P11C_DBUS_ERROR_PREFIX "Failed");
       j->error_message = g_strdup (error->message);
+      j->error_details = g_variant_ref_sink (p11c_error_get_details (error));
     }
   j->retry_at = 0;
   g_mutex_unlock (&j->lock);
@@ -145,6 +147,8 @@ props_locked (P11cJob *j)
   g_variant_builder_add (&b, "{sv}", "RetryAt", g_variant_new_int64 (j->retry_at));
   g_variant_builder_add (&b, "{sv}", "Error", g_variant_new_string (j->error_name ? j->error_name : ""));
   g_variant_builder_add (&b, "{sv}", "ErrorMessage", g_variant_new_string (j->error_message ? j->error_message : ""));
+  g_variant_builder_add (&b, "{sv}", "ErrorDetails",
+                         j->error_details ? j->error_details : g_variant_new_array (G_VARIANT_TYPE ("{sv}"), NULL, 0));
   g_variant_builder_add (&b, "{sv}", "Result", g_variant_new_string (j->result ? j->result : ""));
   g_variant_builder_add (&b, "{sv}", "Owner", g_variant_new_uint32 (j->owner_uid));
   return g_variant_builder_end (&b);

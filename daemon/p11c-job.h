@@ -25,6 +25,7 @@ struct _P11cJob {
   gint64        retry_at;
   char         *error_name;
   char         *error_message;
+  GVariant     *error_details;  /* a{sv}, p11c_error_get_details */
   char         *result;
   gboolean      finished;
   /* ---- main thread ---- */

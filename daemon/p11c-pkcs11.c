@@ -1,6 +1,7 @@
 #define G_LOG_DOMAIN "p11c-pkcs11"
 #include "p11c-pkcs11.h"
 #include "p11c-error.h"
+#include "p11c-pin-policy.h"
 #include "p11c-uri.h"
 #include <dlfcn.h>
 #include <string.h>
@@ -80,6 +81,8 @@ p11c_ckr_check (CK_RV rv, const char *what, GError **error)
 {
   P11cError code;
   const char *hint;
+  const char *rule = NULL;   /* PinPolicy: which rule, for the "broken" detail */
+  GError *e;
 
   if (rv == CKR_OK)
     return TRUE;
@@ -97,12 +100,14 @@ p11c_ckr_check (CK_RV rv, const char *what, GError **error)
     case CKR_PIN_EXPIRED:
       code = P11C_ERROR_PIN_POLICY;
       hint = "the token PIN has expired; change it first";
+      rule = P11C_PIN_RULE_EXPIRED;
       break;
     case CKR_PIN_INVALID:
     case CKR_PIN_LEN_RANGE:
     case CKR_PIN_TOO_WEAK:
       code = P11C_ERROR_PIN_POLICY;
       hint = "the token does not accept a PIN of this form or length";
+      rule = P11C_PIN_RULE_TOKEN;
       break;
     case CKR_TOKEN_NOT_PRESENT:
     case CKR_DEVICE_REMOVED:
@@ -175,8 +180,14 @@ p11c_ckr_check (CK_RV rv, const char *what, GError **error)
     }
   /* the number too: vendor codes and codes newer than this build say
    * nothing by name */
-  g_set_error (error, P11C_ERROR, code, "%s: %s (%s, 0x%08lx)", what, hint, p11c_ckr_name (rv),
-               (unsigned long) rv);
+  e = g_error_new (P11C_ERROR, code, "%s: %s (%s, 0x%08lx)", what, hint, p11c_ckr_name (rv), (unsigned long) rv);
+  p11c_error_set_detail (e, "ckr", g_variant_new_string (p11c_ckr_name (rv)));
+  if (rule != NULL)
+    {
+      const char *broken[] = { rule, NULL };
+      p11c_error_set_detail (e, "broken", g_variant_new_strv (broken, -1));
+    }
+  g_propagate_error (error, e);
   return FALSE;
 }
 
