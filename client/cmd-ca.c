@@ -1,6 +1,7 @@
 /* p11certctl ca list [--json] | ca show NAME [--pem] */
 #define G_LOG_DOMAIN "p11certctl"
 #include "ctl-common.h"
+#include "p11c-i18n.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -19,14 +20,14 @@ ca_list (int argc, char **argv)
 {
   gboolean opt_json = FALSE;
   GOptionEntry entries[] = {
-    { "json", 0, 0, G_OPTION_ARG_NONE, &opt_json, "Print JSON", NULL },
+    { "json", 0, 0, G_OPTION_ARG_NONE, &opt_json, N_("Print JSON"), NULL },
     { NULL },
   };
-  g_autoptr(GOptionContext) ctx = g_option_context_new ("— list the CA profiles");
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("— list the CA profiles"));
   g_autoptr(GError) error = NULL;
   g_autoptr(GVariant) cas = NULL;
   g_autoptr(CtlTable) table = NULL;
-  static const char *const headers[] = { "NAME", "TYPE", "KEY TYPE", "LOGIN", "URL" };
+  static const char *const headers[] = { N_("NAME"), N_("TYPE"), N_("KEY TYPE"), N_("LOGIN"), N_("URL") };
   GDBusConnection *bus;
   int rc;
 
@@ -34,7 +35,7 @@ ca_list (int argc, char **argv)
   if ((rc = ctl_parse (ctx, &argc, &argv)) >= 0)
     return rc;
   if (argc > 1)
-    return ctl_usage_error (ctx, "ca list: unexpected argument \"%s\"", argv[1]);
+    return ctl_usage_error (ctx, _("ca list: unexpected argument “%s”"), argv[1]);
   if ((bus = ctl_bus (&rc)) == NULL)
     return rc;
   cas = list_cas (bus, &error);
@@ -47,7 +48,7 @@ ca_list (int argc, char **argv)
     }
   if (g_variant_n_children (cas) == 0)
     {
-      ctl_message ("No CA profiles.");
+      ctl_message ("%s", _("No CA profiles."));
       return CTL_EXIT_OK;
     }
   table = ctl_table_new (5, headers);
@@ -58,7 +59,7 @@ ca_list (int argc, char **argv)
       g_autoptr(GVariant) c = g_variant_get_child_value (cas, i);
       const char *url = ctl_dict_str (c, "url", "");
       ctl_table_add_row (table, ctl_dict_str (c, "name", ""), ctl_dict_str (c, "type", ""),
-                         ctl_dict_str (c, "key_type", ""), ctl_dict_bool (c, "needs_login", FALSE) ? "yes" : "no",
+                         ctl_dict_str (c, "key_type", ""), ctl_dict_bool (c, "needs_login", FALSE) ? _("yes") : _("no"),
                          url[0] ? url : "-");
     }
   ctl_table_print (table, ctl_output_width ());
@@ -70,10 +71,10 @@ ca_show (int argc, char **argv)
 {
   gboolean opt_pem = FALSE;
   GOptionEntry entries[] = {
-    { "pem", 0, 0, G_OPTION_ARG_NONE, &opt_pem, "Print the CA certificate (trust anchor) as PEM", NULL },
+    { "pem", 0, 0, G_OPTION_ARG_NONE, &opt_pem, N_("Print the CA certificate (trust anchor) as PEM"), NULL },
     { NULL },
   };
-  g_autoptr(GOptionContext) ctx = g_option_context_new ("NAME — show a CA profile");
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("NAME — show a CA profile"));
   g_autoptr(GError) error = NULL;
   g_autoptr(GVariant) cas = NULL;
   g_autoptr(GVariant) ca = NULL;
@@ -84,7 +85,7 @@ ca_show (int argc, char **argv)
   if ((rc = ctl_parse (ctx, &argc, &argv)) >= 0)
     return rc;
   if (argc != 2)
-    return ctl_usage_error (ctx, "ca show: give one CA profile name");
+    return ctl_usage_error (ctx, "%s", _("ca show: give one CA profile name"));
   if ((bus = ctl_bus (&rc)) == NULL)
     return rc;
   if (opt_pem)
@@ -112,18 +113,20 @@ ca_show (int argc, char **argv)
     }
   if (ca == NULL)
     {
-      ctl_warn ("No CA profile \"%s\"; see 'p11certctl ca list'", argv[1]);
+      ctl_warn (_("No CA profile “%s”; see “p11certctl ca list”"), argv[1]);
       return CTL_EXIT_NOT_FOUND;
     }
-  printf ("Name:        %s\n", ctl_dict_str (ca, "name", ""));
-  printf ("Type:        %s\n", ctl_dict_str (ca, "type", ""));
+  /* TRANSLATORS: a CA profile's fields; keep the values aligned */
+  printf (_("Name:        %s\n"), ctl_dict_str (ca, "name", ""));
+  printf (_("Type:        %s\n"), ctl_dict_str (ca, "type", ""));
   if (ctl_dict_str (ca, "url", "")[0])
-    printf ("URL:         %s\n", ctl_dict_str (ca, "url", ""));
+    printf (_("URL:         %s\n"), ctl_dict_str (ca, "url", ""));
   if (ctl_dict_str (ca, "label", "")[0])
-    printf ("EST label:   %s\n", ctl_dict_str (ca, "label", ""));
-  printf ("Key type:    %s\n", ctl_dict_str (ca, "key_type", ""));
-  printf ("Needs login: %s\n", ctl_dict_bool (ca, "needs_login", FALSE) ? "yes (login and one-time password)" : "no");
-  printf ("(the CA certificate: p11certctl ca show %s --pem)\n", ctl_dict_str (ca, "name", ""));
+    printf (_("EST label:   %s\n"), ctl_dict_str (ca, "label", ""));
+  printf (_("Key type:    %s\n"), ctl_dict_str (ca, "key_type", ""));
+  printf (_("Needs login: %s\n"), ctl_dict_bool (ca, "needs_login", FALSE) ? _("yes (login and one-time password)")
+                                                                           : _("no"));
+  printf (_("(the CA certificate: p11certctl ca show %s --pem)\n"), ctl_dict_str (ca, "name", ""));
   fflush (stdout);
   return CTL_EXIT_OK;
 }
@@ -143,11 +146,11 @@ ctl_cmd_ca (int argc, char **argv)
     }
   if (argc >= 2 && (g_str_equal (argv[1], "--help") || g_str_equal (argv[1], "-h")))
     {
-      printf ("Usage:\n  p11certctl ca list [--json]\n  p11certctl ca show NAME [--pem]\n\n"
-              "Lists the CA profiles, or shows one (with --pem, its CA certificate or trust anchor).\n");
+      printf ("%s", _("Usage:\n  p11certctl ca list [--json]\n  p11certctl ca show NAME [--pem]\n\n"
+                      "Lists the CA profiles, or shows one (with --pem, its CA certificate or trust anchor).\n"));
       return CTL_EXIT_OK;
     }
   if (argc < 2)
-    return ctl_usage_error (NULL, "ca: give a subcommand: list or show NAME");
-  return ctl_usage_error (NULL, "ca: unknown subcommand \"%s\" (list, show NAME)", argv[1]);
+    return ctl_usage_error (NULL, "%s", _("ca: give a subcommand: list or show NAME"));
+  return ctl_usage_error (NULL, _("ca: unknown subcommand “%s” (list, show NAME)"), argv[1]);
 }

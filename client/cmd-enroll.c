@@ -1,6 +1,7 @@
 /* p11certctl enroll — a wizard on a terminal, flags for scripts */
 #define G_LOG_DOMAIN "p11certctl"
 #include "ctl-common.h"
+#include "p11c-i18n.h"
 #include "p11c-secret.h"
 
 #include <errno.h>
@@ -14,16 +15,19 @@
 static const char *const key_types[] = { "ec-p256", "ec-p384", "rsa-2048", "rsa-3072", NULL };
 static const char *const storages[] = { "token", "system", "file", NULL };
 
-/* Menu on the terminal: returns the index chosen (default @def) or -1 */
+/* Menu on the terminal: returns the index chosen (default @def) or -1;
+ * @items (ids) are shown as @labels when given, and either may be typed */
 static int
-choose (const char *title, const char *const *items, const char *const *notes, guint n, guint def)
+choose (const char *title, const char *const *items, const char *const *labels, const char *const *notes,
+        guint n, guint def)
 {
   printf ("%s\n", title);
   for (guint i = 0; i < n; i++)
-    printf ("  %u) %s%s%s\n", i + 1, items[i], notes && notes[i] ? "  " : "", notes && notes[i] ? notes[i] : "");
+    printf ("  %u) %s%s%s\n", i + 1, labels ? labels[i] : items[i], notes && notes[i] ? "  " : "",
+            notes && notes[i] ? notes[i] : "");
   for (;;)
     {
-      g_autofree char *prompt = g_strdup_printf ("Choose [%u]: ", def + 1);
+      g_autofree char *prompt = g_strdup_printf (_("Choose [%u]: "), def + 1);
       g_autofree char *answer = ctl_prompt_line (prompt);
       guint64 k;
       if (answer == NULL)
@@ -33,9 +37,10 @@ choose (const char *title, const char *const *items, const char *const *notes, g
       if (g_ascii_string_to_unsigned (answer, 10, 1, n, &k, NULL))
         return (int) k - 1;
       for (guint i = 0; i < n; i++)
-        if (g_str_equal (answer, items[i]))
+        if (g_str_equal (answer, items[i]) || (labels && g_str_equal (answer, labels[i])))
           return (int) i;
-      printf ("Enter a number from 1 to %u.\n", n);
+      printf (_("Enter a number from 1 to %u."), n);
+      putchar ('\n');
     }
 }
 
@@ -47,7 +52,7 @@ ask_text (const char *prompt, GError **error)
       char *s = ctl_prompt_line (prompt);
       if (s == NULL)
         {
-          g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, "No answer (end of input)");
+          g_set_error_literal (error, CTL_ERROR, CTL_ERROR_USAGE, _("No answer (end of input)"));
           return NULL;
         }
       if (s[0] != '\0')
@@ -72,7 +77,10 @@ remove_output (const char *path, int fd)
   if (fstat (fd, &a) == 0 && stat (path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
     {
       if (unlink (path) == 0)
-        fprintf (stderr, "Removed the incomplete file %s.\n", path);
+        {
+          fprintf (stderr, _("Removed the incomplete file %s."), path);
+          fputc ('\n', stderr);
+        }
     }
 }
 
@@ -84,24 +92,24 @@ ctl_cmd_enroll (int argc, char **argv)
   g_autofree char *opt_label = NULL, *opt_name = NULL, *opt_output = NULL, *opt_password_file = NULL;
   gboolean opt_no_wait = FALSE, opt_yes = FALSE;
   GOptionEntry entries[] = {
-    { "ca", 0, 0, G_OPTION_ARG_STRING, &opt_ca, "CA profile (see 'p11certctl ca list')", "NAME" },
-    { "login", 0, 0, G_OPTION_ARG_STRING, &opt_login, "Login at the CA (EST profiles)", "L" },
-    { "otp-file", 0, 0, G_OPTION_ARG_FILENAME, &opt_otp_file, "Read the one-time password from FILE", "FILE" },
-    { "storage", 0, 0, G_OPTION_ARG_STRING, &opt_storage, "Where the key goes: token (default), system, file", "S" },
-    { "token", 0, 0, G_OPTION_ARG_STRING, &opt_token, "The token (PKCS#11 URI or object path)", "URI" },
-    { "pin-file", 0, 0, G_OPTION_ARG_FILENAME, &opt_pin_file, "Read the token PIN from FILE", "FILE" },
-    { "key-type", 0, 0, G_OPTION_ARG_STRING, &opt_key_type, "ec-p256, ec-p384, rsa-2048 or rsa-3072", "T" },
-    { "subject", 0, 0, G_OPTION_ARG_STRING, &opt_subject, "Subject DN (default: the profile's)", "S" },
-    { "label", 0, 0, G_OPTION_ARG_STRING, &opt_label, "Label of the new objects on the token", "L" },
-    { "name", 0, 0, G_OPTION_ARG_STRING, &opt_name, "Name in the system store (--storage system)", "NAME" },
-    { "output", 0, 0, G_OPTION_ARG_FILENAME, &opt_output, "PKCS#12 file to create (--storage file)", "FILE.p12" },
+    { "ca", 0, 0, G_OPTION_ARG_STRING, &opt_ca, N_("CA profile (see “p11certctl ca list”)"), N_("NAME") },
+    { "login", 0, 0, G_OPTION_ARG_STRING, &opt_login, N_("Login at the CA (EST profiles)"), N_("L") },
+    { "otp-file", 0, 0, G_OPTION_ARG_FILENAME, &opt_otp_file, N_("Read the one-time password from FILE"), N_("FILE") },
+    { "storage", 0, 0, G_OPTION_ARG_STRING, &opt_storage, N_("Where the key goes: token (default), system, file"), N_("S") },
+    { "token", 0, 0, G_OPTION_ARG_STRING, &opt_token, N_("The token (PKCS#11 URI or object path)"), N_("URI") },
+    { "pin-file", 0, 0, G_OPTION_ARG_FILENAME, &opt_pin_file, N_("Read the token PIN from FILE"), N_("FILE") },
+    { "key-type", 0, 0, G_OPTION_ARG_STRING, &opt_key_type, N_("ec-p256, ec-p384, rsa-2048 or rsa-3072"), N_("T") },
+    { "subject", 0, 0, G_OPTION_ARG_STRING, &opt_subject, N_("Subject DN (default: the profile's)"), N_("S") },
+    { "label", 0, 0, G_OPTION_ARG_STRING, &opt_label, N_("Label of the new objects on the token"), N_("L") },
+    { "name", 0, 0, G_OPTION_ARG_STRING, &opt_name, N_("Name in the system store (--storage system)"), N_("NAME") },
+    { "output", 0, 0, G_OPTION_ARG_FILENAME, &opt_output, N_("PKCS#12 file to create (--storage file)"), N_("FILE.p12") },
     { "password-file", 0, 0, G_OPTION_ARG_FILENAME, &opt_password_file,
-      "Read the PKCS#12 password from FILE", "FILE" },
-    { "no-wait", 0, 0, G_OPTION_ARG_NONE, &opt_no_wait, "Print the job path and exit at once", NULL },
-    { "yes", 'y', 0, G_OPTION_ARG_NONE, &opt_yes, "Do not ask for confirmation", NULL },
+      N_("Read the PKCS#12 password from FILE"), N_("FILE") },
+    { "no-wait", 0, 0, G_OPTION_ARG_NONE, &opt_no_wait, N_("Print the job path and exit at once"), NULL },
+    { "yes", 'y', 0, G_OPTION_ARG_NONE, &opt_yes, N_("Do not ask for confirmation"), NULL },
     { NULL },
   };
-  g_autoptr(GOptionContext) ctx = g_option_context_new ("— request a new certificate");
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("— request a new certificate"));
   g_autoptr(GError) error = NULL;
   g_autoptr(GVariant) cas_reply = NULL;
   g_autoptr(GVariant) cas = NULL;
@@ -121,18 +129,18 @@ ctl_cmd_enroll (int argc, char **argv)
 
   g_option_context_add_main_entries (ctx, entries, NULL);
   g_option_context_set_summary (ctx,
-    "Generates a key and requests a certificate from a CA profile. On a terminal,\n"
-    "whatever the options leave open is asked: CA profile, login and one-time\n"
-    "password (EST), storage (token, system, file), the token and its PIN, or the\n"
-    "output file and its password. Then follows the job (Ctrl-C cancels it).");
+    _("Generates a key and requests a certificate from a CA profile. On a terminal,\n"
+      "whatever the options leave open is asked: CA profile, login and one-time\n"
+      "password (EST), storage (token, system, file), the token and its PIN, or the\n"
+      "output file and its password. Then follows the job (Ctrl-C cancels it)."));
   if ((rc = ctl_parse (ctx, &argc, &argv)) >= 0)
     return rc;
   if (argc > 1)
-    return ctl_usage_error (ctx, "enroll: unexpected argument \"%s\"", argv[1]);
+    return ctl_usage_error (ctx, _("enroll: unexpected argument “%s”"), argv[1]);
   if (opt_storage && !in_list (opt_storage, storages))
-    return ctl_usage_error (ctx, "--storage must be token, system or file, not \"%s\"", opt_storage);
+    return ctl_usage_error (ctx, _("--storage must be token, system or file, not “%s”"), opt_storage);
   if (opt_key_type && !in_list (opt_key_type, key_types))
-    return ctl_usage_error (ctx, "--key-type must be ec-p256, ec-p384, rsa-2048 or rsa-3072, not \"%s\"",
+    return ctl_usage_error (ctx, _("--key-type must be ec-p256, ec-p384, rsa-2048 or rsa-3072, not “%s”"),
                             opt_key_type);
   interactive = ctl_stdin_is_tty ();
   if ((bus = ctl_bus (&rc)) == NULL)
@@ -166,30 +174,30 @@ ctl_cmd_enroll (int argc, char **argv)
     if (opt_ca && pick < 0)
       {
         g_autofree char *list = g_strjoinv (", ", (char **) names->pdata);
-        ctl_warn ("No CA profile \"%s\"; configured: %s", opt_ca, n ? list : "none");
+        ctl_warn (_("No CA profile “%s”; configured: %s"), opt_ca, n ? list : C_("CA profiles", "none"));
         return CTL_EXIT_NOT_FOUND;
       }
     if (pick < 0)
       {
         if (n == 0)
           {
-            ctl_warn ("No CA profile is configured (see p11certd.conf(5))");
+            ctl_warn ("%s", _("No CA profile is configured (see p11certd.conf(5))"));
             return CTL_EXIT_NOT_FOUND;
           }
         if (n == 1)
           pick = 0;
         else if (interactive)
           {
-            pick = choose ("CA profile:", (const char *const *) names->pdata, (const char *const *) notes->pdata,
+            pick = choose (_("CA profile:"), (const char *const *) names->pdata, NULL, (const char *const *) notes->pdata,
                            n, def);
             asked = TRUE;
             if (pick < 0)
-              return ctl_usage_error (NULL, "No CA profile chosen");
+              return ctl_usage_error (NULL, "%s", _("No CA profile chosen"));
           }
         else
           {
             g_autofree char *list = g_strjoinv (", ", (char **) names->pdata);
-            return ctl_usage_error (ctx, "enroll: several CA profiles (%s); choose one with --ca", list);
+            return ctl_usage_error (ctx, _("enroll: several CA profiles (%s); choose one with --ca"), list);
           }
       }
     ca = g_variant_get_child_value (cas, pick);
@@ -202,16 +210,16 @@ ctl_cmd_enroll (int argc, char **argv)
       if (opt_login == NULL)
         {
           if (!interactive)
-            return ctl_usage_error (ctx, "enroll: the CA profile \"%s\" needs --login and --otp-file",
+            return ctl_usage_error (ctx, _("enroll: the CA profile “%s” needs --login and --otp-file"),
                                     ctl_dict_str (ca, "name", ""));
-          opt_login = ask_text ("Login: ", &error);
+          opt_login = ask_text (_("Login: "), &error);
           asked = TRUE;
           if (opt_login == NULL)
             return ctl_report (error, NULL);
         }
       if (opt_otp_file == NULL && interactive)
         asked = TRUE;
-      otp = ctl_secret_get (opt_otp_file, -1, "One-time password: ", "one-time password", &error);
+      otp = ctl_secret_get (opt_otp_file, -1, _("One-time password: "), _("one-time password"), &error);
       if (otp == NULL)
         return ctl_report (error, NULL);
     }
@@ -221,13 +229,15 @@ ctl_cmd_enroll (int argc, char **argv)
     {
       if (interactive && !opt_token && !opt_name && !opt_output)
         {
-          static const char *const notes[] = { "key generated on the token, never leaves it",
-                                               "the service keeps it for this host (administrators)",
-                                               "a password-protected PKCS#12 file for you" };
-          int pick = choose ("Storage type:", storages, notes, 3, 0);
+          const char *const labels[] = { C_("storage type", "token"), C_("storage type", "system"),
+                                         C_("storage type", "file") };
+          const char *const notes[] = { _("key generated on the token, never leaves it"),
+                                        _("the service keeps it for this host (administrators)"),
+                                        _("a password-protected PKCS#12 file for you") };
+          int pick = choose (_("Storage type:"), storages, labels, notes, 3, 0);
           asked = TRUE;
           if (pick < 0)
-            return ctl_usage_error (NULL, "No storage type chosen");
+            return ctl_usage_error (NULL, "%s", _("No storage type chosen"));
           opt_storage = g_strdup (storages[pick]);
         }
       else
@@ -243,7 +253,7 @@ ctl_cmd_enroll (int argc, char **argv)
         return ctl_report (error, NULL);
       if (ctl_dict_bool (token, "pin_locked", FALSE))
         {
-          ctl_warn ("The PIN of token \"%s\" is locked; it must be unlocked with the SO PIN first",
+          ctl_warn (_("The PIN of token “%s” is locked; it must be unlocked with the SO PIN first"),
                     ctl_dict_str (token, "label", ""));
           return CTL_EXIT_PIN_LOCKED;
         }
@@ -251,10 +261,10 @@ ctl_cmd_enroll (int argc, char **argv)
         {
           asked = asked || interactive;
           if (ctl_dict_bool (token, "pin_final_try", FALSE))
-            fprintf (stderr, "Warning: one more wrong PIN locks the token.\n");
+            fprintf (stderr, "%s\n", _("Warning: one more wrong PIN locks the token."));
         }
-      prompt = g_strdup_printf ("PIN of token \"%s\": ", ctl_dict_str (token, "label", ""));
-      pin = ctl_secret_get (opt_pin_file, -1, prompt, "PIN", &error);
+      prompt = g_strdup_printf (_("PIN of token “%s”: "), ctl_dict_str (token, "label", ""));
+      pin = ctl_secret_get (opt_pin_file, -1, prompt, _("token PIN"), &error);
       if (pin == NULL)
         return ctl_report (error, NULL);
     }
@@ -263,8 +273,8 @@ ctl_cmd_enroll (int argc, char **argv)
       if (opt_name == NULL)
         {
           if (!interactive)
-            return ctl_usage_error (ctx, "enroll: --storage system needs --name NAME");
-          opt_name = ask_text ("Name in the system store (e.g. the service, like nginx): ", &error);
+            return ctl_usage_error (ctx, "%s", _("enroll: --storage system needs --name NAME"));
+          opt_name = ask_text (_("Name in the system store (e.g. the service, like nginx): "), &error);
           asked = TRUE;
           if (opt_name == NULL)
             return ctl_report (error, NULL);
@@ -276,47 +286,49 @@ ctl_cmd_enroll (int argc, char **argv)
       if (opt_output == NULL)
         {
           if (!interactive)
-            return ctl_usage_error (ctx, "enroll: --storage file needs --output FILE.p12");
-          opt_output = ask_text ("Output file (PKCS#12, e.g. me.p12): ", &error);
+            return ctl_usage_error (ctx, "%s", _("enroll: --storage file needs --output FILE.p12"));
+          opt_output = ask_text (_("Output file (PKCS#12, e.g. me.p12): "), &error);
           asked = TRUE;
           if (opt_output == NULL)
             return ctl_report (error, NULL);
         }
       if (g_file_test (opt_output, G_FILE_TEST_EXISTS))
         {
-          ctl_warn ("%s exists already; choose another file name (nothing is overwritten)", opt_output);
+          ctl_warn (_("%s exists already; choose another file name (nothing is overwritten)"), opt_output);
           return CTL_EXIT_FAILURE;
         }
       if (!ctl_get_pin_policy (bus, &policy, &error))
-        return ctl_report (error, "Cannot read the password policy");
+        return ctl_report (error, _("Cannot read the password policy"));
       if (opt_password_file == NULL && interactive)
         {
-          g_autofree char *rules = p11c_pin_policy_describe (&policy);
-          printf ("The file's password needs %s.\n", rules);
+          g_autofree char *rules = ctl_pin_policy_text (&policy);
+          printf ("%s\n", rules);
           asked = TRUE;
         }
-      password = ctl_secret_new (opt_password_file, "Password for the file: ", "password", &policy, &error);
+      password = ctl_secret_new (opt_password_file, _("Password for the file: "), _("file password"), &policy, &error);
       if (password == NULL)
         return ctl_report (error, NULL);
     }
 
   if (asked && !opt_yes)
     {
-      printf ("\nCA profile: %s\n", ctl_dict_str (ca, "name", ""));
+      putchar ('\n');
+      /* TRANSLATORS: the summary before the request; keep the values aligned */
+      printf (_("CA profile: %s\n"), ctl_dict_str (ca, "name", ""));
       if (opt_login)
-        printf ("Login:      %s\n", opt_login);
+        printf (_("Login:      %s\n"), opt_login);
       if (token)
-        printf ("Storage:    token \"%s\"\n", ctl_dict_str (token, "label", ""));
+        printf (_("Storage:    token “%s”\n"), ctl_dict_str (token, "label", ""));
       else if (opt_name)
-        printf ("Storage:    system store, name \"%s\"\n", opt_name);
+        printf (_("Storage:    system store, name “%s”\n"), opt_name);
       else
-        printf ("Storage:    file %s\n", opt_output);
-      printf ("Key type:   %s\n", opt_key_type ? opt_key_type : ctl_dict_str (ca, "key_type", "ec-p256"));
+        printf (_("Storage:    file %s\n"), opt_output);
+      printf (_("Key type:   %s\n"), opt_key_type ? opt_key_type : ctl_dict_str (ca, "key_type", "ec-p256"));
       if (opt_subject)
-        printf ("Subject:    %s\n", opt_subject);
-      if (!ctl_confirm ("Request the certificate now?", TRUE))
+        printf (_("Subject:    %s\n"), opt_subject);
+      if (!ctl_confirm (_("Request the certificate now?"), TRUE))
         {
-          ctl_message ("Nothing was requested.");
+          ctl_message ("%s", _("Nothing was requested."));
           return CTL_EXIT_CANCELLED;
         }
     }
@@ -328,7 +340,7 @@ ctl_cmd_enroll (int argc, char **argv)
       if (out_fd < 0)
         {
           int e = errno;
-          ctl_warn ("Cannot create %s: %s", opt_output, g_strerror (e));
+          ctl_warn (_("Cannot create %s: %s"), opt_output, g_strerror (e));
           return e == EACCES ? CTL_EXIT_NOT_AUTHORIZED : CTL_EXIT_FAILURE;
         }
       fds = g_unix_fd_list_new ();

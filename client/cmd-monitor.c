@@ -1,6 +1,7 @@
 /* p11certctl monitor [--json] — one line per event until SIGINT/SIGTERM */
 #define G_LOG_DOMAIN "p11certctl"
 #include "ctl-common.h"
+#include "p11c-i18n.h"
 #include "p11c-names.h"
 
 #include <glib-unix.h>
@@ -246,7 +247,7 @@ on_name_appeared (GDBusConnection *conn, const char *name, const char *owner, gp
 {
   Monitor *m = user_data;
   if (m->daemon_gone)
-    fprintf (stderr, "p11certd is running again.\n");
+    fprintf (stderr, "%s\n", _("p11certd is running again."));
   m->daemon_gone = FALSE;
 }
 
@@ -255,7 +256,7 @@ on_name_vanished (GDBusConnection *conn, const char *name, gpointer user_data)
 {
   Monitor *m = user_data;
   if (!m->daemon_gone)
-    fprintf (stderr, "p11certd is not running (or not reachable on this bus); waiting for it.\n");
+    fprintf (stderr, "%s\n", _("p11certd is not running (or not reachable on this bus); waiting for it."));
   m->daemon_gone = TRUE;
 }
 
@@ -272,22 +273,23 @@ ctl_cmd_monitor (int argc, char **argv)
 {
   gboolean opt_json = FALSE;
   GOptionEntry entries[] = {
-    { "json", 0, 0, G_OPTION_ARG_NONE, &opt_json, "One JSON object per line", NULL },
+    { "json", 0, 0, G_OPTION_ARG_NONE, &opt_json, N_("One JSON object per line"), NULL },
     { NULL },
   };
-  g_autoptr(GOptionContext) ctx = g_option_context_new ("— print events as they happen");
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("— print events as they happen"));
   Monitor m = { 0 };
   GDBusConnection *bus;
   guint subs[3], watch, sig_int, sig_term;
   int rc;
 
   g_option_context_add_main_entries (ctx, entries, NULL);
-  g_option_context_set_summary (ctx, "Prints one line per event (token inserted or removed, renewal needed,\n"
-                                     "certificate expiring, job state changes) until interrupted.");
+  g_option_context_set_summary (ctx, _("Prints one line per event (token inserted or removed, renewal needed,\n"
+                                       "certificate expiring, job state changes) until interrupted.\n"
+                                       "The lines are a log format: event names and fields are not translated."));
   if ((rc = ctl_parse (ctx, &argc, &argv)) >= 0)
     return rc;
   if (argc > 1)
-    return ctl_usage_error (ctx, "monitor: unexpected argument \"%s\"", argv[1]);
+    return ctl_usage_error (ctx, _("monitor: unexpected argument “%s”"), argv[1]);
   if ((bus = ctl_bus (&rc)) == NULL)
     return rc;
   m.json = opt_json;
@@ -305,7 +307,7 @@ ctl_cmd_monitor (int argc, char **argv)
   sig_int = g_unix_signal_add (SIGINT, on_quit, &m);
   sig_term = g_unix_signal_add (SIGTERM, on_quit, &m);
   if (isatty (STDERR_FILENO))
-    fprintf (stderr, "Monitoring… (Ctrl-C to stop)\n");
+    fprintf (stderr, "%s\n", _("Monitoring… (Ctrl-C to stop)"));
   /* make sure the match rules are in place before anyone relies on us */
   g_dbus_connection_flush_sync (bus, NULL, NULL);
   g_main_loop_run (m.loop);

@@ -1,6 +1,7 @@
 /* p11certctl renew URI [--pin-file F] [--keep-key] | renew --due */
 #define G_LOG_DOMAIN "p11certctl"
 #include "ctl-common.h"
+#include "p11c-i18n.h"
 #include "p11c-secret.h"
 
 #include <stdio.h>
@@ -33,7 +34,7 @@ renew_due (GDBusConnection *bus)
 
   if (n_jobs == 0 && n_person == 0 && (not_renewable == NULL || not_renewable[0] == NULL))
     {
-      ctl_message ("No certificate is due for renewal.");
+      ctl_message ("%s", _("No certificate is due for renewal."));
       return CTL_EXIT_OK;
     }
   for (guint i = 0; i < n_jobs; i++)
@@ -42,7 +43,7 @@ renew_due (GDBusConnection *bus)
       g_autoptr(GError) local = NULL;
       g_autofree char *prefix = g_strdup_printf ("%s: ", jobs[i]);
 
-      ctl_message ("Renewing (job %s)…", jobs[i]);
+      ctl_message (_("Renewing (job %s)…"), jobs[i]);
       if (!ctl_follow_job (bus, jobs[i], prefix, &r, &local))
         {
           ctl_report (local, jobs[i]);
@@ -61,14 +62,17 @@ renew_due (GDBusConnection *bus)
   for (guint i = 0; not_renewable && not_renewable[i]; i++)
     {
       const char *why = NULL;
-      if (reasons == NULL || !g_variant_lookup (reasons, not_renewable[i], "&s", &why))
-        why = "its CA profile is gone; enroll a new certificate";
-      ctl_warn ("%s is due but cannot be renewed: %s", not_renewable[i], why);
+      if (reasons != NULL && g_variant_lookup (reasons, not_renewable[i], "&s", &why))
+        /* TRANSLATORS: %2$s is the service's English reason, quoted for an administrator */
+        ctl_warn (_("%1$s is due but cannot be renewed: %2$s"), not_renewable[i], why);
+      else
+        ctl_warn (_("%s is due but cannot be renewed: its CA profile is gone; enroll a new certificate"),
+                  not_renewable[i]);
     }
   if (n_person > 0)
     {
-      ctl_message ("%u certificate%s need%s a person (the token PIN) to be renewed:", n_person,
-                   n_person == 1 ? "" : "s", n_person == 1 ? "s" : "");
+      ctl_message (ngettext ("%u certificate needs a person (the token PIN) to be renewed:",
+                             "%u certificates need a person (the token PIN) to be renewed:", n_person), n_person);
       for (guint i = 0; i < n_person; i++)
         {
           const char *why = NULL;
@@ -79,7 +83,8 @@ renew_due (GDBusConnection *bus)
     }
   if (failed > 0)
     {
-      ctl_warn ("%u of %u renewals failed", failed, n_jobs);
+      /* TRANSLATORS: %1$u failed renewals of %2$u started */
+      ctl_warn (ngettext ("%1$u renewal of %2$u failed", "%1$u renewals of %2$u failed", failed), failed, n_jobs);
       return CTL_EXIT_FAILURE;
     }
   if (n_person > 0)
@@ -93,13 +98,13 @@ ctl_cmd_renew (int argc, char **argv)
   g_autofree char *opt_pin_file = NULL;
   gboolean opt_keep_key = FALSE, opt_due = FALSE, opt_no_wait = FALSE;
   GOptionEntry entries[] = {
-    { "pin-file", 0, 0, G_OPTION_ARG_FILENAME, &opt_pin_file, "Read the token PIN from FILE", "FILE" },
-    { "keep-key", 0, 0, G_OPTION_ARG_NONE, &opt_keep_key, "Keep the key pair (default: a new one)", NULL },
-    { "due", 0, 0, G_OPTION_ARG_NONE, &opt_due, "Renew every due certificate that needs no person", NULL },
-    { "no-wait", 0, 0, G_OPTION_ARG_NONE, &opt_no_wait, "Print the job path and exit at once", NULL },
+    { "pin-file", 0, 0, G_OPTION_ARG_FILENAME, &opt_pin_file, N_("Read the token PIN from FILE"), N_("FILE") },
+    { "keep-key", 0, 0, G_OPTION_ARG_NONE, &opt_keep_key, N_("Keep the key pair (default: a new one)"), NULL },
+    { "due", 0, 0, G_OPTION_ARG_NONE, &opt_due, N_("Renew every due certificate that needs no person"), NULL },
+    { "no-wait", 0, 0, G_OPTION_ARG_NONE, &opt_no_wait, N_("Print the job path and exit at once"), NULL },
     { NULL },
   };
-  g_autoptr(GOptionContext) ctx = g_option_context_new ("URI | --due — renew certificates");
+  g_autoptr(GOptionContext) ctx = g_option_context_new (_("URI | --due — renew certificates"));
   g_autoptr(GError) error = NULL;
   g_autoptr(GVariant) cert = NULL;
   g_autoptr(GVariant) reply = NULL;
@@ -113,23 +118,23 @@ ctl_cmd_renew (int argc, char **argv)
 
   g_option_context_add_main_entries (ctx, entries, NULL);
   g_option_context_set_summary (ctx,
-    "Renews a certificate through the CA profile that issued it, with a new key\n"
-    "unless --keep-key. With --due, renews every due certificate that can be\n"
-    "renewed without a person and lists those that need their token PIN\n"
-    "(exit status 20).");
+    _("Renews a certificate through the CA profile that issued it, with a new key\n"
+      "unless --keep-key. With --due, renews every due certificate that can be\n"
+      "renewed without a person and lists those that need their token PIN\n"
+      "(exit status 20)."));
   if ((rc = ctl_parse (ctx, &argc, &argv)) >= 0)
     return rc;
   if (opt_due)
     {
       if (argc > 1 || opt_pin_file || opt_keep_key || opt_no_wait)
-        return ctl_usage_error (ctx, "renew --due takes no URI or other options");
+        return ctl_usage_error (ctx, "%s", _("renew --due takes no URI or other options"));
       if ((bus = ctl_bus (&rc)) == NULL)
         return rc;
       return renew_due (bus);
     }
   if (argc != 2)
-    return ctl_usage_error (ctx, argc < 2 ? "renew: give a certificate URI (see 'p11certctl list --verbose') or --due"
-                                          : "renew: give one certificate URI");
+    return ctl_usage_error (ctx, "%s", argc < 2 ? _("renew: give a certificate URI (see “p11certctl list --verbose”) or --due")
+                                                : _("renew: give one certificate URI"));
   uri = argv[1];
   if ((bus = ctl_bus (&rc)) == NULL)
     return rc;
@@ -138,7 +143,7 @@ ctl_cmd_renew (int argc, char **argv)
     return ctl_report (error, NULL);
   if (cert == NULL)
     {
-      ctl_warn ("No certificate %s; see 'p11certctl list --verbose' (is the token inserted?)", uri);
+      ctl_warn (_("No certificate %s; see “p11certctl list --verbose” (is the token inserted?)"), uri);
       return CTL_EXIT_NOT_FOUND;
     }
   if (!g_str_has_prefix (uri, "system:"))
@@ -154,15 +159,15 @@ ctl_cmd_renew (int argc, char **argv)
               label = ctl_dict_str (t, "label", NULL);
               if (ctl_dict_bool (t, "pin_locked", FALSE))
                 {
-                  ctl_warn ("The PIN of token \"%s\" is locked; it must be unlocked with the SO PIN first", label);
+                  ctl_warn (_("The PIN of token “%s” is locked; it must be unlocked with the SO PIN first"), label);
                   return CTL_EXIT_PIN_LOCKED;
                 }
               if (ctl_dict_bool (t, "pin_final_try", FALSE) && !opt_pin_file)
-                fprintf (stderr, "Warning: one more wrong PIN locks the token.\n");
-              prompt = g_strdup_printf ("PIN of token \"%s\": ", label);
+                fprintf (stderr, "%s\n", _("Warning: one more wrong PIN locks the token."));
+              prompt = g_strdup_printf (_("PIN of token “%s”: "), label);
             }
         }
-      pin = ctl_secret_get (opt_pin_file, -1, prompt ? prompt : "Token PIN: ", "PIN", &error);
+      pin = ctl_secret_get (opt_pin_file, -1, prompt ? prompt : _("Token PIN: "), _("token PIN"), &error);
       if (pin == NULL)
         return ctl_report (error, NULL);
     }
