@@ -301,7 +301,9 @@ ctl_report (const GError *error, const char *what)
 int
 ctl_report_details (const GError *error, const char *what, GVariant *details)
 {
-  g_autofree char *remote = g_dbus_error_get_remote_error (error);
+  /* only errors that came over the bus: a P11C_ERROR made here has a D-Bus
+   * name too (the domain is registered), but its message is ours */
+  g_autofree char *remote = g_dbus_error_is_remote_error (error) ? g_dbus_error_get_remote_error (error) : NULL;
   g_autoptr(GError) copy = g_error_copy (error);
   g_autofree char *text = NULL;
 

@@ -254,6 +254,19 @@ class Env:
         sanitizers' suppression files it names are copied where that user can
         read them (tools/check-sanitizers points them into the checkout)."""
         env = dict(env or self.env)
+        # the build tree's message catalogues, where that user can read them
+        locales = env.get("P11CERTD_LOCALEDIR")
+        if locales and any(locales.startswith(d + os.sep) for d in (SRC, BUILD)):
+            dst = os.path.join(self.tmp, "user-locale")
+            if not os.path.exists(dst):
+                shutil.copytree(locales, dst + ".new", ignore=lambda d, names: [
+                    n for n in names if not (os.path.isdir(os.path.join(d, n)) or n.endswith(".mo"))])
+                for root, dirs, files in os.walk(dst + ".new"):
+                    os.chmod(root, 0o755)
+                    for f in files:
+                        os.chmod(os.path.join(root, f), 0o644)
+                os.rename(dst + ".new", dst)
+            env["P11CERTD_LOCALEDIR"] = dst
         for var in ("ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS"):
             if var not in env:
                 continue

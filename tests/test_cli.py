@@ -201,7 +201,7 @@ class Cli(TestCase):
         child.expect("Storage type:")
         child.expect(r"Choose \[\d\]: ")
         child.sendline("1")                     # token
-        child.expect('PIN of token "agent": ')
+        child.expect('PIN of token “agent”: ')
         child.sendline(PIN)
         child.expect(r"Request the certificate now\?")
         child.sendline("y")
