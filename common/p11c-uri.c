@@ -64,23 +64,6 @@ p11c_padded_string (const CK_UTF8CHAR *s, gsize len)
   return g_utf8_make_valid ((const char *) s, padded_len (s, len));
 }
 
-static void
-blank_after_nul (CK_UTF8CHAR *s, gsize len)
-{
-  CK_UTF8CHAR *nul = memchr (s, '\0', len);
-  if (nul != NULL)
-    memset (nul, ' ', len - (gsize) (nul - s));
-}
-
-void
-p11c_token_info_normalize (CK_TOKEN_INFO *info)
-{
-  blank_after_nul (info->label, sizeof info->label);
-  blank_after_nul (info->manufacturerID, sizeof info->manufacturerID);
-  blank_after_nul (info->model, sizeof info->model);
-  blank_after_nul (info->serialNumber, sizeof info->serialNumber);
-}
-
 /* The four fields that name a token, in identity order */
 enum { ID_MANUFACTURER, ID_MODEL, ID_LABEL, ID_SERIAL, N_ID_FIELDS };
 
@@ -246,14 +229,34 @@ format_uri (P11KitUri *uri, P11KitUriType type)
   return s;
 }
 
-/* The token part of a URI, from a normalised copy: a URI the daemon
- * reports never carries a NUL (p11c_uri_parse refuses those). */
+/* A NUL and what follows become blanks (the field is written trimmed) */
+static void
+blank_after_nul (CK_UTF8CHAR *s, gsize len)
+{
+  CK_UTF8CHAR *nul = memchr (s, '\0', len);
+  if (nul != NULL)
+    memset (nul, ' ', len - (gsize) (nul - s));
+}
+
+/* A field p11-kit leaves out of the URI: all zeros means "not set" */
+static void
+drop_if_nul_padded (CK_UTF8CHAR *s, gsize len)
+{
+  if (memchr (s, '\0', len) != NULL)
+    memset (s, 0, len);
+}
+
+/* The token part of a URI: never a NUL (p11c_uri_parse refuses those, see
+ * p11c-uri.h for why manufacturer and model are dropped instead) */
 static void
 set_token_info (P11KitUri *uri, const CK_TOKEN_INFO *info)
 {
   CK_TOKEN_INFO *ti = p11_kit_uri_get_token_info (uri);
   memcpy (ti, info, sizeof *info);
-  p11c_token_info_normalize (ti);
+  drop_if_nul_padded (ti->manufacturerID, sizeof ti->manufacturerID);
+  drop_if_nul_padded (ti->model, sizeof ti->model);
+  blank_after_nul (ti->label, sizeof ti->label);
+  blank_after_nul (ti->serialNumber, sizeof ti->serialNumber);
 }
 
 char *

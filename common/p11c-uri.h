@@ -47,12 +47,15 @@ char *p11c_id_to_hex (GBytes *id);
 GBytes *p11c_id_from_hex (const char *hex);
 
 /* Token identity.  PKCS#11 pads CK_TOKEN_INFO strings with blanks; some
- * modules pad with NUL bytes instead (tpm2-pkcs11's model).  normalize
- * turns a NUL and everything after it into blanks, in the label,
- * manufacturerID, model and serialNumber fields; every CK_TOKEN_INFO the
- * daemon reads goes through it, so URIs built from it parse back. */
-void p11c_token_info_normalize (CK_TOKEN_INFO *info);
-/* The same token: label, manufacturer, model and serial all equal (a serial
+ * modules pad with NUL bytes instead (tpm2-pkcs11's model).  Everywhere a
+ * field is read, a NUL ends it and trailing blanks are trimmed
+ * (p11c_padded_string).  URIs built here never carry a NUL: a NUL-padded
+ * manufacturer or model is left out of the URI (p11-kit compares those
+ * fields byte for byte, NULs included, so a trimmed value would match
+ * nothing in gnutls or p11tool; absent, it matches); a NUL-padded label or
+ * serial is written trimmed.
+ *
+ * The same token: label, manufacturer, model and serial all equal (a serial
  * alone is not unique: tpm2-pkcs11 and NSS report 0000000000000000). */
 gboolean p11c_token_info_same (const CK_TOKEN_INFO *a, const CK_TOKEN_INFO *b);
 /* A stable D-Bus path element for the token: its serial (letters and

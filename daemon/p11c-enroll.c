@@ -250,6 +250,18 @@ p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds
           return NULL;
         }
       p11c_token_ref (r->token);
+      {
+        CK_TOKEN_INFO info;
+        p11c_token_get_info (r->token, &info, NULL);
+        /* e.g. NSS's "Generic Crypto Services" token beside its database */
+        if (info.flags & CKF_WRITE_PROTECTED)
+          {
+            g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_SUPPORTED,
+                         "Key \"token\": the token %s is read-only (write-protected): it cannot store a key "
+                         "or a certificate; choose another token", r->token->id);
+            return NULL;
+          }
+      }
       if (r->pin == NULL)
         return missing ("pin", "the token PIN", error) ? NULL : NULL;
       if (!p11c_secret_check (r->pin, "PIN", error))

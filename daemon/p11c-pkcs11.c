@@ -12,10 +12,64 @@
 struct _P11cModule {
   char             *name;
   char             *description;
+  char             *init_args;
   void             *dl;
   CK_FUNCTION_LIST *f;
   gboolean          finalize;
+  /* Reloading a module whose in-memory object table went wrong: every
+   * session and every slot query holds @use as a reader; the reload takes
+   * it as a writer, only when nothing holds it (writer_trylock), at the
+   * next session start after @reload_pending was set. */
+  GRWLock           use;
+  gint              reload_pending;
+  gboolean          reload_after_destroy;   /* tpm2-pkcs11 */
 };
+
+/* tpm2-pkcs11 (every version up to 1.9.2 at least) numbers a new object
+ * handle assuming the first object of its in-memory list has handle 1;
+ * once that object is destroyed, the second object created afterwards gets
+ * a handle another object already has: both then answer with one object's
+ * attributes (an enrolled certificate vanishes from the list).  The store
+ * on disk stays right, and C_Finalize + C_Initialize renumbers the handles
+ * from it: the daemon reloads the module after it destroyed objects. */
+static gboolean
+module_reloads_after_destroy (const CK_INFO *info)
+{
+  g_autofree char *desc = p11c_padded_string (info->libraryDescription, sizeof info->libraryDescription);
+  return g_str_equal (desc, "TPM2.0 Cryptoki");
+}
+
+static CK_RV
+module_initialize (P11cModule *m)
+{
+  CK_C_INITIALIZE_ARGS args = { 0 };
+
+  args.flags = CKF_OS_LOCKING_OK;
+  args.pReserved = m->init_args;
+  return m->f->C_Initialize (&args);
+}
+
+/* At a session start: reload the module if that is pending and nothing
+ * else uses it now (otherwise at a later session start). */
+static void
+module_reload_if_pending (P11cModule *m)
+{
+  CK_RV rv;
+
+  if (!g_atomic_int_get (&m->reload_pending) || !m->finalize || !g_rw_lock_writer_trylock (&m->use))
+    return;
+  if (g_atomic_int_compare_and_exchange (&m->reload_pending, TRUE, FALSE))
+    {
+      m->f->C_Finalize (NULL);
+      rv = module_initialize (m);
+      if (rv != CKR_OK)
+        g_warning ("PKCS#11 module %s: reloading failed: C_Initialize returned %s (0x%08lx)",
+                   m->name, p11c_ckr_name (rv), (unsigned long) rv);
+      else
+        g_message ("Reloaded PKCS#11 module %s (renumbers its object handles)", m->name);
+    }
+  g_rw_lock_writer_unlock (&m->use);
+}
 
 /* ---- CK_RV → error ------------------------------------------------------ */
 
@@ -197,13 +251,14 @@ P11cModule *
 p11c_module_load (const char *name_or_path, const char *init_args, GError **error)
 {
   CK_C_GetFunctionList get_list;
-  CK_C_INITIALIZE_ARGS args = { 0 };
   CK_INFO info;
   P11cModule *m;
   CK_RV rv;
 
   m = g_new0 (P11cModule, 1);
   m->name = g_strdup (name_or_path);
+  m->init_args = g_strdup (init_args);
+  g_rw_lock_init (&m->use);
   m->dl = dlopen (name_or_path, RTLD_NOW | RTLD_LOCAL);
   if (m->dl == NULL)
     {
@@ -229,9 +284,7 @@ p11c_module_load (const char *name_or_path, const char *init_args, GError **erro
       p11c_module_unload (m);
       return NULL;
     }
-  args.flags = CKF_OS_LOCKING_OK;
-  args.pReserved = (void *) init_args;
-  rv = m->f->C_Initialize (&args);
+  rv = module_initialize (m);
   if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED)
     m->finalize = FALSE;    /* someone else owns initialisation */
   else if (rv != CKR_OK)
@@ -251,6 +304,7 @@ p11c_module_load (const char *name_or_path, const char *init_args, GError **erro
       g_autofree char *desc = p11c_padded_string (info.libraryDescription, sizeof info.libraryDescription);
       m->description = g_strdup_printf ("%s (%s) %u.%u", desc, manu,
                                         info.libraryVersion.major, info.libraryVersion.minor);
+      m->reload_after_destroy = module_reloads_after_destroy (&info);
     }
   else
     m->description = g_strdup (name_or_path);
@@ -266,8 +320,10 @@ p11c_module_unload (P11cModule *m)
     m->f->C_Finalize (NULL);
   /* The library stays mapped: modules commonly leave threads or atexit
    * handlers behind, and unloading only happens when the daemon exits. */
+  g_rw_lock_clear (&m->use);
   g_free (m->name);
   g_free (m->description);
+  g_free (m->init_args);
   g_free (m);
 }
 
@@ -278,14 +334,16 @@ CK_FUNCTION_LIST *p11c_module_get_functions (P11cModule *m) { return m->f; }
 gboolean
 p11c_module_get_token_info (P11cModule *m, CK_SLOT_ID slot, CK_TOKEN_INFO *info, GError **error)
 {
-  if (!p11c_ckr_check (m->f->C_GetTokenInfo (slot, info), "Reading the token information", error))
-    return FALSE;
-  p11c_token_info_normalize (info);
-  return TRUE;
+  gboolean ok;
+
+  g_rw_lock_reader_lock (&m->use);
+  ok = p11c_ckr_check (m->f->C_GetTokenInfo (slot, info), "Reading the token information", error);
+  g_rw_lock_reader_unlock (&m->use);
+  return ok;
 }
 
-GArray *
-p11c_module_list_tokens (P11cModule *m, GError **error)
+static GArray *
+list_tokens (P11cModule *m, GError **error)
 {
   g_autoptr(GArray) out = g_array_new (FALSE, TRUE, sizeof (P11cSlotToken));
   g_autofree CK_SLOT_ID *slots = NULL;
@@ -324,7 +382,6 @@ p11c_module_list_tokens (P11cModule *m, GError **error)
           g_debug ("slot %lu: no usable token (%s)", (unsigned long) slots[i], p11c_ckr_name (rv));
           continue;
         }
-      p11c_token_info_normalize (&st.token_info);
       if (!(st.token_info.flags & CKF_TOKEN_INITIALIZED))
         {
           g_debug ("slot %lu: token not initialized, skipped", (unsigned long) slots[i]);
@@ -335,6 +392,17 @@ p11c_module_list_tokens (P11cModule *m, GError **error)
   return g_steal_pointer (&out);
 }
 
+GArray *
+p11c_module_list_tokens (P11cModule *m, GError **error)
+{
+  GArray *out;
+
+  g_rw_lock_reader_lock (&m->use);
+  out = list_tokens (m, error);
+  g_rw_lock_reader_unlock (&m->use);
+  return out;
+}
+
 /* ---- sessions ----------------------------------------------------------- */
 
 P11cSession *
@@ -343,12 +411,15 @@ p11c_session_open (P11cModule *m, CK_SLOT_ID slot, gboolean rw, GError **error)
   P11cSession *s = g_new0 (P11cSession, 1);
   CK_FLAGS flags = CKF_SERIAL_SESSION | (rw ? CKF_RW_SESSION : 0);
 
+  module_reload_if_pending (m);
   s->module = m;
   s->f = m->f;
   s->slot = slot;
+  g_rw_lock_reader_lock (&m->use);   /* until p11c_session_close */
   if (!p11c_ckr_check (m->f->C_OpenSession (slot, flags, NULL, NULL, &s->handle),
                        "Opening a session on the token", error))
     {
+      g_rw_lock_reader_unlock (&m->use);
       g_free (s);
       return NULL;
     }
@@ -381,7 +452,27 @@ p11c_session_close (P11cSession *s)
   if (s->logged_in)
     s->f->C_Logout (s->handle);
   s->f->C_CloseSession (s->handle);
+  g_rw_lock_reader_unlock (&s->module->use);
   g_free (s);
+}
+
+static gint
+handle_cmp (gconstpointer a, gconstpointer b)
+{
+  CK_OBJECT_HANDLE x = *(const CK_OBJECT_HANDLE *) a, y = *(const CK_OBJECT_HANDLE *) b;
+  return x < y ? -1 : x > y;
+}
+
+static gboolean
+has_duplicate_handle (GArray *handles)
+{
+  g_autoptr(GArray) sorted = g_array_copy (handles);
+
+  g_array_sort (sorted, handle_cmp);
+  for (guint i = 1; i < sorted->len; i++)
+    if (g_array_index (sorted, CK_OBJECT_HANDLE, i) == g_array_index (sorted, CK_OBJECT_HANDLE, i - 1))
+      return TRUE;
+  return FALSE;
 }
 
 GArray *
@@ -417,7 +508,19 @@ p11c_session_find (P11cSession *s, CK_OBJECT_CLASS klass, GBytes *id,
     }
   while (got == G_N_ELEMENTS (batch));
   s->f->C_FindObjectsFinal (s->handle);
-  return ok ? g_steal_pointer (&out) : NULL;
+  if (!ok)
+    return NULL;
+  /* one handle twice: the module's object table is broken (see
+   * module_reloads_after_destroy); what it says about objects is wrong */
+  if (has_duplicate_handle (out))
+    {
+      g_atomic_int_set (&s->module->reload_pending, TRUE);
+      g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_ERROR,
+                   "Searching the token: the PKCS#11 module %s gave one object handle to two objects "
+                   "(a module bug); it is reloaded before the next operation: try again", s->module->name);
+      return NULL;
+    }
+  return g_steal_pointer (&out);
 }
 
 gboolean
@@ -467,7 +570,11 @@ p11c_session_get_bytes (P11cSession *s, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_TYPE 
 gboolean
 p11c_session_destroy (P11cSession *s, CK_OBJECT_HANDLE obj, GError **error)
 {
-  return p11c_ckr_check (s->f->C_DestroyObject (s->handle, obj), "Deleting an object from the token", error);
+  if (!p11c_ckr_check (s->f->C_DestroyObject (s->handle, obj), "Deleting an object from the token", error))
+    return FALSE;
+  if (s->module->reload_after_destroy)
+    g_atomic_int_set (&s->module->reload_pending, TRUE);
+  return TRUE;
 }
 
 gboolean

@@ -39,6 +39,9 @@ LOCALEDIR = os.path.join(BUILD, "po")
 LOCALES = {"ru": "ru_RU.UTF-8"}
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
 FAULT_MODULE = os.path.join(BUILD, "tests", "faultmod", "p11c-fault.so")
+TPM2_MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so"
+NSS_MODULE = "/usr/lib/x86_64-linux-gnu/libsoftokn3.so"
+SPY_MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so"
 PY = "/usr/bin/python3"
 
 NAME = "org.p11certd"
@@ -107,6 +110,15 @@ def wait_for(predicate, timeout=10.0, what="condition", context=None):
         GLib.source_remove(tid) if ctx.find_source_by_id(tid) else None
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 nobody listens on now (for servers that
+    cannot report the port they bound)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def wait_file(path, timeout=10.0, proc=None):
     def ready():
         if proc is not None and proc.poll() is not None:
@@ -164,6 +176,7 @@ class Env:
         self.polkitd = None
         self.est = None
         self.modules = [SOFTHSM]
+        self.module_init_args = {}   # module as in modules= → [module NAME] init-args
         self.extra_config = ""
         self.state_dir = os.path.join(self.tmp, "state")
         self.ca_dir = os.path.join(self.tmp, "ca.d")
@@ -308,15 +321,164 @@ class Env:
                               capture_output=True, text=True).stdout
 
     # -- the fault-injecting module (tests/faultmod) ------------------------
-    def use_fault_module(self):
-        """The daemon loads tests/faultmod's p11c-fault.so wrapping SoftHSM:
+    def use_fault_module(self, real=SOFTHSM, init_args=None):
+        """The daemon loads tests/faultmod's p11c-fault.so wrapping @real
+        (SoftHSM by default; its @init_args pass through C_Initialize):
         set_faults() makes chosen calls fail, fault_calls() counts calls."""
         self.fault_file = os.path.join(self.tmp, "faults.conf")
         self.fault_log = os.path.join(self.tmp, "calls.log")
         self.env["P11C_FAULT_FILE"] = self.fault_file
         self.env["P11C_FAULT_LOG"] = self.fault_log
-        self.env["P11C_FAULT_MODULE"] = SOFTHSM
+        self.env["P11C_FAULT_MODULE"] = real
         self.modules = [FAULT_MODULE]
+        if init_args:
+            self.module_init_args[FAULT_MODULE] = init_args
+
+    # -- tpm2-pkcs11 over swtpm, NSS softokn --------------------------------
+    def start_swtpm(self, label="tpm", pin=PIN, so_pin=SO_PIN):
+        """A software TPM 2.0 on 127.0.0.1 and an initialised tpm2-pkcs11
+        token @label on it (store in the test directory).  Sets
+        TPM2_PKCS11_TCTI / TPM2_PKCS11_STORE for the daemon and the tools."""
+        import socket
+        state, store = os.path.join(self.tmp, "tpm"), os.path.join(self.tmp, "tpm2-store")
+        os.makedirs(state)
+        os.makedirs(store)
+        # the swtpm TCTI finds the control channel on the next port
+        while True:
+            port = free_port()
+            try:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            ctrl = port + 1
+            break
+        self.swtpm = self.spawn("swtpm", ["swtpm", "socket", "--tpm2",
+                                          "--server", "type=tcp,port=%d,bindaddr=127.0.0.1" % port,
+                                          "--ctrl", "type=tcp,port=%d,bindaddr=127.0.0.1" % ctrl,
+                                          "--tpmstate", "dir=" + state, "--flags", "not-need-init,startup-clear"])
+
+        def listening():
+            if self.swtpm.poll() is not None:
+                raise AssertionError("swtpm exited (%s):\n%s" % (self.swtpm.returncode, self.log("swtpm")))
+            for p in (ctrl, port):
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", p)) != 0:
+                        return False
+            return True
+        wait_for(listening, 20, "swtpm listening")
+        self.env["TPM2_PKCS11_TCTI"] = "swtpm:host=127.0.0.1,port=%d" % port
+        self.env["TPM2_PKCS11_STORE"] = store
+        tool = ["pkcs11-tool", "--module", TPM2_MODULE]
+        for args in (["--init-token", "--label", label, "--so-pin", so_pin, "--slot-index", "0"],
+                     ["--token-label", label, "--init-pin", "--login", "--so-pin", so_pin, "--pin", pin]):
+            r = subprocess.run(tool + args, env=self.env, capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                raise AssertionError("pkcs11-tool %s: %s %s" % (args, r.stdout, r.stderr))
+        return TPM2_MODULE
+
+    def make_nss_db(self, pin=PIN):
+        """An NSS database whose softokn token ("NSS Certificate DB") has the
+        password @pin; returns the module's init arguments."""
+        d = os.path.join(self.tmp, "nssdb")
+        os.makedirs(d)
+        pw = os.path.join(self.tmp, "nss-pw")
+        with open(pw, "w") as f:
+            f.write(pin + "\n")
+        subprocess.run(["certutil", "-N", "-d", "sql:" + d, "-f", pw], check=True, capture_output=True,
+                       timeout=60)
+        os.unlink(pw)
+        return "configdir='sql:%s' certPrefix='' keyPrefix='' secmod='secmod.db'" % d
+
+    def token_objects(self, module, label, pin=PIN, init_args=None):
+        """(login result, objects) of a token as a separate process sees it
+        (tests/p11objects.py: any module, with init arguments)."""
+        argv = [PY, os.path.join(SRC, "tests", "p11objects.py"), module, label]
+        if init_args:
+            argv += ["--init-args", init_args]
+        r = subprocess.run(argv, input=pin + "\n", env=self.env, capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise AssertionError("p11objects: %s %s" % (r.stdout, r.stderr))
+        out = json.loads(r.stdout)
+        return out["login"], out["objects"]
+
+    # -- a TLS server that wants a client certificate (the "portal") --------
+    def start_tls_server(self, ca_file, name="portal"):
+        """openssl s_server on 127.0.0.1 requiring a client certificate that
+        chains to @ca_file; returns the port."""
+        key, cert = make_cert("portal.test")
+        kp, cp = os.path.join(self.tmp, name + "-key.pem"), os.path.join(self.tmp, name + "-cert.pem")
+        with open(kp, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+        with open(cp, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        port = free_port()
+        p = self.spawn(name, ["openssl", "s_server", "-accept", "127.0.0.1:%d" % port, "-cert", cp, "-key", kp,
+                              "-Verify", "1", "-verify_return_error", "-CAfile", ca_file, "-www"])
+        wait_for(lambda: p.poll() is not None or "ACCEPT" in self.log(name), 20, "s_server listening")
+        if p.poll() is not None:
+            raise AssertionError("s_server exited:\n" + self.log(name))
+        return port
+
+    def tls_client(self, port, module=None, cert_uri=None, key_uri=None, pin=PIN, init_args=None):
+        """gnutls-cli to the portal, authenticating with the token key and
+        certificate named by PKCS#11 URIs (p11-kit loads only @module, in a
+        private mount namespace; the PIN comes from GNUTLS_PIN).  True when
+        the server let us in (its status page came back)."""
+        mods = os.path.join(self.tmp, "p11-kit-modules")
+        os.makedirs(mods, exist_ok=True)
+        for f in os.listdir(mods):
+            os.unlink(os.path.join(mods, f))
+        if module:
+            with open(os.path.join(mods, "under-test.module"), "w") as f:
+                f.write("module: %s\n" % module + ("x-init-reserved: %s\n" % init_args if init_args else ""))
+        argv = ["gnutls-cli", "--insecure", "--port", str(port)]
+        if cert_uri:
+            argv += ["--x509certfile", cert_uri, "--x509keyfile", key_uri]
+        argv.append("127.0.0.1")
+        binds = "mount --bind %s /usr/share/p11-kit/modules" % mods
+        if os.path.isdir("/etc/pkcs11"):
+            binds += " && mount --bind %s /etc/pkcs11" % mods
+        env = dict(self.env, GNUTLS_PIN=pin)
+        r = subprocess.run(["timeout", "60", "unshare", "--mount", "--propagation", "private", "sh", "-c",
+                            binds + ' && exec "$@"', "sh"] + argv,
+                           input="GET / HTTP/1.0\r\n\r\n", env=env, capture_output=True, text=True)
+        self.last_tls = r
+        if module == TPM2_MODULE:
+            self.tpm_flush()
+        return "HTTP/1.0 200 ok" in r.stdout
+
+    def tls_client_engine(self, port, module, key_uri, cert_der, pin=PIN, init_args=None):
+        """openssl s_client to the portal with the token key through the
+        pkcs11 engine (libp11: it passes INIT_ARGS to C_Initialize, which
+        p11-kit 0.24 does not do for gnutls — x-init-reserved is lost when the
+        caller brings its own init arguments) and the certificate the daemon
+        listed.  True when the server let us in."""
+        cert = os.path.join(self.tmp, "portal-client.pem")
+        with open(cert, "wb") as f:
+            f.write(x509.load_der_x509_certificate(bytes(cert_der)).public_bytes(serialization.Encoding.PEM))
+        conf = os.path.join(self.tmp, "engine.cnf")
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("openssl_conf = conf\n[conf]\nengines = engines\n[engines]\npkcs11 = p11\n[p11]\n"
+                    "engine_id = pkcs11\nMODULE_PATH = %s\nPIN = %s\n" % (module, pin)
+                    + ('INIT_ARGS = "%s"\n' % init_args if init_args else "") + "init = 0\n")
+        argv = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-engine", "pkcs11", "-keyform", "engine",
+                "-key", key_uri, "-cert", cert, "-ign_eof"]
+        r = subprocess.run(["timeout", "60"] + argv, input="GET / HTTP/1.0\r\n\r\n",
+                           env=dict(self.env, OPENSSL_CONF=conf), capture_output=True, text=True)
+        self.last_tls = r
+        return "HTTP/1.0 200 ok" in r.stdout
+
+    def tpm_flush(self):
+        """Flush what a finished process left loaded in the software TPM.
+        A real system reaches its TPM through the kernel's resource manager
+        (/dev/tpmrm0), which does this when a process exits; the raw swtpm
+        socket does not, and its few session slots fill up."""
+        tcti = self.env["TPM2_PKCS11_TCTI"]
+        for flag in ("-t", "-l", "-s"):
+            subprocess.run(["tpm2_flushcontext", "-T", tcti, flag], env=self.env, capture_output=True, timeout=60)
 
     def set_faults(self, *rules):
         """Replace the fault rules at once (the module rereads the file on its next call)."""
@@ -493,6 +655,8 @@ class Env:
         with open(path, "w") as f:
             f.write("[daemon]\nstate-dir=%s\nca-dir=%s\njob-linger=30\n[modules]\nmodules=%s\n%s"
                     % (self.state_dir, self.ca_dir, ";".join(self.modules), self.extra_config))
+            for m, args in self.module_init_args.items():
+                f.write("[module %s]\ninit-args=%s\n" % (m, args))
         return path
 
     def start_daemon(self, wait=True, extra_args=(), env=None):
