@@ -5,6 +5,15 @@
 
 static PolkitAuthority *authority;
 
+/* The uid behind each unique bus name that called (main thread only).  A
+ * unique name is never reused on a bus and a connection's credentials never
+ * change, so the entry is good until the name goes away: NameOwnerChanged
+ * drops it.  Saves a GetConnectionUnixUser round trip per call. */
+static GHashTable      *uid_cache;
+static GDBusConnection *uid_conn;
+static guint            uid_watch;
+#define UID_CACHE_MAX 4096
+
 typedef struct {
   char     *sender;
   char     *action;
@@ -25,6 +34,44 @@ void
 p11c_auth_shutdown (void)
 {
   g_clear_object (&authority);
+  if (uid_watch)
+    g_dbus_connection_signal_unsubscribe (uid_conn, uid_watch);
+  uid_watch = 0;
+  g_clear_object (&uid_conn);
+  g_clear_pointer (&uid_cache, g_hash_table_unref);
+}
+
+static void
+name_owner_changed (GDBusConnection *conn, const char *sender, const char *path, const char *iface,
+                    const char *signal, GVariant *params, gpointer user_data)
+{
+  const char *name, *old_owner, *new_owner;
+
+  if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(sss)")))
+    return;
+  g_variant_get (params, "(&s&s&s)", &name, &old_owner, &new_owner);
+  if (*new_owner == '\0' && uid_cache != NULL)
+    g_hash_table_remove (uid_cache, name);
+}
+
+/* Start caching for @conn.  The match rule is sent before any
+ * GetConnectionUnixUser whose answer is cached, and the bus handles a
+ * connection's messages in order: a name that goes after its uid was asked
+ * is always announced. */
+static void
+uid_cache_watch (GDBusConnection *conn)
+{
+  if (uid_conn == conn)
+    return;
+  if (uid_watch)
+    g_dbus_connection_signal_unsubscribe (uid_conn, uid_watch);
+  g_clear_object (&uid_conn);
+  g_clear_pointer (&uid_cache, g_hash_table_unref);
+  uid_conn = g_object_ref (conn);
+  uid_cache = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  uid_watch = g_dbus_connection_signal_subscribe (conn, "org.freedesktop.DBus", "org.freedesktop.DBus",
+                                                  "NameOwnerChanged", "/org/freedesktop/DBus", NULL,
+                                                  G_DBUS_SIGNAL_FLAGS_NONE, name_owner_changed, NULL, NULL);
 }
 
 static void
@@ -92,6 +139,27 @@ authority_ready (GObject *source, GAsyncResult *res, gpointer user_data)
   ask_polkit (g_steal_pointer (&task));
 }
 
+/* d->uid is known: root and the job owner pass, everybody else asks polkit */
+static void
+uid_known (GTask *task)
+{
+  AuthData *d = g_task_get_task_data (task);
+
+  if (d->uid == 0 || d->uid == d->owner_uid)
+    {
+      g_task_return_boolean (task, TRUE);
+      g_object_unref (task);
+      return;
+    }
+  if (authority == NULL)
+    {
+      GCancellable *cancel = g_task_get_cancellable (task);
+      polkit_authority_get_async (cancel, authority_ready, task);
+    }
+  else
+    ask_polkit (task);
+}
+
 static void
 uid_ready (GObject *source, GAsyncResult *res, gpointer user_data)
 {
@@ -107,18 +175,13 @@ uid_ready (GObject *source, GAsyncResult *res, gpointer user_data)
       return;
     }
   g_variant_get (reply, "(u)", &d->uid);
-  if (d->uid == 0 || d->uid == d->owner_uid)
+  if (uid_cache != NULL && G_DBUS_CONNECTION (source) == uid_conn)
     {
-      g_task_return_boolean (task, TRUE);
-      return;
+      if (g_hash_table_size (uid_cache) >= UID_CACHE_MAX)
+        g_hash_table_remove_all (uid_cache);
+      g_hash_table_insert (uid_cache, g_strdup (d->sender), GUINT_TO_POINTER (d->uid));
     }
-  if (authority == NULL)
-    {
-      GCancellable *cancel = g_task_get_cancellable (task);
-      polkit_authority_get_async (cancel, authority_ready, g_steal_pointer (&task));
-    }
-  else
-    ask_polkit (g_steal_pointer (&task));
+  uid_known (g_steal_pointer (&task));
 }
 
 void
@@ -150,6 +213,16 @@ p11c_auth_check_async (GDBusMethodInvocation *invocation, const char *action,
       g_object_unref (task);
       return;
     }
+  uid_cache_watch (conn);
+  {
+    gpointer uid;
+    if (g_hash_table_lookup_extended (uid_cache, d->sender, NULL, &uid))
+      {
+        d->uid = GPOINTER_TO_UINT (uid);
+        uid_known (task);
+        return;
+      }
+  }
   g_dbus_connection_call (conn, "org.freedesktop.DBus", "/org/freedesktop/DBus",
                           "org.freedesktop.DBus", "GetConnectionUnixUser",
                           g_variant_new ("(s)", d->sender), G_VARIANT_TYPE ("(u)"),

@@ -54,6 +54,8 @@ struct _P11cDaemon {
   GHashTable      *expiring_sent;
   guint            expiry_timer;
   gboolean         expiry_running;
+  /* ListCerts replies: request shape → ListReply (main thread only) */
+  GHashTable      *list_cache;
 };
 
 static void schedule_expiry (P11cDaemon *d);
@@ -403,12 +405,117 @@ cert_dict (P11cCertEntry *e, const P11cConfig *config, gint64 now, GHashTable *i
   return g_variant_builder_end (&b);
 }
 
+/* ---- ListCerts: one immutable reply per request shape ---------------------
+ *
+ * A reply is built in a worker (it may have to read a token) and kept with
+ * what it was built from: the tokens it lists with each one's generation
+ * (bumped by p11c_token_invalidate, read before the certificates are), the
+ * issuance records' and the system store's generations (read before those
+ * are), and the time span in which every days_left / renewal_due in it stays
+ * what it says.  While all of that still holds, a call is answered on the
+ * main thread with a reference to the very same GVariant: no worker, no
+ * rebuilding, no freeing of the tree. */
+
+typedef struct {
+  GPtrArray *tokens;        /* P11cToken listed, in order */
+  GArray    *generations;   /* guint per token, read before it was listed */
+  gboolean   system;        /* the system store is in it */
+  guint      store_gen;
+  guint64    issued_gen;    /* p11c_records_generation */
+  gint64     built_at;      /* real time, s */
+  gint64     valid_until;   /* real time, s: a time-derived field changes then */
+  GVariant  *reply;         /* (aa{sv}), not floating */
+} ListReply;
+
+static void
+list_reply_free (ListReply *lr)
+{
+  g_clear_pointer (&lr->tokens, g_ptr_array_unref);
+  g_clear_pointer (&lr->generations, g_array_unref);
+  g_clear_pointer (&lr->reply, g_variant_unref);
+  g_free (lr);
+}
+
+static guint
+token_generation (P11cToken *t)
+{
+  guint gen;
+  g_mutex_lock (&t->lock);
+  gen = t->generation;
+  g_mutex_unlock (&t->lock);
+  return gen;
+}
+
+/* The first second after @now at which days_left or renewal_due of a
+ * certificate with @s changes (see p11c_cert_renewal_due). */
+static gint64
+cert_fields_change_at (const P11cCertSummary *s, gint64 now, guint window_days)
+{
+  gint64 left = s->not_after - now;
+  gint64 lifetime = s->not_after - s->not_before;
+  gint64 two_thirds = s->not_before + (lifetime > 0 ? lifetime * 2 / 3 : 0);
+  gint64 window_start = s->not_after - (gint64) window_days * 86400 + 1;
+  /* days_left moves by one each time left crosses a multiple of a day */
+  gint64 at = now + (left % 86400 + 86400) % 86400 + 1;
+
+  if (two_thirds > now)
+    at = MIN (at, two_thirds);
+  if (window_start > now)
+    at = MIN (at, window_start);
+  return at;
+}
+
+static gboolean
+list_reply_fresh (P11cDaemon *d, const ListReply *lr, GPtrArray *tokens, gboolean system)
+{
+  gint64 now = g_get_real_time () / G_USEC_PER_SEC;
+  guint n = tokens ? tokens->len : 0;
+
+  if (now < lr->built_at || now >= lr->valid_until || lr->system != system
+      || lr->issued_gen != p11c_records_generation (p11c_engine_get_records (d->engine))
+      || (system && lr->store_gen != p11c_system_store_generation ())
+      || lr->tokens->len != n)
+    return FALSE;
+  for (guint i = 0; i < n; i++)
+    if (lr->tokens->pdata[i] != tokens->pdata[i]
+        || g_array_index (lr->generations, guint, i) != token_generation (tokens->pdata[i]))
+      return FALSE;
+  return TRUE;
+}
+
+static char *
+list_cache_key (Call *c)
+{
+  return g_strdup_printf ("%s|%c%c", c->token ? c->token->object_path : "",
+                          c->tokens ? 't' : '-', c->storage ? 's' : '-');
+}
+
 static GVariant *
 list_certs_thread (Call *c, GError **error)
 {
+  const P11cConfig *config = c->d->engine->config;
   GVariantBuilder b;
   gint64 now = g_get_real_time () / G_USEC_PER_SEC;
-  g_autoptr(GHashTable) issued = p11c_records_ca_map (p11c_engine_get_records (c->d->engine));
+  gboolean complete = TRUE;
+  ListReply *lr = g_new0 (ListReply, 1);
+  g_autoptr(GHashTable) issued = NULL;
+  GVariant *reply;
+
+  /* generations first: what is read after them is at least that new */
+  lr->built_at = now;
+  lr->valid_until = G_MAXINT64;
+  lr->issued_gen = p11c_records_generation (p11c_engine_get_records (c->d->engine));
+  lr->store_gen = p11c_system_store_generation ();
+  lr->system = c->storage != NULL;
+  lr->tokens = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_token_unref);
+  lr->generations = g_array_new (FALSE, FALSE, sizeof (guint));
+  for (guint i = 0; c->tokens && i < c->tokens->len; i++)
+    {
+      guint gen = token_generation (c->tokens->pdata[i]);
+      g_ptr_array_add (lr->tokens, p11c_token_ref (c->tokens->pdata[i]));
+      g_array_append_val (lr->generations, gen);
+    }
+  issued = p11c_records_ca_map (p11c_engine_get_records (c->d->engine));
 
   g_variant_builder_init (&b, G_VARIANT_TYPE ("aa{sv}"));
   for (guint i = 0; c->tokens && i < c->tokens->len; i++)
@@ -423,22 +530,59 @@ list_certs_thread (Call *c, GError **error)
           if (c->tokens->len == 1 && c->token != NULL)
             {
               g_variant_builder_clear (&b);
+              list_reply_free (lr);
               g_propagate_error (error, g_steal_pointer (&local));
               return NULL;
             }
           g_warning ("Listing certificates on %s failed: %s", t->id, local->message);
+          complete = FALSE;
           continue;
         }
       for (guint j = 0; j < certs->len; j++)
-        g_variant_builder_add_value (&b, cert_dict (certs->pdata[j], c->d->engine->config, now, issued));
+        {
+          P11cCertEntry *e = certs->pdata[j];
+          g_variant_builder_add_value (&b, cert_dict (e, config, now, issued));
+          if (e->summary)
+            lr->valid_until = MIN (lr->valid_until, cert_fields_change_at (e->summary, now, config->window_days));
+        }
     }
   if (c->storage && g_str_equal (c->storage, "system"))
     {
-      g_autoptr(GPtrArray) sys = p11c_system_store_list (c->d->engine->config->state_dir);
+      g_autoptr(GPtrArray) sys = p11c_system_store_list (config->state_dir);
       for (guint j = 0; j < sys->len; j++)
-        g_variant_builder_add_value (&b, cert_dict (sys->pdata[j], c->d->engine->config, now, issued));
+        {
+          P11cCertEntry *e = sys->pdata[j];
+          g_variant_builder_add_value (&b, cert_dict (e, config, now, issued));
+          if (e->summary)
+            lr->valid_until = MIN (lr->valid_until, cert_fields_change_at (e->summary, now, config->window_days));
+        }
     }
-  return g_variant_new ("(aa{sv})", &b);
+  reply = g_variant_new ("(aa{sv})", &b);
+  if (complete)
+    {
+      /* the cache's reference; thread_run takes one of its own */
+      lr->reply = g_variant_ref_sink (reply);
+      c->payload = lr;
+      c->payload_free = (GDestroyNotify) list_reply_free;
+    }
+  else
+    list_reply_free (lr);
+  return reply;
+}
+
+static void
+list_certs_done (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  Call *c = user_data;
+  P11cDaemon *d = c->d;
+  ListReply *lr = c->payload;
+
+  if (lr != NULL && g_task_had_error (G_TASK (res)) == FALSE)
+    {
+      c->payload = NULL;
+      g_hash_table_replace (d->list_cache, list_cache_key (c), lr);
+    }
+  thread_done (source, res, user_data);
 }
 
 static void
@@ -477,7 +621,18 @@ handle_list_certs (Call *c)
   /* the daemon's own store unless a token or another storage was asked for */
   if (token_spec == NULL && (storage == NULL || g_str_equal (storage, "system")))
     c->storage = g_strdup ("system");
-  call_in_thread (c, list_certs_thread);
+  {
+    g_autofree char *key = list_cache_key (c);
+    ListReply *lr = g_hash_table_lookup (c->d->list_cache, key);
+    if (lr != NULL && list_reply_fresh (c->d, lr, c->tokens, c->storage != NULL))
+      {
+        /* warm: the same immutable reply, answered right here */
+        g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), lr->reply);
+        call_free (c);
+        return;
+      }
+  }
+  run_in_thread_then (c, list_certs_thread, list_certs_done);
 }
 
 static void
@@ -1500,6 +1655,7 @@ token_removed (P11cEngine *e, P11cToken *t, gpointer user_data)
     g_dbus_connection_unregister_object (d->conn, id);
   g_hash_table_remove (d->token_regs, t->object_path);
   g_hash_table_remove (d->token_props, t->object_path);
+  g_hash_table_remove_all (d->list_cache);   /* replies that hold it */
   emit_interfaces_removed (d, t->object_path, P11C_DBUS_TOKEN_IFACE);
   manager_tokens_changed (d);
   if (d->card_event != NULL && !d->card_event->inserted)
@@ -1593,6 +1749,7 @@ p11c_daemon_new (GDBusConnection *conn, P11cEngine *engine, GError **error)
   d->jobs = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) p11c_job_unref);
   d->job_regs = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   d->job_props = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_variant_unref);
+  d->list_cache = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) list_reply_free);
   if (xml == NULL
       || (d->api = g_dbus_node_info_new_for_xml (g_bytes_get_data (xml, NULL), error)) == NULL
       || (d->om = g_dbus_node_info_new_for_xml (om_xml, error)) == NULL)
@@ -1672,6 +1829,7 @@ p11c_daemon_free (P11cDaemon *d)
   g_hash_table_unref (d->jobs);
   g_hash_table_unref (d->job_regs);
   g_hash_table_unref (d->job_props);
+  g_hash_table_unref (d->list_cache);
   g_queue_clear_full (&d->card_events, (GDestroyNotify) card_event_free);
   if (d->expiry_timer)
     g_source_remove (d->expiry_timer);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 static GMutex store_lock;
+static gint store_generation;   /* see p11c_system_store_generation */
 
 static void
 set_errno_error (GError **error, int err, const char *what, const char *path)
@@ -323,6 +324,7 @@ p11c_system_store_save (const char *state_dir, const char *name, EVP_PKEY *key, 
   g_mutex_unlock (&store_lock);
   fsync_dir (final);
   remove_tree (tmpl);   /* the old entry after an exchange, or the failed new one */
+  g_atomic_int_inc (&store_generation);
   return ok;
 }
 
@@ -392,6 +394,7 @@ p11c_system_store_delete (const char *state_dir, const char *name, GError **erro
   g_mutex_lock (&store_lock);
   remove_tree (dir);
   g_mutex_unlock (&store_lock);
+  g_atomic_int_inc (&store_generation);
   if (g_file_test (dir, G_FILE_TEST_EXISTS))
     {
       g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED, "Could not remove %s completely", dir);
@@ -466,4 +469,11 @@ p11c_system_store_recover (const char *state_dir)
       if (!open_store_for_groups (state_dir, &error))
         g_warning ("System-store keys given to a group stay unreachable for it: %s", error->message);
     }
+  g_atomic_int_inc (&store_generation);
+}
+
+guint
+p11c_system_store_generation (void)
+{
+  return (guint) g_atomic_int_get (&store_generation);
 }

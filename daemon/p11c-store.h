@@ -29,5 +29,9 @@ gboolean p11c_system_store_load (const char *state_dir, const char *name,
                                  X509 **cert, EVP_PKEY **key, GError **error);
 /* Remove half-written entries left by a crash. */
 void p11c_system_store_recover (const char *state_dir);
+/* Changes whenever the daemon has changed the store (save, delete, recover;
+ * bumped after the change is complete): a list read after reading a
+ * generation is at least as new as that generation. */
+guint p11c_system_store_generation (void);
 
 G_END_DECLS
