@@ -4,7 +4,12 @@
 
 #include "p11c-pcsc.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <PCSC/winscard.h>
 #include <PCSC/wintypes.h>
 
@@ -15,6 +20,8 @@
 #define CANCEL_RETRY_US   (10 * G_TIME_SPAN_MILLISECOND)
 #define MAX_READER_ERRORS 3
 #define MAX_WAKES_PER_SECOND 50
+#define SOCKET_DEFAULT    "/run/pcscd/pcscd.comm"   /* pcsc-lite's, unless PCSCLITE_CSOCK_NAME */
+#define SOCKET_TRIES      5   /* connects refused while the socket exists, before waiting for a new one */
 
 typedef struct {
   char    *name;
@@ -44,6 +51,14 @@ struct _P11cPcscMonitor {
   GSource  *idle;               /* pending dispatch source (owned ref) */
 
   GRecMutex dispatch_lock;      /* held while a callback runs */
+
+  /* While pcscd is absent the thread sleeps in poll() until its socket is
+   * created (inotify), not on a timer: no wake-ups while nothing happens. */
+  char     *sock_path;
+  int       wake_fd;            /* eventfd: free() wakes the poll */
+  int       inotify_fd;         /* thread only, like the two below */
+  int       wd_dir;             /* the socket's directory */
+  int       wd_parent;          /* its parent, while the directory is missing */
 };
 
 /* --- events --------------------------------------------------------------- */
@@ -112,6 +127,11 @@ monitor_unref (gpointer data)
   g_mutex_clear (&m->lock);
   g_cond_clear (&m->cond);
   g_rec_mutex_clear (&m->dispatch_lock);
+  if (m->wake_fd >= 0)
+    close (m->wake_fd);
+  if (m->inotify_fd >= 0)
+    close (m->inotify_fd);
+  g_free (m->sock_path);
   g_free (m);
 }
 
@@ -484,6 +504,75 @@ run_context (P11cPcscMonitor *m, SCARDCONTEXT ctx)
     }
 }
 
+/* --- waiting for pcscd's socket ------------------------------------------ */
+
+/* (Re)arm the watches: the socket's directory, or its parent while that
+ * directory is missing.  Armed before each connection attempt, so a socket
+ * created after a failed attempt is always seen.  FALSE: no inotify (the
+ * caller falls back to timed retries). */
+static gboolean
+socket_watch_arm (P11cPcscMonitor *m)
+{
+  g_autofree char *dir = g_path_get_dirname (m->sock_path);
+
+  if (m->wake_fd < 0)
+    return FALSE;   /* nothing could wake the wait for free() */
+  if (m->inotify_fd < 0 && (m->inotify_fd = inotify_init1 (IN_CLOEXEC | IN_NONBLOCK)) < 0)
+    return FALSE;
+  if (m->wd_dir < 0)
+    m->wd_dir = inotify_add_watch (m->inotify_fd, dir, IN_CREATE | IN_MOVED_TO | IN_ONLYDIR);
+  if (m->wd_dir < 0 && m->wd_parent < 0)
+    {
+      g_autofree char *parent = g_path_get_dirname (dir);
+      m->wd_parent = inotify_add_watch (m->inotify_fd, parent, IN_CREATE | IN_MOVED_TO | IN_ONLYDIR);
+      /* the directory may have come between the two calls */
+      m->wd_dir = inotify_add_watch (m->inotify_fd, dir, IN_CREATE | IN_MOVED_TO | IN_ONLYDIR);
+    }
+  return m->wd_dir >= 0 || m->wd_parent >= 0;
+}
+
+/* Sleep until the socket (or its directory) is created or a watch goes
+ * away, or free() is called. */
+static void
+socket_watch_wait (P11cPcscMonitor *m)
+{
+  g_autofree char *dir = g_path_get_dirname (m->sock_path);
+  g_autofree char *dir_name = g_path_get_basename (dir);
+  g_autofree char *sock_name = g_path_get_basename (m->sock_path);
+  struct pollfd p[2] = { { m->inotify_fd, POLLIN, 0 }, { m->wake_fd, POLLIN, 0 } };
+
+  while (!is_stopping (m))
+    {
+      char buf[4096] __attribute__ ((aligned (__alignof__ (struct inotify_event))));
+      gboolean wake = FALSE;
+      ssize_t len;
+
+      if (poll (p, 2, -1) < 0 && errno != EINTR)
+        return;
+      if (p[1].revents != 0)
+        return;
+      while ((len = read (m->inotify_fd, buf, sizeof buf)) > 0)
+        for (char *ptr = buf; ptr < buf + len; ptr += sizeof (struct inotify_event) + ((struct inotify_event *) ptr)->len)
+          {
+            const struct inotify_event *ev = (const struct inotify_event *) ptr;
+            if (ev->mask & IN_IGNORED)
+              {
+                /* a watched directory went away: arm again */
+                if (ev->wd == m->wd_dir)
+                  m->wd_dir = -1;
+                if (ev->wd == m->wd_parent)
+                  m->wd_parent = -1;
+                wake = TRUE;
+              }
+            else if (ev->len > 0 && ((ev->wd == m->wd_dir && g_str_equal (ev->name, sock_name))
+                                     || (ev->wd == m->wd_parent && g_str_equal (ev->name, dir_name))))
+              wake = TRUE;
+          }
+      if (wake)
+        return;
+    }
+}
+
 /* The context failed (or could not be established) with @rv. */
 static void
 service_lost (P11cPcscMonitor *m, LONG rv)
@@ -528,10 +617,12 @@ monitor_thread (gpointer data)
 {
   P11cPcscMonitor *m = data;
   gint64 backoff = BACKOFF_MIN_US;
+  guint refused = 0;   /* connects refused while the socket was there */
 
   while (!is_stopping (m))
     {
       SCARDCONTEXT ctx = 0;
+      gboolean watching = socket_watch_arm (m);
       LONG rv = SCardEstablishContext (SCARD_SCOPE_SYSTEM, NULL, NULL, &ctx);
 
       if (rv == SCARD_S_SUCCESS)
@@ -564,6 +655,17 @@ monitor_thread (gpointer data)
 
       service_lost (m, rv);
       mark_initial_done (m);
+      /* pcscd absent: no socket, or one nobody accepts on (pcscd killed,
+       * or between its bind and listen — hence a few timed tries).  Wait
+       * for a new socket; pcscd creates it afresh when it starts. */
+      if (rv == SCARD_E_NO_SERVICE && watching
+          && (!g_file_test (m->sock_path, G_FILE_TEST_EXISTS) || ++refused >= SOCKET_TRIES))
+        {
+          refused = 0;
+          backoff = BACKOFF_MIN_US;
+          socket_watch_wait (m);
+          continue;
+        }
       wait_backoff (m, backoff);
       backoff = MIN (backoff * 2, BACKOFF_MAX_US);
     }
@@ -595,6 +697,10 @@ p11c_pcsc_monitor_new (GMainContext *context, P11cPcscCallback cb, gpointer user
   g_rec_mutex_init (&m->dispatch_lock);
   g_queue_init (&m->events);
   m->readers = g_ptr_array_new_with_free_func (reader_free);
+  m->sock_path = g_strdup (g_getenv ("PCSCLITE_CSOCK_NAME") && *g_getenv ("PCSCLITE_CSOCK_NAME")
+                           ? g_getenv ("PCSCLITE_CSOCK_NAME") : SOCKET_DEFAULT);
+  m->wake_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
+  m->inotify_fd = m->wd_dir = m->wd_parent = -1;
 
   m->thread = g_thread_new ("p11c-pcsc", monitor_thread, m);
 
@@ -624,6 +730,12 @@ p11c_pcsc_monitor_free (P11cPcscMonitor *m)
   g_mutex_lock (&m->lock);
   m->stopping = TRUE;
   g_cond_broadcast (&m->cond);
+  if (m->wake_fd >= 0)
+    {
+      guint64 one = 1;
+      if (write (m->wake_fd, &one, sizeof one) < 0)
+        g_debug ("waking the monitor thread: %s", g_strerror (errno));
+    }
   src = g_steal_pointer (&m->idle);
   g_queue_clear_full (&m->events, (GDestroyNotify) p11c_pcsc_event_free);
   g_queue_init (&m->events);

@@ -5,9 +5,12 @@
  * reader plus "\\?PnP?\Notification" (no polling, no wake-ups while idle)
  * and turns state changes into events delivered in the caller's main
  * context, in order.  pcscd being absent, stopping or restarting is normal:
- * the thread reports SERVICE_DOWN once and re-establishes its context with a
- * bounded backoff (0.2 s doubling to 10 s).  pcsc-lite itself honours
- * PCSCLITE_CSOCK_NAME.
+ * the thread reports SERVICE_DOWN once and re-establishes its context when
+ * pcscd's socket appears (inotify on its directory, PCSCLITE_CSOCK_NAME or
+ * /run/pcscd/pcscd.comm): no wake-ups while pcscd stays away.  Timed retries
+ * (0.2 s doubling to 10 s) remain for a socket that exists but refuses (a
+ * few tries, then the wait for a new socket), for other errors, and where
+ * inotify is unavailable.
  *
  * Event order on a service loss: SERVICE_DOWN, then CARD_REMOVED for each
  * card that was known present.  On recovery: SERVICE_UP, then READER_ADDED /
