@@ -718,6 +718,74 @@ with_retries (const P11cCaProfile *ca, P11cJob *job, const P11cEstServer *srv, C
     }
 }
 
+/* ---- the CA's certificates, fetched once per profile --------------------
+ * kept until they fail to verify a certificate the CA issued (its chain
+ * changed: fetched again) or CACERTS_TTL has passed. */
+
+#define CACERTS_TTL (G_GINT64_CONSTANT (3600) * G_USEC_PER_SEC)
+
+typedef struct {
+  P11cX509Stack *cas;
+  gint64         fetched;   /* monotonic */
+} CachedCas;
+
+static GMutex      cacerts_lock;
+static GHashTable *cacerts_cache;   /* profile key → CachedCas */
+
+static void
+cached_cas_free (CachedCas *c)
+{
+  p11c_x509_stack_free (c->cas);
+  g_free (c);
+}
+
+static char *
+cacerts_key (const P11cCaProfile *ca)
+{
+  return g_strjoin ("\n", ca->name, ca->url ? ca->url : "", ca->label ? ca->label : "",
+                    ca->trust_anchor ? ca->trust_anchor : "", NULL);
+}
+
+/* A copy of the profile's cached certificates, NULL when none is fresh. */
+static P11cX509Stack *
+cacerts_cached (const P11cCaProfile *ca)
+{
+  g_autofree char *key = cacerts_key (ca);
+  P11cX509Stack *out = NULL;
+  CachedCas *c;
+
+  g_mutex_lock (&cacerts_lock);
+  c = cacerts_cache ? g_hash_table_lookup (cacerts_cache, key) : NULL;
+  if (c != NULL && g_get_monotonic_time () - c->fetched < CACERTS_TTL)
+    out = X509_chain_up_ref (c->cas);
+  g_mutex_unlock (&cacerts_lock);
+  return out;
+}
+
+/* @cas: NULL forgets */
+static void
+cacerts_store (const P11cCaProfile *ca, P11cX509Stack *cas)
+{
+  char *key = cacerts_key (ca);
+
+  g_mutex_lock (&cacerts_lock);
+  if (cacerts_cache == NULL)
+    cacerts_cache = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) cached_cas_free);
+  if (cas != NULL)
+    {
+      CachedCas *c = g_new0 (CachedCas, 1);
+      c->cas = X509_chain_up_ref (cas);
+      c->fetched = g_get_monotonic_time ();
+      g_hash_table_replace (cacerts_cache, key, c);
+    }
+  else
+    {
+      g_hash_table_remove (cacerts_cache, key);
+      g_free (key);
+    }
+  g_mutex_unlock (&cacerts_lock);
+}
+
 static gboolean
 call_cacerts (const P11cEstServer *srv, P11cJob *job, gpointer data, GError **error)
 {
@@ -829,10 +897,14 @@ obtain_cert (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, X509_REQ *c
     }
   else
     {
+      /* one connection, one TLS handshake for all of the job's requests */
+      g_autoptr(P11cEstConn) conn = p11c_est_conn_new ();
       P11cEstServer srv = {
         .url = r->ca->url, .label = r->ca->label, .trust_anchor = r->ca->trust_anchor,
         .connect_timeout = r->ca->connect_timeout, .timeout = r->ca->timeout, .auth = r->ca->http_auth,
+        .conn = conn,
       };
+      gboolean cached;
       unsigned char *der = NULL;
       int der_len = i2d_X509_REQ (csr, &der);
       EnrollCall call = { .req = r, .csr = der, .csr_len = MAX (der_len, 0) };
@@ -856,10 +928,24 @@ obtain_cert (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, X509_REQ *c
         }
 
       g_debug ("CSR for %s: %d bytes", r->subject, der_len);
-      ok = with_retries (r->ca, job, &srv, call_cacerts, &cas, error)
+      cas = cacerts_cached (r->ca);
+      cached = cas != NULL;
+      ok = (cached || with_retries (r->ca, job, &srv, call_cacerts, &cas, error))
            && with_retries (r->ca, job, &srv, call_enroll, &call, error);
       OPENSSL_free (der);
       cert = call.cert;
+      if (ok && cached && !verify_chain (cert, cas, NULL))
+        {
+          /* the CA's chain changed since it was fetched: fetch it again */
+          g_debug ("The cached CA certificates of %s do not verify the new certificate; fetching them again",
+                   r->ca->name);
+          cacerts_store (r->ca, NULL);
+          g_clear_pointer (&cas, p11c_x509_stack_free);
+          cached = FALSE;
+          ok = with_retries (r->ca, job, &srv, call_cacerts, &cas, error);
+        }
+      if (ok && !cached)
+        cacerts_store (r->ca, cas);
       if (!ok)
         return NULL;
     }

@@ -456,6 +456,59 @@ global_init (GError **error)
   return TRUE;
 }
 
+struct _P11cEstConn {
+  CURL *curl;   /* NULL until the first request, and while one runs */
+};
+
+P11cEstConn *
+p11c_est_conn_new (void)
+{
+  return g_new0 (P11cEstConn, 1);
+}
+
+void
+p11c_est_conn_free (P11cEstConn *conn)
+{
+  if (conn == NULL)
+    return;
+  g_clear_pointer (&conn->curl, curl_easy_cleanup);
+  g_free (conn);
+}
+
+/* The curl handle of one request: the connection's (kept alive for the
+ * next request, with its TLS session) or a handle of its own. */
+typedef struct {
+  CURL        *curl;
+  P11cEstConn *conn;
+} Handle;
+
+static CURL *
+handle_get (Handle *h)
+{
+  if (h->conn != NULL && h->conn->curl != NULL)
+    h->curl = g_steal_pointer (&h->conn->curl);
+  else
+    h->curl = curl_easy_init ();
+  return h->curl;
+}
+
+static void
+handle_release (Handle *h)
+{
+  if (h->curl == NULL)
+    return;
+  if (h->conn != NULL && h->conn->curl == NULL)
+    {
+      /* back to its defaults — nothing of this request stays set (pointers
+       * into its frame, credentials) — but connected */
+      curl_easy_reset (h->curl);
+      h->conn->curl = g_steal_pointer (&h->curl);
+    }
+  else
+    g_clear_pointer (&h->curl, curl_easy_cleanup);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Handle, handle_release)
+
 typedef struct {
   const P11cEstServer *srv;
   GCancellable *cancel;
@@ -828,7 +881,8 @@ static gboolean
 http_exchange (const P11cEstServer *srv, const Exchange *ex, GCancellable *cancel,
                Reply *reply, GError **error)
 {
-  g_autoptr(CURL) curl = NULL;
+  g_auto(Handle) handle = { NULL, srv->conn };
+  CURL *curl = NULL;
   g_autoptr(P11cCurlSlist) headers = NULL;
   g_autofree char *ua = NULL;
   g_autofree char *accept = NULL;
@@ -852,7 +906,7 @@ http_exchange (const P11cEstServer *srv, const Exchange *ex, GCancellable *cance
       return FALSE;
     }
 
-  curl = curl_easy_init ();
+  curl = handle_get (&handle);
   if (curl == NULL)
     {
       g_set_error_literal (error, P11C_ERROR, P11C_ERROR_FAILED, "curl_easy_init failed");

@@ -2,7 +2,9 @@
  *
  * All network calls block: run them in a worker thread, never on the main
  * loop.  Each call uses its own curl handle, so calls from several threads
- * at once are fine.  Errors are P11C_ERROR:
+ * at once are fine — unless the server names a P11cEstConn: then the calls
+ * share its connection and TLS session (one thread at a time).  Errors are
+ * P11C_ERROR:
  *
  *   CA_UNREACHABLE  connection refused, DNS, timeout, TLS handshake failure,
  *                   server certificate not trusted by the trust anchor,
@@ -44,6 +46,13 @@ typedef enum {
 
 gboolean    p11c_est_auth_from_string (const char *name, P11cEstAuth *out);
 const char *p11c_est_auth_to_string (P11cEstAuth auth);
+/* A connection kept between requests to one server with the same TLS
+ * settings (a job's cacerts and simpleenroll): one TCP connection, one TLS
+ * handshake.  Used by one thread at a time. */
+typedef struct _P11cEstConn P11cEstConn;
+P11cEstConn *p11c_est_conn_new (void);
+void p11c_est_conn_free (P11cEstConn *conn);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (P11cEstConn, p11c_est_conn_free)
 
 typedef struct {
   const char *url;          /* "https://host:port[/prefix]" — https only, no user:pass@ */
@@ -55,6 +64,7 @@ typedef struct {
   EVP_PKEY *client_key;     /* required with client_cert; may be token-backed, used in memory only */
   P11cX509Stack *client_chain; /* optional intermediates sent with client_cert */
   P11cEstAuth auth;         /* how the login is sent (simpleenroll) */
+  P11cEstConn *conn;        /* optional: requests share its connection */
 } P11cEstServer;
 
 /* GET /cacerts → the CA certificates (caller frees, never empty). */

@@ -89,6 +89,20 @@ class Enroll(EnrollBase):
     def test_rsa_3072(self):
         self.check_happy("rsa-3072", "rsa-3072")
 
+    def test_one_connection_cacerts_once(self):
+        """A job's requests share one connection (one TLS handshake); the
+        CA certificates are fetched once per profile, not per enrollment."""
+        e = self.env
+        e.start_daemon()
+        for otp in ("OTP-1", "OTP-2"):
+            _, (ok, err, msg), _ = self.run_job(otp=otp)
+            self.assertTrue(ok, "%s: %s" % (err, msg))
+        reqs = [r for r in e.est_requests() if r.get("op")]
+        self.assertEqual([r["op"] for r in reqs], ["cacerts", "simpleenroll", "simpleenroll"])
+        self.assertEqual(reqs[0]["peer_port"], reqs[1]["peer_port"], "cacerts and simpleenroll on two connections")
+        # both certificates chain to the CA (the second one with the kept CA certificates)
+        self.assertEqual(len([c for c in e.list_certs() if c.get("subject") == "CN=alice"]), 2)
+
     def test_digest_auth_and_label(self):
         e = self.env
         e.est_control(auth="digest")
@@ -168,10 +182,14 @@ class Enroll(EnrollBase):
 
     def test_connection_closed(self):
         e = self.env
-        e.est_control(close_connection=3)
+        # every request dropped (more than the attempts: a request on a kept
+        # connection that dies is sent once more on a new one, as curl does
+        # for a keep-alive connection the server may have closed)
+        e.est_control(close_connection=20)
         e.start_daemon()
         _, (ok, err, msg), _ = self.run_job()
         self.assertEqual((ok, err), (False, "org.p11certd.Error.CaUnreachable"))
+        self.assertIn("Gave up after 3 attempt(s)", msg)
         self.assertEqual(self.token_ids(), [])
 
     def test_slow_past_timeout(self):

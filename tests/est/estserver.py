@@ -476,7 +476,9 @@ class EstHandler(http.server.BaseHTTPRequestHandler):
         self.record = {"time": time.time(), "method": method, "path": path,
                        "status": None, "login": None, "auth": None,
                        "client_cert": self.client_cert_der() is not None,
-                       "switch": None}
+                       "switch": None,
+                       # the TCP connection (client port): shows reuse
+                       "peer_port": self.client_address[1]}
         self.control = {}
         try:
             body = self.read_body()
