@@ -1001,7 +1001,10 @@ enroll_done (GObject *source, GAsyncResult *res, gpointer user_data)
   EnrollRun *run = g_task_get_task_data (G_TASK (res));
   GError *error = NULL;
   g_autofree char *uri = g_task_propagate_pointer (G_TASK (res), &error);
+  const char *renewed = p11c_enroll_request_get_renewed (run->req);
 
+  if (renewed != NULL)
+    p11c_renewal_release (renewed);
   job_finished (run->d, run->job, uri, error);
   g_clear_error (&error);
   /* the token view changed: drop caches and refresh flags */
@@ -1038,20 +1041,33 @@ job_register (P11cDaemon *d, const char *operation, guint uid, const char *sende
   return job;
 }
 
-/* Export a job for @req (taken) and run it in a worker thread. */
+/* Export a job for @req (taken) and run it in a worker thread.  A renewal
+ * of a certificate another job is renewing now is Busy, naming that job. */
 static P11cJob *
 start_job (P11cDaemon *d, const char *operation, P11cEnrollRequest *req, guint uid,
            const char *sender, GError **error)
 {
   g_autoptr(GTask) task = NULL;
-  P11cJob *job = job_register (d, operation, uid, sender, error);
+  const char *renewed = p11c_enroll_request_get_renewed (req);
+  g_autofree char *running = renewed ? p11c_renewal_running (renewed) : NULL;
+  P11cJob *job;
   EnrollRun *run;
 
+  if (running != NULL)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_BUSY,
+                   "The certificate is being renewed already, by job %s; follow that job", running);
+      p11c_enroll_request_free (req);
+      return NULL;
+    }
+  job = job_register (d, operation, uid, sender, error);
   if (job == NULL)
     {
       p11c_enroll_request_free (req);
       return NULL;
     }
+  if (renewed != NULL)
+    p11c_renewal_claim (renewed, job->path);
   run = g_new0 (EnrollRun, 1);
   run->d = d;
   run->job = p11c_job_ref (job);
@@ -1188,10 +1204,23 @@ renew_due_start (Call *c)
   while (plan->requests->len > 0)
     {
       P11cEnrollRequest *req = g_ptr_array_steal_index (plan->requests, 0);
+      const char *renewed = p11c_enroll_request_get_renewed (req);
+      g_autofree char *running = renewed ? p11c_renewal_running (renewed) : NULL;
       g_autoptr(GError) local = NULL;
-      P11cJob *job = start_job (c->d, "renew", req, c->uid, sender, &local);
+      P11cJob *job;
+
+      if (running != NULL)
+        {
+          /* one renewal per certificate: the one running stands for this */
+          g_variant_builder_add (&jobs, "o", running);
+          p11c_enroll_request_free (req);
+          continue;
+        }
+      job = start_job (c->d, "renew", req, c->uid, sender, &local);
       if (job != NULL)
         g_variant_builder_add (&jobs, "o", job->path);
+      else
+        g_warning ("Cannot start a renewal: %s", local->message);
     }
   for (guint i = 0; i < plan->needs_person->len; i++)
     {

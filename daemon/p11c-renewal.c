@@ -390,6 +390,41 @@ p11c_renewal_plan_due (P11cEngine *engine, GPtrArray *tokens, gint64 now)
   return plan;
 }
 
+/* ---- one renewal per certificate ---------------------------------------- */
+
+/* sha256 → path of the job renewing it (one daemon per process) */
+static GMutex claims_lock;
+static GHashTable *claims;
+
+char *
+p11c_renewal_running (const char *sha256)
+{
+  char *job;
+  g_mutex_lock (&claims_lock);
+  job = claims ? g_strdup (g_hash_table_lookup (claims, sha256)) : NULL;
+  g_mutex_unlock (&claims_lock);
+  return job;
+}
+
+void
+p11c_renewal_claim (const char *sha256, const char *job)
+{
+  g_mutex_lock (&claims_lock);
+  if (claims == NULL)
+    claims = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  g_hash_table_replace (claims, g_strdup (sha256), g_strdup (job));
+  g_mutex_unlock (&claims_lock);
+}
+
+void
+p11c_renewal_release (const char *sha256)
+{
+  g_mutex_lock (&claims_lock);
+  if (claims != NULL)
+    g_hash_table_remove (claims, sha256);
+  g_mutex_unlock (&claims_lock);
+}
+
 /* ---- CertificateExpiring ------------------------------------------------ */
 
 gint64

@@ -60,6 +60,13 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (P11cDuePlan, p11c_due_plan_free)
  * from the tokens that could be listed. */
 P11cDuePlan *p11c_renewal_plan_due (P11cEngine *engine, GPtrArray *tokens, gint64 now);
 
+/* One renewal per certificate at a time.  The job (its path) renewing the
+ * certificate @sha256 now, NULL when none; claim when a renewal job starts,
+ * release when it ended.  Any thread. */
+char *p11c_renewal_running (const char *sha256);
+void p11c_renewal_claim (const char *sha256, const char *job);
+void p11c_renewal_release (const char *sha256);
+
 /* CertificateExpiring: of @found (P11cFoundCert), the entries whose
  * not_after - @warn_seconds has passed at @now and whose SHA-256 is not in
  * @announced yet (added to it) go into @crossing (P11cCertEntry, refs);

@@ -5,7 +5,7 @@ its DER through ListCerts) onto their own token, next to a key of their
 own with the same CKA_ID, and asks to renew the copy."""
 import os
 
-from harness import GLib, JOB_IFACE, PIN, TestCase, main
+from harness import GLib, JOB_IFACE, PIN, TestCase, main, wait_for
 
 
 class Base(TestCase):
@@ -257,6 +257,33 @@ class PinFiles(Base):
         ok, err, msg = e.wait_job(res["jobs"][0], 60)
         self.assertTrue(ok, msg)
         self.assertGreater(self.logins("agent"), base + 1)
+
+    def test_one_renewal_per_certificate(self):
+        """Two RenewDue calls (and a Renew) while the first renewal is held in
+        key generation: one job renews the certificate, the others get it."""
+        e = self.env
+        self.profile()
+        e.start_daemon()
+        uri = self.enroll(ca="lab")
+        e.set_faults("C_GenerateKeyPair delay=4000 count=1")
+        first = self.renew_due()
+        self.assertEqual(len(first["jobs"]), 1)
+        job = first["jobs"][0]
+        wait_for(lambda: e.fault_calls("+C_GenerateKeyPair") == 1, 20, "key generation held")
+        second = self.renew_due()
+        self.assertEqual(second["jobs"], [job], "a second renewal of the same certificate was started")
+        msg = self.assertDBusError("Busy", "Renew", "sa{sv}", [uri, {"pin": GLib.Variant("s", PIN)}])
+        self.assertIn(job, msg)
+        ok, err, msg = e.wait_job(job, 60)
+        self.assertTrue(ok, msg)
+        self.assertEqual(self.issued_by_local_ca(), 2)
+        self.assertEqual(len([c for c in e.list_certs() if c.get("subject") == "CN=victim"]), 1)
+        self.assertEqual(len(e.objects("agent", kind="privkey")), 1)
+        # once it ended, the (new) certificate renews again
+        third = self.renew_due()
+        self.assertEqual(len(third["jobs"]), 1)
+        self.assertNotEqual(third["jobs"][0], job)
+        self.assertTrue(e.wait_job(third["jobs"][0], 60)[0])
 
 
 if __name__ == "__main__":
