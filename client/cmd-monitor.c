@@ -17,6 +17,14 @@ typedef struct {
   GHashTable *last;   /* job path → last state line (the daemon repeats every property) */
 } Monitor;
 
+/* dates in event lines: a log format, the same in every language */
+static char *
+log_date (gint64 t)
+{
+  g_autoptr(GDateTime) dt = g_date_time_new_from_unix_local (t);
+  return dt ? g_date_time_format (dt, "%Y-%m-%d") : g_strdup ("?");
+}
+
 static char *
 timestamp (gboolean iso)
 {
@@ -127,7 +135,7 @@ on_manager_signal (GDBusConnection *conn, const char *sender, const char *path, 
         }
       else
         {
-          g_autofree char *date = ctl_format_date (g_variant_get_int64 (not_after));
+          g_autofree char *date = log_date (g_variant_get_int64 (not_after));
           g_string_printf (s, "%s %s %s expires=%s", ts, signal, g_variant_get_string (uri, NULL), date);
           append_pairs (s, info);
         }
@@ -148,9 +156,11 @@ on_manager_signal (GDBusConnection *conn, const char *sender, const char *path, 
         }
       else
         {
-          g_autofree char *date = ctl_format_date (g_variant_get_int64 (not_after));
-          g_autofree char *left = ctl_format_days_left (g_variant_get_int64 (not_after));
-          g_string_printf (s, "%s %s %s expires=%s (%s)", ts, signal, g_variant_get_string (uri, NULL), date, left);
+          gint64 t = g_variant_get_int64 (not_after);
+          g_autofree char *date = log_date (t);
+          g_string_printf (s, "%s %s %s expires=%s days_left=%" G_GINT64_FORMAT, ts, signal,
+                           g_variant_get_string (uri, NULL), date,
+                           MAX (t - g_get_real_time () / G_USEC_PER_SEC, (gint64) 0) / 86400);
         }
     }
   else

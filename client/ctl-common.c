@@ -614,7 +614,7 @@ ctl_secret_new (const char *file, const char *prompt, const char *what,
           continue;
         }
       /* TRANSLATORS: the prompt to type a new secret a second time; %s is what it is ("new token password") */
-      prompt2 = g_strdup_printf (_("%s again: "), what);
+      prompt2 = g_strdup_printf (_("Repeat the %s: "), what);
       again = ctl_secret_prompt (prompt2, what, error);
       g_clear_pointer (&prompt2, g_free);
       if (again == NULL)

@@ -1,6 +1,7 @@
 #include "p11c-pin-policy.h"
 #include "p11c-error.h"
 #include "p11c-secret.h"
+#include <gio/gio.h>
 #include <string.h>
 
 typedef struct {
@@ -115,6 +116,71 @@ test_variant (void)
   g_assert_nonnull (strstr (desc, "digit"));
 }
 
+/* the rule ids clients translate from (CheckPin, the "broken" detail) */
+static void
+test_broken_ids (void)
+{
+  P11cPinPolicy policy;
+  static const struct { const char *pin; const char *broken; guint chars; } cases[] = {
+    { "N3wPassw0rd", "", 11 },
+    { "abc", "min_length,digit,upper", 3 },
+    { "пароль12345", "upper,lower", 11 },            /* Cyrillic letters are not Latin */
+    { "ПАРОЛЬ12345a", "upper", 12 },
+    { "Abcdefgh", "digit", 8 },
+    { "Abcdefg1\n", "line_break", 9 },
+  };
+
+  p11c_pin_policy_init_default (&policy);
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      guint chars;
+      g_auto(GStrv) broken = p11c_pin_policy_broken (&policy, cases[i].pin, &chars);
+      g_autofree char *joined = g_strjoinv (",", broken);
+      g_assert_cmpstr (joined, ==, cases[i].broken);
+      g_assert_cmpuint (chars, ==, cases[i].chars);
+    }
+}
+
+/* details ride on the error through copies and prefixes (the daemon prefixes
+ * the token's state and hands copies to jobs) */
+static void
+test_error_details (void)
+{
+  P11cPinPolicy policy;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GError) copy = NULL;
+  g_autoptr(GVariant) details = NULL;
+  g_autoptr(GVariant) other = NULL;
+  g_autoptr(GError) plain = g_error_new_literal (G_IO_ERROR, G_IO_ERROR_FAILED, "x");
+  g_autofree const char **broken = NULL;
+  guint32 length;
+
+  p11c_pin_policy_init_default (&policy);
+  g_assert_false (p11c_pin_policy_check (&policy, "пароль12345", &error));
+  g_prefix_error (&error, "prefix: ");
+  copy = g_error_copy (error);
+  p11c_error_set_detail (copy, "extra", g_variant_new_boolean (TRUE));
+  details = g_variant_ref_sink (p11c_error_get_details (copy));
+  g_assert_true (g_variant_lookup (details, "broken", "^a&s", &broken));
+  g_assert_cmpuint (g_strv_length ((char **) broken), ==, 2);
+  g_assert_cmpstr (broken[0], ==, "upper");
+  g_assert_cmpstr (broken[1], ==, "lower");
+  g_assert_true (g_variant_lookup (details, "length", "u", &length));
+  g_assert_cmpuint (length, ==, 11);
+  /* copy on write: the original does not see the copy's new key */
+  other = g_variant_ref_sink (p11c_error_get_details (error));
+  g_assert_false (g_variant_lookup (other, "extra", "b", NULL));
+  g_assert_true (g_variant_lookup (details, "extra", "b", NULL));
+  /* other domains carry nothing, and converting one gives a clean P11C_ERROR */
+  p11c_error_set_detail (plain, "x", g_variant_new_boolean (TRUE));
+  g_clear_pointer (&other, g_variant_unref);
+  other = g_variant_ref_sink (p11c_error_get_details (plain));
+  g_assert_cmpuint (g_variant_n_children (other), ==, 0);
+  p11c_error_convert (&plain);
+  g_assert_error (plain, P11C_ERROR, P11C_ERROR_FAILED);
+  g_assert_cmpstr (plain->message, ==, "x");
+}
+
 int
 main (int argc, char **argv)
 {
@@ -124,5 +190,7 @@ main (int argc, char **argv)
   g_test_add_func ("/pin-policy/invalid-utf8", test_invalid_utf8);
   g_test_add_func ("/pin-policy/secret-check", test_secret_check);
   g_test_add_func ("/pin-policy/variant", test_variant);
+  g_test_add_func ("/pin-policy/broken-ids", test_broken_ids);
+  g_test_add_func ("/pin-policy/error-details", test_error_details);
   return g_test_run ();
 }
