@@ -114,6 +114,15 @@ class Modules(TestCase):
         self.assertEqual(len(mine), 1, tokens)
         if kind == "tpm2":
             self.assertEqual(len(tokens), 1, "the empty extra slot is not a token")
+            # no libcrypto engine nor libp11 in the daemon (they break tss2's login)
+            pid = e.conn.call_sync("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                                   "GetConnectionUnixProcessID", GLib.Variant("(s)", ("org.p11certd",)),
+                                   None, 0, 5000, None).unpack()[0]
+            with open("/proc/%d/maps" % pid) as f:
+                maps = f.read()
+            self.assertIn("libtpm2_pkcs11.so", maps)
+            self.assertNotIn("engines-3", maps)
+            self.assertNotIn("libp11.so", maps)
         for t in tokens:
             self.assertEqual(e.list_certs(token=t["uri"]), [])
         tok = mine[0]
