@@ -8,6 +8,7 @@ which stays English.  Also the polkit actions' messages in Russian from the
 real polkitd."""
 import os
 import re
+import subprocess
 
 from gi.repository import GLib
 
@@ -19,6 +20,8 @@ ALICE = "p11c-alice"
 class Russian(TestCase):
     def setUp(self):
         super().setUp()
+        locales = subprocess.run(["locale", "-a"], capture_output=True, text=True).stdout.lower().split()
+        self.assertIn("ru_ru.utf8", locales, "the ru_RU.UTF-8 locale is missing: run tools/install-deps")
         e = self.env
         e.add_token("agent")
         # 1, 2 and 5 days left: the three Russian plural forms
