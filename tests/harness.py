@@ -426,6 +426,22 @@ class Env:
         certificate named by PKCS#11 URIs (p11-kit loads only @module, in a
         private mount namespace; the PIN comes from GNUTLS_PIN).  True when
         the server let us in (its status page came back)."""
+        argv = ["gnutls-cli", "--insecure", "--port", str(port)]
+        if cert_uri:
+            argv += ["--x509certfile", cert_uri, "--x509keyfile", key_uri]
+        argv.append("127.0.0.1")
+        env = dict(self.env, GNUTLS_PIN=pin)
+        r = subprocess.run(["timeout", "60"] + self.p11kit_only(module, init_args) + argv,
+                           input="GET / HTTP/1.0\r\n\r\n", env=env, capture_output=True, text=True)
+        self.last_tls = r
+        if module == TPM2_MODULE:
+            self.tpm_flush()
+        return "HTTP/1.0 200 ok" in r.stdout
+
+    def p11kit_only(self, module=None, init_args=None):
+        """argv prefix: run a command in a private mount namespace where
+        p11-kit's registrations are only @module (with x-init-reserved:
+        @init_args), or none"""
         mods = os.path.join(self.tmp, "p11-kit-modules")
         os.makedirs(mods, exist_ok=True)
         for f in os.listdir(mods):
@@ -433,21 +449,10 @@ class Env:
         if module:
             with open(os.path.join(mods, "under-test.module"), "w") as f:
                 f.write("module: %s\n" % module + ("x-init-reserved: %s\n" % init_args if init_args else ""))
-        argv = ["gnutls-cli", "--insecure", "--port", str(port)]
-        if cert_uri:
-            argv += ["--x509certfile", cert_uri, "--x509keyfile", key_uri]
-        argv.append("127.0.0.1")
         binds = "mount --bind %s /usr/share/p11-kit/modules" % mods
         if os.path.isdir("/etc/pkcs11"):
             binds += " && mount --bind %s /etc/pkcs11" % mods
-        env = dict(self.env, GNUTLS_PIN=pin)
-        r = subprocess.run(["timeout", "60", "unshare", "--mount", "--propagation", "private", "sh", "-c",
-                            binds + ' && exec "$@"', "sh"] + argv,
-                           input="GET / HTTP/1.0\r\n\r\n", env=env, capture_output=True, text=True)
-        self.last_tls = r
-        if module == TPM2_MODULE:
-            self.tpm_flush()
-        return "HTTP/1.0 200 ok" in r.stdout
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", binds + ' && exec "$@"', "sh"]
 
     def tls_client_engine(self, port, module, key_uri, cert_der, pin=PIN, init_args=None):
         """openssl s_client to the portal with the token key through the
@@ -659,7 +664,8 @@ class Env:
                 f.write("[module %s]\ninit-args=%s\n" % (m, args))
         return path
 
-    def start_daemon(self, wait=True, extra_args=(), env=None):
+    def start_daemon(self, wait=True, extra_args=(), env=None, wrap=()):
+        """@wrap: argv the daemon's command is appended to (p11kit_only())"""
         if self.bus_address is None:
             self.start_bus()
         conf = self.write_config()
@@ -668,8 +674,8 @@ class Env:
             if self.daemon_sender is not None:
                 self.retired_senders.add(self.daemon_sender)
             self.daemon_sender = None
-        self.daemon = self.spawn("p11certd", [DAEMON, "--address", self.bus_address, "--config", conf,
-                                              "--verbose"] + list(extra_args), env=env)
+        self.daemon = self.spawn("p11certd", list(wrap) + [DAEMON, "--address", self.bus_address, "--config", conf,
+                                                           "--verbose"] + list(extra_args), env=env)
         if wait:
             wait_for(lambda: self.daemon.poll() is not None or self.name_has_owner(), 20, "p11certd on the bus")
             if self.daemon.poll() is not None:

@@ -238,6 +238,21 @@ class Modules(TestCase):
         self.assertTrue(mods[SOFTHSM]["loaded"])
         self.assertEqual([t["label"] for t in e.list_tokens()], ["agent"])
 
+    def test_nss_through_p11kit(self):
+        """NSS registered with p11-kit (x-init-reserved:) and the daemon on
+        its default p11-kit-proxy.so: the proxy hands the init arguments on."""
+        e = self.env
+        init_args = e.make_nss_db()
+        e.modules = ["p11-kit-proxy.so"]
+        e.start_daemon(wrap=e.p11kit_only(NSS_MODULE, init_args))
+        tok = [t for t in e.list_tokens() if t["label"] == "NSS Certificate DB"]
+        self.assertEqual(len(tok), 1, e.list_tokens())
+        _, (ok, err, msg) = self.job({"ca": "local", "storage": "token", "token": tok[0]["uri"], "pin": PIN,
+                                      "subject": "CN=via p11-kit"})
+        self.assertTrue(ok, "%s: %s" % (err, msg))
+        login, objs = e.token_objects(NSS_MODULE, "NSS Certificate DB", PIN, init_args)
+        self.assertIn("private key", [o["class"] for o in objs])
+
     def test_softhsm(self):
         self.flow("softhsm")
 
