@@ -209,7 +209,7 @@ ctl_cmd_delete (int argc, char **argv)
     g_auto(GStrv) removed = NULL;
     const char *what = ctl_dict_str (result, "certificate", uri);
     const char *kept = ctl_dict_str (result, "keys_kept", "");
-    guint32 keys = 0;
+    guint32 keys = 0, shared = 0;
 
     g_variant_lookup (result, "keys_removed", "u", &keys);
     ctl_message (_("Deleted the certificate %s."), what);
@@ -218,7 +218,10 @@ ctl_cmd_delete (int argc, char **argv)
         ctl_message (_("  removed %s"), removed[i]);
     if (keys > 0)
       ctl_message (ngettext ("%u key object removed.", "%u key objects removed.", keys), keys);
-    if (kept[0] != '\0')
+    if (g_variant_lookup (result, "keys_shared_with", "u", &shared) && shared > 0)
+      ctl_message (ngettext ("The key was kept: %u other certificate uses it.",
+                             "The key was kept: %u other certificates use it.", shared), shared);
+    else if (kept[0] != '\0')
       /* TRANSLATORS: %s is the daemon's English reason, for an administrator */
       ctl_message (_("Keys kept: %s"), kept);
   }

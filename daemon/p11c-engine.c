@@ -835,6 +835,7 @@ delete_locked (P11cToken *t, P11cSession *s, const P11cUri *uri, gboolean keep_k
   g_autoptr(GBytes) cert_id = NULL;
   g_autofree char *cert_label = NULL;
   g_autofree char *kept_reason = NULL;
+  guint shared_with = 0;   /* other certificates using the key (kept) */
   GVariantBuilder b;
   CK_TOKEN_INFO info;
   CK_OBJECT_HANDLE cert;
@@ -872,7 +873,10 @@ delete_locked (P11cToken *t, P11cSession *s, const P11cUri *uri, gboolean keep_k
       if (others == NULL)
         goto partial;
       if (others->len > 0)
-        kept_reason = g_strdup_printf ("%u other certificate(s) use the same key", others->len);
+        {
+          kept_reason = g_strdup_printf ("%u other certificate(s) use the same key", others->len);
+          shared_with = others->len;
+        }
       else
         {
           static const CK_OBJECT_CLASS classes[] = { CKO_PRIVATE_KEY, CKO_PUBLIC_KEY };
@@ -924,6 +928,8 @@ delete_locked (P11cToken *t, P11cSession *s, const P11cUri *uri, gboolean keep_k
   g_variant_builder_add (&b, "{sv}", "keys_removed", g_variant_new_uint32 (removed->len - 2));
   if (kept_reason)
     g_variant_builder_add (&b, "{sv}", "keys_kept", g_variant_new_string (kept_reason));
+  if (shared_with > 0)
+    g_variant_builder_add (&b, "{sv}", "keys_shared_with", g_variant_new_uint32 (shared_with));
   return g_variant_builder_end (&b);
 
 partial:

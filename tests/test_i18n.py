@@ -12,7 +12,7 @@ import subprocess
 
 from gi.repository import GLib
 
-from harness import CTL, JOB_IFACE, PIN, TestCase, ensure_user, main
+from harness import CTL, JOB_IFACE, PIN, TestCase, ensure_user, main, make_cert
 
 ALICE = "p11c-alice"
 
@@ -85,6 +85,17 @@ class Russian(TestCase):
         child.close()
         self.assertEqual(child.exitstatus, 0)
         self.assertEqual(sorted(c["label"] for c in e.list_certs()), ["five days", "two days"])
+
+    def test_delete_keeps_a_shared_key(self):
+        e = self.env
+        e.put_cert("agent", make_cert("Same Key")[1], "01", "same key")    # a second certificate of key 01
+        e.start_daemon()
+        r = e.ctl("delete", "--label", "old cert", "--yes", "--pin-file", self.pin_file, lang="ru")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("Ключ оставлен: его использует ещё 1 сертификат.", r.stdout)
+        kinds = [o["type"] for o in e.objects("agent") if o["id"] == "01"]
+        self.assertIn("private key", kinds)
+        self.assertEqual(kinds.count("certificate"), 1, kinds)
 
     def test_pin_policy_rules(self):
         e = self.env
