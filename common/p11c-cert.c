@@ -153,18 +153,3 @@ p11c_cert_summary_from_der (const guint8 *der, gsize len, GError **error)
     }
   return p11c_cert_summary_from_x509 (cert);
 }
-
-gboolean
-p11c_cert_renewal_due (gint64 not_before, gint64 not_after, gint64 now,
-                       guint window_days, gint64 *days_left)
-{
-  gint64 lifetime = not_after - not_before;
-  gint64 left = not_after - now;
-  gint64 two_thirds = not_before + (lifetime > 0 ? lifetime * 2 / 3 : 0);
-
-  if (days_left)
-    *days_left = left >= 0 ? left / 86400 : -((-left + 86399) / 86400);
-  if (now >= two_thirds)
-    return TRUE;
-  return left < (gint64) window_days * 86400;
-}

@@ -27,10 +27,4 @@ char *p11c_sha256_hex (const guint8 *data, gsize len);
 /* Key type name for a public key ("ec-p256", "ec-p384", "rsa-2048", ...) */
 char *p11c_pkey_type_name (EVP_PKEY *pkey);
 
-/* Renewal window: due when 2/3 of the lifetime has passed or fewer than
- * @window_days remain, whichever comes first.  Sets *days_left (may be
- * negative once expired). */
-gboolean p11c_cert_renewal_due (gint64 not_before, gint64 not_after, gint64 now,
-                                guint window_days, gint64 *days_left);
-
 G_END_DECLS

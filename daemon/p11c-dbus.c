@@ -389,7 +389,7 @@ cert_dict (P11cCertEntry *e, const P11cConfig *config, gint64 now, GHashTable *i
     {
       P11cCertSummary *s = e->summary;
       gint64 days_left;
-      gboolean due = p11c_cert_renewal_due (s->not_before, s->not_after, now, config->window_days, &days_left);
+      gboolean due = p11c_renewal_due (s->not_before, s->not_after, now, config->window_days, &days_left);
       g_variant_builder_add (&b, "{sv}", "subject", g_variant_new_string (s->subject));
       g_variant_builder_add (&b, "{sv}", "issuer", g_variant_new_string (s->issuer));
       g_variant_builder_add (&b, "{sv}", "serial", g_variant_new_string (s->serial));
@@ -447,7 +447,7 @@ token_generation (P11cToken *t)
 }
 
 /* The first second after @now at which days_left or renewal_due of a
- * certificate with @s changes (see p11c_cert_renewal_due). */
+ * certificate with @s changes (see p11c_renewal_due). */
 static gint64
 cert_fields_change_at (const P11cCertSummary *s, gint64 now, guint window_days)
 {

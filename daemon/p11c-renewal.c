@@ -51,6 +51,23 @@ p11c_renewal_collect (P11cEngine *engine, GPtrArray *tokens, GPtrArray **listed)
   return out;
 }
 
+/* ---- the renewal window ------------------------------------------------- */
+
+gboolean
+p11c_renewal_due (gint64 not_before, gint64 not_after, gint64 now,
+                  guint window_days, gint64 *days_left)
+{
+  gint64 lifetime = not_after - not_before;
+  gint64 left = not_after - now;
+  gint64 two_thirds = not_before + (lifetime > 0 ? lifetime * 2 / 3 : 0);
+
+  if (days_left)
+    *days_left = left >= 0 ? left / 86400 : -((-left + 86399) / 86400);
+  if (now >= two_thirds)
+    return TRUE;
+  return left < (gint64) window_days * 86400;
+}
+
 /* Is @f the certificate @rec was written as — on the token it names, or
  * the system store entry it names?  When not, @why says where it belongs. */
 static gboolean
@@ -354,7 +371,7 @@ p11c_renewal_plan_due (P11cEngine *engine, GPtrArray *tokens, gint64 now)
         continue;
       if (!found_in_place (f, rec, &why))
         {
-          if (p11c_cert_renewal_due (sum->not_before, sum->not_after, now, config->window_days, &days_left))
+          if (p11c_renewal_due (sum->not_before, sum->not_after, now, config->window_days, &days_left))
             {
               g_message ("Not renewing %s: %s", f->entry->uri, why->message);
               not_renewable (plan, f, why->message);
@@ -362,7 +379,7 @@ p11c_renewal_plan_due (P11cEngine *engine, GPtrArray *tokens, gint64 now)
           continue;
         }
       g_hash_table_add (in_place, g_strdup (sum->sha256));
-      if (!p11c_cert_renewal_due (sum->not_before, sum->not_after, now, config->window_days, &days_left))
+      if (!p11c_renewal_due (sum->not_before, sum->not_after, now, config->window_days, &days_left))
         continue;
       profile = p11c_engine_find_ca (engine, rec->ca);
       if (profile == NULL)

@@ -10,6 +10,12 @@
 
 G_BEGIN_DECLS
 
+/* Renewal window: due when 2/3 of the lifetime has passed or fewer than
+ * @window_days remain, whichever comes first.  Sets *days_left (may be
+ * negative once expired). */
+gboolean p11c_renewal_due (gint64 not_before, gint64 not_after, gint64 now,
+                           guint window_days, gint64 *days_left);
+
 /* A certificate the daemon can see: on @token, or in the system store. */
 typedef struct {
   P11cCertEntry *entry;

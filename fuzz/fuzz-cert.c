@@ -2,6 +2,7 @@
  * a file or a CA reply: p11c_cert_summary_from_der on the raw bytes. */
 #include "fuzz-common.h"
 #include "p11c-cert.h"
+#include "p11c-renewal.h"
 
 P11C_FUZZ_INITIALIZE
 
@@ -25,6 +26,6 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   P11C_FUZZ_ASSERT (g_utf8_validate (s->serial, -1, NULL));
   P11C_FUZZ_ASSERT (g_utf8_validate (s->key_type, -1, NULL));
   P11C_FUZZ_ASSERT (strlen (s->sha256) == 64);
-  (void) p11c_cert_renewal_due (s->not_before, s->not_after, 1700000000, 30, &days_left);
+  (void) p11c_renewal_due (s->not_before, s->not_after, 1700000000, 30, &days_left);
   return 0;
 }

@@ -69,27 +69,6 @@ test_trailing_bytes (void)
   OPENSSL_free (der);
 }
 
-static void
-test_renewal_window (void)
-{
-  const gint64 day = 86400;
-  gint64 left;
-
-  /* one-year cert, 30-day window: due at 2/3 of lifetime (day 243) */
-  g_assert_false (p11c_cert_renewal_due (0, 365 * day, 100 * day, 30, &left));
-  g_assert_cmpint (left, ==, 265);
-  g_assert_true (p11c_cert_renewal_due (0, 365 * day, 244 * day, 30, &left));
-  /* 60-day cert: 2/3 at day 40, window at day 30 → due from day 30 */
-  g_assert_false (p11c_cert_renewal_due (0, 60 * day, 29 * day, 30, &left));
-  g_assert_true (p11c_cert_renewal_due (0, 60 * day, 31 * day, 30, &left));
-  /* expired */
-  g_assert_true (p11c_cert_renewal_due (0, 10 * day, 11 * day, 30, &left));
-  g_assert_cmpint (left, ==, -1);
-  /* 5-minute cert: due after 200 s */
-  g_assert_false (p11c_cert_renewal_due (0, 300, 199, 0, &left));
-  g_assert_true (p11c_cert_renewal_due (0, 300, 200, 0, &left));
-}
-
 int
 main (int argc, char **argv)
 {
@@ -98,6 +77,5 @@ main (int argc, char **argv)
   g_test_add_func ("/cert/key-types", test_key_types);
   g_test_add_func ("/cert/garbage", test_garbage);
   g_test_add_func ("/cert/trailing-bytes", test_trailing_bytes);
-  g_test_add_func ("/cert/renewal-window", test_renewal_window);
   return g_test_run ();
 }

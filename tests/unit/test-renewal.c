@@ -370,10 +370,32 @@ test_expiry_scan (Fixture *f, gconstpointer data)
   g_assert_cmpuint (crossing->len, ==, 1);               /* once only */
 }
 
+static void
+test_renewal_window (void)
+{
+  const gint64 day = 86400;
+  gint64 left;
+
+  /* one-year cert, 30-day window: due at 2/3 of lifetime (day 243) */
+  g_assert_false (p11c_renewal_due (0, 365 * day, 100 * day, 30, &left));
+  g_assert_cmpint (left, ==, 265);
+  g_assert_true (p11c_renewal_due (0, 365 * day, 244 * day, 30, &left));
+  /* 60-day cert: 2/3 at day 40, window at day 30 → due from day 30 */
+  g_assert_false (p11c_renewal_due (0, 60 * day, 29 * day, 30, &left));
+  g_assert_true (p11c_renewal_due (0, 60 * day, 31 * day, 30, &left));
+  /* expired */
+  g_assert_true (p11c_renewal_due (0, 10 * day, 11 * day, 30, &left));
+  g_assert_cmpint (left, ==, -1);
+  /* 5-minute cert: due after 200 s */
+  g_assert_false (p11c_renewal_due (0, 300, 199, 0, &left));
+  g_assert_true (p11c_renewal_due (0, 300, 200, 0, &left));
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/renewal/window", test_renewal_window);
 #define ADD(path, fn) g_test_add (path, Fixture, NULL, fixture_set_up, fn, fixture_tear_down)
   ADD ("/renewal/due-and-people", test_due_and_people);
   ADD ("/renewal/pin-file-binding", test_pin_file_binding);
