@@ -9,6 +9,7 @@ static PolkitAuthority *authority;
  * unique name is never reused on a bus and a connection's credentials never
  * change, so the entry is good until the name goes away: NameOwnerChanged
  * drops it.  Saves a GetConnectionUnixUser round trip per call. */
+static GMutex           uid_lock;    /* uid_cache: read from GDBus's thread too */
 static GHashTable      *uid_cache;
 static GDBusConnection *uid_conn;
 static guint            uid_watch;
@@ -38,7 +39,22 @@ p11c_auth_shutdown (void)
     g_dbus_connection_signal_unsubscribe (uid_conn, uid_watch);
   uid_watch = 0;
   g_clear_object (&uid_conn);
+  g_mutex_lock (&uid_lock);
   g_clear_pointer (&uid_cache, g_hash_table_unref);
+  g_mutex_unlock (&uid_lock);
+}
+
+gboolean
+p11c_auth_cached_uid (const char *sender, guint *uid)
+{
+  gpointer value = NULL;
+  gboolean found;
+
+  g_mutex_lock (&uid_lock);
+  found = uid_cache != NULL && g_hash_table_lookup_extended (uid_cache, sender, NULL, &value);
+  g_mutex_unlock (&uid_lock);
+  *uid = GPOINTER_TO_UINT (value);
+  return found;
 }
 
 static void
@@ -50,8 +66,10 @@ name_owner_changed (GDBusConnection *conn, const char *sender, const char *path,
   if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(sss)")))
     return;
   g_variant_get (params, "(&s&s&s)", &name, &old_owner, &new_owner);
+  g_mutex_lock (&uid_lock);
   if (*new_owner == '\0' && uid_cache != NULL)
     g_hash_table_remove (uid_cache, name);
+  g_mutex_unlock (&uid_lock);
 }
 
 /* Start caching for @conn.  The match rule is sent before any
@@ -66,9 +84,11 @@ uid_cache_watch (GDBusConnection *conn)
   if (uid_watch)
     g_dbus_connection_signal_unsubscribe (uid_conn, uid_watch);
   g_clear_object (&uid_conn);
-  g_clear_pointer (&uid_cache, g_hash_table_unref);
   uid_conn = g_object_ref (conn);
+  g_mutex_lock (&uid_lock);
+  g_clear_pointer (&uid_cache, g_hash_table_unref);
   uid_cache = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  g_mutex_unlock (&uid_lock);
   uid_watch = g_dbus_connection_signal_subscribe (conn, "org.freedesktop.DBus", "org.freedesktop.DBus",
                                                   "NameOwnerChanged", "/org/freedesktop/DBus", NULL,
                                                   G_DBUS_SIGNAL_FLAGS_NONE, name_owner_changed, NULL, NULL);
@@ -175,12 +195,14 @@ uid_ready (GObject *source, GAsyncResult *res, gpointer user_data)
       return;
     }
   g_variant_get (reply, "(u)", &d->uid);
+  g_mutex_lock (&uid_lock);
   if (uid_cache != NULL && G_DBUS_CONNECTION (source) == uid_conn)
     {
       if (g_hash_table_size (uid_cache) >= UID_CACHE_MAX)
         g_hash_table_remove_all (uid_cache);
       g_hash_table_insert (uid_cache, g_strdup (d->sender), GUINT_TO_POINTER (d->uid));
     }
+  g_mutex_unlock (&uid_lock);
   uid_known (g_steal_pointer (&task));
 }
 
@@ -214,15 +236,11 @@ p11c_auth_check_async (GDBusMethodInvocation *invocation, const char *action,
       return;
     }
   uid_cache_watch (conn);
-  {
-    gpointer uid;
-    if (g_hash_table_lookup_extended (uid_cache, d->sender, NULL, &uid))
-      {
-        d->uid = GPOINTER_TO_UINT (uid);
-        uid_known (task);
-        return;
-      }
-  }
+  if (p11c_auth_cached_uid (d->sender, &d->uid))
+    {
+      uid_known (task);
+      return;
+    }
   g_dbus_connection_call (conn, "org.freedesktop.DBus", "/org/freedesktop/DBus",
                           "org.freedesktop.DBus", "GetConnectionUnixUser",
                           g_variant_new ("(s)", d->sender), G_VARIANT_TYPE ("(u)"),

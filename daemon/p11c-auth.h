@@ -14,6 +14,11 @@ void p11c_auth_check_async (GDBusMethodInvocation *invocation, const char *actio
 /* Returns TRUE when allowed; *uid is the caller's Unix uid. */
 gboolean p11c_auth_check_finish (GAsyncResult *res, guint *uid, GError **error);
 
+/* The uid behind unique bus name @sender when a call of it was checked
+ * before (cached until the name goes away); FALSE when not known.  Any
+ * thread. */
+gboolean p11c_auth_cached_uid (const char *sender, guint *uid);
+
 void p11c_auth_shutdown (void);
 
 G_END_DECLS

@@ -33,6 +33,8 @@ card_event_free (CardEvent *ev)
   g_free (ev);
 }
 
+typedef struct _FastPath FastPath;
+
 struct _P11cDaemon {
   GDBusConnection *conn;
   P11cEngine      *engine;
@@ -56,6 +58,8 @@ struct _P11cDaemon {
   gboolean         expiry_running;
   /* ListCerts replies: request shape → ListReply (main thread only) */
   GHashTable      *list_cache;
+  FastPath        *fast;     /* FastPath, shared with GDBus's thread */
+  guint            fast_filter;
 };
 
 static void schedule_expiry (P11cDaemon *d);
@@ -89,6 +93,7 @@ typedef struct {
   gboolean               keep_key;
   gboolean               changes_certs;  /* re-plan CertificateExpiring after it */
   char                  *storage;
+  guint                  token_set;      /* FastPath.token_set when resolved */
   gpointer               payload;        /* a worker's result for the main thread */
   GDestroyNotify         payload_free;
 } Call;
@@ -417,6 +422,7 @@ cert_dict (P11cCertEntry *e, const P11cConfig *config, gint64 now, GHashTable *i
  * rebuilding, no freeing of the tree. */
 
 typedef struct {
+  gint       ref;
   GPtrArray *tokens;        /* P11cToken listed, in order */
   GArray    *generations;   /* guint per token, read before it was listed */
   gboolean   system;        /* the system store is in it */
@@ -427,9 +433,18 @@ typedef struct {
   GVariant  *reply;         /* (aa{sv}), not floating */
 } ListReply;
 
+static ListReply *
+list_reply_ref (ListReply *lr)
+{
+  g_atomic_int_inc (&lr->ref);
+  return lr;
+}
+
 static void
 list_reply_free (ListReply *lr)
 {
+  if (!g_atomic_int_dec_and_test (&lr->ref))
+    return;
   g_clear_pointer (&lr->tokens, g_ptr_array_unref);
   g_clear_pointer (&lr->generations, g_array_unref);
   g_clear_pointer (&lr->reply, g_variant_unref);
@@ -465,22 +480,158 @@ cert_fields_change_at (const P11cCertSummary *s, gint64 now, guint window_days)
   return at;
 }
 
+/* Everything @lr was built from is unchanged (any thread). */
+static gboolean
+list_reply_current (P11cEngine *engine, const ListReply *lr)
+{
+  gint64 now = g_get_real_time () / G_USEC_PER_SEC;
+
+  if (now < lr->built_at || now >= lr->valid_until
+      || lr->issued_gen != p11c_records_generation (p11c_engine_get_records (engine))
+      || (lr->system && lr->store_gen != p11c_system_store_generation ()))
+    return FALSE;
+  for (guint i = 0; i < lr->tokens->len; i++)
+    if (g_array_index (lr->generations, guint, i) != token_generation (lr->tokens->pdata[i]))
+      return FALSE;
+  return TRUE;
+}
+
+/* ... and it lists what a call resolved to now (main thread) */
 static gboolean
 list_reply_fresh (P11cDaemon *d, const ListReply *lr, GPtrArray *tokens, gboolean system)
 {
-  gint64 now = g_get_real_time () / G_USEC_PER_SEC;
   guint n = tokens ? tokens->len : 0;
 
-  if (now < lr->built_at || now >= lr->valid_until || lr->system != system
-      || lr->issued_gen != p11c_records_generation (p11c_engine_get_records (d->engine))
-      || (system && lr->store_gen != p11c_system_store_generation ())
-      || lr->tokens->len != n)
+  if (lr->system != system || lr->tokens->len != n)
     return FALSE;
   for (guint i = 0; i < n; i++)
-    if (lr->tokens->pdata[i] != tokens->pdata[i]
-        || g_array_index (lr->generations, guint, i) != token_generation (tokens->pdata[i]))
+    if (lr->tokens->pdata[i] != tokens->pdata[i])
       return FALSE;
-  return TRUE;
+  return list_reply_current (d->engine, lr);
+}
+
+/* ---- warm ListCerts from root, answered in GDBus's own thread ------------
+ *
+ * Like Peer.Ping: a message filter (GDBus's worker thread) answers a
+ * ListCerts whose exact arguments were answered before, while that reply is
+ * still current and the token set has not changed since those arguments were
+ * resolved (d->token_set), from a caller whose uid is known to be 0 — root
+ * needs no polkit check (p11c-auth.c); every other caller, and anything not
+ * known, goes the normal way through the main loop. */
+
+struct _FastPath {
+  gint        ref;
+  GMutex      lock;
+  gboolean    closed;        /* the daemon is going: answer nothing */
+  P11cEngine *engine;
+  GHashTable *replies;       /* GBytes of the call's arguments → FastEntry */
+  guint       token_set;     /* atomic: bumped when tokens come, go or change */
+};
+#define FAST_PATH_MAX 64
+
+typedef struct {
+  ListReply *lr;
+  guint      token_set;     /* FastPath.token_set when the arguments were resolved */
+} FastEntry;
+
+static void
+fast_entry_free (FastEntry *e)
+{
+  list_reply_free (e->lr);
+  g_free (e);
+}
+
+static FastPath *
+fast_path_new (P11cEngine *engine)
+{
+  FastPath *fp = g_new0 (FastPath, 1);
+  fp->ref = 1;
+  g_mutex_init (&fp->lock);
+  fp->engine = engine;
+  fp->replies = g_hash_table_new_full (g_bytes_hash, g_bytes_equal, (GDestroyNotify) g_bytes_unref,
+                                       (GDestroyNotify) fast_entry_free);
+  return fp;
+}
+
+static void
+fast_path_unref (gpointer data)
+{
+  FastPath *fp = data;
+  if (!g_atomic_int_dec_and_test (&fp->ref))
+    return;
+  g_hash_table_unref (fp->replies);
+  g_mutex_clear (&fp->lock);
+  g_free (fp);
+}
+
+/* Remember that @params, resolved when the token set was @token_set, were
+ * answered with @lr (main thread). */
+static void
+fast_path_learn (FastPath *fp, GVariant *params, guint token_set, ListReply *lr)
+{
+  g_mutex_lock (&fp->lock);
+  if (!fp->closed)
+    {
+      FastEntry *e = g_new0 (FastEntry, 1);
+      e->lr = list_reply_ref (lr);
+      e->token_set = token_set;
+      if (g_hash_table_size (fp->replies) >= FAST_PATH_MAX)
+        g_hash_table_remove_all (fp->replies);
+      /* a copy: the call's arguments are wiped when it is freed */
+      g_hash_table_replace (fp->replies, g_bytes_new (g_variant_get_data (params), g_variant_get_size (params)), e);
+    }
+  g_mutex_unlock (&fp->lock);
+}
+
+/* The daemon is going (main thread): nothing is answered from now on. */
+static void
+fast_path_close (FastPath *fp)
+{
+  g_mutex_lock (&fp->lock);
+  fp->closed = TRUE;
+  g_hash_table_remove_all (fp->replies);
+  g_mutex_unlock (&fp->lock);
+}
+
+static GDBusMessage *
+fast_path_filter (GDBusConnection *conn, GDBusMessage *msg, gboolean incoming, gpointer data)
+{
+  FastPath *fp = data;
+  const char *member, *sender;
+  GVariant *body;
+  g_autoptr(GBytes) key = NULL;
+  g_autoptr(GVariant) reply_body = NULL;
+  GDBusMessage *reply;
+  guint uid;
+
+  if (!incoming || g_dbus_message_get_message_type (msg) != G_DBUS_MESSAGE_TYPE_METHOD_CALL
+      || (member = g_dbus_message_get_member (msg)) == NULL || !g_str_equal (member, "ListCerts")
+      || g_strcmp0 (g_dbus_message_get_interface (msg), P11C_DBUS_MANAGER_IFACE) != 0
+      || g_strcmp0 (g_dbus_message_get_path (msg), P11C_DBUS_PATH) != 0
+      || (g_dbus_message_get_flags (msg) & G_DBUS_MESSAGE_FLAGS_NO_REPLY_EXPECTED)
+      || (sender = g_dbus_message_get_sender (msg)) == NULL
+      || (body = g_dbus_message_get_body (msg)) == NULL
+      || !g_variant_is_of_type (body, G_VARIANT_TYPE ("(a{sv})"))
+      || !p11c_auth_cached_uid (sender, &uid) || uid != 0)
+    return msg;
+  key = g_variant_get_data_as_bytes (body);
+  g_mutex_lock (&fp->lock);
+  if (!fp->closed)
+    {
+      FastEntry *e = g_hash_table_lookup (fp->replies, key);
+      if (e != NULL && e->token_set == (guint) g_atomic_int_get (&fp->token_set)
+          && list_reply_current (fp->engine, e->lr))
+        reply_body = g_variant_ref (e->lr->reply);
+    }
+  g_mutex_unlock (&fp->lock);
+  if (reply_body == NULL)
+    return msg;
+  reply = g_dbus_message_new_method_reply (msg);
+  g_dbus_message_set_body (reply, reply_body);
+  g_dbus_connection_send_message (conn, reply, G_DBUS_SEND_MESSAGE_FLAGS_NONE, NULL, NULL);
+  g_object_unref (reply);
+  g_object_unref (msg);
+  return NULL;
 }
 
 static char *
@@ -499,6 +650,8 @@ list_certs_thread (Call *c, GError **error)
   gboolean complete = TRUE;
   ListReply *lr = g_new0 (ListReply, 1);
   g_autoptr(GHashTable) issued = NULL;
+
+  lr->ref = 1;
   GVariant *reply;
 
   /* generations first: what is read after them is at least that new */
@@ -580,6 +733,7 @@ list_certs_done (GObject *source, GAsyncResult *res, gpointer user_data)
   if (lr != NULL && g_task_had_error (G_TASK (res)) == FALSE)
     {
       c->payload = NULL;
+      fast_path_learn (d->fast, c->params, c->token_set, lr);
       g_hash_table_replace (d->list_cache, list_cache_key (c), lr);
     }
   thread_done (source, res, user_data);
@@ -621,12 +775,14 @@ handle_list_certs (Call *c)
   /* the daemon's own store unless a token or another storage was asked for */
   if (token_spec == NULL && (storage == NULL || g_str_equal (storage, "system")))
     c->storage = g_strdup ("system");
+  c->token_set = (guint) g_atomic_int_get (&c->d->fast->token_set);
   {
     g_autofree char *key = list_cache_key (c);
     ListReply *lr = g_hash_table_lookup (c->d->list_cache, key);
     if (lr != NULL && list_reply_fresh (c->d, lr, c->tokens, c->storage != NULL))
       {
         /* warm: the same immutable reply, answered right here */
+        fast_path_learn (c->d->fast, c->params, c->token_set, lr);
         g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), lr->reply);
         call_free (c);
         return;
@@ -1664,6 +1820,7 @@ token_added (P11cEngine *e, P11cToken *t, gpointer user_data)
   props = token_props (t);
   g_hash_table_insert (d->token_regs, g_strdup (t->object_path), GUINT_TO_POINTER (id));
   g_hash_table_insert (d->token_props, g_strdup (t->object_path), props);
+  g_atomic_int_inc (&d->fast->token_set);   /* a URI may name it now */
   emit_interfaces_added (d, t->object_path, P11C_DBUS_TOKEN_IFACE, props);
   manager_tokens_changed (d);
   if (d->card_event != NULL && d->card_event->inserted)
@@ -1685,6 +1842,7 @@ token_removed (P11cEngine *e, P11cToken *t, gpointer user_data)
   g_hash_table_remove (d->token_regs, t->object_path);
   g_hash_table_remove (d->token_props, t->object_path);
   g_hash_table_remove_all (d->list_cache);   /* replies that hold it */
+  g_atomic_int_inc (&d->fast->token_set);
   emit_interfaces_removed (d, t->object_path, P11C_DBUS_TOKEN_IFACE);
   manager_tokens_changed (d);
   if (d->card_event != NULL && !d->card_event->inserted)
@@ -1698,7 +1856,9 @@ token_removed (P11cEngine *e, P11cToken *t, gpointer user_data)
 static void
 token_changed (P11cEngine *e, P11cToken *t, gpointer user_data)
 {
-  emit_token_changes (user_data, t);
+  P11cDaemon *d = user_data;
+  g_atomic_int_inc (&d->fast->token_set);   /* a URI may name another token now */
+  emit_token_changes (d, t);
 }
 
 /* The card event's rescan is done: one signal for it — the token a module
@@ -1779,6 +1939,9 @@ p11c_daemon_new (GDBusConnection *conn, P11cEngine *engine, GError **error)
   d->job_regs = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   d->job_props = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_variant_unref);
   d->list_cache = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) list_reply_free);
+  d->fast = fast_path_new (engine);
+  g_atomic_int_inc (&d->fast->ref);   /* the filter's */
+  d->fast_filter = g_dbus_connection_add_filter (conn, fast_path_filter, d->fast, fast_path_unref);
   if (xml == NULL
       || (d->api = g_dbus_node_info_new_for_xml (g_bytes_get_data (xml, NULL), error)) == NULL
       || (d->om = g_dbus_node_info_new_for_xml (om_xml, error)) == NULL)
@@ -1859,6 +2022,9 @@ p11c_daemon_free (P11cDaemon *d)
   g_hash_table_unref (d->job_regs);
   g_hash_table_unref (d->job_props);
   g_hash_table_unref (d->list_cache);
+  fast_path_close (d->fast);
+  g_dbus_connection_remove_filter (d->conn, d->fast_filter);
+  fast_path_unref (d->fast);
   g_queue_clear_full (&d->card_events, (GDestroyNotify) card_event_free);
   if (d->expiry_timer)
     g_source_remove (d->expiry_timer);

@@ -5,7 +5,7 @@ import os
 import re
 import subprocess
 
-from harness import (GLib, SOFTHSM, TestCase, main, make_cert, make_key, der, PATH, MANAGER,
+from harness import (GLib, PIN, SOFTHSM, TestCase, main, make_cert, make_key, der, PATH, MANAGER,
                      TOKEN_IFACE)
 
 SPY = "/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so"
@@ -194,6 +194,22 @@ class Foundation(TestCase):
         e.put_cert_for_key("spy", "02", "d", "Added later")
         e.call("Rescan")
         self.assertEqual(len(e.list_certs()), 2)
+        # the daemon's own changes show at once, in every shape of the call
+        # (the warm replies are kept per shape: all, one token)
+        uri = "pkcs11:token=spy"
+        for _ in range(3):
+            self.assertEqual(len(e.list_certs(token=uri)), 2)
+        victim = [c["uri"] for c in e.list_certs(token=uri) if c["subject"] == "CN=Added later"][0]
+        e.call("DeleteCert", "ssa{sv}", [victim, PIN, {}])
+        self.assertEqual([c["subject"] for c in e.list_certs(token=uri)], ["CN=Cached"])
+        self.assertEqual([c["subject"] for c in e.list_certs()], ["CN=Cached"])
+        # an enrollment: its certificate, and its issuance record ("ca")
+        path = e.enroll({"ca": "local", "storage": "token", "token": uri, "pin": PIN, "subject": "CN=cached"})
+        ok, err, msg = e.wait_job(path, 60)
+        self.assertTrue(ok, msg)
+        new = [c for c in e.list_certs(token=uri) if c.get("subject") == "CN=cached"]
+        self.assertEqual([c.get("ca") for c in new], ["local"])
+        self.assertIn("CN=cached", [c.get("subject") for c in e.list_certs()])
 
     def test_busctl_and_introspection(self):
         e = self.env
