@@ -421,7 +421,11 @@ p11c_engine_rescan_finish (P11cEngine *e, GAsyncResult *res, GError **error)
     return FALSE;
   p11c_engine_apply_scan (e, scan);
   /* A rescan is also "forget what you know": another application may have
-   * changed a token behind our back. */
+   * changed a token behind our back (a module that keeps its own copy of
+   * the objects is reloaded for it). */
+  for (guint i = 0; i < e->modules->len; i++)
+    if (((P11cModuleState *) e->modules->pdata[i])->module != NULL)
+      p11c_module_forget_objects (((P11cModuleState *) e->modules->pdata[i])->module);
   for (guint i = 0; i < e->tokens->len; i++)
     p11c_token_invalidate (e->tokens->pdata[i]);
   return TRUE;

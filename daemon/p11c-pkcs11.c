@@ -22,18 +22,22 @@ struct _P11cModule {
    * next session start after @reload_pending was set. */
   GRWLock           use;
   gint              reload_pending;
-  gboolean          reload_after_destroy;   /* tpm2-pkcs11 */
+  gboolean          keeps_objects;   /* tpm2-pkcs11, see module_keeps_objects */
 };
 
-/* tpm2-pkcs11 (every version up to 1.9.2 at least) numbers a new object
- * handle assuming the first object of its in-memory list has handle 1;
- * once that object is destroyed, the second object created afterwards gets
- * a handle another object already has: both then answer with one object's
- * attributes (an enrolled certificate vanishes from the list).  The store
- * on disk stays right, and C_Finalize + C_Initialize renumbers the handles
- * from it: the daemon reloads the module after it destroyed objects. */
+/* tpm2-pkcs11 (every version up to 1.9.2 at least) reads its store into an
+ * in-memory object list at C_Initialize and keeps it:
+ *  - objects another process writes stay invisible to us;
+ *  - it numbers a new object handle assuming the first object of that list
+ *    has handle 1: once that object is destroyed, the second object created
+ *    afterwards gets a handle another object already has, and both answer
+ *    with one object's attributes (an enrolled certificate vanishes from
+ *    the list).
+ * The store on disk stays right, and C_Finalize + C_Initialize reads it
+ * again: the daemon reloads the module after it destroyed objects, and at
+ * a rescan (p11c_module_forget_objects). */
 static gboolean
-module_reloads_after_destroy (const CK_INFO *info)
+module_keeps_objects (const CK_INFO *info)
 {
   g_autofree char *desc = p11c_padded_string (info->libraryDescription, sizeof info->libraryDescription);
   return g_str_equal (desc, "TPM2.0 Cryptoki");
@@ -304,7 +308,7 @@ p11c_module_load (const char *name_or_path, const char *init_args, GError **erro
       g_autofree char *desc = p11c_padded_string (info.libraryDescription, sizeof info.libraryDescription);
       m->description = g_strdup_printf ("%s (%s) %u.%u", desc, manu,
                                         info.libraryVersion.major, info.libraryVersion.minor);
-      m->reload_after_destroy = module_reloads_after_destroy (&info);
+      m->keeps_objects = module_keeps_objects (&info);
     }
   else
     m->description = g_strdup (name_or_path);
@@ -328,6 +332,13 @@ p11c_module_unload (P11cModule *m)
 }
 
 const char *p11c_module_get_name (P11cModule *m) { return m->name; }
+
+void
+p11c_module_forget_objects (P11cModule *m)
+{
+  if (m->keeps_objects)
+    g_atomic_int_set (&m->reload_pending, TRUE);
+}
 const char *p11c_module_get_description (P11cModule *m) { return m->description; }
 CK_FUNCTION_LIST *p11c_module_get_functions (P11cModule *m) { return m->f; }
 
@@ -511,7 +522,7 @@ p11c_session_find (P11cSession *s, CK_OBJECT_CLASS klass, GBytes *id,
   if (!ok)
     return NULL;
   /* one handle twice: the module's object table is broken (see
-   * module_reloads_after_destroy); what it says about objects is wrong */
+   * module_keeps_objects); what it says about objects is wrong */
   if (has_duplicate_handle (out))
     {
       g_atomic_int_set (&s->module->reload_pending, TRUE);
@@ -572,7 +583,7 @@ p11c_session_destroy (P11cSession *s, CK_OBJECT_HANDLE obj, GError **error)
 {
   if (!p11c_ckr_check (s->f->C_DestroyObject (s->handle, obj), "Deleting an object from the token", error))
     return FALSE;
-  if (s->module->reload_after_destroy)
+  if (s->module->keeps_objects)
     g_atomic_int_set (&s->module->reload_pending, TRUE);
   return TRUE;
 }

@@ -19,6 +19,10 @@ void        p11c_module_unload (P11cModule *module);
 const char *p11c_module_get_name (P11cModule *module);
 const char *p11c_module_get_description (P11cModule *module);
 CK_FUNCTION_LIST *p11c_module_get_functions (P11cModule *module);
+/* Another application may have changed the tokens: a module that keeps its
+ * own in-memory copy of the objects, loaded at C_Initialize (tpm2-pkcs11),
+ * is reloaded before its next session.  No effect on other modules. */
+void p11c_module_forget_objects (P11cModule *module);
 
 typedef struct {
   CK_SLOT_ID    slot;

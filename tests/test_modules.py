@@ -12,11 +12,12 @@ sequence documented in docs/tokens.md (tokens_sequence.py).
 Each step's time is printed as "TIMING module operation seconds".
 """
 import os
+import subprocess
 import sys
 import time
 
 from harness import (GLib, JOB_IFACE, MANAGER, NSS_MODULE, PATH, PIN, SOFTHSM, SPY_MODULE, TOKEN_IFACE, TPM2_MODULE,
-                     TestCase, free_port, main)
+                     TestCase, der, free_port, main, make_cert)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tokens_sequence  # noqa: E402
@@ -219,6 +220,19 @@ class Modules(TestCase):
         self.assertTrue(e.get_property(tpath, TOKEN_IFACE, "Present"))
         self.assertNotIn(PIN, e.log("p11certd"))
         self.assertNotIn(NEW_PIN, e.log("p11certd"))
+        if kind == "tpm2":
+            # a certificate another application writes: tpm2-pkcs11 keeps its
+            # own copy of the objects, so the daemon sees it after a Rescan
+            path = os.path.join(e.tmp, "outside.der")
+            with open(path, "wb") as f:
+                f.write(der(make_cert("outside")[1]))
+            r = subprocess.run(["pkcs11-tool", "--module", self.real, "--token-label", self.label, "--login",
+                                "--pin", NEW_PIN, "--write-object", path, "--type", "cert", "--id", "77",
+                                "--label", "outside"], env=e.env, capture_output=True, text=True, timeout=120)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            e.tpm_flush()
+            e.call("Rescan")
+            self.assertIn("outside", [c["label"] for c in e.list_certs()])
         if self.spy_log:
             tokens_sequence.check(self.spy_log, self.spy_marks)
 
