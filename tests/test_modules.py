@@ -92,8 +92,7 @@ class Modules(TestCase):
             wrapped = SOFTHSM
         elif kind == "tpm2":
             self.real, self.label = e.start_swtpm("tpm"), "tpm"
-            e.env.update(PKCS11SPY=self.real, PKCS11SPY_OUTPUT="/tmp/tokens-tpmspy.log")
-            wrapped = SPY_MODULE
+            wrapped = self.real
         else:
             self.init_args = e.make_nss_db()
             self.real, self.label, wrapped = NSS_MODULE, "NSS Certificate DB", NSS_MODULE
