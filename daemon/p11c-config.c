@@ -200,12 +200,19 @@ p11c_name_is_valid (const char *name)
   return TRUE;
 }
 
+const char *
+p11c_ca_type_to_string (P11cCaType type)
+{
+  return type == P11C_CA_EST ? "est" : type == P11C_CA_SCEP ? "scep" : "local";
+}
+
 void
 p11c_ca_profile_free (P11cCaProfile *p)
 {
   if (p == NULL)
     return;
   g_free (p->name);
+  g_free (p->ca_fingerprint);
   g_free (p->url);
   g_free (p->label);
   g_free (p->trust_anchor);
@@ -241,10 +248,12 @@ p11c_ca_profile_parse (const char *name, const char *data, gsize len, GError **e
     p->type = P11C_CA_EST;
   else if (g_str_equal (type, "local"))
     p->type = P11C_CA_LOCAL;
+  else if (g_str_equal (type, "scep"))
+    p->type = P11C_CA_SCEP;
   else
     {
       g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
-                   "CA profile %s: type must be est or local, not \"%s\"", name, type);
+                   "CA profile %s: type must be est, scep or local, not \"%s\"", name, type);
       return NULL;
     }
   p->url = get_string (kf, "ca", "url", NULL);
@@ -271,7 +280,9 @@ p11c_ca_profile_parse (const char *name, const char *data, gsize len, GError **e
         }
     }
   p->system_group = get_string (kf, "ca", "system-group", NULL);
-  key_type = get_string (kf, "ca", "key-type", "ec-p256");
+  p->ca_fingerprint = get_string (kf, "ca", "ca-fingerprint", NULL);
+  /* SCEP encrypts the CA's reply to the requester's key: RSA only */
+  key_type = get_string (kf, "ca", "key-type", p->type == P11C_CA_SCEP ? "rsa-2048" : "ec-p256");
   if (!p11c_key_type_from_string (key_type, &p->key_type))
     {
       g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
@@ -296,13 +307,15 @@ p11c_ca_profile_parse (const char *name, const char *data, gsize len, GError **e
   p->retry_delay = 2;
   p->max_wait = 3600;
   p->validity_days = 365;
+  p->poll_interval = 60;
   if (!get_bool (kf, "ca", "write-chain", &p->write_chain, error)
       || !get_uint (kf, "ca", "connect-timeout", 1, 600, &p->connect_timeout, error)
       || !get_uint (kf, "ca", "timeout", 1, 3600, &p->timeout, error)
       || !get_uint (kf, "ca", "max-attempts", 1, 10, &p->max_attempts, error)
       || !get_uint (kf, "ca", "retry-delay", 0, 600, &p->retry_delay, error)
       || !get_uint (kf, "ca", "max-wait", 0, 7 * 86400, &p->max_wait, error)
-      || !get_uint (kf, "ca", "validity-days", 1, 3650, &p->validity_days, error))
+      || !get_uint (kf, "ca", "validity-days", 1, 3650, &p->validity_days, error)
+      || !get_uint (kf, "ca", "poll-interval", 1, 86400, &p->poll_interval, error))
     {
       g_prefix_error (error, "CA profile %s: ", name);
       return NULL;
@@ -325,6 +338,47 @@ p11c_ca_profile_parse (const char *name, const char *data, gsize len, GError **e
         {
           g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
                        "CA profile %s: label may hold only letters, digits, '.', '_' and '-'", name);
+          return NULL;
+        }
+    }
+  if (p->type == P11C_CA_SCEP)
+    {
+      if (p->url == NULL || !(g_str_has_prefix (p->url, "http://") || g_str_has_prefix (p->url, "https://"))
+          || strpbrk (p->url, "?#@") != NULL)
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                       "CA profile %s: url must be the SCEP server's http:// or https:// URL "
+                       "(e.g. http://ca.example.org/scep), without a query or user name", name);
+          return NULL;
+        }
+      if (p->ca_fingerprint == NULL && p->trust_anchor == NULL)
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                       "CA profile %s: a SCEP profile needs ca-fingerprint (SHA-256 of the CA "
+                       "certificate) or trust-anchor (the CA's certificate file)", name);
+          return NULL;
+        }
+      if (p->ca_fingerprint != NULL)
+        {
+          guint n = 0;
+          for (const char *c = p->ca_fingerprint; *c; c++)
+            if (g_ascii_isxdigit (*c))
+              n++;
+            else if (*c != ':' && *c != ' ')
+              n = 1000;
+          if (n != 64)
+            {
+              g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                           "CA profile %s: ca-fingerprint must be the 64 hex digits of a SHA-256 "
+                           "fingerprint (':' allowed)", name);
+              return NULL;
+            }
+        }
+      if (p->key_type != P11C_KEY_RSA_2048 && p->key_type != P11C_KEY_RSA_3072)
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                       "CA profile %s: key-type must be rsa-2048 or rsa-3072 for SCEP (the CA "
+                       "encrypts its reply to the requester's key, which needs RSA)", name);
           return NULL;
         }
     }

@@ -29,7 +29,9 @@ void p11c_config_free (P11cConfig *config);
 const char *p11c_config_module_init_args (const P11cConfig *config, const char *module);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (P11cConfig, p11c_config_free)
 
-typedef enum { P11C_CA_EST, P11C_CA_LOCAL } P11cCaType;
+typedef enum { P11C_CA_EST, P11C_CA_LOCAL, P11C_CA_SCEP } P11cCaType;
+
+const char *p11c_ca_type_to_string (P11cCaType type);
 
 typedef struct {
   char       *name;
@@ -50,6 +52,8 @@ typedef struct {
   char       *system_group;
   guint       validity_days;
   int         http_auth;      /* P11cEstAuth: auto (0), basic, digest */
+  char       *ca_fingerprint; /* scep: SHA-256 of the CA certificate (hex) */
+  guint       poll_interval;  /* scep: seconds between polls while PENDING */
 } P11cCaProfile;
 
 P11cCaProfile *p11c_ca_profile_parse (const char *name, const char *data, gsize len, GError **error);

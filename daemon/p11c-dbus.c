@@ -1,4 +1,5 @@
 #define G_LOG_DOMAIN "p11c-dbus"
+#include "p11c-scep.h"
 #include "p11c-dbus.h"
 #include "p11c-auth.h"
 #include "p11c-enroll.h"
@@ -812,11 +813,15 @@ handle_list_cas (Call *c)
       P11cCaProfile *p = c->d->engine->cas->pdata[i];
       g_variant_builder_open (&b, G_VARIANT_TYPE_VARDICT);
       g_variant_builder_add (&b, "{sv}", "name", g_variant_new_string (p->name));
-      g_variant_builder_add (&b, "{sv}", "type", g_variant_new_string (p->type == P11C_CA_EST ? "est" : "local"));
+      g_variant_builder_add (&b, "{sv}", "type", g_variant_new_string (p11c_ca_type_to_string (p->type)));
       g_variant_builder_add (&b, "{sv}", "url", g_variant_new_string (p->url ? p->url : ""));
       g_variant_builder_add (&b, "{sv}", "label", g_variant_new_string (p->label ? p->label : ""));
       g_variant_builder_add (&b, "{sv}", "key_type", g_variant_new_string (p11c_key_type_to_string (p->key_type)));
       g_variant_builder_add (&b, "{sv}", "needs_login", g_variant_new_boolean (p->type == P11C_CA_EST));
+      g_variant_builder_add (&b, "{sv}", "needs_otp", g_variant_new_boolean (p->type != P11C_CA_LOCAL));
+      g_variant_builder_add (&b, "{sv}", "otp_name",
+                             g_variant_new_string (p->type == P11C_CA_SCEP ? "challenge password"
+                                                   : p->type == P11C_CA_EST ? "one-time password" : ""));
       g_variant_builder_close (&b);
     }
   g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(aa{sv})", &b));
@@ -869,6 +874,22 @@ ca_certificate_thread (Call *c, GError **error)
       if (cert == NULL)
         return NULL;
       PEM_write_bio_X509 (bio, cert);
+      len = BIO_get_mem_data (bio, &data);
+      pem = g_strndup (data, len);
+    }
+  else if (p->type == P11C_CA_SCEP && p->trust_anchor == NULL)
+    {
+      /* only a fingerprint is configured: the CA certificate that has it */
+      P11cEstServer srv = { .url = p->url, .connect_timeout = p->connect_timeout, .timeout = p->timeout };
+      g_autoptr(X509) ca = NULL;
+      g_autoptr(X509) ra = NULL;
+      g_autoptr(P11cX509Stack) all = NULL;
+      g_autoptr(BIO) bio = BIO_new (BIO_s_mem ());
+      char *data;
+      long len;
+      if (!p11c_scep_get_ca (&srv, p->ca_fingerprint, NULL, &ca, &ra, &all, error))
+        return NULL;
+      PEM_write_bio_X509 (bio, ca);
       len = BIO_get_mem_data (bio, &data);
       pem = g_strndup (data, len);
     }

@@ -2,6 +2,7 @@
 #include "p11c-enroll.h"
 #include "p11c-error.h"
 #include "p11c-est.h"
+#include "p11c-scep.h"
 #include "p11c-localca.h"
 #include "p11c-log.h"
 #include "p11c-names.h"
@@ -225,6 +226,19 @@ p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds
           return NULL;
         }
     }
+  else if (r->ca->type == P11C_CA_SCEP)
+    {
+      /* the one-time password is SCEP's challenge password; no login */
+      if (r->otp == NULL)
+        return missing ("otp", "the challenge password your manager gave you", error) ? NULL : NULL;
+      if (!p11c_secret_check (r->otp, "challenge password", error))
+        return NULL;
+      if (r->login != NULL && !g_utf8_validate (r->login, -1, NULL))
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS, "Key \"login\": must be UTF-8");
+          return NULL;
+        }
+    }
 
   key_type = p11c_vardict_get_string (request, "key_type", NULL);
   r->key_type = r->ca->key_type;
@@ -232,6 +246,14 @@ p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds
     {
       g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
                    "Key \"key_type\" must be ec-p256, ec-p384, rsa-2048 or rsa-3072, not \"%s\"", key_type);
+      return NULL;
+    }
+  if (r->ca->type == P11C_CA_SCEP && r->key_type != P11C_KEY_RSA_2048 && r->key_type != P11C_KEY_RSA_3072)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                   "Key \"key_type\": the CA profile \"%s\" speaks SCEP, which needs an RSA key "
+                   "(rsa-2048 or rsa-3072): the CA encrypts its reply to the requester's key, and "
+                   "an EC key cannot decrypt it", r->ca->name);
       return NULL;
     }
 
@@ -451,6 +473,11 @@ build_csr (Key *k, EVP_PKEY *pub, P11cSession *s, CK_OBJECT_HANDLE priv, GError 
   if (!X509_REQ_set_version (req, 0) || !X509_REQ_set_subject_name (req, name)
       || !X509_REQ_set_pubkey (req, pub))
     goto fail;
+  /* SCEP: the one-time password is the request's challengePassword */
+  if (k->req->ca->type == P11C_CA_SCEP && !k->req->renew && k->req->otp != NULL
+      && !X509_REQ_add1_attr_by_NID (req, NID_pkcs9_challengePassword, MBSTRING_UTF8,
+                                     (const unsigned char *) k->req->otp, -1))
+    goto fail;
   if (k->req->old_cert != NULL)
     {
       /* servers refuse a re-enrollment that changes the names */
@@ -600,7 +627,7 @@ key_generate (Key *k, GError **error)
     if (s != NULL && p11c_token_login (t, s, r->pin, first_login_kind (r), error)
         && (!r->renew || p11c_token_prove_key (s, r->old_id, r->old_cert, r->pin, error) != 0))
       {
-        if (p11c_session_generate_key_pair (s, r->key_type, k->id, r->label, &pub, &priv, error))
+        if (p11c_session_generate_key_pair (s, r->key_type, r->ca->type == P11C_CA_SCEP, k->id, r->label, &pub, &priv, error))
           {
             k->generated = TRUE;
             k->pub = p11c_session_public_key (s, pub, error);
@@ -875,15 +902,249 @@ verify_chain (X509 *cert, P11cX509Stack *cas, GError **error)
   return TRUE;
 }
 
+/* ---- SCEP (RFC 8894) ----------------------------------------------------- */
+
+typedef struct {
+  const char    *fingerprint;
+  guint          caps;
+  X509          *ca;
+  X509          *recipient;
+  P11cX509Stack *certs;
+} ScepCa;
+
+static void
+scep_ca_clear (ScepCa *c)
+{
+  g_clear_pointer (&c->ca, X509_free);
+  g_clear_pointer (&c->recipient, X509_free);
+  g_clear_pointer (&c->certs, p11c_x509_stack_free);
+}
+
+static P11cEstServer
+scep_server (const P11cEnrollRequest *r)
+{
+  P11cEstServer srv = { .url = r->ca->url, .trust_anchor = r->ca->trust_anchor,
+                        .connect_timeout = r->ca->connect_timeout, .timeout = r->ca->timeout };
+  return srv;
+}
+
+static gboolean
+call_scep_discover (const P11cEstServer *srv, P11cJob *job, gpointer data, GError **error)
+{
+  ScepCa *c = data;
+
+  scep_ca_clear (c);
+  return p11c_scep_get_caps (srv, job->cancel, &c->caps, error)
+         && p11c_scep_get_ca (srv, c->fingerprint, job->cancel, &c->ca, &c->recipient, &c->certs, error);
+}
+
+/* Before any key is made: what the CA can do, and its certificates (so a
+ * CA that cannot be reached, or does not renew, costs no key). */
+static gboolean
+scep_discover (P11cJob *job, P11cEnrollRequest *r, ScepCa *c, GError **error)
+{
+  P11cEstServer srv = scep_server (r);
+
+  c->fingerprint = r->ca->ca_fingerprint;
+  p11c_job_set_state (job, "requesting", 0.05);
+  if (!with_retries (r->ca, job, &srv, call_scep_discover, c, error))
+    return FALSE;
+  if (r->renew && !(c->caps & P11C_SCEP_CAP_RENEWAL))
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_CA_REJECTED,
+                   "The SCEP CA of profile \"%s\" does not renew certificates (its GetCACaps has no "
+                   "Renewal); enroll again with a challenge password", r->ca->name);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* The key that signs the pkiMessage; the CA encrypts its reply to it. */
+typedef struct {
+  EVP_PKEY *key;
+  gboolean  on_token;
+} ScepSigner;
+
+static GBytes *
+scep_decrypt (gpointer data, const guint8 *in, gsize len, GError **error)
+{
+  ScepSigner *s = data;
+  g_autoptr(GError) local = NULL;
+  GBytes *out = NULL;
+
+  if (s->on_token)
+    out = p11c_token_key_decrypt (s->key, in, len, &local);
+  else
+    {
+      g_autoptr(EVP_PKEY_CTX) ctx = EVP_PKEY_CTX_new (s->key, NULL);
+      size_t n = 0;
+      if (ctx && EVP_PKEY_decrypt_init (ctx) > 0 && EVP_PKEY_CTX_set_rsa_padding (ctx, RSA_PKCS1_PADDING) > 0
+          && EVP_PKEY_decrypt (ctx, NULL, &n, in, len) > 0)
+        {
+          g_autofree guint8 *buf = g_malloc0 (n);
+          if (EVP_PKEY_decrypt (ctx, buf, &n, in, len) > 0)
+            out = g_bytes_new (buf, n);
+          OPENSSL_cleanse (buf, n);
+        }
+      if (out == NULL)
+        {
+          g_autofree char *why = p11c_openssl_error_string ();
+          g_set_error (&local, P11C_ERROR, P11C_ERROR_FAILED, "%s", why);
+        }
+    }
+  if (out != NULL)
+    return out;
+  /* the token's own trouble stays what it is; anything else means the
+   * reply is not for this key */
+  if (local->domain == P11C_ERROR && (local->code == P11C_ERROR_PIN_INCORRECT || local->code == P11C_ERROR_PIN_LOCKED
+                                      || local->code == P11C_ERROR_TOKEN_NOT_PRESENT))
+    g_propagate_error (error, g_steal_pointer (&local));
+  else
+    g_set_error (error, P11C_ERROR, P11C_ERROR_CA_BAD_REPLY,
+                 "The SCEP CA's reply does not decrypt with the request's key (%s)", local->message);
+  return NULL;
+}
+
+/* The transient self-signed certificate that carries the request key as
+ * the pkiMessage's signer (RFC 8894 §2.3). */
 static X509 *
-obtain_cert (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, X509_REQ *csr,
-             EVP_PKEY *pub, P11cX509Stack **chain_out, GError **error)
+scep_signer_cert (X509_REQ *csr, EVP_PKEY *key, GError **error)
+{
+  g_autoptr(X509) x = X509_new ();
+  g_autoptr(BIGNUM) bn = BN_new ();
+  guint8 serial[8];
+
+  RAND_bytes (serial, sizeof serial);
+  serial[0] &= 0x7f;
+  if (x == NULL || bn == NULL || !BN_bin2bn (serial, sizeof serial, bn)
+      || !BN_to_ASN1_INTEGER (bn, X509_get_serialNumber (x)) || !X509_set_version (x, 2)
+      || !X509_set_subject_name (x, X509_REQ_get_subject_name (csr))
+      || !X509_set_issuer_name (x, X509_REQ_get_subject_name (csr))
+      || !X509_gmtime_adj (X509_getm_notBefore (x), -600) || !X509_gmtime_adj (X509_getm_notAfter (x), 86400)
+      || !X509_set_pubkey (x, key) || X509_sign (x, key, EVP_sha256 ()) <= 0)
+    {
+      g_autofree char *why = p11c_openssl_error_string ();
+      g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED, "Cannot make the SCEP signer certificate: %s", why);
+      return NULL;
+    }
+  return g_steal_pointer (&x);
+}
+
+typedef struct {
+  P11cEnrollRequest *req;
+  P11cScepClient    *cl;
+  ScepSigner        *signer;
+  X509_REQ          *csr;
+  gboolean           pending;   /* the CA holds the request: poll for it */
+  guint              waited;
+  X509              *cert;
+} ScepCall;
+
+static gboolean
+call_scep (const P11cEstServer *srv, P11cJob *job, gpointer data, GError **error)
+{
+  ScepCall *c = data;
+  guint interval = c->req->ca->poll_interval;
+
+  for (;;)
+    {
+      P11cScepMessageType type = c->pending ? P11C_SCEP_CERT_POLL
+                               : c->req->renew ? P11C_SCEP_RENEWAL_REQ : P11C_SCEP_PKCS_REQ;
+      g_autoptr(GError) token_error = NULL;
+
+      if (!p11c_scep_pki_operation (srv, c->cl, type, c->csr, job->cancel, &c->cert, error))
+        {
+          /* a signature on the token failed: the token's error, final */
+          if (c->signer->on_token && p11c_token_key_take_error (c->signer->key, &token_error))
+            {
+              g_clear_error (error);
+              g_propagate_error (error, g_steal_pointer (&token_error));
+            }
+          return FALSE;
+        }
+      if (c->cert != NULL)
+        return TRUE;
+      /* PENDING: the CA holds the request for approval; poll within max-wait */
+      c->pending = TRUE;
+      if (c->waited + interval > c->req->ca->max_wait)
+        {
+          g_set_error (error, P11C_ERROR, P11C_ERROR_CA_REJECTED,
+                       "The SCEP CA holds the request for approval (PENDING) and did not issue the "
+                       "certificate within %u s (max-wait); ask your CA administrator to approve it, "
+                       "then enroll again", c->req->ca->max_wait);
+          return FALSE;
+        }
+      p11c_job_set_state (job, "waiting-for-ca", 0.5);
+      p11c_job_set_attempt (job, job->attempt, g_get_real_time () / G_USEC_PER_SEC + interval);
+      if (!p11c_job_wait (job, interval))
+        return job_check (job, error);
+      c->waited += interval;
+      p11c_job_set_state (job, "requesting", 0.4);
+    }
+}
+
+static X509 *
+scep_obtain (P11cJob *job, P11cEnrollRequest *r, Key *k, ScepCa *sc, X509_REQ *csr, GError **error)
+{
+  P11cEstServer srv = scep_server (r);
+  g_autoptr(EVP_PKEY) token_key = NULL;
+  g_autoptr(X509) transient = NULL;
+  ScepSigner signer = { NULL, r->storage == STORAGE_TOKEN };
+  P11cScepClient cl = { sc->caps, sc->ca, sc->recipient, sc->certs, NULL, NULL, scep_decrypt, &signer };
+  ScepCall call = { r, &cl, &signer, csr, FALSE, 0, NULL };
+
+  if (r->renew)
+    {
+      /* RenewalReq: signed with the current certificate and key */
+      if (signer.on_token)
+        token_key = p11c_token_key_new (r->token, r->pin, r->old_id, X509_get0_pubkey (r->old_cert), error);
+      signer.key = signer.on_token ? token_key : r->old_key;
+      cl.signer_cert = r->old_cert;
+    }
+  else
+    {
+      if (signer.on_token)
+        token_key = p11c_token_key_new (r->token, r->pin, k->id, k->pub, error);
+      signer.key = signer.on_token ? token_key : k->soft_key;
+      if (signer.key != NULL)
+        {
+          g_autoptr(GError) local = NULL;
+          transient = scep_signer_cert (csr, signer.key, &local);
+          /* a signature on the token that failed is the token's error */
+          if (transient == NULL && !(signer.on_token && p11c_token_key_take_error (token_key, error)))
+            g_propagate_error (error, g_steal_pointer (&local));
+        }
+      cl.signer_cert = transient;
+    }
+  if (signer.key == NULL || cl.signer_cert == NULL)
+    return NULL;
+  cl.signer_key = signer.key;
+  if (!with_retries (r->ca, job, &srv, call_scep, &call, error))
+    return NULL;
+  return call.cert;
+}
+
+static X509 *
+obtain_cert (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, Key *k, ScepCa *sc,
+             X509_REQ *csr, EVP_PKEY *pub, P11cX509Stack **chain_out, GError **error)
 {
   g_autoptr(X509) cert = NULL;
   g_autoptr(P11cX509Stack) cas = NULL;
 
   p11c_job_set_state (job, "requesting", 0.4);
-  if (r->ca->type == P11C_CA_LOCAL)
+  if (r->ca->type == P11C_CA_SCEP)
+    {
+      cert = scep_obtain (job, r, k, sc, csr, error);
+      /* the chain: the CA certificates GetCACert gave (not the RA's) */
+      cas = sk_X509_new_null ();
+      for (int i = 0; sc->certs != NULL && i < sk_X509_num (sc->certs); i++)
+        if (X509_check_ca (sk_X509_value (sc->certs, i)) != 0)
+          {
+            X509_up_ref (sk_X509_value (sc->certs, i));
+            sk_X509_push (cas, sk_X509_value (sc->certs, i));
+          }
+    }
+  else if (r->ca->type == P11C_CA_LOCAL)
     {
       g_autofree char *dir = g_build_filename (r->config->state_dir, "local-ca", NULL);
       X509 *ca_cert;
@@ -1134,6 +1395,7 @@ char *
 p11c_enroll_run (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, GError **error)
 {
   Key k = { .req = r, .job = job };
+  ScepCa scep = { 0 };
   g_autoptr(X509_REQ) csr = NULL;
   g_autoptr(X509) cert = NULL;
   g_autoptr(P11cX509Stack) chain = NULL;
@@ -1155,10 +1417,12 @@ p11c_enroll_run (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, GError 
     }
   if (!job_check (job, &local))
     goto out;
+  if (r->ca->type == P11C_CA_SCEP && (!scep_discover (job, r, &scep, &local) || !job_check (job, &local)))
+    goto out;
   csr = key_generate (&k, &local);
   if (csr == NULL || !job_check (job, &local))
     goto out;
-  cert = obtain_cert (engine, job, r, csr, k.pub, &chain, &local);
+  cert = obtain_cert (engine, job, r, &k, &scep, csr, k.pub, &chain, &local);
   if (cert == NULL || !job_check (job, &local))
     goto out;
 
@@ -1210,6 +1474,7 @@ out:
   if (locked)
     p11c_token_job_release (r->token);
   key_clear (&k);
+  scep_ca_clear (&scep);
   /* the secrets are not needed any more */
   p11c_secret_clear (&r->pin);
   p11c_secret_clear (&r->otp);

@@ -641,7 +641,7 @@ static const guint8 oid_p256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x0
 static const guint8 oid_p384[] = { 0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22 };
 
 gboolean
-p11c_session_generate_key_pair (P11cSession *s, P11cKeyType type, GBytes *id,
+p11c_session_generate_key_pair (P11cSession *s, P11cKeyType type, gboolean decrypt, GBytes *id,
                                 const char *label, CK_OBJECT_HANDLE *pub_out,
                                 CK_OBJECT_HANDLE *priv_out, GError **error)
 {
@@ -651,7 +651,7 @@ p11c_session_generate_key_pair (P11cSession *s, P11cKeyType type, GBytes *id,
   CK_MECHANISM mech = { key_type_is_ec (type) ? CKM_EC_KEY_PAIR_GEN : CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0 };
   gsize id_len;
   const void *id_data = g_bytes_get_data (id, &id_len);
-  CK_ATTRIBUTE pub[8], priv[8];
+  CK_ATTRIBUTE pub[9], priv[9];
   CK_ULONG np = 0, nq = 0;
 
   if (label == NULL)
@@ -678,6 +678,11 @@ p11c_session_generate_key_pair (P11cSession *s, P11cKeyType type, GBytes *id,
   priv[nq++] = (CK_ATTRIBUTE) { CKA_SIGN, &yes, sizeof yes };
   priv[nq++] = (CK_ATTRIBUTE) { CKA_ID, (void *) id_data, id_len };
   priv[nq++] = (CK_ATTRIBUTE) { CKA_LABEL, (void *) label, strlen (label) };
+  if (decrypt && !key_type_is_ec (type))
+    {
+      priv[nq++] = (CK_ATTRIBUTE) { CKA_DECRYPT, &yes, sizeof yes };
+      pub[np++] = (CK_ATTRIBUTE) { CKA_ENCRYPT, &yes, sizeof yes };
+    }
 
   return p11c_ckr_check (s->f->C_GenerateKeyPair (s->handle, &mech, pub, np, priv, nq,
                                                   pub_out, priv_out),

@@ -89,8 +89,9 @@ gboolean    p11c_key_type_from_string (const char *name, P11cKeyType *out);
 const char *p11c_key_type_to_string (P11cKeyType type);
 
 /* Generate a key pair on the token: CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE,
- * !CKA_EXTRACTABLE, CKA_SIGN, the given id and label. */
-gboolean p11c_session_generate_key_pair (P11cSession *s, P11cKeyType type,
+ * !CKA_EXTRACTABLE, CKA_SIGN, the given id and label; with @decrypt (RSA
+ * only: SCEP) also CKA_DECRYPT (and CKA_ENCRYPT on the public key). */
+gboolean p11c_session_generate_key_pair (P11cSession *s, P11cKeyType type, gboolean decrypt,
                                          GBytes *id, const char *label,
                                          CK_OBJECT_HANDLE *pub_out,
                                          CK_OBJECT_HANDLE *priv_out,

@@ -39,6 +39,26 @@ token_key_free (void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
   g_free (k);
 }
 
+/* A logged-in session and the private key's handle; under op_lock. */
+static P11cSession *
+key_session (TokenKey *k, CK_OBJECT_HANDLE *priv, GError **error)
+{
+  g_autoptr(P11cSession) s = p11c_token_open_session (k->token, FALSE, error);
+  g_autoptr(GArray) keys = NULL;
+
+  if (s == NULL || !p11c_token_login (k->token, s, k->pin, P11C_LOGIN_AUTOMATIC, error))
+    return NULL;
+  keys = p11c_session_find (s, CKO_PRIVATE_KEY, k->id, NULL, error);
+  if (keys == NULL || keys->len == 0)
+    {
+      if (error != NULL && *error == NULL)
+        g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND, "The certificate's private key is not on the token");
+      return NULL;
+    }
+  *priv = g_array_index (keys, CK_OBJECT_HANDLE, 0);
+  return g_steal_pointer (&s);
+}
+
 /* Sign @in with @mech on the token; returns the raw signature, which must
  * be @expect bytes long (the token's output is not trusted to fit). */
 static GBytes *
@@ -46,20 +66,17 @@ token_sign_raw (TokenKey *k, CK_MECHANISM_TYPE mech, const guint8 *in, gsize in_
 {
   g_autoptr(GError) error = NULL;
   g_autoptr(P11cSession) s = NULL;
-  g_autoptr(GArray) keys = NULL;
   g_autofree guint8 *sig = NULL;
   CK_MECHANISM m = { mech, NULL, 0 };
+  CK_OBJECT_HANDLE priv = 0;
   CK_ULONG len = 0, room;
   GBytes *out = NULL;
 
   g_mutex_lock (&k->token->op_lock);
-  s = p11c_token_open_session (k->token, FALSE, &error);
-  if (s == NULL || !p11c_token_login (k->token, s, k->pin, P11C_LOGIN_AUTOMATIC, &error))
+  s = key_session (k, &priv, &error);
+  if (s == NULL)
     goto done;
-  keys = p11c_session_find (s, CKO_PRIVATE_KEY, k->id, NULL, &error);
-  if (keys == NULL || keys->len == 0)
-    goto done;
-  if (!p11c_session_sign_init (s, &m, g_array_index (keys, CK_OBJECT_HANDLE, 0), k->pin, &error)
+  if (!p11c_session_sign_init (s, &m, priv, k->pin, &error)
       || !p11c_ckr_check (s->f->C_Sign (s->handle, (guint8 *) in, in_len, NULL, &len), "sign", &error)
       || len == 0 || len > 4096)
     goto done;
@@ -313,4 +330,44 @@ p11c_token_prove_key (P11cSession *s, GBytes *id, X509 *cert, const char *pin, G
                "The certificate's private key is not on this token (no key here signs for it): the certificate "
                "is a copy, and only the token holding its key can renew it. Nothing was renewed");
   return 0;
+}
+
+GBytes *
+p11c_token_key_decrypt (EVP_PKEY *pkey, const guint8 *in, gsize in_len, GError **error)
+{
+  const RSA *rsa = EVP_PKEY_get_base_id (pkey) == EVP_PKEY_RSA ? EVP_PKEY_get0_RSA (pkey) : NULL;
+  TokenKey *k = rsa && ex_index_rsa >= 0 ? RSA_get_ex_data (rsa, ex_index_rsa) : NULL;
+  g_autoptr(P11cSession) s = NULL;
+  CK_MECHANISM m = { CKM_RSA_PKCS, NULL, 0 };
+  CK_OBJECT_HANDLE priv = 0;
+  CK_ULONG len = 0;
+  guint8 *plain = NULL;
+  GBytes *out = NULL;
+
+  if (k == NULL)
+    {
+      g_set_error_literal (error, P11C_ERROR, P11C_ERROR_NOT_SUPPORTED, "Not an RSA key on a token");
+      return NULL;
+    }
+  g_mutex_lock (&k->token->op_lock);
+  s = key_session (k, &priv, error);
+  if (s != NULL
+      && p11c_ckr_check (s->f->C_DecryptInit (s->handle, &m, priv), "Decrypting on the token", error)
+      && p11c_ckr_check (s->f->C_Decrypt (s->handle, (guint8 *) in, in_len, NULL, &len), "Decrypting on the token", error)
+      && len > 0 && len <= in_len)
+    {
+      CK_ULONG cap = len;
+      plain = g_malloc0 (cap);
+      if (p11c_ckr_check (s->f->C_Decrypt (s->handle, (guint8 *) in, in_len, plain, &len),
+                          "Decrypting on the token", error)
+          && p11c_check_reported (len, cap, "decrypt (the plaintext's length)", error))
+        out = g_bytes_new (plain, len);
+      OPENSSL_cleanse (plain, cap);
+      g_free (plain);
+    }
+  else if (s != NULL && error != NULL && *error == NULL)
+    g_set_error_literal (error, P11C_ERROR, P11C_ERROR_TOKEN_ERROR, "The token returned no plaintext");
+  g_clear_pointer (&s, p11c_session_close);
+  g_mutex_unlock (&k->token->op_lock);
+  return out;
 }

@@ -25,4 +25,10 @@ gboolean p11c_token_key_take_error (EVP_PKEY *pkey, GError **error);
 CK_OBJECT_HANDLE p11c_token_prove_key (P11cSession *s, GBytes *id, X509 *cert, const char *pin,
                                        GError **error);
 
+/* RSA PKCS#1 v1.5 decryption (C_Decrypt, CKM_RSA_PKCS) with the private
+ * key behind @pkey (an RSA key from p11c_token_key_new): the plaintext,
+ * or NULL with the token's error.  For SCEP, whose CA
+ * encrypts its reply's content key to the requester's key. */
+GBytes *p11c_token_key_decrypt (EVP_PKEY *pkey, const guint8 *in, gsize in_len, GError **error);
+
 G_END_DECLS

@@ -156,6 +156,41 @@ def make_cert(cn, key=None, days=365, not_before=None, issuer_key=None):
     return key, cert
 
 
+def write_control(directory, switches):
+    """A test server's control.json, written atomically."""
+    tmp = os.path.join(directory, "control.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(switches, f)
+    os.rename(tmp, os.path.join(directory, "control.json"))
+
+
+def read_request_log(directory):
+    """A test server's requests.log: one dict per request."""
+    path = os.path.join(directory, "requests.log")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago (for servers that
+    cannot pick their own and report it)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_ok(url):
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
 def der(cert):
     return cert.public_bytes(serialization.Encoding.DER)
 
@@ -823,16 +858,10 @@ class Env:
         wait_for(lambda: "estserver: holding" in self.log("est"), timeout, "the EST server holding a request")
 
     def est_control(self, **switches):
-        tmp = os.path.join(self.est_dir, "control.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(switches, f)
-        os.rename(tmp, os.path.join(self.est_dir, "control.json"))
+        write_control(self.est_dir, switches)
 
     def est_requests(self):
-        path = os.path.join(self.est_dir, "requests.log")
-        if not os.path.exists(path):
-            return []
-        return [json.loads(line) for line in open(path) if line.strip()]
+        return read_request_log(self.est_dir)
 
     def add_est_profile(self, name="est", **kv):
         conf = {"type": "est", "url": "https://127.0.0.1:%d" % self.est_port,
@@ -842,6 +871,62 @@ class Env:
                 # daemon's default (auto: a probe first) is tested with
                 # http_auth=None, which leaves the key out
                 "http-auth": "basic"}
+        conf.update({k.replace("_", "-"): str(v) for k, v in kv.items()})
+        conf = {k: v for k, v in conf.items() if v != "None"}
+        with open(os.path.join(self.ca_dir, name + ".conf"), "w") as f:
+            f.write("[ca]\n" + "".join("%s=%s\n" % kv for kv in conf.items()))
+
+    # -- SCEP CAs --------------------------------------------------------------
+    def start_scep(self, challenge="Chall-1", name="scep", extra=()):
+        """Debian's real SCEP server (micromdm scepserver) on 127.0.0.1 with
+        a fresh RSA CA in DIR/depot.  Returns the directory."""
+        d = os.path.join(self.tmp, name)
+        os.makedirs(d, exist_ok=True)
+        depot = os.path.join(d, "depot")
+        subprocess.run(["scepserver", "ca", "-init", "-depot", depot], cwd=d, check=True,
+                       capture_output=True, timeout=60)
+        port = free_port()
+        proc = self.spawn(name, ["scepserver", "-depot", depot, "-port", str(port)] + (["-challenge", challenge] if challenge else []) + list(extra),
+                          cwd=d)
+        url = "http://127.0.0.1:%d/scep" % port
+        wait_for(lambda: proc.poll() is not None or http_ok(url + "?operation=GetCACaps"), 20,
+                 "scepserver listening")
+        if proc.poll() is not None:
+            raise AssertionError("scepserver exited:\n" + self.log(name))
+        self.scep_dir, self.scep_url = d, url
+        self.scep_ca = os.path.join(depot, "ca.pem")
+        return d
+
+    def start_test_scep(self, name="tscep", **switches):
+        """The project's own SCEP test server (tests/scep/scepserver.py)."""
+        d = os.path.join(self.tmp, name)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "control.json"), "w") as f:
+            json.dump(switches, f)
+        ready = os.path.join(d, "port")
+        proc = self.spawn(name, [PY, os.path.join(SRC, "tests", "scep", "scepserver.py"), "--dir", d,
+                                 "--ready-file", ready])
+        wait_file(ready, 20, proc)
+        self.scep_dir = d
+        with open(ready) as f:
+            self.scep_url = "http://127.0.0.1:%d/scep" % int(f.read().strip())
+        self.scep_ca = os.path.join(d, "ca.pem")
+        return d
+
+    def scep_control(self, **switches):
+        write_control(self.scep_dir, switches)
+
+    def scep_requests(self):
+        return read_request_log(self.scep_dir)
+
+    def ca_fingerprint(self, pem_path):
+        out = subprocess.run(["openssl", "x509", "-in", pem_path, "-noout", "-fingerprint", "-sha256"],
+                             capture_output=True, text=True, check=True).stdout
+        return out.strip().split("=", 1)[1]
+
+    def add_scep_profile(self, name="scep", **kv):
+        conf = {"type": "scep", "url": self.scep_url, "ca-fingerprint": self.ca_fingerprint(self.scep_ca),
+                "retry-delay": "1", "timeout": "10", "connect-timeout": "5", "poll-interval": "1"}
         conf.update({k.replace("_", "-"): str(v) for k, v in kv.items()})
         conf = {k: v for k, v in conf.items() if v != "None"}
         with open(os.path.join(self.ca_dir, name + ".conf"), "w") as f:
