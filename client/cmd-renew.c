@@ -6,6 +6,28 @@
 
 #include <stdio.h>
 
+/* why @uri needs a person or cannot be renewed: from its reason code, the
+ * daemon's English reason quoted where it adds facts */
+static char *
+renew_reason (GVariant *codes, GVariant *reasons, const char *uri)
+{
+  const char *code = NULL, *english = NULL;
+  const char *text;
+  gboolean quote;
+
+  if (codes != NULL)
+    g_variant_lookup (codes, uri, "&s", &code);
+  if (reasons != NULL)
+    g_variant_lookup (reasons, uri, "&s", &english);
+  text = ctl_renew_reason_text (code, &quote);
+  if (text == NULL)
+    return g_strdup (english ? english : _("the service did not say why"));
+  if (quote && english != NULL)
+    /* TRANSLATORS: %1$s is the reason, %2$s the service's English text, for an administrator */
+    return g_strdup_printf (_("%1$s (details: %2$s)"), text, english);
+  return g_strdup (text);
+}
+
 static int
 renew_due (GDBusConnection *bus)
 {
@@ -16,6 +38,7 @@ renew_due (GDBusConnection *bus)
   g_auto(GStrv) person = NULL;
   g_auto(GStrv) not_renewable = NULL;
   g_autoptr(GVariant) reasons = NULL;
+  g_autoptr(GVariant) codes = NULL;
   GVariantBuilder b;
   guint n_jobs = 0, failed = 0, n_person = 0;
 
@@ -29,6 +52,7 @@ renew_due (GDBusConnection *bus)
   g_variant_lookup (result, "needs_person", "^as", &person);
   g_variant_lookup (result, "not_renewable", "^as", &not_renewable);
   reasons = g_variant_lookup_value (result, "reasons", G_VARIANT_TYPE ("a{ss}"));
+  codes = g_variant_lookup_value (result, "reason_codes", G_VARIANT_TYPE ("a{ss}"));
   n_jobs = jobs ? g_strv_length (jobs) : 0;
   n_person = person ? g_strv_length (person) : 0;
 
@@ -61,13 +85,8 @@ renew_due (GDBusConnection *bus)
     }
   for (guint i = 0; not_renewable && not_renewable[i]; i++)
     {
-      const char *why = NULL;
-      if (reasons != NULL && g_variant_lookup (reasons, not_renewable[i], "&s", &why))
-        /* TRANSLATORS: %2$s is the service's English reason, quoted for an administrator */
-        ctl_warn (_("%1$s is due but cannot be renewed: %2$s"), not_renewable[i], why);
-      else
-        ctl_warn (_("%s is due but cannot be renewed: its CA profile is gone; enroll a new certificate"),
-                  not_renewable[i]);
+      g_autofree char *why = renew_reason (codes, reasons, not_renewable[i]);
+      ctl_warn (_("%1$s is due but cannot be renewed: %2$s"), not_renewable[i], why);
     }
   if (n_person > 0)
     {
@@ -75,10 +94,9 @@ renew_due (GDBusConnection *bus)
                              "%u certificates need a person (the token PIN) to be renewed:", n_person), n_person);
       for (guint i = 0; i < n_person; i++)
         {
-          const char *why = NULL;
+          g_autofree char *why = renew_reason (codes, reasons, person[i]);
           ctl_message ("  p11certctl renew '%s'", person[i]);
-          if (reasons != NULL && g_variant_lookup (reasons, person[i], "&s", &why))
-            ctl_message ("    (%s)", why);
+          ctl_message ("    (%s)", why);
         }
     }
   if (failed > 0)

@@ -104,6 +104,10 @@ GVariant *ctl_token_pin_state (GDBusConnection *bus, const char *token_path);
 /* ctl_report for an error of a call on a token: a refused PIN is reported
  * with the token's state */
 int ctl_report_token_error (GDBusConnection *bus, const GError *error, const char *token_path);
+/* Why a due certificate needs a person or cannot be renewed (RenewDue's
+ * reason_codes, RenewalNeeded's reason_code) in the user's language, NULL
+ * for an unknown code; *quote: the daemon's English reason adds facts */
+const char *ctl_renew_reason_text (const char *code, gboolean *quote);
 /* A job state (queued, waiting-for-ca, …) in the user's language */
 const char *ctl_job_state_text (const char *state);
 

@@ -354,3 +354,27 @@ ctl_report_token_error (GDBusConnection *bus, const GError *error, const char *t
     state = ctl_token_pin_state (bus, token_path);
   return ctl_report_details (error, NULL, state);
 }
+
+const char *
+ctl_renew_reason_text (const char *code, gboolean *quote)
+{
+  static const struct { const char *code; const char *text; gboolean quote; } reasons[] = {
+    { "pin-needed", N_("the token PIN is needed"), FALSE },
+    { "pin-file-other-token", N_("the token PIN is needed: the PIN file of the CA profile is for another token"), TRUE },
+    { "pin-file-unusable", N_("the token PIN is needed: the PIN file of the CA profile cannot be used"), TRUE },
+    { "pin-refused", N_("the token refused the PIN in the CA profile's PIN file; it is not sent again until the "
+                        "file changes"), FALSE },
+    { "not-in-place", N_("the certificate is not where it was issued (it is a copy)"), TRUE },
+    { "profile-gone", N_("its CA profile is not configured any more; enroll a new certificate"), FALSE },
+    { "request-failed", N_("the renewal request could not be made"), TRUE },
+    { "not-authorized", N_("renewing the system store needs an administrator (or the renewal timer)"), FALSE },
+  };
+  *quote = TRUE;
+  for (gsize i = 0; code != NULL && i < G_N_ELEMENTS (reasons); i++)
+    if (g_str_equal (code, reasons[i].code))
+      {
+        *quote = reasons[i].quote;
+        return _(reasons[i].text);
+      }
+  return NULL;
+}

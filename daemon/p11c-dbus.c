@@ -1369,7 +1369,7 @@ static void
 renew_due_start (Call *c)
 {
   P11cDuePlan *plan = c->payload;
-  GVariantBuilder jobs, person, reasons, b;
+  GVariantBuilder jobs, person, reasons, codes, b;
   const char *sender;
   GHashTableIter iter;
   gpointer key, value;
@@ -1378,6 +1378,7 @@ renew_due_start (Call *c)
   g_variant_builder_init (&jobs, G_VARIANT_TYPE ("ao"));
   g_variant_builder_init (&person, G_VARIANT_TYPE ("as"));
   g_variant_builder_init (&reasons, G_VARIANT_TYPE ("a{ss}"));
+  g_variant_builder_init (&codes, G_VARIANT_TYPE ("a{ss}"));
   while (plan->requests->len > 0)
     {
       P11cEnrollRequest *req = g_ptr_array_steal_index (plan->requests, 0);
@@ -1411,8 +1412,10 @@ renew_due_start (Call *c)
       g_variant_builder_add (&info, "{sv}", "ca", g_variant_new_string (n->ca));
       g_variant_builder_add (&info, "{sv}", "days_left", g_variant_new_int64 (n->days_left));
       g_variant_builder_add (&info, "{sv}", "reason", g_variant_new_string (n->reason));
+      g_variant_builder_add (&info, "{sv}", "reason_code", g_variant_new_string (n->reason_code));
       g_variant_builder_add (&person, "s", n->uri);
       g_variant_builder_add (&reasons, "{ss}", n->uri, n->reason);
+      g_variant_builder_add (&codes, "{ss}", n->uri, n->reason_code);
       g_dbus_connection_emit_signal (c->d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "RenewalNeeded",
                                      g_variant_new ("(sx@a{sv})", n->uri, n->not_after,
                                                     g_variant_builder_end (&info)), NULL);
@@ -1430,6 +1433,10 @@ renew_due_start (Call *c)
   while (g_hash_table_iter_next (&iter, &key, &value))
     g_variant_builder_add (&reasons, "{ss}", key, value);
   g_variant_builder_add (&b, "{sv}", "reasons", g_variant_builder_end (&reasons));
+  g_hash_table_iter_init (&iter, plan->why_not_code);
+  while (g_hash_table_iter_next (&iter, &key, &value))
+    g_variant_builder_add (&codes, "{ss}", key, value);
+  g_variant_builder_add (&b, "{sv}", "reason_codes", g_variant_builder_end (&codes));
   g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(@a{sv})", g_variant_builder_end (&b)));
   call_free (c);
 }

@@ -201,6 +201,7 @@ p11c_due_plan_drop_system (P11cDuePlan *plan, const char *why)
       const char *uri = plan->system_uris->pdata[i];
       g_ptr_array_add (plan->not_renewable, g_strdup (uri));
       g_hash_table_replace (plan->why_not, g_strdup (uri), g_strdup (why));
+      g_hash_table_replace (plan->why_not_code, g_strdup (uri), g_strdup ("not-authorized"));
     }
   g_ptr_array_set_size (plan->system_requests, 0);
   g_ptr_array_set_size (plan->system_uris, 0);
@@ -213,6 +214,7 @@ needs_person_free (P11cNeedsPerson *n)
   g_free (n->subject);
   g_free (n->ca);
   g_free (n->reason);
+  g_free (n->reason_code);
   g_clear_pointer (&n->token, p11c_token_unref);
   g_free (n);
 }
@@ -228,18 +230,21 @@ p11c_due_plan_free (P11cDuePlan *p)
   g_ptr_array_unref (p->needs_person);
   g_ptr_array_unref (p->not_renewable);
   g_hash_table_unref (p->why_not);
+  g_hash_table_unref (p->why_not_code);
   g_free (p);
 }
 
 static void
-not_renewable (P11cDuePlan *plan, const P11cFoundCert *f, const char *why)
+not_renewable (P11cDuePlan *plan, const P11cFoundCert *f, const char *code, const char *why)
 {
   g_ptr_array_add (plan->not_renewable, g_strdup (f->entry->uri));
   g_hash_table_replace (plan->why_not, g_strdup (f->entry->uri), g_strdup (why));
+  g_hash_table_replace (plan->why_not_code, g_strdup (f->entry->uri), g_strdup (code));
 }
 
 static void
-needs_person (P11cDuePlan *plan, const P11cFoundCert *f, const char *ca, gint64 days_left, const char *reason)
+needs_person (P11cDuePlan *plan, const P11cFoundCert *f, const char *ca, gint64 days_left, const char *code,
+              const char *reason)
 {
   P11cNeedsPerson *n = g_new0 (P11cNeedsPerson, 1);
   n->uri = g_strdup (f->entry->uri);
@@ -248,6 +253,7 @@ needs_person (P11cDuePlan *plan, const P11cFoundCert *f, const char *ca, gint64 
   n->not_after = f->entry->summary->not_after;
   n->days_left = days_left;
   n->reason = g_strdup (reason);
+  n->reason_code = g_strdup (code);
   n->token = f->token ? p11c_token_ref (f->token) : NULL;
   g_ptr_array_add (plan->needs_person, n);
 }
@@ -267,7 +273,7 @@ plan_token (P11cEngine *engine, P11cDuePlan *plan, const P11cFoundCert *f, const
   p11c_token_get_info (f->token, &info, NULL);
   if (profile->pin_file == NULL)
     {
-      needs_person (plan, f, rec->ca, days_left, "the token PIN is needed");
+      needs_person (plan, f, rec->ca, days_left, "pin-needed", "the token PIN is needed");
       return;
     }
   if (profile->pin_file_token != NULL)
@@ -277,7 +283,7 @@ plan_token (P11cEngine *engine, P11cDuePlan *plan, const P11cFoundCert *f, const
         {
           reason = g_strdup_printf ("the token PIN is needed: the PIN file of CA profile %s is only for %s",
                                     profile->name, profile->pin_file_token);
-          needs_person (plan, f, rec->ca, days_left, reason);
+          needs_person (plan, f, rec->ca, days_left, "pin-file-other-token", reason);
           return;
         }
     }
@@ -286,14 +292,14 @@ plan_token (P11cEngine *engine, P11cDuePlan *plan, const P11cFoundCert *f, const
     {
       g_warning ("%s", local->message);
       reason = g_strdup_printf ("the token PIN is needed: %s", local->message);
-      needs_person (plan, f, rec->ca, days_left, reason);
+      needs_person (plan, f, rec->ca, days_left, "pin-file-unusable", reason);
       return;
     }
   if (p11c_records_pin_refused (p11c_engine_get_records (engine), &info, profile->pin_file, pin))
     {
       reason = g_strdup_printf ("the token refused the PIN in %s (CA profile %s); it is not sent again "
                                 "until the file changes", profile->pin_file, profile->name);
-      needs_person (plan, f, rec->ca, days_left, reason);
+      needs_person (plan, f, rec->ca, days_left, "pin-refused", reason);
       return;
     }
   req = request_for (engine, f, rec, profile, pin, profile->pin_file, TRUE, &local);
@@ -302,7 +308,7 @@ plan_token (P11cEngine *engine, P11cDuePlan *plan, const P11cFoundCert *f, const
   else
     {
       g_message ("Cannot renew %s: %s", f->entry->uri, local->message);
-      not_renewable (plan, f, local->message);
+      not_renewable (plan, f, "request-failed", local->message);
     }
 }
 
@@ -358,6 +364,7 @@ p11c_renewal_plan_due (P11cEngine *engine, GPtrArray *tokens, gint64 now)
   plan->needs_person = g_ptr_array_new_with_free_func ((GDestroyNotify) needs_person_free);
   plan->not_renewable = g_ptr_array_new_with_free_func (g_free);
   plan->why_not = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  plan->why_not_code = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   for (guint i = 0; i < all->len; i++)
     {
       P11cFoundCert *f = all->pdata[i];
@@ -374,7 +381,7 @@ p11c_renewal_plan_due (P11cEngine *engine, GPtrArray *tokens, gint64 now)
           if (p11c_renewal_due (sum->not_before, sum->not_after, now, config->window_days, &days_left))
             {
               g_message ("Not renewing %s: %s", f->entry->uri, why->message);
-              not_renewable (plan, f, why->message);
+              not_renewable (plan, f, "not-in-place", why->message);
             }
           continue;
         }
@@ -386,7 +393,7 @@ p11c_renewal_plan_due (P11cEngine *engine, GPtrArray *tokens, gint64 now)
         {
           g_autofree char *msg = g_strdup_printf ("it was issued through CA profile \"%s\", which is not "
                                                   "configured any more; enroll a new certificate", rec->ca);
-          not_renewable (plan, f, msg);
+          not_renewable (plan, f, "profile-gone", msg);
         }
       else if (f->token != NULL)
         plan_token (engine, plan, f, rec, profile, days_left);
@@ -400,7 +407,7 @@ p11c_renewal_plan_due (P11cEngine *engine, GPtrArray *tokens, gint64 now)
               g_ptr_array_add (plan->system_uris, g_strdup (f->entry->uri));
             }
           else
-            not_renewable (plan, f, local->message);
+            not_renewable (plan, f, "request-failed", local->message);
         }
     }
   prune (records, in_place, listed);

@@ -42,6 +42,8 @@ typedef struct {
   gint64     not_after;
   gint64     days_left;
   char      *reason;
+  char      *reason_code; /* stable id for clients: pin-needed, pin-file-other-token,
+                           * pin-file-unusable, pin-refused */
   P11cToken *token;
 } P11cNeedsPerson;
 
@@ -53,6 +55,8 @@ typedef struct {
   GPtrArray *needs_person;   /* P11cNeedsPerson */
   GPtrArray *not_renewable;  /* char *uri: no profile any more, unreadable, a copy */
   GHashTable *why_not;       /* uri → why it is not renewable */
+  GHashTable *why_not_code;  /* uri → stable id: not-in-place, profile-gone, request-failed,
+                              * not-authorized */
 } P11cDuePlan;
 
 void p11c_due_plan_free (P11cDuePlan *plan);

@@ -97,6 +97,21 @@ class Russian(TestCase):
         self.assertIn("private key", kinds)
         self.assertEqual(kinds.count("certificate"), 1, kinds)
 
+    def test_renew_due_needs_a_person(self):
+        e = self.env
+        e.extra_config = "[renewal]\nwindow-days=3650\n"
+        e.start_daemon()
+        r = e.ctl("enroll", "--ca", "local", "--storage", "token", "--token", "pkcs11:token=agent",
+                  "--pin-file", self.pin_file, "--subject", "CN=needs pin")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = e.ctl("renew", "--due", lang="ru")
+        self.assertEqual(r.returncode, 20, r.stdout + r.stderr)
+        self.assertIn("Для продления 1 сертификата нужен человек (пароль токена):", r.stdout)
+        self.assertIn("(нужен пароль токена)", r.stdout)
+        res = e.call("RenewDue", "a{sv}", [{}])[0]
+        self.assertEqual(set(res["reason_codes"].values()), {"pin-needed"})
+        self.assertEqual(set(res["reason_codes"]), set(res["needs_person"]))
+
     def test_pin_policy_rules(self):
         e = self.env
         e.start_daemon()

@@ -244,6 +244,7 @@ test_pin_file_binding (Fixture *f, gconstpointer data)
   g_assert_true (contains (plan->not_renewable, u_copy));
   g_assert_nonnull (strstr (g_hash_table_lookup (plan->why_not, u_copy), "is a copy"));
   g_assert_nonnull (strstr (g_hash_table_lookup (plan->why_not, u_copy), "token \"agent\""));
+  g_assert_cmpstr (g_hash_table_lookup (plan->why_not_code, u_copy), ==, "not-in-place");
   g_assert_nonnull (n);
   g_assert_nonnull (strstr (n->reason, "only for pkcs11:token=agent"));
   g_assert_null (needs_person_for (plan, u_victim));
@@ -341,6 +342,7 @@ test_system_store (Fixture *f, gconstpointer data)
   g_assert_cmpuint (plan->system_requests->len, ==, 0);
   g_assert_true (contains (plan->not_renewable, "system:web"));
   g_assert_cmpstr (g_hash_table_lookup (plan->why_not, "system:web"), ==, "not allowed");
+  g_assert_cmpstr (g_hash_table_lookup (plan->why_not_code, "system:web"), ==, "not-authorized");
   EVP_PKEY_free (key);
 }
 
