@@ -37,38 +37,52 @@ from cryptography.hazmat.primitives import serialization
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=15, help="runs of each (default 15)")
+    ap.add_argument("--before", help="another build directory whose daemon enrolls too, interleaved "
+                                     "(its own bus, token and EST server)")
     a = ap.parse_args()
     B.need_root()
-
-    env = B.new_env("bench-enroll")
-    env.add_token("agent")
-    env.add_token("parts")
     otps = ["OTP-%d" % i for i in range(4 * a.n + 20)]
-    env.start_est(users={"alice": {"otps": otps}})
-    env.add_est_profile("est")
-    env.start_daemon()
-    otp_iter = iter(otps)
+    pin = B.harness.PIN
+    this_daemon = B.harness.DAEMON
+
+    def daemon_side(name, binary, **profile):
+        """An Env with token "agent", an EST server and profile "est", the daemon @binary."""
+        env = B.new_env("bench-enroll" + name)
+        env.add_token("agent")
+        env.start_est(users={"alice": {"otps": otps}})
+        env.add_est_profile("est", **profile)
+        B.harness.DAEMON = binary
+        env.start_daemon()
+        B.harness.DAEMON = this_daemon
+        finished = {}
+
+        def on_finished(conn, sender, path, iface, signal, params, *user):
+            finished[path] = (time.perf_counter(), params.unpack())
+        env.conn.signal_subscribe(B.harness.NAME, B.harness.JOB_IFACE, "Finished", None, None,
+                                  B.Gio.DBusSignalFlags.NONE, on_finished)
+        otp_iter = iter(otps)
+
+        def enroll():
+            t0 = time.perf_counter()
+            path = env.enroll({"ca": "est", "login": "alice", "otp": next(otp_iter), "storage": "token",
+                               "token": "pkcs11:token=agent", "pin": pin, "key_type": "ec-p256"})
+            B.harness.wait_for(lambda: path in finished, 60, "job %s Finished" % path)
+            t1, (ok, err, msg) = finished[path]
+            if not ok:
+                raise RuntimeError("enrollment failed: %s %s\n%s" % (err, msg, env.log("p11certd")[-4000:]))
+            uri = env.get_property(path, B.harness.JOB_IFACE, "Result")
+            # untimed: delete it again, so every run sees the same token
+            env.call("DeleteCert", "ssa{sv}", [uri, pin, {}])
+            return t1 - t0
+        return env, enroll
+
+    # the daemon before the change knows no http-auth key and always sent Basic at once
+    before = daemon_side("-before", os.path.join(a.before, "daemon", "p11certd"), http_auth=None) if a.before else None
+    env, daemon_enroll = daemon_side("", this_daemon)
+    env.add_token("parts")
+    otp_iter = iter(otps[2 * a.n + 10:])
     url = "https://127.0.0.1:%d/.well-known/est/simpleenroll" % env.est_port
     ca_pem = os.path.join(env.est_dir, "ca.pem")
-    pin = B.harness.PIN
-
-    finished = {}
-
-    def on_finished(conn, sender, path, iface, name, params, *user):
-        finished[path] = (time.perf_counter(), params.unpack())
-    env.conn.signal_subscribe(B.harness.NAME, B.harness.JOB_IFACE, "Finished", None, None,
-                              B.Gio.DBusSignalFlags.NONE, on_finished)
-
-    def daemon_enroll():
-        t0 = time.perf_counter()
-        path = env.enroll({"ca": "est", "login": "alice", "otp": next(otp_iter), "storage": "token",
-                           "token": "pkcs11:token=agent", "pin": pin, "key_type": "ec-p256"})
-        B.harness.wait_for(lambda: path in finished, 60, "job %s Finished" % path)
-        t1, (ok, err, msg) = finished[path]
-        if not ok:
-            raise RuntimeError("enrollment failed: %s %s\n%s" % (err, msg, env.log("p11certd")[-4000:]))
-        uri = env.get_property(path, B.harness.JOB_IFACE, "Result")
-        return t1 - t0, uri
 
     tok = p11ctypes.Token(B.harness.SOFTHSM, "parts", pin)
     key_pem = os.path.join(env.tmp, "sw-key.pem")
@@ -125,8 +139,9 @@ def main():
         return dt
 
     # warm-up: one of everything
-    dt, uri = daemon_enroll()
-    env.call("DeleteCert", "ssa{sv}", [uri, pin, {}])
+    daemon_enroll()
+    if before:
+        before[1]()
     pkcs11_tool_keygen(999)
     _, hp, hk = ctypes_keygen(999)
     tok.destroy(hp, hk)
@@ -134,11 +149,14 @@ def main():
     curl_est()
     requests_before = len(env.est_requests())
 
-    res = {k: [] for k in ("daemon", "p11tool_keygen", "ct_keygen", "openssl_req", "ct_sign", "curl", "ct_write", "cacerts")}
+    res = {k: [] for k in ("daemon", "before", "p11tool_keygen", "ct_keygen", "openssl_req", "ct_sign", "curl",
+                           "ct_write", "cacerts")}
     for i in range(a.n):
-        dt, uri = daemon_enroll()
-        res["daemon"].append(dt)
-        env.call("DeleteCert", "ssa{sv}", [uri, pin, {}])          # untimed: same token state each run
+        if before and i % 2:
+            res["before"].append(before[1]())
+        res["daemon"].append(daemon_enroll())
+        if before and not i % 2:
+            res["before"].append(before[1]())
         res["p11tool_keygen"].append(pkcs11_tool_keygen(i))
         dt, hpub, hpriv = ctypes_keygen(i)
         res["ct_keygen"].append(dt)
@@ -158,7 +176,8 @@ def main():
     m = {k: B.median(v) for k, v in res.items()}
     print("EC P-256 enrollment through the daemon vs its parts alone, N=%d each, interleaved" % a.n)
     print()
-    rows = [
+    rows = [("daemon before (--before) Enroll -> Finished", res["before"])] if before else []
+    rows += [
         ("daemon Enroll -> Finished signal", res["daemon"]),
         ("(a) pkcs11-tool --keypairgen (process)", res["p11tool_keygen"]),
         ("(a) C_GenerateKeyPair in-process", res["ct_keygen"]),
@@ -175,19 +194,23 @@ def main():
     parts_write = parts_inproc + m["ct_write"]
     parts_all = parts_write + m["cacerts"]
     print()
-    B.table(("sum of part medians", "ms", "daemon / sum"), [
-        ("in-process keygen + C_Sign + curl", B.ms(parts_inproc), m["daemon"] / parts_inproc),
-        ("  ... + C_CreateObject", B.ms(parts_write), m["daemon"] / parts_write),
-        ("  ... + C_CreateObject + curl cacerts", B.ms(parts_all), m["daemon"] / parts_all),
-        ("pkcs11-tool + openssl req + curl", B.ms(parts_proc), m["daemon"] / parts_proc),
+    sides = [("daemon", "daemon / sum")] + ([("before", "before / sum")] if before else [])
+    B.table(("sum of part medians", "ms") + tuple(h for _, h in sides), [
+        ("in-process keygen + C_Sign + curl", B.ms(parts_inproc)) + tuple(m[k] / parts_inproc for k, _ in sides),
+        ("  ... + C_CreateObject", B.ms(parts_write)) + tuple(m[k] / parts_write for k, _ in sides),
+        ("  ... + C_CreateObject + curl cacerts", B.ms(parts_all)) + tuple(m[k] / parts_all for k, _ in sides),
+        ("pkcs11-tool + openssl req + curl", B.ms(parts_proc)) + tuple(m[k] / parts_proc for k, _ in sides),
     ])
     print("\nrequests counted by the EST server in the timed runs (daemon + curl): %s"
           % ", ".join("%s %d" % kv for kv in sorted(ops.items())))
     print("daemon overhead over in-process parts: %.1f ms per enrollment" % B.ms(m["daemon"] - parts_inproc))
-    print("RESULT: enroll ec-p256: daemon median %.1f ms vs sum of parts %.1f ms (keygen+sign in-process + curl), "
-          "ratio daemon/parts %.2f; vs process parts %.1f ms, ratio %.2f"
-          % (B.ms(m["daemon"]), B.ms(parts_inproc), m["daemon"] / parts_inproc, B.ms(parts_proc),
-             m["daemon"] / parts_proc))
+    line = ("RESULT: enroll ec-p256: daemon median %.1f ms vs sum of parts %.1f ms (keygen+sign in-process + curl "
+            "+ C_CreateObject), ratio daemon/parts %.2f; vs process parts %.1f ms, ratio %.2f"
+            % (B.ms(m["daemon"]), B.ms(parts_write), m["daemon"] / parts_write, B.ms(parts_proc),
+               m["daemon"] / parts_proc))
+    if before:
+        line += "; before: %.1f ms, ratio %.2f" % (B.ms(m["before"]), m["before"] / parts_write)
+    print(line)
 
 
 if __name__ == "__main__":
