@@ -173,15 +173,6 @@ def read_request_log(directory):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago (for servers that
-    cannot pick their own and report it)."""
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http_ok(url):
     import urllib.request
     try:
