@@ -59,7 +59,8 @@ ca_list (int argc, char **argv)
       g_autoptr(GVariant) c = g_variant_get_child_value (cas, i);
       const char *url = ctl_dict_str (c, "url", "");
       ctl_table_add_row (table, ctl_dict_str (c, "name", ""), ctl_dict_str (c, "type", ""),
-                         ctl_dict_str (c, "key_type", ""), ctl_dict_bool (c, "needs_login", FALSE) ? _("yes") : _("no"),
+                         ctl_dict_str (c, "key_type", ""), ctl_dict_bool (c, "needs_login", FALSE) ? _("yes")
+                         : ctl_dict_bool (c, "needs_otp", FALSE) ? _("challenge") : _("no"),
                          url[0] ? url : "-");
     }
   ctl_table_print (table, ctl_output_width ());
@@ -125,7 +126,8 @@ ca_show (int argc, char **argv)
     printf (_("EST label:   %s\n"), ctl_dict_str (ca, "label", ""));
   printf (_("Key type:    %s\n"), ctl_dict_str (ca, "key_type", ""));
   printf (_("Needs login: %s\n"), ctl_dict_bool (ca, "needs_login", FALSE) ? _("yes (login and one-time password)")
-                                                                           : _("no"));
+                                   : ctl_dict_bool (ca, "needs_otp", FALSE) ? _("no; a challenge password (SCEP)")
+                                   : _("no"));
   printf (_("(the CA certificate: p11certctl ca show %s --pem)\n"), ctl_dict_str (ca, "name", ""));
   fflush (stdout);
   return CTL_EXIT_OK;

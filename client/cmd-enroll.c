@@ -223,6 +223,18 @@ ctl_cmd_enroll (int argc, char **argv)
       if (otp == NULL)
         return ctl_report (error, NULL);
     }
+  else if (ctl_dict_bool (ca, "needs_otp", FALSE))
+    {
+      /* SCEP: the one-time password is the CA's challenge password; no login */
+      if (opt_otp_file == NULL && !interactive)
+        return ctl_usage_error (ctx, _("enroll: the CA profile “%s” needs --otp-file (its challenge password)"),
+                                ctl_dict_str (ca, "name", ""));
+      if (opt_otp_file == NULL)
+        asked = TRUE;
+      otp = ctl_secret_get (opt_otp_file, -1, _("Challenge password: "), _("challenge password"), &error);
+      if (otp == NULL)
+        return ctl_report (error, NULL);
+    }
 
   /* (3) storage */
   if (opt_storage == NULL)

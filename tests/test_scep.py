@@ -115,6 +115,38 @@ class RealScepServer(ScepBase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("agent-7", r.stdout)
 
+    def test_cli_wizard_asks_the_challenge_password(self):
+        """p11certctl: ca list/show name the protocol; the wizard asks the
+        challenge password (not a login) on a terminal."""
+        import pexpect
+        from harness import CTL
+        e = self.env
+        e.start_daemon()
+        out = e.ctl("ca", "list", check=True).stdout
+        line = [ln for ln in out.splitlines() if ln.startswith("scep")][0]
+        self.assertIn("scep", line.split()[1])
+        self.assertIn("challenge", line)
+        self.assertIn("challenge password (SCEP)", e.ctl("ca", "show", "scep", check=True).stdout)
+        pin_file = os.path.join(e.tmp, "pin")
+        with open(os.open(pin_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write(PIN + "\n")
+        child = pexpect.spawn(CTL, ["--address", e.bus_address, "enroll", "--ca", "scep", "--storage", "token",
+                                    "--token", "pkcs11:token=agent", "--pin-file", pin_file,
+                                    "--subject", "CN=agent-7"], env=e.env, encoding="utf-8", timeout=60)
+        transcript = []
+        child.logfile_read = type("T", (), {"write": lambda self, s: transcript.append(s),
+                                            "flush": lambda self: None})()
+        child.expect("Challenge password: ")
+        child.sendline("Chall-1")
+        child.expect(r"Request the certificate now\?")
+        child.sendline("y")
+        child.expect("written successfully")
+        child.expect(pexpect.EOF)
+        child.close()
+        self.assertEqual(child.exitstatus, 0, "".join(transcript))
+        self.assertNotIn("Login", "".join(transcript))
+        self.assertNotIn("Chall-1", "".join(transcript), "the challenge password was echoed")
+
     def test_renewal_req_on_token(self):
         e = self.env
         # scepserver checks -challenge on RenewalReq too; unattended renewal
