@@ -169,6 +169,8 @@ end_line (Follow *f)
     }
 }
 
+static void follow_end (Follow *f);
+
 static void
 on_properties_changed (GDBusConnection *conn, const char *sender, const char *path, const char *iface,
                        const char *signal, GVariant *params, gpointer user_data)
@@ -183,7 +185,12 @@ on_properties_changed (GDBusConnection *conn, const char *sender, const char *pa
   if (!g_str_equal (which, P11C_DBUS_JOB_IFACE) || f->finished)
     return;
   apply_props (f, changed);
-  render (f);
+  /* the final state is what every user is told; Finished (with the error)
+   * goes only to the connection that started the job */
+  if (state_is_final (f->state))
+    follow_end (f);
+  else
+    render (f);
 }
 
 static gboolean
@@ -214,9 +221,6 @@ on_finished (GDBusConnection *conn, const char *sender, const char *path, const 
   if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(bss)")) || f->finished)
     return;
   g_variant_get (params, "(bss)", &success, &name, &message);
-  /* the final properties (Result) come before Finished; read them again in
-   * case a PropertiesChanged was lost */
-  fetch_props (f, NULL);
   if (!state_is_final (f->state))
     {
       g_free (f->state);
@@ -229,6 +233,22 @@ on_finished (GDBusConnection *conn, const char *sender, const char *path, const 
       f->error_name = g_strdup (name);
       g_free (f->error_message);
       f->error_message = g_strdup (message);
+    }
+  follow_end (f);
+}
+
+/* The job ended: read the final properties once more (Result, or the error
+ * for its owner and root) in case a change was lost, show them, stop. */
+static void
+follow_end (Follow *f)
+{
+  g_autofree char *state = g_strdup (f->state);
+
+  fetch_props (f, NULL);
+  if (!state_is_final (f->state))
+    {
+      g_free (f->state);
+      f->state = g_steal_pointer (&state);
     }
   f->finished = TRUE;
   render (f);

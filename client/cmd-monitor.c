@@ -15,6 +15,7 @@ typedef struct {
   gboolean   json;
   gboolean   daemon_gone;
   GHashTable *last;   /* job path → last state line (the daemon repeats every property) */
+  GHashTable *ended;  /* job paths whose end was printed */
 } Monitor;
 
 /* dates in event lines: a log format, the same in every language */
@@ -168,6 +169,45 @@ on_manager_signal (GDBusConnection *conn, const char *sender, const char *path, 
   emit_line (s);
 }
 
+/* One JobFinished line per job.  Its error name and message are known to
+ * the job's owner and root only (docs/security.md): others see the state. */
+static void
+print_job_finished (Monitor *m, const char *path, const char *state, const char *name, const char *message)
+{
+  g_autoptr(GString) s = g_string_new (NULL);
+  g_autofree char *ts = timestamp (m->json);
+  gboolean ok = g_strcmp0 (state, "done") == 0;
+
+  if (!g_hash_table_add (m->ended, g_strdup (path)))
+    return;
+  g_hash_table_remove (m->last, path);
+  if (m->json)
+    {
+      g_autoptr(GVariant) p = g_variant_ref_sink (g_variant_new_object_path (path));
+      g_autoptr(GVariant) sv = g_variant_ref_sink (g_variant_new_boolean (ok));
+      g_autoptr(GVariant) st = g_variant_ref_sink (g_variant_new_string (state));
+      g_autoptr(GVariant) nv = g_variant_ref_sink (g_variant_new_string (name));
+      g_autoptr(GVariant) mv = g_variant_ref_sink (g_variant_new_string (message));
+      json_begin (s, "JobFinished");
+      json_field (s, "job", p);
+      json_field (s, "success", sv);
+      json_field (s, "state", st);
+      json_field (s, "error", nv);
+      json_field (s, "message", mv);
+      g_string_append_c (s, '}');
+    }
+  else
+    {
+      g_string_printf (s, "%s JobFinished %s %s", ts, path, ok ? "success" : name[0] ? name : state);
+      if (!ok && message[0])
+        {
+          g_autofree char *q = g_strescape (message, NULL);
+          g_string_append_printf (s, " message=\"%s\"", q);
+        }
+    }
+  emit_line (s);
+}
+
 static void
 on_job_signal (GDBusConnection *conn, const char *sender, const char *path, const char *iface,
                const char *signal, GVariant *params, gpointer user_data)
@@ -186,10 +226,22 @@ on_job_signal (GDBusConnection *conn, const char *sender, const char *path, cons
       if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(sa{sv}as)")))
         return;
       g_variant_get (params, "(s@a{sv}as)", &which, &changed, NULL);
-      /* only state changes: the final one comes with Finished */
-      if (!g_str_equal (which, P11C_DBUS_JOB_IFACE) || (state = ctl_dict_str (changed, "State", NULL)) == NULL
-          || g_str_equal (state, "done") || g_str_equal (state, "failed") || g_str_equal (state, "cancelled"))
+      if (!g_str_equal (which, P11C_DBUS_JOB_IFACE) || (state = ctl_dict_str (changed, "State", NULL)) == NULL)
         return;
+      if (g_str_equal (state, "done") || g_str_equal (state, "failed") || g_str_equal (state, "cancelled"))
+        {
+          /* the end, as every user sees it; the error as far as we may read it */
+          g_autoptr(GVariant) reply = g_dbus_connection_call_sync (conn, P11C_DBUS_NAME, path,
+                                                                   "org.freedesktop.DBus.Properties", "GetAll",
+                                                                   g_variant_new ("(s)", P11C_DBUS_JOB_IFACE),
+                                                                   G_VARIANT_TYPE ("(a{sv})"),
+                                                                   G_DBUS_CALL_FLAGS_NONE, CTL_TIMEOUT_LIST,
+                                                                   NULL, NULL);
+          g_autoptr(GVariant) props = reply ? g_variant_get_child_value (reply, 0) : NULL;
+          print_job_finished (m, path, state, props ? ctl_dict_str (props, "Error", "") : "",
+                              props ? ctl_dict_str (props, "ErrorMessage", "") : "");
+          return;
+        }
       if (m->json)
         {
           g_autoptr(GVariant) p = g_variant_ref_sink (g_variant_new_object_path (path));
@@ -214,42 +266,20 @@ on_job_signal (GDBusConnection *conn, const char *sender, const char *path, cons
           key = g_strdup_printf ("%s JobChanged %s ", ts, path);
           g_string_prepend (s, key);
         }
+      emit_line (s);
     }
   else if (g_str_equal (signal, "Finished"))
     {
+      /* sent only to the connection that started the job */
       gboolean ok;
       g_autofree char *name = NULL;
       g_autofree char *message = NULL;
       if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(bss)")))
         return;
       g_variant_get (params, "(bss)", &ok, &name, &message);
-      if (m->json)
-        {
-          g_autoptr(GVariant) p = g_variant_ref_sink (g_variant_new_object_path (path));
-          g_autoptr(GVariant) sv = g_variant_ref_sink (g_variant_new_boolean (ok));
-          g_autoptr(GVariant) nv = g_variant_ref_sink (g_variant_new_string (name));
-          g_autoptr(GVariant) mv = g_variant_ref_sink (g_variant_new_string (message));
-          json_begin (s, "JobFinished");
-          json_field (s, "job", p);
-          json_field (s, "success", sv);
-          json_field (s, "error", nv);
-          json_field (s, "message", mv);
-          g_string_append_c (s, '}');
-        }
-      else
-        {
-          g_hash_table_remove (m->last, path);
-          g_string_printf (s, "%s JobFinished %s %s", ts, path, ok ? "success" : name);
-          if (!ok && message[0])
-            {
-              g_autofree char *q = g_strescape (message, NULL);
-              g_string_append_printf (s, " message=\"%s\"", q);
-            }
-        }
+      print_job_finished (m, path, ok ? "done" : g_strcmp0 (name, P11C_DBUS_ERROR_PREFIX "Cancelled") == 0
+                                                   ? "cancelled" : "failed", name, message);
     }
-  else
-    return;
-  emit_line (s);
 }
 
 static void
@@ -305,6 +335,7 @@ ctl_cmd_monitor (int argc, char **argv)
   m.json = opt_json;
   m.loop = g_main_loop_new (NULL, FALSE);
   m.last = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  m.ended = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   subs[0] = g_dbus_connection_signal_subscribe (bus, P11C_DBUS_NAME, P11C_DBUS_MANAGER_IFACE, NULL, P11C_DBUS_PATH,
                                                 NULL, G_DBUS_SIGNAL_FLAGS_NONE, on_manager_signal, &m, NULL);
   subs[1] = g_dbus_connection_signal_subscribe (bus, P11C_DBUS_NAME, "org.freedesktop.DBus.Properties",
@@ -328,5 +359,6 @@ ctl_cmd_monitor (int argc, char **argv)
   g_source_remove (sig_term);
   g_main_loop_unref (m.loop);
   g_hash_table_unref (m.last);
+  g_hash_table_unref (m.ended);
   return CTL_EXIT_OK;
 }

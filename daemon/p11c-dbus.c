@@ -310,17 +310,20 @@ manager_props (P11cDaemon *d)
   return g_variant_builder_end (&b);
 }
 
+/* PropertiesChanged to everyone (@dest NULL) or to one connection */
 static void
-emit_properties_changed (P11cDaemon *d, const char *path, const char *iface, GVariant *changed)
+emit_properties_changed (P11cDaemon *d, const char *dest, const char *path, const char *iface,
+                         GVariant *changed)
 {
-  g_dbus_connection_emit_signal (d->conn, NULL, path, "org.freedesktop.DBus.Properties",
+  g_dbus_connection_emit_signal (d->conn, dest, path, "org.freedesktop.DBus.Properties",
                                  "PropertiesChanged",
                                  g_variant_new ("(s@a{sv}as)", iface, changed, NULL), NULL);
 }
 
-/* PropertiesChanged with what changed since the last emission */
-static void
-emit_changed_props (P11cDaemon *d, GHashTable *last, const char *path, const char *iface, GVariant *now)
+/* What changed in @now (taken) since the last call for @path: a floating
+ * a{sv}, or NULL when nothing did. */
+static GVariant *
+changed_since (GHashTable *last, const char *path, GVariant *now)
 {
   GVariant *before = g_hash_table_lookup (last, path);
   GVariantBuilder b;
@@ -341,11 +344,40 @@ emit_changed_props (P11cDaemon *d, GHashTable *last, const char *path, const cha
         }
       g_variant_unref (value);
     }
-  if (any)
-    emit_properties_changed (d, path, iface, g_variant_builder_end (&b));
-  else
-    g_variant_builder_clear (&b);
   g_hash_table_replace (last, g_strdup (path), g_variant_ref_sink (now));
+  if (any)
+    return g_variant_builder_end (&b);
+  g_variant_builder_clear (&b);
+  return NULL;
+}
+
+/* PropertiesChanged with what changed since the last emission */
+static void
+emit_changed_props (P11cDaemon *d, GHashTable *last, const char *path, const char *iface, GVariant *now)
+{
+  GVariant *changed = changed_since (last, path, now);
+  if (changed != NULL)
+    emit_properties_changed (d, NULL, path, iface, changed);
+}
+
+/* A job's changes: its state and progress to everyone, its result, owner
+ * and error only to the connection that started it (docs/security.md,
+ * "Jobs") — that part first, so a client that stops at the final State
+ * already has them. */
+static void
+emit_job_changes (P11cDaemon *d, P11cJob *job, GVariant *now)
+{
+  g_autoptr(GVariant) changed = changed_since (d->job_props, job->path, now);
+  GVariant *pub = NULL, *priv = NULL;
+
+  if (changed == NULL)
+    return;
+  g_variant_ref_sink (changed);
+  p11c_job_split_props (changed, &pub, &priv);
+  if (priv != NULL)
+    emit_properties_changed (d, job->owner_sender, job->path, P11C_DBUS_JOB_IFACE, priv);
+  if (pub != NULL)
+    emit_properties_changed (d, NULL, job->path, P11C_DBUS_JOB_IFACE, pub);
 }
 
 static void
@@ -1090,7 +1122,7 @@ job_notify (P11cJob *job, GVariant *props, gpointer user_data)
 {
   P11cDaemon *d = user_data;
   if (g_hash_table_contains (d->jobs, job->path))
-    emit_changed_props (d, d->job_props, job->path, P11C_DBUS_JOB_IFACE, props);
+    emit_job_changes (d, job, props);
 }
 
 static void
@@ -1140,8 +1172,9 @@ job_finished (P11cDaemon *d, P11cJob *job, const char *result, GError *error)
 
   p11c_error_convert (&error);
   p11c_job_finish (job, result, error);
-  emit_changed_props (d, d->job_props, job->path, P11C_DBUS_JOB_IFACE, p11c_job_to_variant (job));
-  g_dbus_connection_emit_signal (d->conn, NULL, job->path, P11C_DBUS_JOB_IFACE, "Finished",
+  emit_job_changes (d, job, p11c_job_to_variant (job));
+  /* only to the connection that started the job: it carries the error */
+  g_dbus_connection_emit_signal (d->conn, job->owner_sender, job->path, P11C_DBUS_JOB_IFACE, "Finished",
                                  g_variant_new ("(bss)", error == NULL,
                                                 job->error_name ? job->error_name : "",
                                                 error ? error->message : ""), NULL);
@@ -1214,7 +1247,14 @@ job_register (P11cDaemon *d, const char *operation, guint uid, const char *sende
   job->notify_data = d;
   g_hash_table_insert (d->jobs, g_strdup (job->path), job);
   g_hash_table_insert (d->job_regs, g_strdup (job->path), GUINT_TO_POINTER (id));
-  emit_interfaces_added (d, job->path, P11C_DBUS_JOB_IFACE, p11c_job_to_variant (job));
+  {
+    /* everyone learns that a job exists, and what runs: not whose it is */
+    g_autoptr(GVariant) all = g_variant_ref_sink (p11c_job_to_variant (job));
+    GVariant *pub = NULL, *priv = NULL;
+    p11c_job_split_props (all, &pub, &priv);
+    g_clear_pointer (&priv, g_variant_unref);
+    emit_interfaces_added (d, job->path, P11C_DBUS_JOB_IFACE, pub);
+  }
   return job;
 }
 
@@ -1614,8 +1654,20 @@ handle_get_managed_objects (Call *c)
     }
   g_hash_table_iter_init (&iter, c->d->jobs);
   while (g_hash_table_iter_next (&iter, &key, &value))
-    g_variant_builder_add_parsed (&b, "{%o, {%s: %@a{sv}}}", key, P11C_DBUS_JOB_IFACE,
-                                  p11c_job_to_variant (value));
+    {
+      P11cJob *j = value;
+      GVariant *props = p11c_job_to_variant (j), *pub = NULL, *priv = NULL;
+      if (c->uid != 0 && c->uid != j->owner_uid)
+        {
+          /* another user's job: its state and progress only */
+          g_variant_ref_sink (props);
+          p11c_job_split_props (props, &pub, &priv);
+          g_variant_unref (props);
+          g_clear_pointer (&priv, g_variant_unref);
+          props = pub;
+        }
+      g_variant_builder_add_parsed (&b, "{%o, {%s: %@a{sv}}}", key, P11C_DBUS_JOB_IFACE, props);
+    }
   g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(a{oa{sa{sv}}})", &b));
   call_free (c);
 }
@@ -1754,6 +1806,28 @@ method_call (GDBusConnection *conn, const char *sender, const char *path,
                                          "No such method %s.%s", iface, method);
 }
 
+/* Whether @sender may see @job's result, owner and error: the connection
+ * that started it, and any connection of root or of the job's owner. */
+static gboolean
+job_details_visible (GDBusConnection *conn, P11cJob *job, const char *sender)
+{
+  g_autoptr(GVariant) reply = NULL;
+  guint32 uid;
+
+  if (g_strcmp0 (sender, job->owner_sender) == 0)
+    return TRUE;
+  if (sender == NULL)
+    return FALSE;
+  reply = g_dbus_connection_call_sync (conn, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                       "org.freedesktop.DBus", "GetConnectionUnixUser",
+                                       g_variant_new ("(s)", sender), G_VARIANT_TYPE ("(u)"),
+                                       G_DBUS_CALL_FLAGS_NONE, 5000, NULL, NULL);
+  if (reply == NULL)
+    return FALSE;
+  g_variant_get (reply, "(u)", &uid);
+  return uid == 0 || uid == job->owner_uid;
+}
+
 static GVariant *
 get_property (GDBusConnection *conn, const char *sender, const char *path,
               const char *iface, const char *name, GError **error, gpointer user_data)
@@ -1773,6 +1847,12 @@ get_property (GDBusConnection *conn, const char *sender, const char *path,
   else if (g_str_equal (iface, P11C_DBUS_JOB_IFACE))
     {
       P11cJob *j = g_hash_table_lookup (d->jobs, path);
+      if (j && !p11c_job_property_is_public (name) && !job_details_visible (conn, j, sender))
+        {
+          g_set_error (error, G_DBUS_ERROR, G_DBUS_ERROR_ACCESS_DENIED,
+                       "The job's %s is shown only to the user who started it and to root", name);
+          return NULL;
+        }
       if (j)
         props = g_variant_ref_sink (p11c_job_to_variant (j));
     }
@@ -1828,7 +1908,7 @@ manager_tokens_changed (P11cDaemon *d)
   GVariantBuilder b;
   g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
   g_variant_builder_add (&b, "{sv}", "Tokens", tokens_value (d));
-  emit_properties_changed (d, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, g_variant_builder_end (&b));
+  emit_properties_changed (d, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, g_variant_builder_end (&b));
 }
 
 static void

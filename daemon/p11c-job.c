@@ -154,6 +154,48 @@ props_locked (P11cJob *j)
   return g_variant_builder_end (&b);
 }
 
+gboolean
+p11c_job_property_is_public (const char *name)
+{
+  static const char *const public_props[] = { "Operation", "State", "Progress", "Attempt", "RetryAt", NULL };
+  return g_strv_contains (public_props, name);
+}
+
+static GVariant *
+end_or_null (GVariantBuilder *b, guint n)
+{
+  if (n > 0)
+    return g_variant_builder_end (b);
+  g_variant_builder_clear (b);
+  return NULL;
+}
+
+void
+p11c_job_split_props (GVariant *props, GVariant **public_part, GVariant **private_part)
+{
+  GVariantBuilder pub, priv;
+  GVariantIter iter;
+  const char *key;
+  GVariant *value;
+  guint n_pub = 0, n_priv = 0;
+
+  g_variant_builder_init (&pub, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_init (&priv, G_VARIANT_TYPE_VARDICT);
+  g_variant_iter_init (&iter, props);
+  while (g_variant_iter_next (&iter, "{&sv}", &key, &value))
+    {
+      gboolean is_public = p11c_job_property_is_public (key);
+      g_variant_builder_add (is_public ? &pub : &priv, "{sv}", key, value);
+      if (is_public)
+        n_pub++;
+      else
+        n_priv++;
+      g_variant_unref (value);
+    }
+  *public_part = end_or_null (&pub, n_pub);
+  *private_part = end_or_null (&priv, n_priv);
+}
+
 GVariant *
 p11c_job_to_variant (P11cJob *j)
 {

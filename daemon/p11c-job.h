@@ -47,6 +47,14 @@ void p11c_job_finish (P11cJob *job, const char *result, const GError *error);
 /* Property snapshot as a{sv} (D-Bus property names). */
 GVariant *p11c_job_to_variant (P11cJob *job);
 
+/* What a job shows to users other than its owner and root: what runs and
+ * how far it is (Operation, State, Progress, Attempt, RetryAt) — not its
+ * Result, Owner, Error or ErrorMessage.  split_props divides an a{sv} of job
+ * properties into those two parts (each a new floating a{sv}, or NULL when
+ * empty). */
+gboolean p11c_job_property_is_public (const char *name);
+void p11c_job_split_props (GVariant *props, GVariant **public_part, GVariant **private_part);
+
 /* Sleep up to @seconds unless the job is cancelled; FALSE when cancelled. */
 gboolean p11c_job_wait (P11cJob *job, guint seconds);
 

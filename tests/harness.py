@@ -318,10 +318,36 @@ class Env:
             env[var] = ":".join(opts)
         return env
 
-    def run_as(self, user, argv, groups=None, **kw):
-        """@argv run as @user; a program of the checkout or the build runs from
-        a copy that user can read.  @groups: supplementary groups (None: the
-        user's own; empty: none).  Other keyword arguments go to subprocess.run."""
+    def listen_as(self, user, call=None):
+        """A connection of @user that records the signals reaching it
+        (tests/p11c_listen.py), ready when this returns.  @call: (method, sig,
+        args, path, iface) made on that connection first — it then owns the
+        job it starts.  Returns (process, lines: a list filled as JSON lines
+        arrive); stop it with self.kill(process)."""
+        import threading
+        self.user_copy(os.path.join(SRC, "tests", "p11c_call.py"), 0o644)
+        argv = [PY, self.user_copy(os.path.join(SRC, "tests", "p11c_listen.py"), 0o644), self.bus_address]
+        if call is not None:
+            method, sig, args, path, iface = call
+            argv.append(json.dumps({"method": method, "sig": sig, "args": args, "path": path, "iface": iface}))
+        p = self.popen_as(user, argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=os.environ)
+        lines = []
+
+        def reader():
+            for line in p.stdout:
+                lines.append(json.loads(line))
+        threading.Thread(target=reader, daemon=True).start()
+        wait_for(lambda: p.poll() is not None or any("ready" in x for x in lines), 20, "%s listening" % user)
+        if call is not None:
+            wait_for(lambda: p.poll() is not None or any("call" in x for x in lines), 60, "%s's call" % user)
+        if p.poll() is not None:
+            raise AssertionError("p11c_listen as %s exited %s" % (user, p.returncode))
+        return p, lines
+
+    def as_user(self, user, argv, groups=None, env=None):
+        """(argv, env) to run @argv as @user; a program of the checkout or the
+        build runs from a copy that user can read.  @groups: supplementary
+        groups (None: the user's own; empty: none)."""
         who = ["setpriv", "--reuid=" + user, "--regid=" + user]
         if groups is None:
             who.append("--init-groups")
@@ -329,11 +355,22 @@ class Env:
             who.append("--groups=" + ",".join(groups))
         else:
             who.append("--clear-groups")
-        kw["env"] = self.user_env(kw.get("env"))
         prog = argv[0]
         if any(prog.startswith(d + os.sep) for d in (SRC, BUILD)):
             prog = self.user_copy(prog)
-        return subprocess.run(who + [prog] + list(argv[1:]), **kw)
+        return who + [prog] + list(argv[1:]), self.user_env(env)
+
+    def run_as(self, user, argv, groups=None, **kw):
+        """subprocess.run of @argv as @user (see as_user)."""
+        argv, kw["env"] = self.as_user(user, argv, groups, kw.get("env"))
+        return subprocess.run(argv, **kw)
+
+    def popen_as(self, user, argv, groups=None, **kw):
+        """subprocess.Popen of @argv as @user (see as_user), killed by close()."""
+        argv, kw["env"] = self.as_user(user, argv, groups, kw.get("env"))
+        p = subprocess.Popen(argv, start_new_session=True, **kw)
+        self.procs.append(p)
+        return p
 
     def __enter__(self):
         return self

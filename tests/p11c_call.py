@@ -37,14 +37,19 @@ def split_sig(sig):
     return parts
 
 
-req = json.load(sys.stdin)
-flags = Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION
-conn = Gio.DBusConnection.new_for_address_sync(req["address"], flags, None, None)
-params = to_variant(req["sig"], req["args"]) if req.get("sig") else None
-try:
-    r = conn.call_sync("org.p11certd", req["path"], req["iface"], req["method"], params, None, 0, 60000, None)
-    json.dump({"ok": True, "result": repr(r.unpack())}, sys.stdout)
-except GLib.Error as e:
-    name = Gio.DBusError.get_remote_error(e) or ""
-    Gio.DBusError.strip_remote_error(e)
-    json.dump({"ok": False, "error": name, "message": e.message}, sys.stdout)
+def main():
+    req = json.load(sys.stdin)
+    flags = Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION
+    conn = Gio.DBusConnection.new_for_address_sync(req["address"], flags, None, None)
+    params = to_variant(req["sig"], req["args"]) if req.get("sig") else None
+    try:
+        r = conn.call_sync("org.p11certd", req["path"], req["iface"], req["method"], params, None, 0, 60000, None)
+        json.dump({"ok": True, "result": repr(r.unpack())}, sys.stdout)
+    except GLib.Error as e:
+        name = Gio.DBusError.get_remote_error(e) or ""
+        Gio.DBusError.strip_remote_error(e)
+        json.dump({"ok": False, "error": name, "message": e.message}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,10 +1,14 @@
 """Issue 8: who may do what — the project's bus policy on a private system
 bus and the real polkitd with the project's actions and rules, callers as
 unprivileged users (uid 0 is always allowed, so it proves nothing)."""
+import ast
+import json
 import os
+import pwd
 import subprocess
+import threading
 
-from harness import DAEMON, JOB_IFACE, PIN, TOKEN_IFACE, TestCase, main, wait_for
+from harness import CTL, DAEMON, JOB_IFACE, PIN, TOKEN_IFACE, TestCase, main, wait_for
 
 ALICE, BOB, RENEW = "p11c-alice", "p11c-bob", "p11certd-renew"
 
@@ -152,6 +156,61 @@ class Polkit(TestCase):
         self.assertIn("BEGIN CERTIFICATE", res)
         self.assertTrue(os.path.exists(os.path.join(ca_dir, "ca.key")))
 
+    def test_job_details_only_for_owner(self):
+        """Issue 13 #9: another user sees that a job runs and how far it is —
+        not its result, owner or error, by Get, GetAll, GetManagedObjects or
+        signals; its owner (from any connection) and root see everything, and
+        the result and Finished reach the connection that started it."""
+        e = self.env
+        props = "org.freedesktop.DBus.Properties"
+        public = {"Operation", "State", "Progress", "Attempt", "RetryAt"}
+        self.decide("allow %s org.p11certd.token.enroll" % ALICE, "allow %s org.p11certd.local-ca.issue" % ALICE)
+        _, bob_seen = e.listen_as(BOB)
+        req = {"ca": ["s", "local"], "storage": ["s", "token"], "token": ["s", "pkcs11:token=agent"],
+               "pin": ["s", PIN], "subject": ["s", "CN=Alice Job"]}
+        _, alice_seen = e.listen_as(ALICE, ("Enroll", "a{sv}", [req], "/org/p11certd", "org.p11certd1.Manager"))
+        call = [x["call"] for x in alice_seen if "call" in x][0]
+        self.assertTrue(call["ok"], call)
+        job = call["result"][0]
+        ok, err, msg = e.wait_job(job)
+        self.assertTrue(ok, msg)
+        result = e.get_property(job, JOB_IFACE, "Result")     # root sees it
+        self.assertTrue(result.startswith("pkcs11:"), result)
+
+        def signals(seen):
+            return [x["signal"] for x in list(seen) if "signal" in x and x["signal"]["path"] in (job, "/org/p11certd")
+                    and (x["signal"]["path"] == job or job in json.dumps(x["signal"]["args"]))]
+        # the connection that started the job: the result, and Finished
+        wait_for(lambda: any(s["member"] == "Finished" for s in signals(alice_seen)), 10, "Finished to alice")
+        self.assertIn(result, json.dumps(signals(alice_seen)))
+        # bob's connection: that it ran and ended, nothing more
+        wait_for(lambda: '"done"' in json.dumps(signals(bob_seen)), 10, "bob seeing the job end")
+        bob_text = json.dumps(signals(bob_seen))
+        self.assertIn("InterfacesAdded", bob_text)
+        for hidden in (result, "Result", "Owner", "ErrorMessage", "Finished"):
+            self.assertNotIn(hidden, bob_text)
+        # Get: state and progress for everyone, the rest for alice and root only
+        for prop in sorted(public):
+            ok, err, _ = e.call_as(BOB, "Get", "ss", [JOB_IFACE, prop], path=job, iface=props)
+            self.assertTrue(ok, (prop, err))
+        for prop in ("Result", "Owner", "Error", "ErrorMessage"):
+            ok, err, _ = e.call_as(BOB, "Get", "ss", [JOB_IFACE, prop], path=job, iface=props)
+            self.assertEqual((ok, err), (False, "org.freedesktop.DBus.Error.AccessDenied"), prop)
+            ok, err, res = e.call_as(ALICE, "Get", "ss", [JOB_IFACE, prop], path=job, iface=props)
+            self.assertTrue(ok, (prop, err))        # another connection of alice's
+        ok, err, res = e.call_as(ALICE, "Get", "ss", [JOB_IFACE, "Result"], path=job, iface=props)
+        self.assertIn(result, res)
+        # GetAll and GetManagedObjects
+        ok, err, res = e.call_as(BOB, "GetAll", "s", [JOB_IFACE], path=job, iface=props)
+        self.assertTrue(ok, err)
+        self.assertEqual(set(ast.literal_eval(res)[0]), public)
+        om = "org.freedesktop.DBus.ObjectManager"
+        for who, keys in ((BOB, public), (ALICE, public | {"Result", "Owner", "Error", "ErrorMessage"})):
+            ok, err, res = e.call_as(who, "GetManagedObjects", path="/org/p11certd", iface=om)
+            self.assertTrue(ok, err)
+            self.assertEqual(set(ast.literal_eval(res)[0][job][JOB_IFACE]), keys, who)
+        self.assertEqual(e.get_property(job, JOB_IFACE, "Owner"), pwd.getpwnam(ALICE).pw_uid)
+
     def alice_job(self):
         """A job of alice's that waits for the CA (202, retry in 2 minutes)."""
         e = self.env
@@ -176,9 +235,34 @@ class Polkit(TestCase):
         wait_for(lambda: e.get_property(job, JOB_IFACE, "State") == "cancelled", 10, "cancelled")
 
     def test_owner_cancels_own_job(self):
+        e = self.env
         job = self.alice_job()
-        ok, err, _ = self.env.call_as(ALICE, "Cancel", None, [], path=job, iface=JOB_IFACE)
+        # bob follows alice's job and monitors events: he sees it end, cancelled
+        # (Finished and the error go only to alice's connection)
+        follow = e.popen_as(BOB, [CTL, "--address", e.bus_address, "job", job], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+        monitor = e.popen_as(BOB, [CTL, "--address", e.bus_address, "monitor"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        lines = {follow: [], monitor: []}
+        for p in lines:
+            threading.Thread(target=lambda p=p: lines[p].extend(iter(p.stdout.readline, "")), daemon=True).start()
+        wait_for(lambda: lines[follow], 20, "bob following the job")       # it prints the state once subscribed
+        # root's short jobs until bob's monitor shows one end: then it has subscribed
+        probes = []
+
+        def monitor_saw_a_probe():
+            if any("JobFinished %s success" % p in x for p in probes for x in lines[monitor]):
+                return True
+            if not probes or e.get_property(probes[-1], JOB_IFACE, "State") == "done":
+                probes.append(e.enroll({"ca": "local", "storage": "system", "name": "probe%d" % len(probes)}))
+            return False
+        wait_for(monitor_saw_a_probe, 30, "bob's monitor showing root's job end")
+        ok, err, _ = e.call_as(ALICE, "Cancel", None, [], path=job, iface=JOB_IFACE)
         self.assertTrue(ok, err)
+        self.assertEqual(follow.wait(20), 11, "".join(lines[follow]) + follow.stderr.read())    # cancelled
+        self.assertIn("cancelled", "".join(lines[follow]))
+        wait_for(lambda: any("JobFinished %s cancelled" % job in x for x in lines[monitor]), 20,
+                 "bob's monitor showing the end")
 
     def test_renew(self):
         self.both_ways(ALICE, "org.p11certd.renew", "RenewDue", "a{sv}", [{}])
