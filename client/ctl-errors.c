@@ -233,6 +233,9 @@ ctl_error_text (const char *name, GVariant *details, const char *message)
           g_string_append (s, _("The certification authority refused the login or the one-time password. "
                                 "A one-time password works only once: ask your manager for a new one."));
         }
+      else if (g_strcmp0 (reason, "clock") == 0)
+        g_string_append (s, _("The certification authority says the clock of this computer is wrong; "
+                              "check the date and time, then try again."));
       else if (g_strcmp0 (reason, "client-certificate") == 0)
         g_string_append (s, _("The certification authority did not accept the certificate used for renewal."));
       else if (g_strcmp0 (reason, "not-issued") == 0)

@@ -438,6 +438,16 @@ fail_info_error (PKCS7_SIGNER_INFO *si, GError **error)
   else
     g_set_error (error, P11C_ERROR, P11C_ERROR_CA_REJECTED,
                  "The SCEP CA refused the request (failInfo %s)", s ? s : "missing");
+  /* for clients: Job.ErrorDetails reason (badRequest: the challenge password,
+   * i.e. the one-time password, was refused) and the failInfo name */
+  if (error != NULL && *error != NULL)
+    {
+      static const char *const names[] = { "badAlg", "badMessageCheck", "badRequest", "badTime", "badCertId" };
+      p11c_error_set_detail (*error, "reason", g_variant_new_string (n == 2 ? "credentials" : n == 3 ? "clock"
+                                                                                               : "request"));
+      if (n < G_N_ELEMENTS (names))
+        p11c_error_set_detail (*error, "fail_info", g_variant_new_string (names[n]));
+    }
   return FALSE;
 }
 

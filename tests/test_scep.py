@@ -81,6 +81,9 @@ class RealScepServer(ScepBase):
         path, (ok, err, msg), _ = self.run_job(otp="Wrong-Chall-9")
         self.assertEqual((ok, err), (False, "org.p11certd.Error.CaRejected"), msg)
         self.assertIn("challenge password", msg)
+        # clients explain it from the details, not the message
+        details = e.get_property(path, JOB_IFACE, "ErrorDetails")
+        self.assertEqual((details["reason"], details["fail_info"]), ("credentials", "badRequest"))
         self.assertEqual(self.pkioperations(), 1, "a rejected challenge password was sent again")
         self.assertEqual(self.objects(), [], "the key of the failed enrollment was left behind")
         self.assertNotIn("Wrong-Chall-9", e.log("p11certd"))
@@ -231,9 +234,10 @@ class OwnScepServer(ScepBase):
         e = self.env
         e.scep_control(fail="badTime")
         e.start_daemon()
-        _, (ok, err, msg), _ = self.run_job()
+        path, (ok, err, msg), _ = self.run_job()
         self.assertEqual((ok, err), (False, "org.p11certd.Error.CaRejected"), msg)
         self.assertIn("clock", msg)
+        self.assertEqual(e.get_property(path, JOB_IFACE, "ErrorDetails")["reason"], "clock")
         self.assertEqual(self.objects(), [])
 
     def test_slow_server(self):
