@@ -11,6 +11,8 @@ P256_OID = bytes.fromhex("06082a8648ce3d030107")
 CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_LABEL, CKA_VALUE = 0x0, 0x1, 0x2, 0x3, 0x11
 CKA_CERTIFICATE_TYPE, CKA_SUBJECT, CKA_ID, CKA_SENSITIVE = 0x80, 0x101, 0x102, 0x103
 CKA_SIGN, CKA_VERIFY, CKA_EC_PARAMS = 0x108, 0x10A, 0x180
+CKA_ENCRYPT, CKA_DECRYPT, CKA_MODULUS_BITS, CKA_PUBLIC_EXPONENT = 0x104, 0x105, 0x121, 0x122
+CKM_RSA_PKCS_KEY_PAIR_GEN = 0x0
 
 
 class Attr(ctypes.Structure):
@@ -69,6 +71,19 @@ class Token:
         priv = Template([(CKA_TOKEN, TRUE), (CKA_PRIVATE, TRUE), (CKA_SENSITIVE, TRUE), (CKA_SIGN, TRUE),
                          (CKA_ID, obj_id)])
         mech = Mech(CKM_EC_KEY_PAIR_GEN, None, 0)
+        hpub, hpriv = ULONG(), ULONG()
+        rv = self.lib.C_GenerateKeyPair(self.sess, ctypes.byref(mech), pub.arr, pub.n, priv.arr, priv.n,
+                                        ctypes.byref(hpub), ctypes.byref(hpriv))
+        assert rv == 0, hex(rv)
+        return hpub.value, hpriv.value
+
+    def keygen_rsa2048(self, obj_id):
+        """RSA-2048 as the daemon makes it for SCEP (CKA_DECRYPT on the private key)."""
+        pub = Template([(CKA_TOKEN, TRUE), (CKA_VERIFY, TRUE), (CKA_ENCRYPT, TRUE), (CKA_MODULUS_BITS, ulong(2048)),
+                        (CKA_PUBLIC_EXPONENT, b"\x01\x00\x01"), (CKA_ID, obj_id)])
+        priv = Template([(CKA_TOKEN, TRUE), (CKA_PRIVATE, TRUE), (CKA_SENSITIVE, TRUE), (CKA_SIGN, TRUE),
+                         (CKA_DECRYPT, TRUE), (CKA_ID, obj_id)])
+        mech = Mech(CKM_RSA_PKCS_KEY_PAIR_GEN, None, 0)
         hpub, hpriv = ULONG(), ULONG()
         rv = self.lib.C_GenerateKeyPair(self.sess, ctypes.byref(mech), pub.arr, pub.n, priv.arr, priv.n,
                                         ctypes.byref(hpub), ctypes.byref(hpriv))
