@@ -168,22 +168,40 @@ delete_call (Delete *d, const char *pin)
                     G_VARIANT_TYPE ("(a{sv})"), NULL, NULL, delete_reply, d);
 }
 
-static void
-password_response (AdwMessageDialog *dialog, const char *response, Delete *d)
+/* Dialogs with password fields are made once per window and hidden, not
+ * destroyed, after each use: in GTK 4.8 an accessibility client (a screen
+ * reader, the tests) reading a password field while its dialog was
+ * destroyed crashed the app. */
+static AdwMessageDialog *
+reusable_dialog (GtkWindow *parent, const char *key, const char *heading, GtkWidget *extra)
 {
+  AdwMessageDialog *dialog = g_object_get_data (G_OBJECT (parent), key);
+
+  if (dialog != NULL)
+    return dialog;
+  dialog = ADW_MESSAGE_DIALOG (adw_message_dialog_new (parent, heading, NULL));
+  gtk_window_set_hide_on_close (GTK_WINDOW (dialog), TRUE);
+  gtk_window_set_destroy_with_parent (GTK_WINDOW (dialog), TRUE);
+  adw_message_dialog_set_extra_child (dialog, extra);
+  g_object_set_data (G_OBJECT (parent), key, dialog);
+  return dialog;
+}
+
+static void
+password_response (AdwMessageDialog *dialog, const char *response, gpointer unused)
+{
+  Delete *d = g_object_steal_data (G_OBJECT (dialog), "delete");
+  GtkWidget *entry = g_object_get_data (G_OBJECT (dialog), "entry");
   char *pin;
 
-  /* once: closing the dialog after a response may emit the close response */
-  g_signal_handlers_disconnect_by_func (dialog, password_response, d);
-
-  if (!g_str_equal (response, "delete"))
-    {
-      delete_free (d);
-      return;
-    }
-  pin = g_strdup (gtk_editable_get_text (GTK_EDITABLE (d->entry)));
-  gtk_editable_set_text (GTK_EDITABLE (d->entry), "");
-  delete_call (d, pin);
+  if (d == NULL)
+    return;
+  pin = g_strdup (gtk_editable_get_text (GTK_EDITABLE (entry)));
+  gtk_editable_set_text (GTK_EDITABLE (entry), "");
+  if (g_str_equal (response, "delete"))
+    delete_call (d, pin);
+  else
+    delete_free (d);
   wipe_free (pin);
 }
 
@@ -198,31 +216,41 @@ ask_password (Delete *d)
 {
   g_autofree char *body = g_strdup_printf (_("Enter the password of the token “%s” to delete the certificate."),
                                            d->token_label);
-  AdwMessageDialog *dialog = ADW_MESSAGE_DIALOG (adw_message_dialog_new (d->parent, _("Token password"), body));
+  AdwMessageDialog *dialog = g_object_get_data (G_OBJECT (d->parent), "p11d-password");
   GVariant *token = p11d_client_find_token (p11d_client_get_default (), d->token);
   const char *state = p11d_token_pin_text (token);
-  GtkWidget *box = gtk_box_new (GTK_ORIENTATION_VERTICAL, 12);
+  GtkWidget *entry, *warn;
 
-  d->entry = p11d_password_entry (_("Token password"));
-  g_object_set (d->entry, "activates-default", TRUE, NULL);
-  gtk_box_append (GTK_BOX (box), d->entry);
-  if (state != NULL)
+  if (dialog == NULL)
     {
-      GtkWidget *warn = gtk_label_new (state);
+      GtkWidget *box = gtk_box_new (GTK_ORIENTATION_VERTICAL, 12);
+      entry = p11d_password_entry (_("Token password"));
+      g_object_set (entry, "activates-default", TRUE, NULL);
+      warn = gtk_label_new (NULL);
       gtk_label_set_wrap (GTK_LABEL (warn), TRUE);
       gtk_widget_add_css_class (warn, "pin-warning");
+      gtk_box_append (GTK_BOX (box), entry);
       gtk_box_append (GTK_BOX (box), warn);
+      dialog = reusable_dialog (d->parent, "p11d-password", _("Token password"), box);
+      g_object_set_data (G_OBJECT (dialog), "entry", entry);
+      g_object_set_data (G_OBJECT (dialog), "warn", warn);
+      adw_message_dialog_add_responses (dialog, "cancel", _("_Cancel"), "delete", _("_Delete"), NULL);
+      adw_message_dialog_set_response_appearance (dialog, "delete", ADW_RESPONSE_DESTRUCTIVE);
+      adw_message_dialog_set_default_response (dialog, "delete");
+      adw_message_dialog_set_close_response (dialog, "cancel");
+      g_signal_connect (entry, "changed", G_CALLBACK (password_changed), dialog);
+      g_signal_connect (dialog, "response", G_CALLBACK (password_response), NULL);
     }
-  adw_message_dialog_set_extra_child (dialog, box);
-  adw_message_dialog_add_responses (dialog, "cancel", _("_Cancel"), "delete", _("_Delete"), NULL);
-  adw_message_dialog_set_response_appearance (dialog, "delete", ADW_RESPONSE_DESTRUCTIVE);
+  entry = g_object_get_data (G_OBJECT (dialog), "entry");
+  warn = g_object_get_data (G_OBJECT (dialog), "warn");
+  adw_message_dialog_set_body (dialog, body);
+  gtk_label_set_text (GTK_LABEL (warn), state ? state : "");
+  gtk_widget_set_visible (warn, state != NULL);
+  gtk_editable_set_text (GTK_EDITABLE (entry), "");
   adw_message_dialog_set_response_enabled (dialog, "delete", FALSE);
-  adw_message_dialog_set_default_response (dialog, "delete");
-  adw_message_dialog_set_close_response (dialog, "cancel");
-  g_signal_connect (d->entry, "changed", G_CALLBACK (password_changed), dialog);
-  g_signal_connect (dialog, "response", G_CALLBACK (password_response), d);
+  g_object_set_data_full (G_OBJECT (dialog), "delete", d, (GDestroyNotify) delete_free);
   gtk_window_present (GTK_WINDOW (dialog));
-  gtk_widget_grab_focus (d->entry);
+  gtk_widget_grab_focus (entry);
 }
 
 static void
@@ -274,10 +302,13 @@ p11d_delete_cert (GtkWindow *parent, const char *uri)
 typedef struct {
   GtkWindow *parent;
   char *token;
-  GtkWidget *old_entry, *new_entry, *again_entry;
+} ChangePin;
+
+typedef struct {
+  GtkWidget *old_entry, *new_entry, *again_entry, *warn;
   GtkBox *rules;
   GtkLabel *match;
-} ChangePin;
+} ChangeDialog;
 
 static void
 change_free (ChangePin *c)
@@ -302,28 +333,33 @@ change_reply (GObject *source, GAsyncResult *res, gpointer user_data)
 }
 
 static void
-change_update (GtkEditable *unused, ChangePin *c)
+change_update (GtkEditable *unused, ChangeDialog *cd)
 {
-  const char *new_pin = gtk_editable_get_text (GTK_EDITABLE (c->new_entry));
-  const char *again = gtk_editable_get_text (GTK_EDITABLE (c->again_entry));
+  const char *new_pin = gtk_editable_get_text (GTK_EDITABLE (cd->new_entry));
+  const char *again = gtk_editable_get_text (GTK_EDITABLE (cd->again_entry));
 
-  p11d_show_rules (c->rules, new_pin);
-  gtk_label_set_text (c->match, again[0] == '\0' || g_str_equal (new_pin, again)
-                                  ? "" : _("The two new passwords differ."));
+  p11d_show_rules (cd->rules, new_pin);
+  gtk_label_set_text (cd->match, again[0] == '\0' || g_str_equal (new_pin, again)
+                                   ? "" : _("The two new passwords differ."));
 }
 
 static void
-change_response (AdwMessageDialog *dialog, const char *response, ChangePin *c)
+change_response (AdwMessageDialog *dialog, const char *response, ChangeDialog *cd)
 {
-  g_signal_handlers_disconnect_by_func (dialog, change_response, c);
-  char *old_pin = g_strdup (gtk_editable_get_text (GTK_EDITABLE (c->old_entry)));
-  char *new_pin = g_strdup (gtk_editable_get_text (GTK_EDITABLE (c->new_entry)));
-  gboolean same = g_str_equal (new_pin, gtk_editable_get_text (GTK_EDITABLE (c->again_entry)));
-  g_autoptr(GPtrArray) rules = p11d_policy_rules (p11d_client_get_pin_policy (p11d_client_get_default ()), new_pin);
+  ChangePin *c = g_object_steal_data (G_OBJECT (dialog), "change");
+  char *old_pin, *new_pin;
+  gboolean same;
+  g_autoptr(GPtrArray) rules = NULL;
 
-  gtk_editable_set_text (GTK_EDITABLE (c->old_entry), "");
-  gtk_editable_set_text (GTK_EDITABLE (c->new_entry), "");
-  gtk_editable_set_text (GTK_EDITABLE (c->again_entry), "");
+  if (c == NULL)
+    return;
+  old_pin = g_strdup (gtk_editable_get_text (GTK_EDITABLE (cd->old_entry)));
+  new_pin = g_strdup (gtk_editable_get_text (GTK_EDITABLE (cd->new_entry)));
+  same = g_str_equal (new_pin, gtk_editable_get_text (GTK_EDITABLE (cd->again_entry)));
+  rules = p11d_policy_rules (p11d_client_get_pin_policy (p11d_client_get_default ()), new_pin);
+  gtk_editable_set_text (GTK_EDITABLE (cd->old_entry), "");
+  gtk_editable_set_text (GTK_EDITABLE (cd->new_entry), "");
+  gtk_editable_set_text (GTK_EDITABLE (cd->again_entry), "");
   if (!g_str_equal (response, "change"))
     change_free (c);
   else if (p11d_policy_broken (rules) > 0)
@@ -347,52 +383,85 @@ change_response (AdwMessageDialog *dialog, const char *response, ChangePin *c)
   wipe_free (new_pin);
 }
 
+/* A password field with its label in front.  (Not an AdwPasswordEntryRow:
+ * see reusable_dialog.) */
+static GtkWidget *
+titled_password_entry (GtkGrid *grid, int row, const char *title)
+{
+  GtkWidget *label = gtk_label_new (title);
+  GtkWidget *entry = p11d_password_entry (title);
+
+  gtk_label_set_xalign (GTK_LABEL (label), 0);
+  gtk_widget_set_hexpand (entry, TRUE);
+  gtk_grid_attach (grid, label, 0, row, 1, 1);
+  gtk_grid_attach (grid, entry, 1, row, 1, 1);
+  return entry;
+}
+
+static AdwMessageDialog *
+change_dialog (GtkWindow *parent)
+{
+  AdwMessageDialog *dialog = g_object_get_data (G_OBJECT (parent), "p11d-change-pin");
+  ChangeDialog *cd;
+  GtkWidget *box, *grid, *hint;
+
+  if (dialog != NULL)
+    return dialog;
+  cd = g_new0 (ChangeDialog, 1);
+  box = gtk_box_new (GTK_ORIENTATION_VERTICAL, 8);
+  cd->warn = gtk_label_new (NULL);
+  gtk_label_set_wrap (GTK_LABEL (cd->warn), TRUE);
+  gtk_widget_add_css_class (cd->warn, "pin-warning");
+  gtk_box_append (GTK_BOX (box), cd->warn);
+  grid = gtk_grid_new ();
+  gtk_grid_set_row_spacing (GTK_GRID (grid), 6);
+  gtk_grid_set_column_spacing (GTK_GRID (grid), 12);
+  cd->old_entry = titled_password_entry (GTK_GRID (grid), 0, _("Current password"));
+  cd->new_entry = titled_password_entry (GTK_GRID (grid), 1, _("New password"));
+  cd->again_entry = titled_password_entry (GTK_GRID (grid), 2, _("Repeat the new password"));
+  gtk_box_append (GTK_BOX (box), grid);
+  hint = gtk_label_new (_("The new password must have:"));
+  gtk_label_set_xalign (GTK_LABEL (hint), 0);
+  gtk_box_append (GTK_BOX (box), hint);
+  cd->rules = GTK_BOX (gtk_box_new (GTK_ORIENTATION_VERTICAL, 2));
+  gtk_box_append (GTK_BOX (box), GTK_WIDGET (cd->rules));
+  cd->match = GTK_LABEL (gtk_label_new (""));
+  gtk_widget_add_css_class (GTK_WIDGET (cd->match), "rule-broken");
+  gtk_box_append (GTK_BOX (box), GTK_WIDGET (cd->match));
+  dialog = reusable_dialog (parent, "p11d-change-pin", _("Change the token password"), box);
+  g_object_set_data_full (G_OBJECT (dialog), "cd", cd, g_free);
+  adw_message_dialog_add_responses (dialog, "cancel", _("_Cancel"), "change", _("C_hange"), NULL);
+  adw_message_dialog_set_response_appearance (dialog, "change", ADW_RESPONSE_SUGGESTED);
+  adw_message_dialog_set_close_response (dialog, "cancel");
+  g_signal_connect (cd->new_entry, "changed", G_CALLBACK (change_update), cd);
+  g_signal_connect (cd->again_entry, "changed", G_CALLBACK (change_update), cd);
+  g_signal_connect (dialog, "response", G_CALLBACK (change_response), cd);
+  return dialog;
+}
+
 void
 p11d_change_pin (GtkWindow *parent, const char *token_path)
 {
   GVariant *token = p11d_client_find_token (p11d_client_get_default (), token_path);
-  ChangePin *c;
-  AdwMessageDialog *dialog;
-  GtkWidget *box, *hint;
-  g_autofree char *body = NULL;
   const char *state = p11d_token_pin_text (token);
+  g_autofree char *body = NULL;
+  AdwMessageDialog *dialog;
+  ChangeDialog *cd;
+  ChangePin *c;
 
   if (token == NULL)
     return;
+  dialog = change_dialog (parent);
+  cd = g_object_get_data (G_OBJECT (dialog), "cd");
   c = g_new0 (ChangePin, 1);
   c->parent = g_object_ref (parent);
   c->token = g_strdup (token_path);
   body = g_strdup_printf (_("Token “%s”"), p11d_dict_str (token, "label", ""));
-  dialog = ADW_MESSAGE_DIALOG (adw_message_dialog_new (parent, _("Change the token password"), body));
-  box = gtk_box_new (GTK_ORIENTATION_VERTICAL, 8);
-  if (state != NULL)
-    {
-      GtkWidget *warn = gtk_label_new (state);
-      gtk_label_set_wrap (GTK_LABEL (warn), TRUE);
-      gtk_widget_add_css_class (warn, "pin-warning");
-      gtk_box_append (GTK_BOX (box), warn);
-    }
-  c->old_entry = p11d_password_entry (_("Current password"));
-  c->new_entry = p11d_password_entry (_("New password"));
-  c->again_entry = p11d_password_entry (_("Repeat the new password"));
-  gtk_box_append (GTK_BOX (box), c->old_entry);
-  gtk_box_append (GTK_BOX (box), c->new_entry);
-  gtk_box_append (GTK_BOX (box), c->again_entry);
-  hint = gtk_label_new (_("The new password must have:"));
-  gtk_label_set_xalign (GTK_LABEL (hint), 0);
-  gtk_box_append (GTK_BOX (box), hint);
-  c->rules = GTK_BOX (gtk_box_new (GTK_ORIENTATION_VERTICAL, 2));
-  gtk_box_append (GTK_BOX (box), GTK_WIDGET (c->rules));
-  c->match = GTK_LABEL (gtk_label_new (""));
-  gtk_widget_add_css_class (GTK_WIDGET (c->match), "rule-broken");
-  gtk_box_append (GTK_BOX (box), GTK_WIDGET (c->match));
-  adw_message_dialog_set_extra_child (dialog, box);
-  adw_message_dialog_add_responses (dialog, "cancel", _("_Cancel"), "change", _("C_hange"), NULL);
-  adw_message_dialog_set_response_appearance (dialog, "change", ADW_RESPONSE_SUGGESTED);
-  adw_message_dialog_set_close_response (dialog, "cancel");
-  g_signal_connect (c->new_entry, "changed", G_CALLBACK (change_update), c);
-  g_signal_connect (c->again_entry, "changed", G_CALLBACK (change_update), c);
-  g_signal_connect (dialog, "response", G_CALLBACK (change_response), c);
-  change_update (NULL, c);
+  adw_message_dialog_set_body (dialog, body);
+  gtk_label_set_text (GTK_LABEL (cd->warn), state ? state : "");
+  gtk_widget_set_visible (cd->warn, state != NULL);
+  g_object_set_data_full (G_OBJECT (dialog), "change", c, (GDestroyNotify) change_free);
+  change_update (NULL, cd);
   gtk_window_present (GTK_WINDOW (dialog));
+  gtk_widget_grab_focus (cd->old_entry);
 }

@@ -236,7 +236,7 @@ class Gui:
         out = []
         for n in self.nodes(root):
             try:
-                if n.getRoleName() in ("label", "push button", "frame", "dialog", "alert", "text", "panel") and n.name:
+                if n.name and n.getRoleName() not in ("filler", "scroll bar"):
                     out.append("%s: %s" % (n.getRoleName(), n.name))
             except Exception:
                 pass
@@ -264,6 +264,9 @@ class Gui:
             self.pyatspi.Registry.generateKeyboardEvent(ord(ch) if ord(ch) < 0x100 else 0x1000000 + ord(ch),
                                                         None, self.pyatspi.KEY_SYM)
         time.sleep(0.05)
+
+    def checked(self, node):
+        return node.getState().contains(self.pyatspi.STATE_CHECKED)
 
     def key(self, keysym):
         self.pyatspi.Registry.generateKeyboardEvent(keysym, None, self.pyatspi.KEY_SYM)

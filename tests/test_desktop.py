@@ -22,6 +22,7 @@ GUI = None
 TEXT = {
     "en": {
         "enroll": "Get a certificate…",
+        "intro": "This wizard creates a key on your token",
         "delete": "Delete certificate “%s”",
         "confirm": "The certificate will be deleted. Continue?",
         "yes": "Yes", "no": "No", "ok": "OK", "next": "Next", "cancel": "Cancel", "close": "Close",
@@ -43,12 +44,15 @@ TEXT = {
         "login": "Login", "otp": "One-time password",
         "storage_token": "eToken",
         "written": "The certificate was written successfully",
-        "otp_rejected": "new one-time password",
+        "otp_rejected": "enter the new one-time password",
         "try_again": "Try again",
         "manager": "Contact your manager",
+        "attempt": "Attempt %d of 3.",
+        "pin_changed": "Password changed",
     },
     "ru": {
         "enroll": "Получить сертификат…",
+        "intro": "Мастер создаст ключ на вашем токене",
         "delete": "Удалить сертификат «%s»",
         "confirm": "Сертификат будет удалён. Продолжить?",
         "yes": "Да", "no": "Нет", "ok": "OK", "next": "Далее", "cancel": "Отмена", "close": "Закрыть",
@@ -73,6 +77,8 @@ TEXT = {
         "otp_rejected": "новый одноразовый пароль",
         "try_again": "Попробовать ещё раз",
         "manager": "Обратитесь к менеджеру",
+        "attempt": "Попытка %d из 3.",
+        "pin_changed": "Пароль изменён",
     },
 }
 
@@ -193,6 +199,142 @@ class Desktop(TestCase):
         GUI.gone(app, "Agent 42 old", "list item")
         self.assertEqual(self.certs_on("eToken"),
                          [("certificate", "02"), ("private key", "02"), ("public key", "02")])
+
+
+    # -- the enrollment wizard ----------------------------------------------
+    def wizard_to_login(self, shots=False):
+        app, t = self.app, self.t
+        GUI.click(GUI.button(app, t["enroll"]))
+        GUI.find(app, contains=t["intro"])
+        if shots:
+            self.shot("wizard-1-intro")
+        GUI.click(GUI.button(app, t["next"]))
+        GUI.find(app, "agents", "check box")
+        self.assertTrue(GUI.checked(GUI.find(app, "agents", "check box")), "the agents' CA is preselected")
+        if shots:
+            self.shot("wizard-2-ca")
+        GUI.click(GUI.button(app, t["next"]))
+        GUI.find(app, t["login"], "text")
+
+    def fill_login(self, login, otp):
+        GUI.type(GUI.find(self.app, self.t["login"], "text"), login)
+        GUI.type(GUI.find(self.app, self.t["otp"], "text"), otp)
+
+    def test_wizard_onto_token(self):
+        """The seed's steps onto the token: the certificate lands next to its key."""
+        e, t = self.env, self.t
+        e.add_token("eToken")
+        e.start_est()
+        e.add_est_profile("agents")
+        e.start_daemon()
+        self.launch()
+        GUI.find(self.app, "eToken", timeout=20)
+        self.wizard_to_login(shots=True)
+        self.fill_login("alice", "OTP-1")
+        self.shot("wizard-3-login")
+        GUI.click(GUI.button(self.app, t["next"]))
+        GUI.find(self.app, t["storage_token"], "check box")
+        self.shot("wizard-4-storage")
+        GUI.click(GUI.button(self.app, t["next"]))
+        pin = GUI.find(self.app, t["token_password"], "text")
+        GUI.type(pin, "short")
+        GUI.find(self.app, "✗ " + t["rule_len"], "label")
+        GUI.type(pin, PIN)
+        GUI.find(self.app, "✓ " + t["rule_len"], "label")
+        self.shot("wizard-5-device")
+        GUI.click(GUI.button(self.app, t["next"]))
+        GUI.find(self.app, t["written"], timeout=60)
+        self.shot("wizard-6-done")
+        objs = [(o["type"], o["id"]) for o in e.objects("eToken")]
+        keys = [i for k, i in objs if k == "private key"]
+        self.assertEqual(len(keys), 1, objs)
+        self.assertIn(("certificate", keys[0]), objs, "the certificate is next to its key")
+        self.assertEqual(len([r for r in e.est_requests() if r.get("op") == "simpleenroll"]), 1)
+
+
+    def to_device_and_go(self, pin=PIN):
+        t = self.t
+        GUI.click(GUI.button(self.app, t["next"]))                     # login → storage
+        GUI.find(self.app, t["storage_token"], "check box")
+        GUI.click(GUI.button(self.app, t["next"]))                     # storage → device
+        field = GUI.find(self.app, t["token_password"], "text")
+        if pin is not None:
+            GUI.type(field, pin)
+        GUI.click(GUI.button(self.app, t["next"]))                     # → the job
+
+    def simpleenrolls(self):
+        return len([r for r in self.env.est_requests() if r.get("op") == "simpleenroll"])
+
+    def test_wizard_rejected_otp(self):
+        """A refused one-time password: a new one is asked for, the same is never sent again."""
+        e, t = self.env, self.t
+        e.add_token("eToken")
+        e.start_est()
+        e.add_est_profile("agents")
+        e.start_daemon()
+        self.launch()
+        self.wizard_to_login()
+        self.fill_login("alice", "OTP-WRONG")
+        self.to_device_and_go()
+        GUI.find(self.app, contains=t["otp_rejected"], timeout=60)      # back on the login page
+        self.shot("wizard-otp-rejected")
+        self.assertEqual(self.simpleenrolls(), 1, "the CA saw one request")
+        otp = GUI.find(self.app, t["otp"], "text")
+        GUI.type(otp, "OTP-WRONG")                                     # the refused one again: not accepted
+        next_button = GUI.button(self.app, t["next"])
+        self.assertFalse(next_button.getState().contains(GUI.pyatspi.STATE_SENSITIVE))
+        GUI.type(otp, "OTP-2")
+        self.to_device_and_go(pin=None)                                # the token password was kept
+        GUI.find(self.app, t["written"], timeout=60)
+        self.assertEqual(self.simpleenrolls(), 2)
+
+    def test_wizard_three_failures(self):
+        """The CA cannot be reached three times: "Try again", then "contact your manager" with details."""
+        e, t = self.env, self.t
+        e.add_token("eToken")
+        e.start_est()
+        e.add_est_profile("agents", url="https://127.0.0.1:9", max_attempts=1)   # nothing listens there
+        e.start_daemon()
+        self.launch()
+        self.wizard_to_login()
+        self.fill_login("alice", "OTP-1")
+        self.to_device_and_go()
+        for attempt in (1, 2):
+            GUI.find(self.app, contains=t["attempt"] % attempt, timeout=60)
+            if attempt == 1:
+                self.shot("wizard-failed")
+            GUI.click(GUI.button(self.app, t["try_again"]))
+        GUI.find(self.app, t["manager"], timeout=60)
+        GUI.find(self.app, contains="org.p11certd.Error.CaUnreachable")   # the details to quote
+        self.assertFalse(GUI.query(self.app, role="push button", name=t["try_again"]))
+        self.shot("wizard-contact-manager")
+        self.assertEqual(self.simpleenrolls(), 0)
+
+    def test_change_pin_policy(self):
+        """Change password: a weak new password is refused naming each broken rule; a good one works."""
+        e, t = self.env, self.t
+        e.add_token("eToken")
+        e.start_daemon()
+        app = self.launch()
+        GUI.click(GUI.button(app, t["change"] % "eToken", timeout=20))
+        GUI.type(GUI.find(app, t["current"], "text"), PIN)
+        GUI.type(GUI.find(app, t["new"], "text"), "weak")
+        GUI.type(GUI.find(app, t["again"], "text"), "weak")
+        GUI.find(app, "✗ " + t["rule_len"], "label")
+        self.shot("change-pin-hints")
+        GUI.click(GUI.button(app, t["change_btn"]))
+        GUI.find(app, t["weak"])
+        msg = GUI.find(app, contains=t["rule_len"] + "; " + t["rule_digit"] + "; " + t["rule_upper"])
+        self.shot("change-pin-weak")
+        GUI.click(GUI.button(app, t["ok"]))
+        self.assertEqual(e.pkcs11_tool("eToken", "--test", check=False).returncode, 0, "the old password still works")
+        GUI.click(GUI.button(app, t["change"] % "eToken"))
+        GUI.type(GUI.find(app, t["current"], "text"), PIN)
+        GUI.type(GUI.find(app, t["new"], "text"), "NewPassw0rd")
+        GUI.type(GUI.find(app, t["again"], "text"), "NewPassw0rd")
+        GUI.click(GUI.button(app, t["change_btn"]))
+        GUI.find(app, t["pin_changed"], timeout=30)
+        e.pkcs11_tool("eToken", "--test", pin="NewPassw0rd")
 
 
 if __name__ == "__main__":
