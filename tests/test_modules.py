@@ -266,6 +266,34 @@ class Modules(TestCase):
         login, objs = e.token_objects(NSS_MODULE, "NSS Certificate DB", PIN, init_args)
         self.assertIn("private key", [o["class"] for o in objs])
 
+    def test_always_authenticate(self):
+        """A key that wants the PIN before every signature
+        (CKA_ALWAYS_AUTHENTICATE, which SoftHSM enforces): the daemon logs in
+        once more, context-specific, for each signature — the CSR at
+        enrollment, the proof of possession and the TLS client
+        authentication at renewal."""
+        e = self.env
+        e.add_token("agent")
+        e.use_fault_module()
+        e.set_faults("C_GenerateKeyPair always_auth=1")
+        e.start_est(users={"alice": {"otps": ["OTP-1"]}}, validity=3600)
+        e.add_est_profile("est")
+        e.start_daemon()
+        logins = e.fault_calls("C_Login")
+        path = e.enroll({"ca": "est", "login": "alice", "otp": "OTP-1", "storage": "token",
+                         "token": "pkcs11:token=agent", "pin": PIN, "label": "aa"})
+        ok, err, msg = e.wait_job(path, 120)
+        self.assertTrue(ok, "%s: %s" % (err, msg))
+        # key generation session: user + context (the CSR); certificate write: user
+        self.assertEqual(e.fault_calls("C_Login") - logins, 3)
+        uri = e.get_property(path, JOB_IFACE, "Result")
+        path = e.call("Renew", "sa{sv}", [uri, {"pin": GLib.Variant("s", PIN), "rekey": GLib.Variant("b", False)}])[0]
+        ok, err, msg = e.wait_job(path, 120)
+        self.assertTrue(ok, "%s: %s" % (err, msg))
+        reenroll = [r for r in e.est_requests() if r.get("op") == "simplereenroll"]
+        self.assertEqual([(r["client_cert"], r["status"]) for r in reenroll], [(True, 200)])
+        self.assertFalse([line for line in open(e.fault_log) if line.startswith("C_Sign ") and "rv=0x00000000" not in line])
+
     def test_softhsm(self):
         self.flow("softhsm")
 

@@ -16,6 +16,7 @@
 #endif
 #include <ctype.h>
 #include <dlfcn.h>
+#include <stddef.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -213,7 +214,7 @@ struct rule {
   size_t after_off, after_len; /* (len 0 = not given in the file) */
   unsigned long delay_ms;
   CK_FLAGS flags_set, flags_clear;
-  int hide, absent, swapped;
+  int hide, absent, swapped, always_auth;
   unsigned long grow, overcount;
 };
 
@@ -223,7 +224,7 @@ struct fault {
   CK_RV rv;
   unsigned long delay_ms;
   CK_FLAGS flags_set, flags_clear;
-  int hide, absent, swapped;
+  int hide, absent, swapped, always_auth;
   unsigned long grow, overcount;
 };
 
@@ -297,6 +298,30 @@ lookup_fn(const char *s)
 
 /* Parse one line (already stripped of comment and surrounding blanks).
  * Returns 1 and fills *r on success, 0 (with *why) on error. */
+/* The 0/1 keys, each allowed on one function only */
+static const struct switch_key {
+  const char *key, *bad, *only;
+  int fn;
+  size_t off;
+} switch_keys[] = {
+  { "hide", "bad hide (0 or 1)", "hide= only for C_GetSlotList", FN_C_GetSlotList, offsetof(struct rule, hide) },
+  { "absent", "bad absent (0 or 1)", "absent= only for C_GetSlotInfo", FN_C_GetSlotInfo,
+    offsetof(struct rule, absent) },
+  { "swapped", "bad swapped (0 or 1)", "swapped= only for C_GetTokenInfo", FN_C_GetTokenInfo,
+    offsetof(struct rule, swapped) },
+  { "always_auth", "bad always_auth (0 or 1)", "always_auth= only for C_GenerateKeyPair", FN_C_GenerateKeyPair,
+    offsetof(struct rule, always_auth) },
+};
+
+static const struct switch_key *
+find_switch(const char *key)
+{
+  for (size_t i = 0; i < sizeof switch_keys / sizeof switch_keys[0]; i++)
+    if (strcmp(key, switch_keys[i].key) == 0)
+      return &switch_keys[i];
+  return NULL;
+}
+
 static int
 parse_rule(char *line, const char *base, struct rule *r, const char **why)
 {
@@ -326,6 +351,7 @@ parse_rule(char *line, const char *base, struct rule *r, const char **why)
     *eq = '\0';
     const char *key = tok;
     unsigned long v;
+    const struct switch_key *sw;
 
     if (op) {
       CK_FLAGS f;
@@ -378,38 +404,16 @@ parse_rule(char *line, const char *base, struct rule *r, const char **why)
       }
       r->delay_ms = v;
       actions++;
-    } else if (strcmp(key, "hide") == 0) {
+    } else if ((sw = find_switch(key)) != NULL) {
       if (!parse_ulong(val, &v) || v > 1) {
-        *why = "bad hide (0 or 1)";
+        *why = sw->bad;
         return 0;
       }
-      if (r->fn != FN_C_GetSlotList) {
-        *why = "hide= only for C_GetSlotList";
+      if (r->fn != sw->fn) {
+        *why = sw->only;
         return 0;
       }
-      r->hide = (int) v;
-      actions++;
-    } else if (strcmp(key, "absent") == 0) {
-      if (!parse_ulong(val, &v) || v > 1) {
-        *why = "bad absent (0 or 1)";
-        return 0;
-      }
-      if (r->fn != FN_C_GetSlotInfo) {
-        *why = "absent= only for C_GetSlotInfo";
-        return 0;
-      }
-      r->absent = (int) v;
-      actions++;
-    } else if (strcmp(key, "swapped") == 0) {
-      if (!parse_ulong(val, &v) || v > 1) {
-        *why = "bad swapped (0 or 1)";
-        return 0;
-      }
-      if (r->fn != FN_C_GetTokenInfo) {
-        *why = "swapped= only for C_GetTokenInfo";
-        return 0;
-      }
-      r->swapped = (int) v;
+      *(int *) ((char *) r + sw->off) = (int) v;
       actions++;
     } else if (strcmp(key, "grow") == 0) {
       if (!parse_ulong(val, &v) || v == 0 || v > 1UL << 20) {
@@ -439,7 +443,7 @@ parse_rule(char *line, const char *base, struct rule *r, const char **why)
     }
   }
   if (!actions) {
-    *why = "no action (rv=, delay=, flags+=, flags-=, hide=, absent=, swapped=, grow=, overcount=)";
+    *why = "no action (rv=, delay=, flags+=, flags-=, hide=, absent=, swapped=, always_auth=, grow=, overcount=)";
     return 0;
   }
   return 1;
@@ -712,6 +716,7 @@ evaluate(int fn, struct fault *f)
     f->hide |= r->hide;
     f->absent |= r->absent;
     f->swapped |= r->swapped;
+    f->always_auth |= r->always_auth;
     f->grow += r->grow;
     f->overcount += r->overcount;
   }
@@ -924,7 +929,6 @@ WRAP(C_DecryptDigestUpdate, (SH a, BP b, UL c, BP d, ULP e), (a, b, c, d, e))
 WRAP(C_SignEncryptUpdate, (SH a, BP b, UL c, BP d, ULP e), (a, b, c, d, e))
 WRAP(C_DecryptVerifyUpdate, (SH a, BP b, UL c, BP d, ULP e), (a, b, c, d, e))
 WRAP(C_GenerateKey, (SH a, MP b, AP c, UL d, CK_OBJECT_HANDLE_PTR e), (a, b, c, d, e))
-WRAP(C_GenerateKeyPair, (SH a, MP b, AP c, UL d, AP e, UL f_, CK_OBJECT_HANDLE_PTR g, CK_OBJECT_HANDLE_PTR h), (a, b, c, d, e, f_, g, h))
 WRAP(C_WrapKey, (SH a, MP b, OH c, OH d, BP e, ULP f_), (a, b, c, d, e, f_))
 WRAP(C_UnwrapKey, (SH a, MP b, OH c, BP d, UL e, AP f_, UL g, CK_OBJECT_HANDLE_PTR h), (a, b, c, d, e, f_, g, h))
 WRAP(C_DeriveKey, (SH a, MP b, OH c, AP d, UL e, CK_OBJECT_HANDLE_PTR f_), (a, b, c, d, e, f_))
@@ -954,6 +958,38 @@ w_C_GetAttributeValue(SH a, OH b, AP tmpl, UL n)
       if (tmpl[i].pValue && tmpl[i].ulValueLen != CK_UNAVAILABLE_INFORMATION)
         tmpl[i].ulValueLen += f.grow;
   return log_call(FN_C_GetAttributeValue, rv);
+}
+
+/* C_GenerateKeyPair: always_auth=1 adds CKA_ALWAYS_AUTHENTICATE=TRUE to the
+ * private key's template, as a card whose keys need the PIN before every
+ * signature (the real module then enforces it). */
+static CK_RV
+w_C_GenerateKeyPair(SH a, MP mech, AP pub, UL n_pub, AP priv, UL n_priv, CK_OBJECT_HANDLE_PTR hpub,
+                    CK_OBJECT_HANDLE_PTR hpriv)
+{
+  struct fault f;
+  CK_BBOOL yes = CK_TRUE;
+  CK_ATTRIBUTE *tmpl = NULL;
+  CK_RV rv;
+
+  evaluate(FN_C_GenerateKeyPair, &f);
+  if (f.has_rv)
+    return log_call(FN_C_GenerateKeyPair, f.rv);
+  if (!real->C_GenerateKeyPair)
+    return log_call(FN_C_GenerateKeyPair, CKR_FUNCTION_NOT_SUPPORTED);
+  if (f.always_auth) {
+    tmpl = calloc(n_priv + 1, sizeof *tmpl);
+    if (!tmpl)
+      return log_call(FN_C_GenerateKeyPair, CKR_HOST_MEMORY);
+    if (n_priv)
+      memcpy(tmpl, priv, n_priv * sizeof *tmpl);
+    tmpl[n_priv] = (CK_ATTRIBUTE) { CKA_ALWAYS_AUTHENTICATE, &yes, sizeof yes };
+    priv = tmpl;
+    n_priv++;
+  }
+  rv = real->C_GenerateKeyPair(a, mech, pub, n_pub, priv, n_priv, hpub, hpriv);
+  free(tmpl);
+  return log_call(FN_C_GenerateKeyPair, rv);
 }
 
 /* C_Sign: grow=N on the signature's length when a buffer was given. */
