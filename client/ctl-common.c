@@ -483,7 +483,8 @@ ctl_secret_from_file (const char *path, const char *what, GError **error)
 }
 
 static int tty_fd = -1;
-static struct termios tty_saved;
+static struct termios tty_saved, tty_noecho;
+static const char *tty_prompt;
 static struct sigaction old_int, old_term, old_quit, old_hup, old_tstp;
 
 static void
@@ -494,6 +495,38 @@ restore_tty_and_reraise (int sig)
   (void) !write (tty_fd >= 0 ? tty_fd : STDERR_FILENO, "\n", 1);
   signal (sig, SIG_DFL);
   raise (sig);
+}
+
+/* Ctrl-Z at the prompt: give the shell its terminal back as it was (echo
+ * on, what was typed of the secret discarded), stop; on fg turn echo off
+ * again and ask anew — the rest of the secret is never echoed. */
+static void
+suspend_at_prompt (int sig)
+{
+  int saved_errno = errno;
+  struct sigaction dfl, ours;
+  sigset_t set;
+
+  if (tty_fd >= 0)
+    tcsetattr (tty_fd, TCSAFLUSH, &tty_saved);
+  (void) !write (tty_fd >= 0 ? tty_fd : STDERR_FILENO, "\n", 1);
+  memset (&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset (&dfl.sa_mask);
+  sigaction (sig, &dfl, &ours);
+  sigemptyset (&set);
+  sigaddset (&set, sig);
+  sigprocmask (SIG_UNBLOCK, &set, NULL);
+  raise (sig);                          /* stopped here until SIGCONT */
+  sigprocmask (SIG_BLOCK, &set, NULL);
+  sigaction (sig, &ours, NULL);
+  if (tty_fd >= 0)
+    {
+      tcsetattr (tty_fd, TCSAFLUSH, &tty_noecho);
+      if (tty_prompt != NULL)
+        (void) !write (tty_fd, tty_prompt, strlen (tty_prompt));
+    }
+  errno = saved_errno;
 }
 
 static void
@@ -509,6 +542,7 @@ set_handlers (gboolean on)
       sigaction (SIGTERM, &sa, &old_term);
       sigaction (SIGQUIT, &sa, &old_quit);
       sigaction (SIGHUP, &sa, &old_hup);
+      sa.sa_handler = suspend_at_prompt;
       sigaction (SIGTSTP, &sa, &old_tstp);
     }
   else
@@ -524,7 +558,6 @@ set_handlers (gboolean on)
 char *
 ctl_secret_prompt (const char *prompt, const char *what, GError **error)
 {
-  struct termios noecho;
   gboolean eof;
   char *s;
   int fd;
@@ -553,17 +586,19 @@ ctl_secret_prompt (const char *prompt, const char *what, GError **error)
       g_set_error (error, CTL_ERROR, CTL_ERROR_USAGE, _("%s: cannot read it from the terminal"), what);
       return NULL;
     }
+  tty_noecho = tty_saved;
+  tty_noecho.c_lflag &= ~(tcflag_t) (ECHO | ECHOE | ECHOK);
+  tty_noecho.c_lflag |= ECHONL | ICANON;
+  tty_prompt = prompt;
   tty_fd = fd;
-  noecho = tty_saved;
-  noecho.c_lflag &= ~(tcflag_t) (ECHO | ECHOE | ECHOK);
-  noecho.c_lflag |= ECHONL | ICANON;
   (void) !write (fd, prompt, strlen (prompt));
   set_handlers (TRUE);
-  tcsetattr (fd, TCSAFLUSH, &noecho);
+  tcsetattr (fd, TCSAFLUSH, &tty_noecho);
   s = read_line_fd (fd, what, &eof, error);
   tcsetattr (fd, TCSAFLUSH, &tty_saved);
   set_handlers (FALSE);
   tty_fd = -1;
+  tty_prompt = NULL;
   close (fd);
   return checked (s, what, error);
 }

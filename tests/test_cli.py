@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import subprocess
+import termios
 import time
 
 from harness import CTL, PIN, TestCase, main, wait_for
@@ -238,6 +239,39 @@ class Cli(TestCase):
         self.assertEqual(child.exitstatus, 0, out)
         self.assertNotIn(PIN, out)
         self.assertEqual([c["label"] for c in e.list_certs()], ["keep me"])
+
+    def test_secret_prompt_survives_suspend(self):
+        """Issue 13 #10: Ctrl-Z at the PIN prompt, then fg, in a real shell on a
+        pseudo-terminal: the prompt is shown again with echo off again, and no
+        part of the PIN is echoed (before, the rest of it was)."""
+        import pexpect
+        e = self.env
+        e.start_daemon()
+        sh = pexpect.spawn("/bin/bash", ["--norc", "--noprofile", "--noediting", "-i"],
+                           env=dict(e.env, PS1="sh$ ", TERM="dumb"), encoding="utf-8", timeout=30)
+        try:
+            sh.expect_exact("sh$ ")
+            sh.sendline("%s --address %s delete --label 'old cert' --yes" % (CTL, e.bus_address))
+            sh.expect("PIN")
+            sh.send(PIN[:4])
+            sh.sendcontrol("z")                      # the terminal stops the job; what was typed is discarded
+            sh.expect("Stopped")
+            sh.expect_exact("sh$ ")
+            sh.sendline("fg")
+            wait_for(lambda: not termios.tcgetattr(sh.child_fd)[3] & termios.ECHO, 10,
+                     "echo off again after fg (else the rest of the PIN is echoed)")
+            sh.expect("PIN", timeout=10)             # asked again
+            sh.sendline(PIN)
+            sh.expect_exact("sh$ ")
+            out = sh.before
+            sh.sendline("echo rc=$?")
+            sh.expect(r"rc=(\d+)")
+            rc = int(sh.match.group(1))
+        finally:
+            sh.close(force=True)
+        self.assertNotIn(PIN, out, "the PIN was echoed")
+        self.assertEqual(rc, 0, out)
+        self.assertNotIn("old cert", [c["label"] for c in e.list_certs()])
 
     def test_daemon_not_running(self):
         e = self.env
