@@ -8,6 +8,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from harness import Env, PIN, CTL, make_key, x509, hashes, NameOID  # noqa: E402
 
 NEW_P12_PASSWORD = "Fil3Passw0rd"
+# tools/demo --lang ru: p11certctl speaks Russian (the agents' language)
+LANG = sys.argv[sys.argv.index("--lang") + 1] if "--lang" in sys.argv[:-1] else None
 
 
 def say(text):
@@ -17,7 +19,7 @@ def say(text):
 def run(env, *args, input=None, show=True):
     shown = " ".join(a if " " not in a else repr(a) for a in args)
     print("$ p11certctl %s" % shown, flush=True)
-    r = env.ctl(*args, input=input)
+    r = env.ctl(*args, input=input, lang=LANG)
     if show:
         sys.stdout.write(r.stdout)
     if r.returncode != 0:
