@@ -668,6 +668,29 @@ p11c_scep_parse_reply (const P11cScepClient *cl, const guint8 *der, gsize len,
   return *cert_out != NULL;
 }
 
+typedef struct {
+  unsigned char *data;
+  gsize          len;
+} Wiped;
+
+static void
+wiped_free (gpointer p)
+{
+  Wiped *w = p;
+  OPENSSL_clear_free (w->data, w->len);
+  g_free (w);
+}
+
+/* GBytes owning OPENSSL_malloc'ed @data, wiped when freed */
+static GBytes *
+wiped_bytes_take (unsigned char *data, gsize len)
+{
+  Wiped *w = g_new (Wiped, 1);
+  w->data = data;
+  w->len = len;
+  return g_bytes_new_with_free_func (data, len, wiped_free, w);
+}
+
 /* IssuerAndSubject ::= SEQUENCE { issuer Name, subject Name } */
 static GBytes *
 issuer_and_subject (X509_NAME *issuer, X509_NAME *subject)
@@ -723,14 +746,13 @@ p11c_scep_pki_operation (const P11cEstServer *srv, const P11cScepClient *cl,
     inner = issuer_and_subject (X509_get_subject_name (cl->ca), X509_REQ_get_subject_name (csr));
   else
     {
+      /* the CSR holds the challenge password: its copies are wiped */
       unsigned char *der = NULL;
       int n = i2d_X509_REQ (csr, &der);
       if (n > 0)
-        {
-          inner = g_bytes_new (der, n);
-          OPENSSL_cleanse (der, n);   /* it holds the challenge password */
-        }
-      OPENSSL_free (der);
+        inner = wiped_bytes_take (der, (gsize) n);
+      else
+        OPENSSL_free (der);
     }
   if (inner == NULL || RAND_bytes (nonce, sizeof nonce) != 1)
     {

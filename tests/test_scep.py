@@ -251,6 +251,23 @@ class OwnScepServer(ScepBase):
         self.assertLess(time.monotonic() - t0, 4)
         self.assertEqual(self.objects(), [])
 
+    def test_ca_pinned_by_fingerprint_or_trust_anchor(self):
+        """A CA certificate without the profile's fingerprint is refused
+        before any key is made; a trust-anchor profile works."""
+        e = self.env
+        e.add_scep_profile("scep", ca_fingerprint="AB:" * 31 + "AB")
+        e.start_daemon()
+        _, (ok, err, msg), _ = self.run_job()
+        self.assertEqual((ok, err), (False, "org.p11certd.Error.CaBadReply"), msg)
+        self.assertIn("ca-fingerprint", msg)
+        self.assertEqual(self.objects(), [], "a key was made for an untrusted CA")
+        self.assertEqual(self.ops("op"), [], "a request went to an untrusted CA")
+        e.stop_daemon()
+        e.add_scep_profile("scep", ca_fingerprint=None, trust_anchor=os.path.join(e.scep_dir, "ca.pem"))
+        e.start_daemon()
+        _, (ok, err, msg), _ = self.run_job()
+        self.assertTrue(ok, "%s: %s" % (err, msg))
+
     def test_500_retried(self):
         e = self.env
         e.scep_control(error_500=2)
