@@ -396,6 +396,8 @@ ctl_follow_job (GDBusConnection *bus, const char *path, const char *prefix, CtlJ
   out->result = g_steal_pointer (&f.result);
   out->operation = g_steal_pointer (&f.operation);
   g_free (f.last_plain);
+  if (!ok)
+    ctl_job_result_clear (out);   /* nothing to report: the callers only report @error */
   return ok;
 }
 
