@@ -1,5 +1,6 @@
 #define G_LOG_DOMAIN "p11c-auth"
 #include "p11c-auth.h"
+#include "p11c-names.h"
 #include "p11c-error.h"
 #include <polkit/polkit.h>
 
@@ -254,4 +255,17 @@ p11c_auth_check_finish (GAsyncResult *res, guint *uid, GError **error)
   if (uid)
     *uid = d->uid;
   return g_task_propagate_boolean (G_TASK (res), error);
+}
+
+void
+p11c_auth_enroll_actions (const char *storage, gboolean ca_is_local, const char *actions[4])
+{
+  guint n = 0;
+
+  actions[n++] = g_strcmp0 (storage, "system") == 0 ? P11C_ACTION_SYSTEM : P11C_ACTION_ENROLL;
+  /* by the profile's type, not its name: every profile that signs with the
+   * local CA's key (an admin's "lab" as much as the built-in "local") */
+  if (ca_is_local)
+    actions[n++] = P11C_ACTION_LOCAL_CA;
+  actions[n] = NULL;
 }

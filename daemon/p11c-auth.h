@@ -21,4 +21,9 @@ gboolean p11c_auth_cached_uid (const char *sender, guint *uid);
 
 void p11c_auth_shutdown (void);
 
+/* The polkit actions an Enroll needs (NULL-terminated, static strings):
+ * token.enroll, or system.manage for @storage "system"; and local-ca.issue
+ * when the CA profile is of type local, whatever its name (@ca_is_local). */
+void p11c_auth_enroll_actions (const char *storage, gboolean ca_is_local, const char *actions[4]);
+
 G_END_DECLS

@@ -14,25 +14,7 @@
 #include "p11c-vardict.h"
 #include <gio/gunixfdlist.h>
 #include <string.h>
-#include <openssl/pem.h>
-
-extern GResource *p11c_get_resource (void);
-
-typedef struct {
-  gboolean   inserted;
-  char      *reader;
-  GBytes    *atr;
-  GPtrArray *tokens;   /* tokens that came / went in its rescan */
-} CardEvent;
-
-static void
-card_event_free (CardEvent *ev)
-{
-  g_free (ev->reader);
-  g_clear_pointer (&ev->atr, g_bytes_unref);
-  g_ptr_array_unref (ev->tokens);
-  g_free (ev);
-}
+#include "p11c-resources.h"
 
 typedef struct _FastPath FastPath;
 
@@ -49,10 +31,6 @@ struct _P11cDaemon {
   GHashTable      *job_regs;     /* path → reg id */
   GHashTable      *job_props;    /* path → a{sv} last emitted */
   guint            next_job;
-  gboolean         rescan_running, rescan_again;
-  /* PC/SC card events, handled one at a time: each gives one signal */
-  GQueue           card_events;
-  CardEvent       *card_event;     /* the one being handled */
   /* CertificateExpiring: fingerprints already announced, next crossing */
   GHashTable      *expiring_sent;
   guint            expiry_timer;
@@ -64,7 +42,6 @@ struct _P11cDaemon {
 };
 
 static void schedule_expiry (P11cDaemon *d);
-static GPtrArray *tokens_snapshot (P11cDaemon *d);
 
 static const char om_xml[] =
   "<node><interface name='org.freedesktop.DBus.ObjectManager'>"
@@ -158,7 +135,6 @@ thread_run (GTask *task, gpointer source, gpointer data, GCancellable *cancel)
 }
 
 static void emit_token_changes (P11cDaemon *d, P11cToken *t);
-static void card_event_next (P11cDaemon *d);
 
 static void
 thread_done (GObject *source, GAsyncResult *res, gpointer user_data)
@@ -205,12 +181,9 @@ token_props (P11cToken *t)
   CK_TOKEN_INFO info;
   CK_SLOT_INFO slot;
   g_autofree char *label = NULL, *serial = NULL, *manu = NULL, *model = NULL, *slot_desc = NULL;
-  gboolean present;
+  gboolean present = p11c_token_is_present (t);
 
   p11c_token_get_info (t, &info, &slot);
-  g_mutex_lock (&t->lock);
-  present = t->present;
-  g_mutex_unlock (&t->lock);
   label = p11c_padded_string (info.label, sizeof info.label);
   serial = p11c_padded_string (info.serialNumber, sizeof info.serialNumber);
   manu = p11c_padded_string (info.manufacturerID, sizeof info.manufacturerID);
@@ -223,8 +196,8 @@ token_props (P11cToken *t)
   g_variant_builder_add (&b, "{sv}", "Manufacturer", g_variant_new_string (manu));
   g_variant_builder_add (&b, "{sv}", "Model", g_variant_new_string (model));
   g_variant_builder_add (&b, "{sv}", "Slot", g_variant_new_string (slot_desc));
-  g_variant_builder_add (&b, "{sv}", "Uri", g_variant_new_string (t->uri));
-  g_variant_builder_add (&b, "{sv}", "Module", g_variant_new_string (t->module_name));
+  g_variant_builder_add (&b, "{sv}", "Uri", g_variant_new_string (p11c_token_get_uri (t)));
+  g_variant_builder_add (&b, "{sv}", "Module", g_variant_new_string (p11c_token_get_module_name (t)));
   g_variant_builder_add (&b, "{sv}", "Present", g_variant_new_boolean (present));
   g_variant_builder_add (&b, "{sv}", "LoginRequired", g_variant_new_boolean (!!(info.flags & CKF_LOGIN_REQUIRED)));
   g_variant_builder_add (&b, "{sv}", "PinCountLow", g_variant_new_boolean (!!(info.flags & CKF_USER_PIN_COUNT_LOW)));
@@ -257,7 +230,7 @@ token_dict (P11cToken *t)
   GVariant *value;
 
   g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  g_variant_builder_add (&b, "{sv}", "path", g_variant_new_object_path (t->object_path));
+  g_variant_builder_add (&b, "{sv}", "path", g_variant_new_object_path (p11c_token_get_object_path (t)));
   g_variant_iter_init (&iter, props);
   while (g_variant_iter_next (&iter, "{&sv}", &key, &value))
     {
@@ -273,8 +246,8 @@ tokens_value (P11cDaemon *d)
 {
   GVariantBuilder b;
   g_variant_builder_init (&b, G_VARIANT_TYPE ("ao"));
-  for (guint i = 0; i < d->engine->tokens->len; i++)
-    g_variant_builder_add (&b, "o", ((P11cToken *) d->engine->tokens->pdata[i])->object_path);
+  for (guint i = 0; i < p11c_engine_get_tokens (d->engine)->len; i++)
+    g_variant_builder_add (&b, "o", p11c_token_get_object_path (p11c_engine_get_tokens (d->engine)->pdata[i]));
   return g_variant_builder_end (&b);
 }
 
@@ -283,9 +256,9 @@ modules_value (P11cDaemon *d)
 {
   GVariantBuilder b;
   g_variant_builder_init (&b, G_VARIANT_TYPE ("aa{sv}"));
-  for (guint i = 0; i < d->engine->modules->len; i++)
+  for (guint i = 0; i < p11c_engine_get_modules (d->engine)->len; i++)
     {
-      P11cModuleState *m = d->engine->modules->pdata[i];
+      P11cModuleState *m = p11c_engine_get_modules (d->engine)->pdata[i];
       g_variant_builder_open (&b, G_VARIANT_TYPE_VARDICT);
       g_variant_builder_add (&b, "{sv}", "name", g_variant_new_string (m->name));
       g_variant_builder_add (&b, "{sv}", "loaded", g_variant_new_boolean (m->module != NULL));
@@ -306,7 +279,7 @@ manager_props (P11cDaemon *d)
   g_variant_builder_add (&b, "{sv}", "Version", g_variant_new_uint32 (P11C_API_VERSION));
   g_variant_builder_add (&b, "{sv}", "Tokens", tokens_value (d));
   g_variant_builder_add (&b, "{sv}", "Modules", modules_value (d));
-  g_variant_builder_add (&b, "{sv}", "PinPolicy", p11c_pin_policy_to_variant (&d->engine->config->pin_policy));
+  g_variant_builder_add (&b, "{sv}", "PinPolicy", p11c_pin_policy_to_variant (&p11c_engine_get_config (d->engine)->pin_policy));
   return g_variant_builder_end (&b);
 }
 
@@ -383,10 +356,10 @@ emit_job_changes (P11cDaemon *d, P11cJob *job, GVariant *now)
 static void
 emit_token_changes (P11cDaemon *d, P11cToken *t)
 {
-  if (!g_hash_table_contains (d->token_props, t->object_path))
+  if (!g_hash_table_contains (d->token_props, p11c_token_get_object_path (t)))
     return;   /* not exported (removed meanwhile) */
   g_autoptr(GVariant) now = token_props (t);
-  emit_changed_props (d, d->token_props, t->object_path, P11C_DBUS_TOKEN_IFACE, now);
+  emit_changed_props (d, d->token_props, p11c_token_get_object_path (t), P11C_DBUS_TOKEN_IFACE, now);
 }
 
 /* ---- method handlers ---------------------------------------------------- */
@@ -484,16 +457,6 @@ list_reply_free (ListReply *lr)
   g_free (lr);
 }
 
-static guint
-token_generation (P11cToken *t)
-{
-  guint gen;
-  g_mutex_lock (&t->lock);
-  gen = t->generation;
-  g_mutex_unlock (&t->lock);
-  return gen;
-}
-
 /* The first second after @now at which days_left or renewal_due of a
  * certificate with @s changes (see p11c_renewal_due). */
 static gint64
@@ -524,7 +487,7 @@ list_reply_current (P11cEngine *engine, const ListReply *lr)
       || (lr->system && lr->store_gen != p11c_system_store_generation ()))
     return FALSE;
   for (guint i = 0; i < lr->tokens->len; i++)
-    if (g_array_index (lr->generations, guint, i) != token_generation (lr->tokens->pdata[i]))
+    if (g_array_index (lr->generations, guint, i) != p11c_token_get_generation (lr->tokens->pdata[i]))
       return FALSE;
   return TRUE;
 }
@@ -670,14 +633,14 @@ fast_path_filter (GDBusConnection *conn, GDBusMessage *msg, gboolean incoming, g
 static char *
 list_cache_key (Call *c)
 {
-  return g_strdup_printf ("%s|%c%c", c->token ? c->token->object_path : "",
+  return g_strdup_printf ("%s|%c%c", c->token ? p11c_token_get_object_path (c->token) : "",
                           c->tokens ? 't' : '-', c->storage ? 's' : '-');
 }
 
 static GVariant *
 list_certs_thread (Call *c, GError **error)
 {
-  const P11cConfig *config = c->d->engine->config;
+  const P11cConfig *config = p11c_engine_get_config (c->d->engine);
   GVariantBuilder b;
   gint64 now = g_get_real_time () / G_USEC_PER_SEC;
   gboolean complete = TRUE;
@@ -697,7 +660,7 @@ list_certs_thread (Call *c, GError **error)
   lr->generations = g_array_new (FALSE, FALSE, sizeof (guint));
   for (guint i = 0; c->tokens && i < c->tokens->len; i++)
     {
-      guint gen = token_generation (c->tokens->pdata[i]);
+      guint gen = p11c_token_get_generation (c->tokens->pdata[i]);
       g_ptr_array_add (lr->tokens, p11c_token_ref (c->tokens->pdata[i]));
       g_array_append_val (lr->generations, gen);
     }
@@ -720,7 +683,7 @@ list_certs_thread (Call *c, GError **error)
               g_propagate_error (error, g_steal_pointer (&local));
               return NULL;
             }
-          g_warning ("Listing certificates on %s failed: %s", t->id, local->message);
+          g_warning ("Listing certificates on %s failed: %s", p11c_token_get_id (t), local->message);
           complete = FALSE;
           continue;
         }
@@ -734,7 +697,7 @@ list_certs_thread (Call *c, GError **error)
     }
   if (c->storage && g_str_equal (c->storage, "system"))
     {
-      g_autoptr(GPtrArray) sys = p11c_system_store_list (config->state_dir);
+      g_autoptr(GPtrArray) sys = p11c_engine_list_system_certs (c->d->engine);
       for (guint j = 0; j < sys->len; j++)
         {
           P11cCertEntry *e = sys->pdata[j];
@@ -804,7 +767,7 @@ handle_list_certs (Call *c)
       g_ptr_array_add (c->tokens, p11c_token_ref (t));
     }
   else if (storage == NULL || g_str_equal (storage, "token"))
-    c->tokens = tokens_snapshot (c->d);
+    c->tokens = p11c_engine_tokens_snapshot (c->d->engine);
   /* the daemon's own store unless a token or another storage was asked for */
   if (token_spec == NULL && (storage == NULL || g_str_equal (storage, "system")))
     c->storage = g_strdup ("system");
@@ -829,8 +792,8 @@ handle_list_tokens (Call *c)
 {
   GVariantBuilder b;
   g_variant_builder_init (&b, G_VARIANT_TYPE ("aa{sv}"));
-  for (guint i = 0; i < c->d->engine->tokens->len; i++)
-    g_variant_builder_add_value (&b, token_dict (c->d->engine->tokens->pdata[i]));
+  for (guint i = 0; i < p11c_engine_get_tokens (c->d->engine)->len; i++)
+    g_variant_builder_add_value (&b, token_dict (p11c_engine_get_tokens (c->d->engine)->pdata[i]));
   g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(aa{sv})", &b));
   call_free (c);
 }
@@ -840,9 +803,9 @@ handle_list_cas (Call *c)
 {
   GVariantBuilder b;
   g_variant_builder_init (&b, G_VARIANT_TYPE ("aa{sv}"));
-  for (guint i = 0; i < c->d->engine->cas->len; i++)
+  for (guint i = 0; i < p11c_engine_get_cas (c->d->engine)->len; i++)
     {
-      P11cCaProfile *p = c->d->engine->cas->pdata[i];
+      P11cCaProfile *p = p11c_engine_get_cas (c->d->engine)->pdata[i];
       g_variant_builder_open (&b, G_VARIANT_TYPE_VARDICT);
       g_variant_builder_add (&b, "{sv}", "name", g_variant_new_string (p->name));
       g_variant_builder_add (&b, "{sv}", "type", g_variant_new_string (p11c_ca_type_to_string (p->type)));
@@ -866,7 +829,7 @@ handle_list_cas (Call *c)
 static void
 handle_check_pin (Call *c)
 {
-  const P11cPinPolicy *policy = &c->d->engine->config->pin_policy;
+  const P11cPinPolicy *policy = &p11c_engine_get_config (c->d->engine)->pin_policy;
   const char *pin;
   guint chars;
   g_auto(GStrv) broken = NULL;
@@ -888,46 +851,8 @@ handle_check_pin (Call *c)
 static GVariant *
 ca_certificate_thread (Call *c, GError **error)
 {
-  const P11cCaProfile *p = p11c_engine_find_ca (c->d->engine, c->storage);
-  g_autofree char *pem = NULL;
-
-  if (p == NULL)
-    {
-      g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND, "No CA profile \"%s\"", c->storage);
-      return NULL;
-    }
-  if (p->type == P11C_CA_LOCAL)
-    {
-      g_autofree char *dir = g_build_filename (c->d->engine->config->state_dir, "local-ca", NULL);
-      g_autoptr(X509) cert = p11c_local_ca_certificate (dir, error);
-      g_autoptr(BIO) bio = BIO_new (BIO_s_mem ());
-      char *data;
-      long len;
-      if (cert == NULL)
-        return NULL;
-      PEM_write_bio_X509 (bio, cert);
-      len = BIO_get_mem_data (bio, &data);
-      pem = g_strndup (data, len);
-    }
-  else if (p->type == P11C_CA_SCEP && p->trust_anchor == NULL)
-    {
-      /* only a fingerprint is configured: the CA certificate that has it */
-      P11cEstServer srv = { .url = p->url, .connect_timeout = p->connect_timeout, .timeout = p->timeout };
-      g_autoptr(X509) ca = NULL;
-      g_autoptr(X509) ra = NULL;
-      g_autoptr(P11cX509Stack) all = NULL;
-      g_autoptr(BIO) bio = BIO_new (BIO_s_mem ());
-      char *data;
-      long len;
-      if (!p11c_scep_get_ca (&srv, p->ca_fingerprint, NULL, &ca, &ra, &all, error))
-        return NULL;
-      PEM_write_bio_X509 (bio, ca);
-      len = BIO_get_mem_data (bio, &data);
-      pem = g_strndup (data, len);
-    }
-  else if (!g_file_get_contents (p->trust_anchor, &pem, NULL, error))
-    return NULL;
-  return g_variant_new ("(s)", pem);
+  g_autofree char *pem = p11c_enroll_ca_certificate_pem (c->d->engine, c->storage, error);
+  return pem ? g_variant_new ("(s)", pem) : NULL;
 }
 
 static void
@@ -940,28 +865,42 @@ handle_get_ca_certificate (Call *c)
 }
 
 static GVariant *
+delete_result_to_variant (const P11cDeleteResult *r)
+{
+  GVariantBuilder b;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&b, "{sv}", "removed", g_variant_new_strv ((const char *const *) r->removed, -1));
+  g_variant_builder_add (&b, "{sv}", "certificate", g_variant_new_string (r->removed[0]));
+  g_variant_builder_add (&b, "{sv}", "keys_removed", g_variant_new_uint32 (r->keys_removed));
+  if (r->keys_kept)
+    g_variant_builder_add (&b, "{sv}", "keys_kept", g_variant_new_string (r->keys_kept));
+  if (r->keys_shared_with > 0)
+    g_variant_builder_add (&b, "{sv}", "keys_shared_with", g_variant_new_uint32 (r->keys_shared_with));
+  return g_variant_new ("(@a{sv})", g_variant_builder_end (&b));
+}
+
+static GVariant *
 delete_thread (Call *c, GError **error)
 {
-  GVariant *result = p11c_token_delete_cert (c->token, c->uri, c->pin, c->keep_key, error);
-  const char *cert = "";
+  g_autoptr(P11cDeleteResult) result = p11c_token_delete_cert (c->token, c->uri, c->pin, c->keep_key, error);
   if (result == NULL)
     return NULL;
-  g_variant_lookup (result, "certificate", "&s", &cert);
-  p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_DELETED, c->token->id, NULL, NULL, 0,
-                  "Deleted certificate %s (by uid %u)", cert, c->uid);
-  return g_variant_new ("(@a{sv})", result);
+  p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_DELETED, p11c_token_get_id (c->token), NULL, NULL, 0,
+                  "Deleted certificate %s (by uid %u)", result->removed[0], c->uid);
+  return delete_result_to_variant (result);
 }
 
 static GVariant *
 delete_system_thread (Call *c, GError **error)
 {
-  GVariant *result = p11c_system_store_delete (c->d->engine->config->state_dir,
-                                               c->storage + strlen ("system:"), error);
+  g_autoptr(P11cDeleteResult) result = p11c_engine_delete_system_cert (c->d->engine,
+                                                                      c->storage + strlen ("system:"), error);
   if (result == NULL)
     return NULL;
   p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_DELETED, NULL, NULL, NULL, 0,
                   "Deleted system certificate %s (by uid %u)", c->storage, c->uid);
-  return g_variant_new ("(@a{sv})", result);
+  return delete_result_to_variant (result);
 }
 
 static void
@@ -970,7 +909,7 @@ handle_delete_cert (Call *c)
   g_autoptr(GVariant) options = NULL;
   const char *uri, *pin;
   GError *error = NULL;
-  guint matches = 0;
+  P11cToken *t;
 
   g_variant_get (c->params, "(&s&s@a{sv})", &uri, &pin, &options);
   if (!p11c_vardict_validate (options, delete_keys, &error))
@@ -991,30 +930,11 @@ handle_delete_cert (Call *c)
   if (!p11c_secret_check (c->pin, "PIN", &error))
     { call_fail (c, error); return; }
 
-  for (guint i = 0; i < c->d->engine->tokens->len; i++)
-    {
-      P11cToken *t = c->d->engine->tokens->pdata[i];
-      CK_TOKEN_INFO info;
-      p11c_token_get_info (t, &info, NULL);
-      if (p11c_uri_matches_token (c->uri, &info))
-        {
-          matches++;
-          g_clear_pointer (&c->token, p11c_token_unref);
-          c->token = p11c_token_ref (t);
-        }
-    }
-  if (matches == 0)
-    {
-      g_set_error (&error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
-                   "No present token matches the URI %s; insert the token or check the URI", uri);
-      { call_fail (c, error); return; }
-    }
-  if (matches > 1)
-    {
-      g_set_error (&error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
-                   "The URI matches %u tokens; use the full URI from ListCerts", matches);
-      { call_fail (c, error); return; }
-    }
+  /* a certificate of a token that is not here is not found */
+  t = p11c_engine_resolve_token_uri (c->d->engine, c->uri, uri, P11C_ERROR_NOT_FOUND, &error);
+  if (t == NULL)
+    { call_fail (c, error); return; }
+  c->token = p11c_token_ref (t);
   call_in_thread (c, delete_thread);
 }
 
@@ -1023,8 +943,8 @@ change_pin_thread (Call *c, GError **error)
 {
   if (!p11c_token_change_pin (c->token, c->pin, c->new_pin, error))
     return NULL;
-  p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_PIN_CHANGED, c->token->id, NULL, NULL, 0,
-                  "Changed the user PIN of token %s (by uid %u)", c->token->id, c->uid);
+  p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_PIN_CHANGED, p11c_token_get_id (c->token), NULL, NULL, 0,
+                  "Changed the user PIN of token %s (by uid %u)", p11c_token_get_id (c->token), c->uid);
   return g_variant_new ("()");
 }
 
@@ -1046,7 +966,7 @@ handle_change_pin (Call *c)
       || !p11c_vardict_validate (options, change_pin_keys, &error)
       || !p11c_secret_check (c->pin, "current PIN", &error)
       || !p11c_secret_check (c->new_pin, "new PIN", &error)
-      || !p11c_pin_policy_check (&c->d->engine->config->pin_policy, c->new_pin, &error))
+      || !p11c_pin_policy_check (&p11c_engine_get_config (c->d->engine)->pin_policy, c->new_pin, &error))
     {
       call_fail (c, error);
       return;
@@ -1056,61 +976,29 @@ handle_change_pin (Call *c)
 }
 
 static void
-rescan_done (GObject *source, GAsyncResult *res, gpointer user_data)
+rescan_done (P11cEngine *engine, gpointer data)
 {
-  Call *c = user_data;
-  P11cDaemon *d = c->d;
-  g_autoptr(GError) error = NULL;
+  Call *c = data;
 
-  d->rescan_running = FALSE;
-  if (!p11c_engine_rescan_finish (d->engine, res, &error))
-    g_warning ("Rescan failed: %s", error->message);
-  schedule_expiry (d);
-  if (c->inv)
-    g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), NULL);
+  g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), NULL);
   call_free (c);
-  if (d->rescan_again)
-    {
-      d->rescan_again = FALSE;
-      p11c_daemon_rescan (d);
-    }
-  else
-    card_event_next (d);
-}
-
-static void
-start_rescan (P11cDaemon *d, Call *c)
-{
-  d->rescan_running = TRUE;
-  p11c_engine_rescan_async (d->engine, NULL, rescan_done, c);
 }
 
 void
 p11c_daemon_rescan (P11cDaemon *d)
 {
-  Call *c;
-  if (d->rescan_running || d->card_event != NULL)
-    {
-      d->rescan_again = TRUE;
-      return;
-    }
-  c = g_new0 (Call, 1);
-  c->d = d;
-  start_rescan (d, c);
+  p11c_engine_rescan (d->engine, NULL, NULL);
 }
 
 static void
 handle_rescan (Call *c)
 {
-  if (c->d->rescan_running || c->d->card_event != NULL)
+  /* folded into the running scan's next one: answered now */
+  if (!p11c_engine_rescan (c->d->engine, rescan_done, c))
     {
-      /* answer after the running scan and one more */
-      c->d->rescan_again = TRUE;
       g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), NULL);
       call_free (c);
-      return;
     }
-  start_rescan (c->d, c);
 }
 
 /* ---- jobs --------------------------------------------------------------- */
@@ -1181,7 +1069,7 @@ job_finished (P11cDaemon *d, P11cJob *job, const char *result, GError *error)
   r = g_new0 (JobRemoval, 1);
   r->d = d;
   r->path = g_strdup (job->path);
-  g_timeout_add_seconds_full (G_PRIORITY_DEFAULT, d->engine->config->job_linger, job_remove_cb, r, NULL);
+  g_timeout_add_seconds_full (G_PRIORITY_DEFAULT, p11c_engine_get_config (d->engine)->job_linger, job_remove_cb, r, NULL);
 }
 
 typedef struct {
@@ -1218,8 +1106,8 @@ enroll_done (GObject *source, GAsyncResult *res, gpointer user_data)
   job_finished (run->d, run->job, uri, error);
   g_clear_error (&error);
   /* the token view changed: drop caches and refresh flags */
-  for (guint i = 0; i < run->d->engine->tokens->len; i++)
-    emit_token_changes (run->d, run->d->engine->tokens->pdata[i]);
+  for (guint i = 0; i < p11c_engine_get_tokens (run->d->engine)->len; i++)
+    emit_token_changes (run->d, p11c_engine_get_tokens (run->d->engine)->pdata[i]);
   schedule_expiry (run->d);
 }
 
@@ -1324,15 +1212,6 @@ handle_enroll (Call *c)
 
 /* ---- renewal (the domain is p11c-renewal.c) ----------------------------- */
 
-static GPtrArray *
-tokens_snapshot (P11cDaemon *d)
-{
-  GPtrArray *a = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_token_unref);
-  for (guint i = 0; i < d->engine->tokens->len; i++)
-    g_ptr_array_add (a, p11c_token_ref (d->engine->tokens->pdata[i]));
-  return a;
-}
-
 static const P11cKeySpec renew_keys[] = {
   { "pin", "s", FALSE }, { "rekey", "b", FALSE }, { "allow_interaction", "b", FALSE }, { NULL },
 };
@@ -1392,7 +1271,7 @@ handle_renew (Call *c)
     }
   c->pin = p11c_vardict_dup_secret (options, "pin");
   c->keep_key = !p11c_vardict_get_bool (options, "rekey", TRUE);
-  c->tokens = tokens_snapshot (c->d);
+  c->tokens = p11c_engine_tokens_snapshot (c->d->engine);
   run_in_thread_then (c, renew_resolve_thread, renew_resolved);
 }
 
@@ -1448,7 +1327,7 @@ renew_due_start (Call *c)
       g_variant_builder_init (&info, G_VARIANT_TYPE_VARDICT);
       g_variant_builder_add (&info, "{sv}", "subject", g_variant_new_string (n->subject));
       if (n->token != NULL)
-        g_variant_builder_add (&info, "{sv}", "token", g_variant_new_object_path (n->token->object_path));
+        g_variant_builder_add (&info, "{sv}", "token", g_variant_new_object_path (p11c_token_get_object_path (n->token)));
       g_variant_builder_add (&info, "{sv}", "ca", g_variant_new_string (n->ca));
       g_variant_builder_add (&info, "{sv}", "days_left", g_variant_new_int64 (n->days_left));
       g_variant_builder_add (&info, "{sv}", "reason", g_variant_new_string (n->reason));
@@ -1459,7 +1338,7 @@ renew_due_start (Call *c)
       g_dbus_connection_emit_signal (c->d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "RenewalNeeded",
                                      g_variant_new ("(sx@a{sv})", n->uri, n->not_after,
                                                     g_variant_builder_end (&info)), NULL);
-      p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_NEEDS_PERSON, n->token ? n->token->id : NULL, NULL,
+      p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_NEEDS_PERSON, n->token ? p11c_token_get_id (n->token) : NULL, NULL,
                       n->subject, n->not_after, "Certificate %s is due for renewal and needs a person: %s",
                       n->uri, n->reason);
     }
@@ -1541,7 +1420,7 @@ handle_renew_due (Call *c)
       call_fail (c, error);
       return;
     }
-  c->tokens = tokens_snapshot (c->d);
+  c->tokens = p11c_engine_tokens_snapshot (c->d->engine);
   run_in_thread_then (c, renew_due_thread, renew_due_planned);
 }
 
@@ -1572,7 +1451,7 @@ expiry_done (GObject *source, GAsyncResult *res, gpointer user_data)
   g_autoptr(GPtrArray) all = g_task_propagate_pointer (G_TASK (res), NULL);
   g_autoptr(GPtrArray) crossing = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_cert_entry_unref);
   gint64 now = g_get_real_time () / G_USEC_PER_SEC;
-  gint64 next = p11c_renewal_expiry_scan (all, now, (gint64) d->engine->config->warn_days * 86400,
+  gint64 next = p11c_renewal_expiry_scan (all, now, (gint64) p11c_engine_get_config (d->engine)->warn_days * 86400,
                                           d->expiring_sent, crossing);
 
   d->expiry_running = FALSE;
@@ -1605,7 +1484,7 @@ schedule_expiry (P11cDaemon *d)
   d->expiry_running = TRUE;
   task = g_task_new (NULL, NULL, expiry_done, d);
   g_task_set_task_data (task, d, NULL);
-  g_object_set_data_full (G_OBJECT (task), "tokens", tokens_snapshot (d), (GDestroyNotify) g_ptr_array_unref);
+  g_object_set_data_full (G_OBJECT (task), "tokens", p11c_engine_tokens_snapshot (d->engine), (GDestroyNotify) g_ptr_array_unref);
   p11c_engine_run_worker (d->engine, task, expiry_thread);
 }
 
@@ -1621,11 +1500,7 @@ handle_cancel (Call *c)
     }
   else
     {
-      gboolean finished;
-      g_mutex_lock (&job->lock);
-      finished = job->finished;
-      g_mutex_unlock (&job->lock);
-      if (finished)
+      if (p11c_job_is_finished (job))
         g_dbus_method_invocation_return_error (g_steal_pointer (&c->inv), P11C_ERROR, P11C_ERROR_FAILED,
                                                "The job has already finished");
       else
@@ -1646,11 +1521,11 @@ handle_get_managed_objects (Call *c)
   gpointer key, value;
 
   g_variant_builder_init (&b, G_VARIANT_TYPE ("a{oa{sa{sv}}}"));
-  for (guint i = 0; i < c->d->engine->tokens->len; i++)
+  for (guint i = 0; i < p11c_engine_get_tokens (c->d->engine)->len; i++)
     {
-      P11cToken *t = c->d->engine->tokens->pdata[i];
+      P11cToken *t = p11c_engine_get_tokens (c->d->engine)->pdata[i];
       g_autoptr(GVariant) props = token_props (t);
-      g_variant_builder_add_parsed (&b, "{%o, {%s: %@a{sv}}}", t->object_path, P11C_DBUS_TOKEN_IFACE, props);
+      g_variant_builder_add_parsed (&b, "{%o, {%s: %@a{sv}}}", p11c_token_get_object_path (t), P11C_DBUS_TOKEN_IFACE, props);
     }
   g_hash_table_iter_init (&iter, c->d->jobs);
   while (g_hash_table_iter_next (&iter, &key, &value))
@@ -1701,7 +1576,11 @@ static void
 enroll_actions (P11cDaemon *d, GVariant *params, const char *actions[4])
 {
   g_autoptr(GVariant) request = g_variant_get_child_value (params, 0);
-  p11c_enroll_request_actions (d->engine, request, actions);
+  const P11cCaProfile *ca = p11c_engine_find_ca (d->engine, p11c_vardict_get_string (request, "ca", ""));
+
+  /* decided on the unvalidated request (validation follows the check) */
+  p11c_auth_enroll_actions (p11c_vardict_get_string (request, "storage", "token"),
+                            ca != NULL && ca->type == P11C_CA_LOCAL, actions);
 }
 
 static const struct {
@@ -1884,7 +1763,7 @@ token_signal_info (P11cToken *t, const char *reader, GBytes *atr)
       g_variant_builder_add (&b, "{sv}", "label", g_variant_new_string (label));
       g_variant_builder_add (&b, "{sv}", "serial", g_variant_new_string (serial));
       g_variant_builder_add (&b, "{sv}", "manufacturer", g_variant_new_string (manu));
-      g_variant_builder_add (&b, "{sv}", "uri", g_variant_new_string (t->uri));
+      g_variant_builder_add (&b, "{sv}", "uri", g_variant_new_string (p11c_token_get_uri (t)));
     }
   g_variant_builder_add (&b, "{sv}", "reader", g_variant_new_string (reader ? reader : slot ? slot : ""));
   g_variant_builder_add (&b, "{sv}", "recognized", g_variant_new_boolean (t != NULL));
@@ -1912,52 +1791,48 @@ manager_tokens_changed (P11cDaemon *d)
 }
 
 static void
-token_added (P11cEngine *e, P11cToken *t, gpointer user_data)
+token_added (P11cEngine *e, P11cToken *t, gboolean announce, gpointer user_data)
 {
   P11cDaemon *d = user_data;
   GDBusInterfaceInfo *iface = g_dbus_node_info_lookup_interface (d->api, P11C_DBUS_TOKEN_IFACE);
   g_autoptr(GError) error = NULL;
-  guint id = g_dbus_connection_register_object (d->conn, t->object_path, iface, &vtable, d, NULL, &error);
+  guint id = g_dbus_connection_register_object (d->conn, p11c_token_get_object_path (t), iface, &vtable, d, NULL, &error);
   GVariant *props;
 
   if (id == 0)
     {
-      g_warning ("Cannot export token %s: %s", t->object_path, error->message);
+      g_warning ("Cannot export token %s: %s", p11c_token_get_object_path (t), error->message);
       return;
     }
   props = token_props (t);
-  g_hash_table_insert (d->token_regs, g_strdup (t->object_path), GUINT_TO_POINTER (id));
-  g_hash_table_insert (d->token_props, g_strdup (t->object_path), props);
+  g_hash_table_insert (d->token_regs, g_strdup (p11c_token_get_object_path (t)), GUINT_TO_POINTER (id));
+  g_hash_table_insert (d->token_props, g_strdup (p11c_token_get_object_path (t)), props);
   g_atomic_int_inc (&d->fast->token_set);   /* a URI may name it now */
-  emit_interfaces_added (d, t->object_path, P11C_DBUS_TOKEN_IFACE, props);
+  emit_interfaces_added (d, p11c_token_get_object_path (t), P11C_DBUS_TOKEN_IFACE, props);
   manager_tokens_changed (d);
-  if (d->card_event != NULL && d->card_event->inserted)
-    g_ptr_array_add (d->card_event->tokens, p11c_token_ref (t));
-  else
+  if (announce)
     g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "TokenInserted",
-                                   g_variant_new ("(o@a{sv})", t->object_path, token_signal_info (t, NULL, NULL)),
+                                   g_variant_new ("(o@a{sv})", p11c_token_get_object_path (t), token_signal_info (t, NULL, NULL)),
                                    NULL);
 }
 
 static void
-token_removed (P11cEngine *e, P11cToken *t, gpointer user_data)
+token_removed (P11cEngine *e, P11cToken *t, gboolean announce, gpointer user_data)
 {
   P11cDaemon *d = user_data;
-  guint id = GPOINTER_TO_UINT (g_hash_table_lookup (d->token_regs, t->object_path));
+  guint id = GPOINTER_TO_UINT (g_hash_table_lookup (d->token_regs, p11c_token_get_object_path (t)));
 
   if (id)
     g_dbus_connection_unregister_object (d->conn, id);
-  g_hash_table_remove (d->token_regs, t->object_path);
-  g_hash_table_remove (d->token_props, t->object_path);
+  g_hash_table_remove (d->token_regs, p11c_token_get_object_path (t));
+  g_hash_table_remove (d->token_props, p11c_token_get_object_path (t));
   g_hash_table_remove_all (d->list_cache);   /* replies that hold it */
   g_atomic_int_inc (&d->fast->token_set);
-  emit_interfaces_removed (d, t->object_path, P11C_DBUS_TOKEN_IFACE);
+  emit_interfaces_removed (d, p11c_token_get_object_path (t), P11C_DBUS_TOKEN_IFACE);
   manager_tokens_changed (d);
-  if (d->card_event != NULL && !d->card_event->inserted)
-    g_ptr_array_add (d->card_event->tokens, p11c_token_ref (t));
-  else
+  if (announce)
     g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "TokenRemoved",
-                                   g_variant_new ("(o@a{sv})", t->object_path, token_signal_info (t, NULL, NULL)),
+                                   g_variant_new ("(o@a{sv})", p11c_token_get_object_path (t), token_signal_info (t, NULL, NULL)),
                                    NULL);
 }
 
@@ -1969,66 +1844,39 @@ token_changed (P11cEngine *e, P11cToken *t, gpointer user_data)
   emit_token_changes (d, t);
 }
 
-/* The card event's rescan is done: one signal for it — the token a module
- * recognised in that reader, or the bare card ("/", recognized false). */
+/* A card event's rescan is done: one signal for it — the token a module
+ * recognised in that reader, or the bare card ("/", recognized false); the
+ * other tokens that came or went in the same rescan get their own. */
 static void
-card_rescan_done (GObject *source, GAsyncResult *res, gpointer user_data)
+card_event (P11cEngine *e, const P11cCardEvent *ev, gpointer user_data)
 {
   P11cDaemon *d = user_data;
-  g_autoptr(GError) error = NULL;
-  CardEvent *ev = d->card_event;
-  P11cToken *t = NULL;
+  const char *signal = ev->inserted ? "TokenInserted" : "TokenRemoved";
 
-  if (!p11c_engine_rescan_finish (d->engine, res, &error))
-    g_warning ("Rescan after a card event failed: %s", error->message);
-  for (guint i = 0; i < ev->tokens->len && t == NULL; i++)
-    {
-      P11cToken *cand = ev->tokens->pdata[i];
-      CK_SLOT_INFO slot;
-      g_autofree char *desc = NULL;
-      p11c_token_get_info (cand, NULL, &slot);
-      desc = p11c_padded_string (slot.slotDescription, sizeof slot.slotDescription);
-      if (ev->tokens->len == 1 || g_str_has_prefix (ev->reader, desc) || g_str_has_prefix (desc, ev->reader))
-        t = cand;
-    }
-  g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE,
-                                 ev->inserted ? "TokenInserted" : "TokenRemoved",
-                                 g_variant_new ("(o@a{sv})", t ? t->object_path : "/",
-                                                token_signal_info (t, ev->reader, ev->atr)), NULL);
-  /* other tokens that changed in the same rescan get their own signals */
-  for (guint i = 0; i < ev->tokens->len; i++)
-    if (ev->tokens->pdata[i] != t)
-      g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE,
-                                     ev->inserted ? "TokenInserted" : "TokenRemoved",
-                                     g_variant_new ("(o@a{sv})", ((P11cToken *) ev->tokens->pdata[i])->object_path,
-                                                    token_signal_info (ev->tokens->pdata[i], NULL, NULL)), NULL);
-  card_event_free (g_steal_pointer (&d->card_event));
-  card_event_next (d);
+  g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, signal,
+                                 g_variant_new ("(o@a{sv})", ev->token ? p11c_token_get_object_path (ev->token) : "/",
+                                                token_signal_info (ev->token, ev->reader, ev->atr)), NULL);
+  for (guint i = 0; i < ev->others->len; i++)
+    g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, signal,
+                                   g_variant_new ("(o@a{sv})", p11c_token_get_object_path (ev->others->pdata[i]),
+                                                  token_signal_info (ev->others->pdata[i], NULL, NULL)), NULL);
 }
 
 static void
-card_event_next (P11cDaemon *d)
+rescanned (P11cEngine *e, gpointer user_data)
 {
-  if (d->card_event != NULL || d->rescan_running)
-    return;
-  d->card_event = g_queue_pop_head (&d->card_events);
-  if (d->card_event != NULL)
-    p11c_engine_rescan_async (d->engine, NULL, card_rescan_done, d);
+  schedule_expiry (user_data);
 }
 
 void
 p11c_daemon_card_event (P11cDaemon *d, gboolean inserted, const char *reader, GBytes *atr)
 {
-  CardEvent *ev = g_new0 (CardEvent, 1);
-
-  g_message ("Card %s reader \"%s\"", inserted ? "inserted into" : "removed from", reader);
-  ev->inserted = inserted;
-  ev->reader = g_strdup (reader);
-  ev->atr = atr ? g_bytes_ref (atr) : NULL;
-  ev->tokens = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_token_unref);
-  g_queue_push_tail (&d->card_events, ev);
-  card_event_next (d);
+  p11c_engine_card_event (d->engine, inserted, reader, atr);
 }
+
+static const P11cEngineCallbacks engine_callbacks = {
+  token_added, token_removed, token_changed, card_event, rescanned,
+};
 
 /* ---- life cycle --------------------------------------------------------- */
 
@@ -2072,12 +1920,9 @@ p11c_daemon_new (GDBusConnection *conn, P11cEngine *engine, GError **error)
       p11c_daemon_free (d);
       return NULL;
     }
-  engine->callbacks.token_added = token_added;
-  engine->callbacks.token_removed = token_removed;
-  engine->callbacks.token_changed = token_changed;
-  engine->user_data = d;
-  for (guint i = 0; i < engine->tokens->len; i++)
-    token_added (engine, engine->tokens->pdata[i], d);
+  p11c_engine_set_callbacks (engine, &engine_callbacks, d);
+  for (guint i = 0; i < p11c_engine_get_tokens (engine)->len; i++)
+    token_added (engine, p11c_engine_get_tokens (engine)->pdata[i], TRUE, d);
   d->expiring_sent = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   schedule_expiry (d);
   return d;
@@ -2110,10 +1955,7 @@ p11c_daemon_free (P11cDaemon *d)
   if (d->engine && !p11c_engine_wait_workers (d->engine, 0))
     return;
   if (d->engine)
-    {
-      d->engine->callbacks = (P11cEngineCallbacks) { 0 };
-      d->engine->user_data = NULL;
-    }
+    p11c_engine_set_callbacks (d->engine, NULL, NULL);
   g_hash_table_iter_init (&iter, d->token_regs);
   while (g_hash_table_iter_next (&iter, &key, &value))
     g_dbus_connection_unregister_object (d->conn, GPOINTER_TO_UINT (value));
@@ -2133,11 +1975,9 @@ p11c_daemon_free (P11cDaemon *d)
   fast_path_close (d->fast);
   g_dbus_connection_remove_filter (d->conn, d->fast_filter);
   fast_path_unref (d->fast);
-  g_queue_clear_full (&d->card_events, (GDestroyNotify) card_event_free);
   if (d->expiry_timer)
     g_source_remove (d->expiry_timer);
   g_clear_pointer (&d->expiring_sent, g_hash_table_unref);
-  g_clear_pointer (&d->card_event, card_event_free);
   g_clear_pointer (&d->api, g_dbus_node_info_unref);
   g_clear_pointer (&d->om, g_dbus_node_info_unref);
   g_clear_object (&d->conn);

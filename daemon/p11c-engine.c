@@ -8,6 +8,67 @@
 #include <errno.h>
 #include <sys/random.h>
 #include <glib/gstdio.h>
+#include "p11c-store.h"
+
+struct _P11cToken {
+  gint          ref;
+  char         *id;          /* sanitised stable id, last path element */
+  char         *object_path;
+  char         *uri;
+  P11cModule   *module;
+  char         *module_name;
+  char         *pending_dir;  /* STATE/pending: keys of unfinished enrollments */
+  CK_SLOT_ID    slot;
+  /* ---- guarded by lock ---- */
+  GMutex        lock;
+  CK_SLOT_INFO  slot_info;
+  CK_TOKEN_INFO info;
+  GPtrArray    *certs;       /* cached P11cCertEntry list, NULL = stale */
+  guint         generation;
+  gboolean      present;
+  gboolean      pin_rejected;     /* the token refused the PIN whose */
+  guint8        rejected_pin[32]; /* keyed digest this is (see p11c_token_login) */
+  /* ---- serialisation ---- */
+  GMutex        op_lock;     /* one PKCS#11 session phase at a time */
+  GCond         job_cond;    /* one job (enroll/renew) at a time: */
+  gboolean      job_busy;    /* guarded by lock */
+};
+
+/* A PC/SC card event waiting for, or in, its rescan */
+typedef struct {
+  gboolean   inserted;
+  char      *reader;
+  GBytes    *atr;
+  GPtrArray *tokens;   /* tokens that came / went in its rescan */
+} CardEvent;
+
+struct _P11cEngine {
+  P11cConfig          *config;
+  GPtrArray           *modules;   /* P11cModuleState */
+  GPtrArray           *tokens;    /* P11cToken, main thread only */
+  GPtrArray           *cas;       /* P11cCaProfile */
+  P11cRecords         *records;   /* issuance records, refused PIN files */
+  P11cEngineCallbacks  callbacks;
+  gpointer             user_data;
+  GMutex               scan_lock;
+  /* hotplug (main thread): one rescan at a time, card events in order */
+  gboolean             rescan_running, rescan_again;
+  GQueue               card_events;
+  CardEvent           *card_event;  /* the one being handled */
+  /* worker threads inside the engine (see p11c_engine_wait_workers) */
+  GMutex               workers_lock;
+  GCond                workers_cond;
+  guint                workers;
+};
+
+static void
+card_event_free (CardEvent *ev)
+{
+  g_free (ev->reader);
+  g_clear_pointer (&ev->atr, g_bytes_unref);
+  g_ptr_array_unref (ev->tokens);
+  g_free (ev);
+}
 
 /* ---- tokens and cert entries -------------------------------------------- */
 
@@ -44,6 +105,62 @@ p11c_token_get_info (P11cToken *t, CK_TOKEN_INFO *info, CK_SLOT_INFO *slot_info)
   if (slot_info)
     *slot_info = t->slot_info;
   g_mutex_unlock (&t->lock);
+}
+
+const char *
+p11c_token_get_id (P11cToken *t)
+{
+  return t->id;
+}
+
+const char *
+p11c_token_get_uri (P11cToken *t)
+{
+  return t->uri;
+}
+
+const char *
+p11c_token_get_module_name (P11cToken *t)
+{
+  return t->module_name;
+}
+
+const char *
+p11c_token_get_object_path (P11cToken *t)
+{
+  return t->object_path;
+}
+
+gboolean
+p11c_token_is_present (P11cToken *t)
+{
+  gboolean present;
+  g_mutex_lock (&t->lock);
+  present = t->present;
+  g_mutex_unlock (&t->lock);
+  return present;
+}
+
+guint
+p11c_token_get_generation (P11cToken *t)
+{
+  guint gen;
+  g_mutex_lock (&t->lock);
+  gen = t->generation;
+  g_mutex_unlock (&t->lock);
+  return gen;
+}
+
+void
+p11c_token_lock_operations (P11cToken *t)
+{
+  g_mutex_lock (&t->op_lock);
+}
+
+void
+p11c_token_unlock_operations (P11cToken *t)
+{
+  g_mutex_unlock (&t->op_lock);
 }
 
 static void
@@ -149,6 +266,76 @@ p11c_engine_get_records (P11cEngine *e)
 }
 
 void
+p11c_engine_set_callbacks (P11cEngine *e, const P11cEngineCallbacks *callbacks, gpointer user_data)
+{
+  e->callbacks = callbacks ? *callbacks : (P11cEngineCallbacks) { 0 };
+  e->user_data = callbacks ? user_data : NULL;
+}
+
+const P11cConfig *
+p11c_engine_get_config (P11cEngine *e)
+{
+  return e->config;
+}
+
+GPtrArray *
+p11c_engine_get_tokens (P11cEngine *e)
+{
+  return e->tokens;
+}
+
+GPtrArray *
+p11c_engine_tokens_snapshot (P11cEngine *e)
+{
+  GPtrArray *a = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_token_unref);
+  for (guint i = 0; i < e->tokens->len; i++)
+    g_ptr_array_add (a, p11c_token_ref (e->tokens->pdata[i]));
+  return a;
+}
+
+GPtrArray *
+p11c_engine_get_modules (P11cEngine *e)
+{
+  return e->modules;
+}
+
+GPtrArray *
+p11c_engine_get_cas (P11cEngine *e)
+{
+  return e->cas;
+}
+
+GPtrArray *
+p11c_engine_list_system_certs (P11cEngine *e)
+{
+  return p11c_system_store_list (e->config->state_dir);
+}
+
+void
+p11c_delete_result_free (P11cDeleteResult *r)
+{
+  if (r == NULL)
+    return;
+  g_strfreev (r->removed);
+  g_free (r->keys_kept);
+  g_free (r);
+}
+
+P11cDeleteResult *
+p11c_engine_delete_system_cert (P11cEngine *e, const char *name, GError **error)
+{
+  P11cDeleteResult *r;
+
+  if (!p11c_system_store_delete (e->config->state_dir, name, error))
+    return NULL;
+  r = g_new0 (P11cDeleteResult, 1);
+  r->removed = g_new0 (char *, 2);
+  r->removed[0] = g_strconcat ("system:", name, NULL);
+  r->keys_removed = 1;
+  return r;
+}
+
+void
 p11c_engine_worker_enter (P11cEngine *e)
 {
   g_mutex_lock (&e->workers_lock);
@@ -217,6 +404,8 @@ p11c_engine_free (P11cEngine *e)
   g_ptr_array_unref (e->cas);
   p11c_records_free (e->records);
   p11c_config_free (e->config);
+  g_queue_clear_full (&e->card_events, (GDestroyNotify) card_event_free);
+  g_clear_pointer (&e->card_event, card_event_free);
   g_mutex_clear (&e->scan_lock);
   g_free (e);
 }
@@ -375,8 +564,10 @@ p11c_engine_apply_scan (P11cEngine *e, GPtrArray *scan)
           g_ptr_array_add (e->tokens, t);
           g_ptr_array_add (seen, t);
           g_message ("Token %s appeared (%s)", t->id, t->uri);
+          if (e->card_event != NULL && e->card_event->inserted)
+            g_ptr_array_add (e->card_event->tokens, p11c_token_ref (t));
           if (e->callbacks.token_added)
-            e->callbacks.token_added (e, t, e->user_data);
+            e->callbacks.token_added (e, t, e->card_event == NULL || !e->card_event->inserted, e->user_data);
         }
     }
 
@@ -393,8 +584,10 @@ p11c_engine_apply_scan (P11cEngine *e, GPtrArray *scan)
       p11c_token_invalidate (t);
       g_ptr_array_remove_index (e->tokens, i - 1);
       g_message ("Token %s went away", t->id);
+      if (e->card_event != NULL && !e->card_event->inserted)
+        g_ptr_array_add (e->card_event->tokens, p11c_token_ref (t));
       if (e->callbacks.token_removed)
-        e->callbacks.token_removed (e, t, e->user_data);
+        e->callbacks.token_removed (e, t, e->card_event == NULL || e->card_event->inserted, e->user_data);
       p11c_token_unref (t);
     }
 }
@@ -405,16 +598,16 @@ rescan_thread (GTask *task, gpointer source, gpointer data, GCancellable *cancel
   g_task_return_pointer (task, p11c_engine_scan (data), (GDestroyNotify) g_ptr_array_unref);
 }
 
-void
-p11c_engine_rescan_async (P11cEngine *e, GCancellable *cancel, GAsyncReadyCallback cb, gpointer user_data)
+static void
+engine_rescan_async (P11cEngine *e, GCancellable *cancel, GAsyncReadyCallback cb, gpointer user_data)
 {
   g_autoptr(GTask) task = g_task_new (NULL, cancel, cb, user_data);
   g_task_set_task_data (task, e, NULL);
   p11c_engine_run_worker (e, task, rescan_thread);
 }
 
-gboolean
-p11c_engine_rescan_finish (P11cEngine *e, GAsyncResult *res, GError **error)
+static gboolean
+engine_rescan_finish (P11cEngine *e, GAsyncResult *res, GError **error)
 {
   g_autoptr(GPtrArray) scan = g_task_propagate_pointer (G_TASK (res), error);
   if (scan == NULL)
@@ -431,6 +624,128 @@ p11c_engine_rescan_finish (P11cEngine *e, GAsyncResult *res, GError **error)
   return TRUE;
 }
 
+/* ---- hotplug: rescans never overlap, card events one at a time -------- */
+
+static void card_event_next (P11cEngine *e);
+
+typedef struct {
+  P11cEngine     *engine;
+  P11cRescanDone  done;
+  gpointer        data;
+} Rescan;
+
+static void
+rescan_done (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  Rescan *r = user_data;
+  P11cEngine *e = r->engine;
+  g_autoptr(GError) error = NULL;
+
+  e->rescan_running = FALSE;
+  if (!engine_rescan_finish (e, res, &error))
+    g_warning ("Rescan failed: %s", error->message);
+  if (e->callbacks.rescanned)
+    e->callbacks.rescanned (e, e->user_data);
+  if (r->done)
+    r->done (e, r->data);
+  g_free (r);
+  if (e->rescan_again)
+    {
+      e->rescan_again = FALSE;
+      p11c_engine_rescan (e, NULL, NULL);
+    }
+  else
+    card_event_next (e);
+}
+
+gboolean
+p11c_engine_rescan (P11cEngine *e, P11cRescanDone done, gpointer data)
+{
+  Rescan *r;
+
+  if (e->rescan_running || e->card_event != NULL)
+    {
+      e->rescan_again = TRUE;
+      return FALSE;
+    }
+  r = g_new0 (Rescan, 1);
+  r->engine = e;
+  r->done = done;
+  r->data = data;
+  e->rescan_running = TRUE;
+  engine_rescan_async (e, NULL, rescan_done, r);
+  return TRUE;
+}
+
+/* Which token did the card bring (or take)?  The only one that came in the
+ * rescan, or the one in a slot the reader's name matches. */
+static P11cToken *
+card_event_token (CardEvent *ev)
+{
+  for (guint i = 0; i < ev->tokens->len; i++)
+    {
+      P11cToken *cand = ev->tokens->pdata[i];
+      CK_SLOT_INFO slot;
+      g_autofree char *desc = NULL;
+      p11c_token_get_info (cand, NULL, &slot);
+      desc = p11c_padded_string (slot.slotDescription, sizeof slot.slotDescription);
+      if (ev->tokens->len == 1 || g_str_has_prefix (ev->reader, desc) || g_str_has_prefix (desc, ev->reader))
+        return cand;
+    }
+  return NULL;
+}
+
+static void
+card_rescan_done (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  P11cEngine *e = user_data;
+  g_autoptr(GError) error = NULL;
+  CardEvent *ev = e->card_event;
+  g_autoptr(GPtrArray) others = g_ptr_array_new ();
+  P11cCardEvent out = { 0 };
+
+  if (!engine_rescan_finish (e, res, &error))
+    g_warning ("Rescan after a card event failed: %s", error->message);
+  out.inserted = ev->inserted;
+  out.reader = ev->reader;
+  out.atr = ev->atr;
+  out.token = card_event_token (ev);
+  for (guint i = 0; i < ev->tokens->len; i++)
+    if (ev->tokens->pdata[i] != out.token)
+      g_ptr_array_add (others, ev->tokens->pdata[i]);
+  out.others = others;
+  if (e->callbacks.card_event)
+    e->callbacks.card_event (e, &out, e->user_data);
+  if (e->callbacks.rescanned)
+    e->callbacks.rescanned (e, e->user_data);
+  card_event_free (g_steal_pointer (&e->card_event));
+  card_event_next (e);
+}
+
+static void
+card_event_next (P11cEngine *e)
+{
+  if (e->card_event != NULL || e->rescan_running)
+    return;
+  e->card_event = g_queue_pop_head (&e->card_events);
+  if (e->card_event != NULL)
+    engine_rescan_async (e, NULL, card_rescan_done, e);
+}
+
+void
+p11c_engine_card_event (P11cEngine *e, gboolean inserted, const char *reader, GBytes *atr)
+{
+  CardEvent *ev = g_new0 (CardEvent, 1);
+
+  g_message ("Card %s reader \"%s\"", inserted ? "inserted into" : "removed from", reader);
+  ev->inserted = inserted;
+  ev->reader = g_strdup (reader);
+  ev->atr = atr ? g_bytes_ref (atr) : NULL;
+  ev->tokens = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_token_unref);
+  g_queue_push_tail (&e->card_events, ev);
+  card_event_next (e);
+}
+
 P11cToken *
 p11c_engine_find_token_by_path (P11cEngine *e, const char *path)
 {
@@ -441,28 +756,12 @@ p11c_engine_find_token_by_path (P11cEngine *e, const char *path)
 }
 
 P11cToken *
-p11c_engine_resolve_token (P11cEngine *e, const char *spec, GError **error)
+p11c_engine_resolve_token_uri (P11cEngine *e, const P11cUri *uri, const char *spec, P11cError absent,
+                               GError **error)
 {
-  g_autoptr(P11cUri) uri = NULL;
   P11cToken *found = NULL;
   guint matches = 0;
 
-  if (spec == NULL || spec[0] == '\0')
-    {
-      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS, "No token given");
-      return NULL;
-    }
-  if (spec[0] == '/')
-    {
-      found = p11c_engine_find_token_by_path (e, spec);
-      if (found == NULL)
-        g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_NOT_PRESENT,
-                     "No token %s is present; insert it or list tokens with 'p11certctl tokens'", spec);
-      return found;
-    }
-  uri = p11c_uri_parse (spec, error);
-  if (uri == NULL)
-    return NULL;
   for (guint i = 0; i < e->tokens->len; i++)
     {
       P11cToken *t = e->tokens->pdata[i];
@@ -476,8 +775,8 @@ p11c_engine_resolve_token (P11cEngine *e, const char *spec, GError **error)
     }
   if (matches == 0)
     {
-      g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_NOT_PRESENT,
-                   "No present token matches %s; insert it or list tokens with 'p11certctl tokens'", spec);
+      g_set_error (error, P11C_ERROR, absent,
+                   "No present token matches %s; insert the token or check the URI", spec);
       return NULL;
     }
   if (matches > 1)
@@ -487,6 +786,31 @@ p11c_engine_resolve_token (P11cEngine *e, const char *spec, GError **error)
       return NULL;
     }
   return found;
+}
+
+P11cToken *
+p11c_engine_resolve_token (P11cEngine *e, const char *spec, GError **error)
+{
+  g_autoptr(P11cUri) uri = NULL;
+  P11cToken *found;
+
+  if (spec == NULL || spec[0] == '\0')
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS, "No token given");
+      return NULL;
+    }
+  if (spec[0] == '/')
+    {
+      found = p11c_engine_find_token_by_path (e, spec);
+      if (found == NULL)
+        g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_NOT_PRESENT,
+                     "No token %s is present; insert it or check the token list", spec);
+      return found;
+    }
+  uri = p11c_uri_parse (spec, error);
+  if (uri == NULL)
+    return NULL;
+  return p11c_engine_resolve_token_uri (e, uri, spec, P11C_ERROR_TOKEN_NOT_PRESENT, error);
 }
 
 const P11cCaProfile *
@@ -505,10 +829,7 @@ p11c_engine_find_ca (P11cEngine *e, const char *name)
 static gboolean
 token_check_present (P11cToken *t, GError **error)
 {
-  gboolean present;
-  g_mutex_lock (&t->lock);
-  present = t->present;
-  g_mutex_unlock (&t->lock);
+  gboolean present = p11c_token_is_present (t);
   if (!present)
     g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_NOT_PRESENT,
                  "The token %s was removed; insert it and try again", t->id);
@@ -831,7 +1152,7 @@ object_uri (const CK_TOKEN_INFO *info, P11cObjectType type, GBytes *id, const ch
   return p11c_uri_for_object (info, type, data, len, label);
 }
 
-static GVariant *
+static P11cDeleteResult *
 delete_locked (P11cToken *t, P11cSession *s, const P11cUri *uri, gboolean keep_key, GError **error)
 {
   g_autoptr(GArray) certs = NULL;
@@ -840,7 +1161,7 @@ delete_locked (P11cToken *t, P11cSession *s, const P11cUri *uri, gboolean keep_k
   g_autofree char *cert_label = NULL;
   g_autofree char *kept_reason = NULL;
   guint shared_with = 0;   /* other certificates using the key (kept) */
-  GVariantBuilder b;
+  P11cDeleteResult *result;
   CK_TOKEN_INFO info;
   CK_OBJECT_HANDLE cert;
 
@@ -851,13 +1172,13 @@ delete_locked (P11cToken *t, P11cSession *s, const P11cUri *uri, gboolean keep_k
   if (certs->len == 0)
     {
       g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
-                   "No certificate on token %s matches the URI; list them with 'p11certctl list'", t->id);
+                   "No certificate on token %s matches the URI", t->id);
       return NULL;
     }
   if (certs->len > 1)
     {
       g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
-                   "%u certificates match the URI; name one (use the uri from ListCerts)", certs->len);
+                   "%u certificates match the URI; name one by its full URI", certs->len);
       return NULL;
     }
   cert = g_array_index (certs, CK_OBJECT_HANDLE, 0);
@@ -925,16 +1246,13 @@ delete_locked (P11cToken *t, P11cSession *s, const P11cUri *uri, gboolean keep_k
       }
   }
 
-  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  result = g_new0 (P11cDeleteResult, 1);
+  result->keys_removed = removed->len - 1;
+  result->keys_kept = g_steal_pointer (&kept_reason);
+  result->keys_shared_with = shared_with;
   g_ptr_array_add (removed, NULL);
-  g_variant_builder_add (&b, "{sv}", "removed", g_variant_new_strv ((const char *const *) removed->pdata, -1));
-  g_variant_builder_add (&b, "{sv}", "certificate", g_variant_new_string (removed->pdata[0]));
-  g_variant_builder_add (&b, "{sv}", "keys_removed", g_variant_new_uint32 (removed->len - 2));
-  if (kept_reason)
-    g_variant_builder_add (&b, "{sv}", "keys_kept", g_variant_new_string (kept_reason));
-  if (shared_with > 0)
-    g_variant_builder_add (&b, "{sv}", "keys_shared_with", g_variant_new_uint32 (shared_with));
-  return g_variant_builder_end (&b);
+  result->removed = (GStrv) g_ptr_array_free (g_steal_pointer (&removed), FALSE);
+  return result;
 
 partial:
   if (removed->len > 0)
@@ -946,12 +1264,12 @@ partial:
   return NULL;
 }
 
-GVariant *
+P11cDeleteResult *
 p11c_token_delete_cert (P11cToken *t, const P11cUri *uri, const char *pin,
                         gboolean keep_key, GError **error)
 {
   g_autoptr(P11cSession) s = NULL;
-  GVariant *result = NULL;
+  P11cDeleteResult *result = NULL;
 
   if (uri->id == NULL && uri->object == NULL)
     {

@@ -9,6 +9,7 @@
 #include "p11c-pkcs11.h"
 #include "p11c-records.h"
 #include "p11c-uri.h"
+#include "p11c-error.h"
 
 G_BEGIN_DECLS
 
@@ -19,30 +20,9 @@ typedef struct {
   char       *error;
 } P11cModuleState;
 
+/* A token the engine knows.  Opaque: its state is guarded by locks private
+ * to p11c-engine.c; read it through the accessors (any thread). */
 typedef struct _P11cToken P11cToken;
-struct _P11cToken {
-  gint          ref;
-  char         *id;          /* sanitised stable id, last path element */
-  char         *object_path;
-  char         *uri;
-  P11cModule   *module;
-  char         *module_name;
-  char         *pending_dir;  /* STATE/pending: keys of unfinished enrollments */
-  CK_SLOT_ID    slot;
-  /* ---- guarded by lock ---- */
-  GMutex        lock;
-  CK_SLOT_INFO  slot_info;
-  CK_TOKEN_INFO info;
-  GPtrArray    *certs;       /* cached P11cCertEntry list, NULL = stale */
-  guint         generation;
-  gboolean      present;
-  gboolean      pin_rejected;     /* the token refused the PIN whose */
-  guint8        rejected_pin[32]; /* keyed digest this is (see p11c_token_login) */
-  /* ---- serialisation ---- */
-  GMutex        op_lock;     /* one PKCS#11 session phase at a time */
-  GCond         job_cond;    /* one job (enroll/renew) at a time: */
-  gboolean      job_busy;    /* guarded by lock */
-};
 
 P11cToken *p11c_token_ref (P11cToken *t);
 void p11c_token_unref (P11cToken *t);
@@ -56,6 +36,19 @@ void p11c_token_job_release (P11cToken *t);
 /* Snapshot of token info under the lock */
 void p11c_token_get_info (P11cToken *t, CK_TOKEN_INFO *info, CK_SLOT_INFO *slot_info);
 void p11c_token_invalidate (P11cToken *t);
+
+/* Fixed for the token's life */
+const char *p11c_token_get_id (P11cToken *t);          /* stable, unique among present tokens */
+const char *p11c_token_get_uri (P11cToken *t);
+const char *p11c_token_get_module_name (P11cToken *t);
+const char *p11c_token_get_object_path (P11cToken *t);
+/* Still in its slot (FALSE once the engine saw it go) */
+gboolean p11c_token_is_present (P11cToken *t);
+/* Bumped whenever the cached certificate list is dropped */
+guint p11c_token_get_generation (P11cToken *t);
+/* One PKCS#11 session phase at a time on the token (blocking) */
+void p11c_token_lock_operations (P11cToken *t);
+void p11c_token_unlock_operations (P11cToken *t);
 
 typedef struct {
   gint             ref;
@@ -75,30 +68,40 @@ void p11c_cert_entry_unref (P11cCertEntry *e);
 
 typedef struct _P11cEngine P11cEngine;
 
+/* What the engine tells its owner, on the main thread.  @announce is FALSE
+ * for a token that came or went in the rescan of a card event: that event's
+ * card_event callback reports it. */
 typedef struct {
-  void (*token_added)   (P11cEngine *engine, P11cToken *token, gpointer user_data);
-  void (*token_removed) (P11cEngine *engine, P11cToken *token, gpointer user_data);
-  void (*token_changed) (P11cEngine *engine, P11cToken *token, gpointer user_data);
-} P11cEngineCallbacks;
+  gboolean   inserted;
+  const char *reader;
+  GBytes    *atr;        /* may be NULL */
+  P11cToken *token;      /* the token a module recognised in that reader, or NULL */
+  GPtrArray *others;     /* other tokens that came (inserted) or went in the same rescan */
+} P11cCardEvent;
 
-struct _P11cEngine {
-  P11cConfig          *config;
-  GPtrArray           *modules;   /* P11cModuleState */
-  GPtrArray           *tokens;    /* P11cToken, main thread only */
-  GPtrArray           *cas;       /* P11cCaProfile */
-  P11cRecords         *records;   /* issuance records, refused PIN files */
-  P11cEngineCallbacks  callbacks;
-  gpointer             user_data;
-  GMutex               scan_lock;
-  /* worker threads inside the engine (see p11c_engine_wait_workers) */
-  GMutex               workers_lock;
-  GCond                workers_cond;
-  guint                workers;
-};
+typedef struct {
+  void (*token_added)   (P11cEngine *engine, P11cToken *token, gboolean announce, gpointer user_data);
+  void (*token_removed) (P11cEngine *engine, P11cToken *token, gboolean announce, gpointer user_data);
+  void (*token_changed) (P11cEngine *engine, P11cToken *token, gpointer user_data);
+  void (*card_event)    (P11cEngine *engine, const P11cCardEvent *event, gpointer user_data);
+  /* a rescan finished: certificates may have changed */
+  void (*rescanned)     (P11cEngine *engine, gpointer user_data);
+} P11cEngineCallbacks;
 
 P11cEngine *p11c_engine_new (P11cConfig *config);   /* takes config */
 void p11c_engine_free (P11cEngine *engine);
 void p11c_engine_load_modules (P11cEngine *engine);
+/* @callbacks is copied; NULL stops them */
+void p11c_engine_set_callbacks (P11cEngine *engine, const P11cEngineCallbacks *callbacks,
+                                gpointer user_data);
+const P11cConfig *p11c_engine_get_config (P11cEngine *engine);
+/* Main thread only: the present tokens (P11cToken), the modules
+ * (P11cModuleState) and the CA profiles (P11cCaProfile), in order. */
+GPtrArray *p11c_engine_get_tokens (P11cEngine *engine);
+/* A new array holding a reference to each present token (main thread) */
+GPtrArray *p11c_engine_tokens_snapshot (P11cEngine *engine);
+GPtrArray *p11c_engine_get_modules (P11cEngine *engine);
+GPtrArray *p11c_engine_get_cas (P11cEngine *engine);
 /* The issuance records (see p11c-records.h; p11c_records_generation()). */
 P11cRecords *p11c_engine_get_records (P11cEngine *engine);
 
@@ -117,15 +120,44 @@ gboolean p11c_engine_wait_workers (P11cEngine *engine, gint64 timeout_usec);
  * applied on the main thread with p11c_engine_apply_scan(). */
 GPtrArray *p11c_engine_scan (P11cEngine *engine);
 void p11c_engine_apply_scan (P11cEngine *engine, GPtrArray *scan);
-void p11c_engine_rescan_async (P11cEngine *engine, GCancellable *cancel,
-                               GAsyncReadyCallback cb, gpointer user_data);
-gboolean p11c_engine_rescan_finish (P11cEngine *engine, GAsyncResult *res, GError **error);
+
+/* Hotplug coordination (main thread).  Rescans never overlap: a request
+ * while one runs (or a card event is handled) is folded into one more scan
+ * after it.  p11c_engine_rescan returns FALSE when it was folded that way
+ * (@done is not called); otherwise @done(@data) runs when the scan is
+ * applied.  A PC/SC card event queues a rescan of its own; its outcome is
+ * reported once through the card_event callback. */
+typedef void (*P11cRescanDone) (P11cEngine *engine, gpointer data);
+gboolean p11c_engine_rescan (P11cEngine *engine, P11cRescanDone done, gpointer data);
+void p11c_engine_card_event (P11cEngine *engine, gboolean inserted, const char *reader, GBytes *atr);
 
 P11cToken *p11c_engine_find_token_by_path (P11cEngine *engine, const char *path);
-/* Resolve a token given as a PKCS#11 URI or an object path; exactly one
- * token must match. */
+
+/* The one resolver of "which token does this name": a token given as a
+ * PKCS#11 URI (its token attributes) or an object path; exactly one present
+ * token must match.  @absent is the error code when none does:
+ * P11C_ERROR_TOKEN_NOT_PRESENT where a token was named, P11C_ERROR_NOT_FOUND
+ * where an object on a token was. */
 P11cToken *p11c_engine_resolve_token (P11cEngine *engine, const char *spec, GError **error);
+P11cToken *p11c_engine_resolve_token_uri (P11cEngine *engine, const P11cUri *uri, const char *spec,
+                                          P11cError absent, GError **error);
 const P11cCaProfile *p11c_engine_find_ca (P11cEngine *engine, const char *name);
+
+/* What a deletion removed */
+typedef struct {
+  GStrv  removed;           /* URIs of the objects removed, the certificate first */
+  guint  keys_removed;
+  char  *keys_kept;         /* why the keys stayed, or NULL */
+  guint  keys_shared_with;  /* other certificates that use the kept key */
+} P11cDeleteResult;
+
+void p11c_delete_result_free (P11cDeleteResult *r);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (P11cDeleteResult, p11c_delete_result_free)
+
+/* The daemon's own certificate store (blocking: a worker thread) */
+GPtrArray *p11c_engine_list_system_certs (P11cEngine *engine);   /* P11cCertEntry */
+/* Delete the entry @name ("system:NAME" without the prefix) */
+P11cDeleteResult *p11c_engine_delete_system_cert (P11cEngine *engine, const char *name, GError **error);
 
 /* ---- token operations (blocking: call from a worker thread) ---- */
 
@@ -133,8 +165,8 @@ const P11cCaProfile *p11c_engine_find_ca (P11cEngine *engine, const char *name);
 GPtrArray *p11c_token_list_certs (P11cToken *t, GError **error);
 
 /* Delete the certificate @uri names (and its keys unless @keep_key); verify
- * it is gone.  Returns a{sv} of what was removed. */
-GVariant *p11c_token_delete_cert (P11cToken *t, const P11cUri *uri, const char *pin,
+ * it is gone. */
+P11cDeleteResult *p11c_token_delete_cert (P11cToken *t, const P11cUri *uri, const char *pin,
                                   gboolean keep_key, GError **error);
 gboolean p11c_token_change_pin (P11cToken *t, const char *old_pin, const char *new_pin,
                                 GError **error);

@@ -77,24 +77,6 @@ static const P11cKeySpec request_keys[] = {
   { "allow_interaction", "b", FALSE }, { NULL },
 };
 
-void
-p11c_enroll_request_actions (P11cEngine *engine, GVariant *request, const char *actions[4])
-{
-  const char *storage = p11c_vardict_get_string (request, "storage", "token");
-  const P11cCaProfile *ca = p11c_engine_find_ca (engine, p11c_vardict_get_string (request, "ca", ""));
-  guint n = 0;
-
-  if (g_str_equal (storage, "system"))
-    actions[n++] = P11C_ACTION_SYSTEM;
-  else
-    actions[n++] = P11C_ACTION_ENROLL;
-  /* by the profile's type, not its name: every profile that signs with the
-   * local CA's key (an admin's "lab" as much as the built-in "local") */
-  if (ca != NULL && ca->type == P11C_CA_LOCAL)
-    actions[n++] = P11C_ACTION_LOCAL_CA;
-  actions[n] = NULL;
-}
-
 static gboolean
 missing (const char *key, const char *why, GError **error)
 {
@@ -181,7 +163,7 @@ p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds
 
   r->fd = -1;
   r->enrolled_by = -1;
-  r->config = engine->config;
+  r->config = p11c_engine_get_config (engine);
   if (!p11c_vardict_validate (request, request_keys, error))
     return NULL;
 
@@ -190,7 +172,7 @@ p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds
   if (r->ca == NULL)
     {
       g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
-                   "Key \"ca\": no CA profile \"%s\"; see 'p11certctl ca list'", ca);
+                   "Key \"ca\": no CA profile \"%s\"; list the profiles the daemon offers", ca);
       return NULL;
     }
 
@@ -264,7 +246,7 @@ p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds
     case STORAGE_TOKEN:
       token = p11c_vardict_get_string (request, "token", NULL);
       if (token == NULL)
-        return missing ("token", "the token URI or object path; see 'p11certctl tokens'", error) ? NULL : NULL;
+        return missing ("token", "the token URI or object path", error) ? NULL : NULL;
       r->token = p11c_engine_resolve_token (engine, token, error);
       if (r->token == NULL)
         {
@@ -280,7 +262,7 @@ p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds
           {
             g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_SUPPORTED,
                          "Key \"token\": the token %s is read-only (write-protected): it cannot store a key "
-                         "or a certificate; choose another token", r->token->id);
+                         "or a certificate; choose another token", p11c_token_get_id (r->token));
             return NULL;
           }
       }
@@ -324,7 +306,7 @@ p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds
       if (r->password == NULL)
         return missing ("password", "the password protecting the PKCS#12 file", error) ? NULL : NULL;
       if (!p11c_secret_check (r->password, "password", error)
-          || !p11c_pin_policy_check (&engine->config->pin_policy, r->password, error))
+          || !p11c_pin_policy_check (&p11c_engine_get_config (engine)->pin_policy, r->password, error))
         {
           g_prefix_error (error, "Key \"password\": ");
           return NULL;
@@ -355,7 +337,7 @@ p11c_enroll_request_new_renewal (P11cEngine *engine, const P11cRenewSpec *spec)
   g_autoptr(P11cCertSummary) sum = p11c_cert_summary_from_x509 (spec->old_cert);
 
   r->fd = -1;
-  r->config = engine->config;
+  r->config = p11c_engine_get_config (engine);
   r->renew = TRUE;
   r->ca = spec->ca;
   r->rekey = spec->rekey;
@@ -437,7 +419,7 @@ pending_record (Key *k, GError **error)
 
   p11c_token_get_info (k->req->token, &info, NULL);
   serial = p11c_padded_string (info.serialNumber, sizeof info.serialNumber);
-  g_key_file_set_string (kf, "pending", "token-uri", k->req->token->uri);
+  g_key_file_set_string (kf, "pending", "token-uri", p11c_token_get_uri (k->req->token));
   g_key_file_set_string (kf, "pending", "token-serial", serial);
   g_key_file_set_string (kf, "pending", "id", id);
   g_key_file_set_int64 (kf, "pending", "pid", getpid ());
@@ -576,13 +558,13 @@ csr_with_old_key (Key *k, GError **error)
     CK_OBJECT_HANDLE key;
 
     k->id = g_bytes_ref (r->old_id);
-    g_mutex_lock (&t->op_lock);
+    p11c_token_lock_operations (t);
     s = p11c_token_open_session (t, FALSE, error);
     if (s != NULL && p11c_token_login (t, s, r->pin, first_login_kind (r), error)
         && (key = p11c_token_prove_key (s, r->old_id, r->old_cert, r->pin, error)) != 0)
       csr = build_csr (k, k->pub, s, key, error);
     g_clear_pointer (&s, p11c_session_close);
-    g_mutex_unlock (&t->op_lock);
+    p11c_token_unlock_operations (t);
     return csr;
   }
 }
@@ -620,7 +602,7 @@ key_generate (Key *k, GError **error)
     k->id = g_bytes_new (id, sizeof id);
     if (!pending_record (k, error))
       return NULL;
-    g_mutex_lock (&t->op_lock);
+    p11c_token_lock_operations (t);
     s = p11c_token_open_session (t, TRUE, error);
     /* a renewal proves first that the certificate's key is on this token:
      * a copy of someone else's certificate gets no new key, nothing issued */
@@ -637,7 +619,7 @@ key_generate (Key *k, GError **error)
           }
       }
     g_clear_pointer (&s, p11c_session_close);
-    g_mutex_unlock (&t->op_lock);
+    p11c_token_unlock_operations (t);
     p11c_token_invalidate (t);
     if (!k->generated)
       pending_clear (k);
@@ -658,7 +640,7 @@ key_discard (Key *k)
 
   if (k->req->storage != STORAGE_TOKEN || !k->generated)
     return;   /* nothing generated (or the key is the certificate's own) */
-  g_mutex_lock (&t->op_lock);
+  p11c_token_lock_operations (t);
   s = p11c_token_open_session (t, TRUE, &error);
   if (s != NULL && p11c_token_login (t, s, k->req->pin, P11C_LOGIN_AUTOMATIC, &error))
     {
@@ -671,7 +653,7 @@ key_discard (Key *k)
           ok = FALSE;
     }
   g_clear_pointer (&s, p11c_session_close);
-  g_mutex_unlock (&t->op_lock);
+  p11c_token_unlock_operations (t);
   p11c_token_invalidate (t);
   if (ok)
     {
@@ -1294,7 +1276,7 @@ write_token (Key *k, X509 *cert, P11cX509Stack *chain, GError **error)
   CK_TOKEN_INFO info;
   char *uri = NULL;
 
-  g_mutex_lock (&t->op_lock);
+  p11c_token_lock_operations (t);
   s = p11c_token_open_session (t, TRUE, error);
   if (s != NULL && p11c_token_login (t, s, k->req->pin, P11C_LOGIN_AUTOMATIC, error)
       && p11c_session_store_cert (s, cert, k->id, k->req->label, NULL, error))
@@ -1337,7 +1319,7 @@ write_token (Key *k, X509 *cert, P11cX509Stack *chain, GError **error)
         remove_old_on_token (k, s);
     }
   g_clear_pointer (&s, p11c_session_close);
-  g_mutex_unlock (&t->op_lock);
+  p11c_token_unlock_operations (t);
   p11c_token_invalidate (t);
   return uri;
 }
@@ -1403,7 +1385,7 @@ p11c_enroll_run (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, GError 
   g_autoptr(GError) local = NULL;
   char *uri = NULL;
   gboolean locked = FALSE;
-  const char *token_id = r->token ? r->token->id : NULL;
+  const char *token_id = r->token ? p11c_token_get_id (r->token) : NULL;
 
   if (r->token != NULL)
     {
@@ -1487,11 +1469,11 @@ out:
 void
 p11c_enroll_recover (P11cEngine *engine)
 {
-  g_autofree char *dir = g_build_filename (engine->config->state_dir, "pending", NULL);
+  g_autofree char *dir = g_build_filename (p11c_engine_get_config (engine)->state_dir, "pending", NULL);
   g_autoptr(GDir) d = g_dir_open (dir, 0, NULL);
   const char *name;
 
-  p11c_system_store_recover (engine->config->state_dir);
+  p11c_system_store_recover (p11c_engine_get_config (engine)->state_dir);
   while (d && (name = g_dir_read_name (d)) != NULL)
     {
       g_autofree char *path = g_build_filename (dir, name, NULL);
@@ -1505,4 +1487,51 @@ p11c_enroll_recover (P11cEngine *engine)
                         "Found an interrupted enrollment (%s); its key will be removed at the next "
                         "login to that token", name);
     }
+}
+
+/* ---- the CA certificate a profile trusts, as PEM ------------------------ */
+
+static char *
+x509_to_pem (X509 *cert)
+{
+  g_autoptr(BIO) bio = BIO_new (BIO_s_mem ());
+  char *data;
+  long len;
+
+  PEM_write_bio_X509 (bio, cert);
+  len = BIO_get_mem_data (bio, &data);
+  return g_strndup (data, len);
+}
+
+char *
+p11c_enroll_ca_certificate_pem (P11cEngine *engine, const char *name, GError **error)
+{
+  const P11cCaProfile *p = p11c_engine_find_ca (engine, name);
+  char *pem = NULL;
+
+  if (p == NULL)
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND, "No CA profile \"%s\"", name);
+      return NULL;
+    }
+  if (p->type == P11C_CA_LOCAL)
+    {
+      g_autofree char *dir = g_build_filename (p11c_engine_get_config (engine)->state_dir, "local-ca", NULL);
+      g_autoptr(X509) cert = p11c_local_ca_certificate (dir, error);
+      return cert ? x509_to_pem (cert) : NULL;
+    }
+  if (p->type == P11C_CA_SCEP && p->trust_anchor == NULL)
+    {
+      /* only a fingerprint is configured: the CA certificate that has it */
+      P11cEstServer srv = { .url = p->url, .connect_timeout = p->connect_timeout, .timeout = p->timeout };
+      g_autoptr(X509) ca = NULL;
+      g_autoptr(X509) ra = NULL;
+      g_autoptr(P11cX509Stack) all = NULL;
+      if (!p11c_scep_get_ca (&srv, p->ca_fingerprint, NULL, &ca, &ra, &all, error))
+        return NULL;
+      return x509_to_pem (ca);
+    }
+  if (!g_file_get_contents (p->trust_anchor, &pem, NULL, error))
+    return NULL;
+  return pem;
 }

@@ -11,11 +11,6 @@ G_BEGIN_DECLS
 
 typedef struct _P11cEnrollRequest P11cEnrollRequest;
 
-/* polkit actions the request needs (NULL-terminated, static strings):
- * token.enroll or system.manage by storage, and local-ca.issue for any
- * profile of type local, whatever its name. */
-void p11c_enroll_request_actions (P11cEngine *engine, GVariant *request, const char *actions[4]);
-
 /* Validate and resolve a request on the main thread (token, CA profile,
  * secrets, fd).  Errors name the offending key. */
 P11cEnrollRequest *p11c_enroll_request_new (P11cEngine *engine, GVariant *request,
@@ -48,6 +43,11 @@ const char *p11c_enroll_request_get_renewed (const P11cEnrollRequest *req);
 /* Blocking: run the enrollment, updating @job.  Returns the new
  * certificate's URI. */
 char *p11c_enroll_run (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *req, GError **error);
+
+/* Blocking: the CA certificate the profile @name trusts, as PEM (the local
+ * CA's own; a SCEP CA's, fetched, when only its fingerprint is configured;
+ * else the profile's trust anchor).  NotFound: no such profile. */
+char *p11c_enroll_ca_certificate_pem (P11cEngine *engine, const char *name, GError **error);
 
 /* At start: remove keys that a dead enrollment generated but never
  * finished (recorded in the state directory before generation). */

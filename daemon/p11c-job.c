@@ -134,6 +134,16 @@ p11c_job_finish (P11cJob *j, const char *result, const GError *error)
   g_mutex_unlock (&j->lock);
 }
 
+gboolean
+p11c_job_is_finished (P11cJob *j)
+{
+  gboolean finished;
+  g_mutex_lock (&j->lock);
+  finished = j->finished;
+  g_mutex_unlock (&j->lock);
+  return finished;
+}
+
 static GVariant *
 props_locked (P11cJob *j)
 {

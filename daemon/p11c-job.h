@@ -44,6 +44,9 @@ void p11c_job_set_attempt (P11cJob *job, guint attempt, gint64 retry_at);
 /* Main thread: the job ends (state done/failed/cancelled). */
 void p11c_job_finish (P11cJob *job, const char *result, const GError *error);
 
+/* Any thread: the job has ended */
+gboolean p11c_job_is_finished (P11cJob *job);
+
 /* Property snapshot as a{sv} (D-Bus property names). */
 GVariant *p11c_job_to_variant (P11cJob *job);
 

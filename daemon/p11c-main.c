@@ -64,9 +64,9 @@ static void
 name_acquired (GDBusConnection *conn, const char *name, gpointer data)
 {
   App *app = data;
-  g_autofree char *status = g_strdup_printf ("STATUS=Serving %u token(s)", app->engine->tokens->len);
+  g_autofree char *status = g_strdup_printf ("STATUS=Serving %u token(s)", p11c_engine_get_tokens (app->engine)->len);
 
-  g_message ("Owning %s; %u token(s) present", name, app->engine->tokens->len);
+  g_message ("Owning %s; %u token(s) present", name, p11c_engine_get_tokens (app->engine)->len);
   sd_notify (0, "READY=1");
   sd_notify (0, status);
 }

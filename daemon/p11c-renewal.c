@@ -27,7 +27,7 @@ GPtrArray *
 p11c_renewal_collect (P11cEngine *engine, GPtrArray *tokens, GPtrArray **listed)
 {
   GPtrArray *out = g_ptr_array_new_with_free_func ((GDestroyNotify) found_free);
-  g_autoptr(GPtrArray) sys = p11c_system_store_list (engine->config->state_dir);
+  g_autoptr(GPtrArray) sys = p11c_system_store_list (p11c_engine_get_config (engine)->state_dir);
 
   if (listed != NULL)
     *listed = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_token_unref);
@@ -38,7 +38,7 @@ p11c_renewal_collect (P11cEngine *engine, GPtrArray *tokens, GPtrArray **listed)
       g_autoptr(GPtrArray) certs = p11c_token_list_certs (t, &local);
       if (certs == NULL)
         {
-          g_message ("Listing certificates on %s failed: %s", t->id, local ? local->message : "unknown error");
+          g_message ("Listing certificates on %s failed: %s", p11c_token_get_id (t), local ? local->message : "unknown error");
           continue;
         }
       if (listed != NULL)
@@ -145,7 +145,7 @@ request_for (P11cEngine *engine, const P11cFoundCert *f, const P11cIssued *rec, 
   else
     {
       spec.name = f->entry->label;
-      if (!p11c_system_store_load (engine->config->state_dir, spec.name, &current, &key, error))
+      if (!p11c_system_store_load (p11c_engine_get_config (engine)->state_dir, spec.name, &current, &key, error))
         return NULL;
       spec.old_key = key;
     }
@@ -167,7 +167,7 @@ p11c_renewal_resolve (P11cEngine *engine, GPtrArray *tokens, const char *uri, co
   if (found == NULL)
     {
       g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
-                   "No certificate %s; list them with 'p11certctl list' (is the token inserted?)", uri);
+                   "No certificate %s (is the token inserted?)", uri);
       return NULL;
     }
   if (found->entry->summary != NULL)
@@ -351,7 +351,7 @@ prune (P11cRecords *records, GHashTable *in_place, GPtrArray *listed)
 P11cDuePlan *
 p11c_renewal_plan_due (P11cEngine *engine, GPtrArray *tokens, gint64 now)
 {
-  P11cConfig *config = engine->config;
+  const P11cConfig *config = p11c_engine_get_config (engine);
   P11cRecords *records = p11c_engine_get_records (engine);
   g_autoptr(GPtrArray) listed = NULL;
   g_autoptr(GPtrArray) all = p11c_renewal_collect (engine, tokens, &listed);

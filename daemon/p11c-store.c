@@ -377,19 +377,16 @@ p11c_system_store_list (const char *state_dir)
   return out;
 }
 
-GVariant *
+gboolean
 p11c_system_store_delete (const char *state_dir, const char *name, GError **error)
 {
   g_autofree char *base = store_dir (state_dir);
   g_autofree char *dir = g_build_filename (base, name, NULL);
-  g_autofree char *uri = g_strconcat ("system:", name, NULL);
-  const char *removed[] = { uri, NULL };
-  GVariantBuilder b;
 
   if (!p11c_name_is_valid (name) || !g_file_test (dir, G_FILE_TEST_IS_DIR))
     {
       g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND, "No system certificate named \"%s\"", name);
-      return NULL;
+      return FALSE;
     }
   g_mutex_lock (&store_lock);
   remove_tree (dir);
@@ -398,13 +395,9 @@ p11c_system_store_delete (const char *state_dir, const char *name, GError **erro
   if (g_file_test (dir, G_FILE_TEST_EXISTS))
     {
       g_set_error (error, P11C_ERROR, P11C_ERROR_FAILED, "Could not remove %s completely", dir);
-      return NULL;
+      return FALSE;
     }
-  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  g_variant_builder_add (&b, "{sv}", "removed", g_variant_new_strv (removed, -1));
-  g_variant_builder_add (&b, "{sv}", "certificate", g_variant_new_string (uri));
-  g_variant_builder_add (&b, "{sv}", "keys_removed", g_variant_new_uint32 (1));
-  return g_variant_builder_end (&b);
+  return TRUE;
 }
 
 gboolean

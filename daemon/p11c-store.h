@@ -24,7 +24,7 @@ gboolean p11c_system_store_save (const char *state_dir, const char *name, EVP_PK
                                  GError **error);
 /* GPtrArray of P11cCertEntry (storage "system", uri "system:NAME") */
 GPtrArray *p11c_system_store_list (const char *state_dir);
-GVariant *p11c_system_store_delete (const char *state_dir, const char *name, GError **error);
+gboolean p11c_system_store_delete (const char *state_dir, const char *name, GError **error);
 gboolean p11c_system_store_load (const char *state_dir, const char *name,
                                  X509 **cert, EVP_PKEY **key, GError **error);
 /* Remove half-written entries left by a crash. */

@@ -72,7 +72,7 @@ token_sign_raw (TokenKey *k, CK_MECHANISM_TYPE mech, const guint8 *in, gsize in_
   CK_ULONG len = 0, room;
   GBytes *out = NULL;
 
-  g_mutex_lock (&k->token->op_lock);
+  p11c_token_lock_operations (k->token);
   s = key_session (k, &priv, &error);
   if (s == NULL)
     goto done;
@@ -93,7 +93,7 @@ token_sign_raw (TokenKey *k, CK_MECHANISM_TYPE mech, const guint8 *in, gsize in_
   out = g_bytes_new (sig, len);
 done:
   g_clear_pointer (&s, p11c_session_close);
-  g_mutex_unlock (&k->token->op_lock);
+  p11c_token_unlock_operations (k->token);
   if (out == NULL)
     {
       if (error == NULL)
@@ -349,7 +349,7 @@ p11c_token_key_decrypt (EVP_PKEY *pkey, const guint8 *in, gsize in_len, GError *
       g_set_error_literal (error, P11C_ERROR, P11C_ERROR_NOT_SUPPORTED, "Not an RSA key on a token");
       return NULL;
     }
-  g_mutex_lock (&k->token->op_lock);
+  p11c_token_lock_operations (k->token);
   s = key_session (k, &priv, error);
   if (s != NULL
       && p11c_ckr_check (s->f->C_DecryptInit (s->handle, &m, priv), "Decrypting on the token", error)
@@ -368,6 +368,6 @@ p11c_token_key_decrypt (EVP_PKEY *pkey, const guint8 *in, gsize in_len, GError *
   else if (s != NULL && error != NULL && *error == NULL)
     g_set_error_literal (error, P11C_ERROR, P11C_ERROR_TOKEN_ERROR, "The token returned no plaintext");
   g_clear_pointer (&s, p11c_session_close);
-  g_mutex_unlock (&k->token->op_lock);
+  p11c_token_unlock_operations (k->token);
   return out;
 }

@@ -2,7 +2,7 @@
  *
  *  - the bytes as a serialized a{sv} (g_variant_new_from_data, untrusted),
  *    and as GVariant text (g_variant_parse);
- *  - each dictionary: p11c_enroll_request_actions (the real code the polkit
+ *  - each dictionary: p11c_auth_enroll_actions (the real code the polkit
  *    check runs on an unvalidated request; local-ca.issue exactly for the
  *    profiles of type local, "local" and an admin's "lab"), then p11c_vardict_validate with
  *    specs mirroring daemon/p11c-enroll.c request_keys / renew_keys and
@@ -10,7 +10,8 @@
  *  - the bytes as a C string: p11c_pin_policy_check (default and a loose
  *    policy) and p11c_secret_check. */
 #include "fuzz-common.h"
-#include "p11c-enroll.h"
+#include "p11c-auth.h"
+#include "p11c-config.h"
 #include "p11c-error.h"
 #include "p11c-names.h"
 #include "p11c-pin-policy.h"
@@ -95,20 +96,22 @@ check_spec (GVariant *dict, const P11cKeySpec *spec)
     }
 }
 
-/* An engine with just CA profiles (all p11c_enroll_request_actions reads):
- * the built-in "local" and a type=local profile under another name. */
-static P11cEngine *
-fuzz_engine (void)
+/* CA profiles: the built-in "local" and a type=local profile under another name. */
+static const P11cCaProfile *
+fuzz_find_ca (const char *name)
 {
-  static P11cEngine engine;
+  static GPtrArray *cas;
 
-  if (engine.cas == NULL)
+  if (cas == NULL)
     {
-      engine.cas = g_ptr_array_new ();
-      g_ptr_array_add (engine.cas, p11c_ca_profile_parse ("local", "[ca]\ntype=local\n", -1, NULL));
-      g_ptr_array_add (engine.cas, p11c_ca_profile_parse ("lab", "[ca]\ntype=local\n", -1, NULL));
+      cas = g_ptr_array_new ();
+      g_ptr_array_add (cas, p11c_ca_profile_parse ("local", "[ca]\ntype=local\n", -1, NULL));
+      g_ptr_array_add (cas, p11c_ca_profile_parse ("lab", "[ca]\ntype=local\n", -1, NULL));
     }
-  return &engine;
+  for (guint i = 0; i < cas->len; i++)
+    if (g_strcmp0 (((P11cCaProfile *) cas->pdata[i])->name, name) == 0)
+      return cas->pdata[i];
+  return NULL;
 }
 
 static void
@@ -120,7 +123,9 @@ check_dict (GVariant *dict)
   guint n = 0;
 
   /* the polkit check runs before validation, on whatever the caller sent */
-  p11c_enroll_request_actions (fuzz_engine (), dict, actions);
+  const P11cCaProfile *p = fuzz_find_ca (ca);
+  p11c_auth_enroll_actions (p11c_vardict_get_string (dict, "storage", "token"),
+                            p != NULL && p->type == P11C_CA_LOCAL, actions);
   while (n < 4 && actions[n])
     local_ca |= g_str_equal (actions[n++], P11C_ACTION_LOCAL_CA);
   P11C_FUZZ_ASSERT (n >= 1 && n < 4);

@@ -85,9 +85,9 @@ fixture_set_up (Fixture *f, gconstpointer data)
   p11c_engine_load_modules (f->engine);
   p11c_engine_apply_scan (f->engine, p11c_engine_scan (f->engine));
   f->tokens = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_token_unref);
-  for (guint i = 0; i < f->engine->tokens->len; i++)
+  for (guint i = 0; i < p11c_engine_get_tokens (f->engine)->len; i++)
     {
-      P11cToken *t = f->engine->tokens->pdata[i];
+      P11cToken *t = p11c_engine_get_tokens (f->engine)->pdata[i];
       CK_TOKEN_INFO info;
       g_autofree char *label = NULL;
       p11c_token_get_info (t, &info, NULL);
@@ -331,7 +331,7 @@ test_system_store (Fixture *f, gconstpointer data)
   g_autoptr(GError) error = NULL;
   g_autoptr(P11cDuePlan) plan = NULL;
 
-  g_assert_true (p11c_system_store_save (f->engine->config->state_dir, "web", key, cert, NULL, NULL, &error));
+  g_assert_true (p11c_system_store_save (p11c_engine_get_config (f->engine)->state_dir, "web", key, cert, NULL, NULL, &error));
   g_assert_true (p11c_records_put (p11c_engine_get_records (f->engine),
                                    p11c_issued_new (cert, "plain", "system:web", "system", NULL, 0), NULL, &error));
   plan = p11c_renewal_plan_due (f->engine, f->tokens, DUE_AT);
