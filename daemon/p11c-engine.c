@@ -880,12 +880,22 @@ clean_orphans (P11cToken *t, P11cSession *s)
       if (!g_str_has_suffix (name, ".ini") || !g_key_file_load_from_file (kf, path, G_KEY_FILE_NONE, NULL))
         continue;
       /* the record's token URI names label, manufacturer, model and serial:
-       * the whole identity (p11c_token_info_same), not the serial alone */
+       * the whole identity (p11c_token_info_same), not the serial alone.
+       * Records written before URIs dropped NUL padding may not parse:
+       * those are matched by their serial, as when they were written. */
       rec_uri = g_key_file_get_string (kf, "pending", "token-uri", NULL);
       id_hex = g_key_file_get_string (kf, "pending", "id", NULL);
       rec_token = rec_uri ? p11c_uri_parse (rec_uri, NULL) : NULL;
-      if (rec_token == NULL || !p11c_uri_matches_token (rec_token, &info)
-          || id_hex == NULL)
+      if (rec_token == NULL)
+        {
+          g_autofree char *rec_serial = g_key_file_get_string (kf, "pending", "token-serial", NULL);
+          g_autofree char *serial = p11c_padded_string (info.serialNumber, sizeof info.serialNumber);
+          if (rec_serial == NULL || !g_str_equal (rec_serial, serial))
+            continue;
+        }
+      else if (!p11c_uri_matches_token (rec_token, &info))
+        continue;
+      if (id_hex == NULL)
         continue;
       if (g_key_file_get_int64 (kf, "pending", "pid", NULL) == getpid ()
           && !g_key_file_get_boolean (kf, "pending", "abandoned", NULL))

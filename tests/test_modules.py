@@ -294,6 +294,31 @@ class Modules(TestCase):
         self.assertEqual([(r["client_cert"], r["status"]) for r in reenroll], [(True, 200)])
         self.assertFalse([line for line in open(e.fault_log) if line.startswith("C_Sign ") and "rv=0x00000000" not in line])
 
+    def test_orphan_records_by_identity(self):
+        """Keys left by an interrupted enrollment are removed at the next
+        login to *their* token: a record names the token by its URI (label,
+        manufacturer, model, serial), not by the serial alone; an older
+        record whose URI carries NUL padding is matched by its serial."""
+        e = self.env
+        serial = e.add_token("agent")
+        e.put_keypair("agent", "a1", "orphan")
+        e.put_keypair("agent", "b2", "not ours")
+        pending = os.path.join(e.state_dir, "pending")
+        os.makedirs(pending, mode=0o700)
+        for obj_id, uri in (("a1", "pkcs11:model=SoftHSM%%20v2%%00%%00;serial=%s;token=agent" % serial),
+                            ("b2", "pkcs11:serial=%s;token=another" % serial)):
+            fd = os.open(os.path.join(pending, obj_id + ".ini"), os.O_WRONLY | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write("[pending]\ntoken-uri=%s\ntoken-serial=%s\nid=%s\npid=1\ncreated=1\n"
+                        % (uri, serial, obj_id))
+        e.start_daemon()
+        tpath = e.list_tokens()[0]["path"]
+        e.call("ChangePin", "ssa{sv}", [PIN, NEW_PIN, {}], path=tpath, iface=TOKEN_IFACE)
+        ids = sorted({o["id"] for o in e.objects("agent", pin=NEW_PIN)})
+        self.assertEqual(ids, ["b2"], "the orphan of this token is removed, the other token's record is not")
+        self.assertEqual(sorted(os.listdir(pending)), ["b2.ini"])
+        self.assertIn("interrupted enrollment", e.log("p11certd"))
+
     def test_softhsm(self):
         self.flow("softhsm")
 
