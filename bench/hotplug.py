@@ -54,6 +54,17 @@ def main():
         env.conn.signal_subscribe(B.harness.NAME, B.harness.MANAGER, name, B.harness.PATH, None,
                                   B.Gio.DBusSignalFlags.NONE, on_signal)
 
+    cards = []   # CardInserted / CardRemoved: sent before the modules read the card
+
+    def on_card(conn, sender, path, iface, name, params, *user):
+        t = time.monotonic()
+        reader, info = params.unpack()
+        if reader == READER0:
+            cards.append(("IN" if name == "CardInserted" else "OUT", t))
+    for name in ("CardInserted", "CardRemoved"):
+        env.conn.signal_subscribe(B.harness.NAME, B.harness.MANAGER, name, B.harness.PATH, None,
+                                  B.Gio.DBusSignalFlags.NONE, on_card)
+
     watch, wlines = B.spawn_lines(env, "pcsc_watch", ["/usr/bin/python3", os.path.join(B.HERE, "pcsc_watch.py"),
                                                       READER0])
     scan, slines = B.spawn_lines(env, "pcsc_scan", ["stdbuf", "-oL", "pcsc_scan", "-n"])
@@ -91,25 +102,26 @@ def main():
             else:
                 pcsc.remove_card(0)
             starts.append((kind, t0))
-            B.harness.wait_for(lambda: len(events) >= n and len(peer_events()) >= n and len(scan_events()) >= n,
+            B.harness.wait_for(lambda: len(events) >= n and len(cards) >= n and len(peer_events()) >= n
+                               and len(scan_events()) >= n,
                                10, "event %d (%s) at daemon, pcsc_watch and pcsc_scan" % (n, kind))
             # a short quiet time so pcscd's 400 ms reader poll phase is not locked to our loop
             end = time.monotonic() + 0.3 + 0.05 * (i % 4)
             B.harness.wait_for(lambda: time.monotonic() > end, 2, "pause")
 
     pe, se = peer_events(), scan_events()
-    assert [k for k, _ in events] == [k for k, _ in starts] == [k for k, _ in pe] == [k for k, _ in se], \
-        (events, pe, se)
+    assert [k for k, _ in events] == [k for k, _ in starts] == [k for k, _ in pe] == [k for k, _ in se] \
+        == [k for k, _ in cards], (events, cards, pe, se)
     d = {"IN": [], "OUT": []}
-    for (kind, t0), (_, td), (_, tp), (_, ts) in zip(starts, events, pe, se):
-        d[kind].append((td - t0, tp - t0, ts - t0, td - tp))
+    for (kind, t0), (_, td), (_, tp), (_, ts), (_, tc) in zip(starts, events, pe, se, cards):
+        d[kind].append((td - t0, tp - t0, ts - t0, td - tp, tc - t0, tc - tp))
 
     print("Hotplug, %d insert/remove cycles, reader '%s', times from vicc start/kill\n" % (a.cycles, READER0))
     rows = []
     for kind, label in (("IN", "insert"), ("OUT", "remove")):
         cols = list(zip(*d[kind]))
-        for idx, who in ((0, "daemon D-Bus signal"), (1, "SCardGetStatusChange peer"), (2, "pcsc_scan -n (pipe)"),
-                         (3, "extra delay daemon - peer")):
+        for idx, who in ((0, "daemon Token* signal"), (4, "daemon Card* signal"), (1, "SCardGetStatusChange peer"),
+                         (2, "pcsc_scan -n (pipe)"), (3, "extra delay Token* - peer"), (5, "extra delay Card* - peer")):
             rows.append(("%s: %s" % (label, who), B.ms(B.median(cols[idx])), B.ms(B.pct(cols[idx], 95)),
                          B.ms(min(cols[idx])), B.ms(max(cols[idx]))))
     B.table(("event: observer", "median ms", "p95 ms", "min ms", "max ms"), rows)
@@ -125,10 +137,12 @@ def main():
     print("daemon RSS before idle %d kB, after %d kB" % (before_rss, idle["p11certd"]["rss_kb"]))
     alive = env.daemon.poll() is None
     ins, outs = list(zip(*d["IN"])), list(zip(*d["OUT"]))
-    print("RESULT: hotplug insert: daemon median %.1f ms vs PC/SC peer %.1f ms (ratio %.2f, extra %.1f ms median, "
+    print("RESULT: hotplug insert: CardInserted median %.1f ms, pcsc_scan %.1f ms; "
+          "TokenInserted median %.1f ms vs PC/SC peer %.1f ms (ratio %.2f, extra %.1f ms median, "
           "%.1f ms p95); remove: %.1f vs %.1f ms (extra %.1f ms); idle %.0f s: daemon %.0f ms CPU, %d wake-ups, "
           "%d kB RSS%s"
-          % (B.ms(B.median(ins[0])), B.ms(B.median(ins[1])), B.median(ins[0]) / B.median(ins[1]),
+          % (B.ms(B.median(ins[4])), B.ms(B.median(ins[2])),
+             B.ms(B.median(ins[0])), B.ms(B.median(ins[1])), B.median(ins[0]) / B.median(ins[1]),
              B.ms(B.median(ins[3])), B.ms(B.pct(ins[3], 95)), B.ms(B.median(outs[0])), B.ms(B.median(outs[1])),
              B.ms(B.median(outs[3])), a.idle, idle["p11certd"]["cpu_ms"], idle["p11certd"]["switches"],
              idle["p11certd"]["rss_kb"], "" if alive else " (DAEMON EXITED)"))

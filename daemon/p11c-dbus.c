@@ -1746,6 +1746,24 @@ static const GDBusInterfaceVTable job_vtable = { method_call, get_property, NULL
 
 /* ---- tokens on the bus -------------------------------------------------- */
 
+static void
+add_atr (GVariantBuilder *b, GBytes *atr)
+{
+  g_autofree char *hex = NULL;
+  gsize len;
+  const guint8 *p;
+  GString *s;
+
+  if (atr == NULL)
+    return;
+  p = g_bytes_get_data (atr, &len);
+  s = g_string_new (NULL);
+  for (gsize i = 0; i < len; i++)
+    g_string_append_printf (s, "%02X", p[i]);
+  hex = g_string_free (s, FALSE);
+  g_variant_builder_add (b, "{sv}", "atr", g_variant_new_string (hex));
+}
+
 static GVariant *
 token_signal_info (P11cToken *t, const char *reader, GBytes *atr)
 {
@@ -1767,17 +1785,7 @@ token_signal_info (P11cToken *t, const char *reader, GBytes *atr)
     }
   g_variant_builder_add (&b, "{sv}", "reader", g_variant_new_string (reader ? reader : slot ? slot : ""));
   g_variant_builder_add (&b, "{sv}", "recognized", g_variant_new_boolean (t != NULL));
-  if (atr != NULL)
-    {
-      g_autofree char *hex = NULL;
-      gsize len;
-      const guint8 *p = g_bytes_get_data (atr, &len);
-      GString *s = g_string_new (NULL);
-      for (gsize i = 0; i < len; i++)
-        g_string_append_printf (s, "%02X", p[i]);
-      hex = g_string_free (s, FALSE);
-      g_variant_builder_add (&b, "{sv}", "atr", g_variant_new_string (hex));
-    }
+  add_atr (&b, atr);
   return g_variant_builder_end (&b);
 }
 
@@ -1871,6 +1879,15 @@ rescanned (P11cEngine *e, gpointer user_data)
 void
 p11c_daemon_card_event (P11cDaemon *d, gboolean inserted, const char *reader, GBytes *atr)
 {
+  GVariantBuilder info;
+
+  /* at once, before the modules are asked (reading a card can take
+   * seconds): an app can say "reading the token…" */
+  g_variant_builder_init (&info, G_VARIANT_TYPE_VARDICT);
+  add_atr (&info, atr);
+  g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE,
+                                 inserted ? "CardInserted" : "CardRemoved",
+                                 g_variant_new ("(s@a{sv})", reader, g_variant_builder_end (&info)), NULL);
   p11c_engine_card_event (d->engine, inserted, reader, atr);
 }
 

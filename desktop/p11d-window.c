@@ -23,6 +23,7 @@ typedef struct {
   GHashTable *cert_rows;      /* uri -> AdwExpanderRow (owned by the box) */
   GHashTable *token_groups;   /* token path -> AdwPreferencesGroup */
   GPtrArray *reading;         /* readers whose card is being read */
+  GPtrArray *unknown;         /* readers holding a card no module recognised */
   P11dClient *client;
 } Win;
 
@@ -40,6 +41,7 @@ win_free (Win *w)
   g_hash_table_unref (w->cert_rows);
   g_hash_table_unref (w->token_groups);
   g_ptr_array_unref (w->reading);
+  g_ptr_array_unref (w->unknown);
   g_free (w);
 }
 
@@ -328,30 +330,37 @@ rebuild (Win *w)
 static void
 update_reading (Win *w)
 {
-  gboolean on = w->reading->len > 0;
+  gboolean reading = w->reading->len > 0, unknown = w->unknown->len > 0;
+  g_autofree char *text = NULL;
 
-  if (on)
-    {
-      g_autofree char *text = g_strdup_printf (_("Reading the token in “%s”…"),
-                                               (char *) w->reading->pdata[w->reading->len - 1]);
-      gtk_label_set_text (w->reading_label, text);
-    }
-  gtk_spinner_set_spinning (w->reading_spinner, on);
-  gtk_revealer_set_reveal_child (w->reading_revealer, on);
+  if (reading)
+    text = g_strdup_printf (_("Reading the token in “%s”…"), (char *) w->reading->pdata[w->reading->len - 1]);
+  else if (unknown)
+    text = g_strdup_printf (_("The card in “%s” is not a token this computer can use."),
+                            (char *) w->unknown->pdata[w->unknown->len - 1]);
+  if (text != NULL)
+    gtk_label_set_text (w->reading_label, text);
+  gtk_spinner_set_spinning (w->reading_spinner, reading);
+  gtk_widget_set_visible (GTK_WIDGET (w->reading_spinner), reading);
+  gtk_widget_set_visible (GTK_WIDGET (w->reading_revealer), reading || unknown);
+  gtk_revealer_set_reveal_child (w->reading_revealer, reading || unknown);
 }
 
 static void
-drop_reader (Win *w, const char *reader)
+drop_reader (GPtrArray *readers, const char *reader)
 {
-  for (guint i = 0; i < w->reading->len; i++)
-    if (g_str_equal (w->reading->pdata[i], reader))
-      g_ptr_array_remove_index (w->reading, i--);
+  for (guint i = 0; i < readers->len; i++)
+    if (g_str_equal (readers->pdata[i], reader))
+      g_ptr_array_remove_index (readers, i--);
 }
 
+/* CardInserted comes as soon as PC/SC sees the card: "reading the token…"
+ * until TokenInserted says what it is */
 static void
 on_card_event (P11dClient *c, gboolean inserted, const char *reader, Win *w)
 {
-  drop_reader (w, reader);
+  drop_reader (w->reading, reader);
+  drop_reader (w->unknown, reader);
   if (inserted)
     g_ptr_array_add (w->reading, g_strdup (reader));
   update_reading (w);
@@ -360,8 +369,12 @@ on_card_event (P11dClient *c, gboolean inserted, const char *reader, Win *w)
 static void
 on_token_event (P11dClient *c, gboolean inserted, const char *path, const char *reader, Win *w)
 {
-  if (reader[0] != '\0')
-    drop_reader (w, reader);
+  if (reader[0] == '\0')
+    return;
+  drop_reader (w->reading, reader);
+  drop_reader (w->unknown, reader);
+  if (inserted && g_str_equal (path, "/"))
+    g_ptr_array_add (w->unknown, g_strdup (reader));
   update_reading (w);
 }
 
@@ -437,6 +450,7 @@ p11d_window_new (GtkApplication *app)
   w->cert_rows = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   w->token_groups = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   w->reading = g_ptr_array_new_with_free_func (g_free);
+  w->unknown = g_ptr_array_new_with_free_func (g_free);
   w->client = p11d_client_get_default ();
   g_object_set_data_full (G_OBJECT (w->window), "p11d-main", w, (GDestroyNotify) win_free);
   g_action_map_add_action_entries (G_ACTION_MAP (w->window), actions, G_N_ELEMENTS (actions), w);

@@ -11,6 +11,7 @@ import unittest
 import harness
 from harness import PIN, TestCase, main, make_key, wait_for
 from guienv import Gui
+from pcscenv import PcscEnv
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -47,6 +48,7 @@ TEXT = {
         "otp_rejected": "enter the new one-time password",
         "try_again": "Try again",
         "manager": "Contact your manager",
+        "unknown_card": "The card in “%s” is not a token this computer can use.",
         "attempt": "Attempt %d of 3.",
         "pin_changed": "Password changed",
     },
@@ -77,6 +79,7 @@ TEXT = {
         "otp_rejected": "новый одноразовый пароль",
         "try_again": "Попробовать ещё раз",
         "manager": "Обратитесь к менеджеру",
+        "unknown_card": "Карта в «%s» не является токеном, с которым может работать этот компьютер.",
         "attempt": "Попытка %d из 3.",
         "pin_changed": "Пароль изменён",
     },
@@ -335,6 +338,41 @@ class Desktop(TestCase):
         GUI.click(GUI.button(app, t["change_btn"]))
         GUI.find(app, t["pin_changed"], timeout=30)
         e.pkcs11_tool("eToken", "--test", pin="NewPassw0rd")
+
+
+    # -- live: cards and tokens coming and going ----------------------------
+    def test_live_tokens(self):
+        """A card in a reader: "reading the token…" at once (CardInserted), then what it is;
+        a token appearing and going away shows up with no refresh button."""
+        e, t = self.env, self.t
+        pcsc = PcscEnv(e.tmp)
+        self.addCleanup(pcsc.close)
+        pcsc.start()
+        e.env["PCSCLITE_CSOCK_NAME"] = os.environ["PCSCLITE_CSOCK_NAME"]
+        e.add_token("eToken")
+        e.use_fault_module()
+        e.start_daemon()
+        app = self.launch()
+        GUI.find(app, "eToken", "label", timeout=20)
+        # the modules take 2 s to look at the new card; the app says so at once
+        e.set_faults("C_GetSlotList delay=2000")
+        pcsc.insert_card(0)
+        GUI.find(app, t["reading"] % pcsc.readers[0], "label", timeout=2)
+        self.shot("card-reading")
+        GUI.find(app, t["unknown_card"] % pcsc.readers[0], "label", timeout=15)   # vicc is no PKCS#11 token
+        e.set_faults()
+        pcsc.remove_card(0)
+        GUI.gone(app, t["unknown_card"] % pcsc.readers[0], "label")
+        # the token goes away and comes back (a software token: the module is asked again on Rescan)
+        e.set_faults("C_GetSlotList hide=1")
+        e.call("Rescan")
+        GUI.find(app, t["no_token"], "label")
+        GUI.gone(app, "eToken", "label")
+        self.shot("no-token")
+        e.set_faults()
+        e.call("Rescan")
+        GUI.find(app, "eToken", "label")
+        self.assertFalse(GUI.query(app, role="push button", contains="Refresh"))
 
 
 if __name__ == "__main__":

@@ -76,6 +76,32 @@ class Hotplug(TestCase):
         # the software token is unaffected and always present
         self.assertEqual([t["label"] for t in e.list_tokens()], ["soft"])
 
+    def test_card_signal_first(self):
+        """CardInserted/CardRemoved come as soon as PC/SC reports the card, before the
+        modules read it (here held 1.5 s in C_GetSlotList): an app can say "reading the token…"."""
+        e = self.env
+        e.use_fault_module()
+        e.start_daemon()
+        self.subscribe()
+        for name in ("CardInserted", "CardRemoved"):
+            e.conn.signal_subscribe("org.p11certd", "org.p11certd1.Manager", name, "/org/p11certd", None,
+                                    Gio.DBusSignalFlags.NONE,
+                                    lambda c, s, p, i, n, params, *u: self.events.append(
+                                        (n, params.unpack()[0], params.unpack()[1], time.monotonic())))
+        e.set_faults("C_GetSlotList delay=1500")
+        t0 = time.monotonic()
+        self.pcsc.insert_card(0)
+        self.wait_events(2, timeout=10)
+        (n1, reader, info, t1), (n2, _, _, t2) = self.events[:2]
+        self.assertEqual((n1, reader, n2), ("CardInserted", READER0, "TokenInserted"))
+        self.assertGreater(len(info["atr"]), 4)
+        self.assertLess(t1 - t0, 1.0, "CardInserted %.2f s after the card" % (t1 - t0))
+        self.assertGreater(t2 - t1, 1.0, "TokenInserted waits for the modules")
+        e.set_faults()
+        self.pcsc.remove_card(0)
+        self.wait_events(4)
+        self.assertEqual([ev[0] for ev in self.events[2:4]], ["CardRemoved", "TokenRemoved"])
+
     def test_cli_monitor(self):
         """p11certctl monitor --json prints each token event as one JSON line, live."""
         import json
