@@ -230,6 +230,12 @@ class OwnScepServer(ScepBase):
     def test_bad_signature(self):
         self.check_bad("bad_signature", "signature")
 
+    def test_certificate_for_another_key(self):
+        self.check_bad("cert_other_key", "none for the key of the request")
+
+    def test_certificate_not_from_the_ca(self):
+        self.check_bad("cert_other_ca", "does not chain")
+
     def test_fail_info(self):
         e = self.env
         e.scep_control(fail="badTime")

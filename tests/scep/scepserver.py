@@ -237,7 +237,8 @@ class Scep:
         return cms.ContentInfo({"content_type": "enveloped_data", "content": ed}).dump()
 
     def pki_operation(self, der, rec):
-        ctl, switch = self.take(["error_500", "garbage", "slow", "wrong_recipient", "wrong_key", "bad_signature"])
+        ctl, switch = self.take(["error_500", "garbage", "slow", "wrong_recipient", "wrong_key", "bad_signature",
+                                 "cert_other_key", "cert_other_ca"])
         rec["switch"] = switch
         if switch == "slow":
             sys.stderr.write("scepserver: holding PKIOperation for %s s\n" % ctl.get("slow_seconds", 10))
@@ -282,7 +283,17 @@ class Scep:
             del self.pending[tid]
         else:
             return self.reply(rec, attrs, signer, "2", FAIL_INFO["badRequest"], ctl=ctl)
+        if switch == "cert_other_key":       # a certificate, but for another key
+            csr = x509.CertificateSigningRequestBuilder().subject_name(csr.subject).sign(
+                rsa.generate_private_key(65537, 2048), hashes.SHA256())
         cert = self.pki.issue(csr)
+        if switch == "cert_other_ca":        # the right key, signed by a CA nobody trusts
+            other_key = rsa.generate_private_key(65537, 2048)
+            cert = (x509.CertificateBuilder().subject_name(csr.subject).issuer_name(self.pki.ca.subject)
+                    .public_key(csr.public_key()).serial_number(x509.random_serial_number())
+                    .not_valid_before(utcnow() - datetime.timedelta(seconds=60))
+                    .not_valid_after(utcnow() + datetime.timedelta(days=1))
+                    .sign(other_key, hashes.SHA256()))
         rec["serial"] = format(cert.serial_number, "x")
         return self.reply(rec, attrs, signer, "0", certs=[cert], ctl=ctl, switch=switch)
 
