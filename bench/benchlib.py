@@ -200,3 +200,28 @@ def spawn_lines(env, name, argv, limit=900, extra_env=None):
             lines.append((time.monotonic(), raw.decode(errors="replace").rstrip("\n")))
     threading.Thread(target=pump, daemon=True).start()
     return p, lines
+
+
+# ---------------------------------------------------------------- enrollments
+
+def timed_enroller(env, pin, timeout=60):
+    """enroll(request) -> seconds from the Enroll call until the job's
+    Finished signal arrives; a failed job raises.  The new certificate is
+    deleted again, untimed, so every run sees the same token."""
+    finished = {}
+
+    def on_finished(conn, sender, path, iface, signal, params, *user):
+        finished[path] = (time.perf_counter(), params.unpack())
+    env.conn.signal_subscribe(harness.NAME, harness.JOB_IFACE, "Finished", None, None,
+                              Gio.DBusSignalFlags.NONE, on_finished)
+
+    def enroll(request):
+        t0 = time.perf_counter()
+        path = env.enroll(request)
+        harness.wait_for(lambda: path in finished, timeout, "job %s Finished" % path)
+        t1, (ok, err, msg) = finished[path]
+        if not ok:
+            raise RuntimeError("enrollment failed: %s %s\n%s" % (err, msg, env.log("p11certd")[-4000:]))
+        env.call("DeleteCert", "ssa{sv}", [env.get_property(path, harness.JOB_IFACE, "Result"), pin, {}])
+        return t1 - t0
+    return enroll

@@ -54,26 +54,12 @@ def main():
         B.harness.DAEMON = binary
         env.start_daemon()
         B.harness.DAEMON = this_daemon
-        finished = {}
-
-        def on_finished(conn, sender, path, iface, signal, params, *user):
-            finished[path] = (time.perf_counter(), params.unpack())
-        env.conn.signal_subscribe(B.harness.NAME, B.harness.JOB_IFACE, "Finished", None, None,
-                                  B.Gio.DBusSignalFlags.NONE, on_finished)
+        timed = B.timed_enroller(env, pin)
         otp_iter = iter(otps)
 
         def enroll():
-            t0 = time.perf_counter()
-            path = env.enroll({"ca": "est", "login": "alice", "otp": next(otp_iter), "storage": "token",
-                               "token": "pkcs11:token=agent", "pin": pin, "key_type": "ec-p256"})
-            B.harness.wait_for(lambda: path in finished, 60, "job %s Finished" % path)
-            t1, (ok, err, msg) = finished[path]
-            if not ok:
-                raise RuntimeError("enrollment failed: %s %s\n%s" % (err, msg, env.log("p11certd")[-4000:]))
-            uri = env.get_property(path, B.harness.JOB_IFACE, "Result")
-            # untimed: delete it again, so every run sees the same token
-            env.call("DeleteCert", "ssa{sv}", [uri, pin, {}])
-            return t1 - t0
+            return timed({"ca": "est", "login": "alice", "otp": next(otp_iter), "storage": "token",
+                          "token": "pkcs11:token=agent", "pin": pin, "key_type": "ec-p256"})
         return env, enroll
 
     # the daemon before the change knows no http-auth key and always sent Basic at once

@@ -47,24 +47,11 @@ def main():
     env.add_est_profile("est-digest", http_auth="digest")
     env.add_est_profile("est-auto", http_auth="auto")
     env.start_daemon()
-    finished = {}
-
-    def on_finished(conn, sender, path, iface, signal, params, *user):
-        finished[path] = (time.perf_counter(), params.unpack())
-    env.conn.signal_subscribe(B.harness.NAME, B.harness.JOB_IFACE, "Finished", None, None,
-                              B.Gio.DBusSignalFlags.NONE, on_finished)
+    timed = B.timed_enroller(env, pin, timeout=120)
     otp_iter = iter(otps)
 
     def enroll(req):
-        req = dict(req, storage="token", token="pkcs11:token=agent", pin=pin)
-        t0 = time.perf_counter()
-        path = env.enroll(req)
-        B.harness.wait_for(lambda: path in finished, 120, "job %s Finished" % path)
-        t1, (ok, err, msg) = finished[path]
-        if not ok:
-            raise RuntimeError("enrollment failed: %s %s\n%s" % (err, msg, env.log("p11certd")[-4000:]))
-        env.call("DeleteCert", "ssa{sv}", [env.get_property(path, B.harness.JOB_IFACE, "Result"), pin, {}])
-        return t1 - t0
+        return timed(dict(req, storage="token", token="pkcs11:token=agent", pin=pin))
 
     def daemon_scep():
         return enroll({"ca": "scep", "otp": "Chall-1", "key_type": "rsa-2048", "subject": "CN=bench"})
