@@ -130,6 +130,10 @@ class RealScepServer(ScepBase):
         self.assertIn("scep", line.split()[1])
         self.assertIn("challenge", line)
         self.assertIn("challenge password (SCEP)", e.ctl("ca", "show", "scep", check=True).stdout)
+        # only a fingerprint is configured: the CA certificate comes from the server
+        pem = e.ctl("ca", "show", "scep", "--pem", check=True).stdout
+        with open(e.scep_ca) as f:
+            self.assertEqual(pem.strip(), f.read().strip())
         pin_file = os.path.join(e.tmp, "pin")
         with open(os.open(pin_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
             f.write(PIN + "\n")

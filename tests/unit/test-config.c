@@ -95,12 +95,29 @@ test_profiles (void)
     g_assert_cmpint (d->http_auth, ==, P11C_EST_AUTH_DIGEST);
   }
   {
+    g_autoptr(P11cCaProfile) s = p11c_ca_profile_parse ("s",
+        "[ca]\ntype=scep\nurl=http://ca.example/scep\n"
+        "ca-fingerprint=3F:0A:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE\n",
+        -1, &error);
+    g_assert_no_error (error);
+    g_assert_cmpint (s->type, ==, P11C_CA_SCEP);
+    g_assert_cmpint (s->key_type, ==, P11C_KEY_RSA_2048);   /* SCEP's default */
+    g_assert_cmpuint (s->poll_interval, ==, 60);
+    g_assert_cmpstr (p11c_ca_type_to_string (s->type), ==, "scep");
+  }
+  {
     const char *bad[][2] = {
       { "x", "[ca]\nurl=http://plain\ntrust-anchor=/x\n" },
       { "x", "[ca]\nurl=https://a\n" },
       { "x", "[ca]\ntype=magic\n" },
       { "x", "[ca]\nurl=https://a\ntrust-anchor=/x\nkey-type=dsa\n" },
       { "x", "[ca]\nurl=https://a\ntrust-anchor=/x\nhttp-auth=ntlm\n" },
+      /* scep: no way to trust the CA, a bad fingerprint, EC, not http(s), a query */
+      { "x", "[ca]\ntype=scep\nurl=http://a/scep\n" },
+      { "x", "[ca]\ntype=scep\nurl=http://a/scep\nca-fingerprint=abcd\n" },
+      { "x", "[ca]\ntype=scep\nurl=http://a/scep\ntrust-anchor=/x\nkey-type=ec-p256\n" },
+      { "x", "[ca]\ntype=scep\nurl=ftp://a/scep\ntrust-anchor=/x\n" },
+      { "x", "[ca]\ntype=scep\nurl=http://a/scep?x=1\ntrust-anchor=/x\n" },
       { "x", "[ca]\nurl=https://a\ntrust-anchor=/x\nlabel=../x\n" },
       { "x", "[ca]\nurl=https://a\ntrust-anchor=/x\nmax-attempts=0\n" },
       { "../evil", "[ca]\ntype=local\n" },
