@@ -421,8 +421,8 @@ fail_info_error (PKCS7_SIGNER_INFO *si, GError **error)
   static const char *const why[] = {
     "badAlg: the CA does not accept an algorithm of the request",
     "badMessageCheck: the CA could not verify the request's signature",
-    "badRequest: the CA refused the request — a wrong or already used challenge password is the "
-      "usual cause; challenge passwords work once, ask your manager for a new one",
+    ("badRequest: the CA refused the request — a wrong or already used challenge password is the "
+     "usual cause; challenge passwords work once, ask your manager for a new one"),
     "badTime: the CA says the request's time is wrong; check this machine's clock",
     "badCertId: the CA does not know the certificate the request refers to",
   };
