@@ -1131,8 +1131,9 @@ obtain_cert (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, Key *k, Sce
       g_autofree char *dir = g_build_filename (r->config->state_dir, "local-ca", NULL);
       X509 *ca_cert;
       p11c_job_set_attempt (job, 1, 0);
-      /* issue first: the first issuance is what creates the CA */
-      cert = p11c_local_ca_issue (dir, csr, r->ca->validity_days, error);
+      /* issue first: the first issuance is what creates the CA — an
+       * enrollment's (local-ca.issue was checked), never a renewal's */
+      cert = p11c_local_ca_issue (dir, csr, r->ca->validity_days, !r->renew, error);
       if (cert == NULL || (ca_cert = p11c_local_ca_certificate (dir, error)) == NULL)
         return NULL;
       cas = sk_X509_new_null ();

@@ -166,7 +166,7 @@ p11c_local_ca_certificate (const char *dir, GError **error)
 }
 
 X509 *
-p11c_local_ca_issue (const char *dir, X509_REQ *req, guint days, GError **error)
+p11c_local_ca_issue (const char *dir, X509_REQ *req, guint days, gboolean create, GError **error)
 {
   g_autoptr(X509) ca = NULL;
   g_autoptr(EVP_PKEY) ca_key = NULL;
@@ -174,7 +174,7 @@ p11c_local_ca_issue (const char *dir, X509_REQ *req, guint days, GError **error)
   EVP_PKEY *pub = X509_REQ_get0_pubkey (req);
   gint64 now = g_get_real_time () / G_USEC_PER_SEC;
 
-  if (!load_ca (dir, TRUE, &ca, &ca_key, error))
+  if (!load_ca (dir, create, &ca, &ca_key, error))
     return NULL;
   if (pub == NULL || X509_REQ_verify (req, pub) != 1)
     {

@@ -1,6 +1,7 @@
 """Issue 5: the System and File (PKCS#12) storage types and the built-in
 local CA, end to end on real parts."""
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -201,6 +202,22 @@ class Storage(TestCase):
         e.start_daemon()
         self.assertEqual(readable(member, key), pem)
         self.assertIsNone(readable(stranger, key))
+
+    def test_renewal_never_creates_the_local_ca(self):
+        """Issue 13 #8: only an enrollment (which needs local-ca.issue) creates the
+        local CA; a renewal through a type=local profile whose CA is gone
+        fails NotFound and leaves the entry as it was, creating no CA key."""
+        e = self.env
+        e.start_daemon()
+        self.assertTrue(self.job({"ca": "local", "storage": "system", "name": "web", "subject": "CN=web"})[1][0])
+        cert = open(os.path.join(self.system_dir("web"), "cert.pem")).read()
+        shutil.rmtree(os.path.join(e.state_dir, "local-ca"))
+        path = e.call("Renew", "sa{sv}", ["system:web", {}])[0]
+        ok, err, msg = e.wait_job(path, 60)
+        self.assertEqual((ok, err), (False, "org.p11certd.Error.NotFound"), msg)
+        self.assertIn("does not exist", msg)
+        self.assertFalse(os.path.exists(os.path.join(e.state_dir, "local-ca")), "the renewal created a CA")
+        self.assertEqual(open(os.path.join(self.system_dir("web"), "cert.pem")).read(), cert)
 
     def test_system_bad_names(self):
         e = self.env
