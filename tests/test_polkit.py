@@ -262,7 +262,7 @@ class Polkit(TestCase):
         ok, err, _ = e.call_as(ALICE, "Cancel", None, [], path=job, iface=JOB_IFACE)
         self.assertTrue(ok, err)
         self.assertEqual(follow.wait(20), 11, "".join(lines[follow]) + follow.stderr.read())    # cancelled
-        self.assertIn("cancelled", "".join(lines[follow]))
+        wait_for(lambda: "cancelled" in "".join(lines[follow]), 10, "bob's follower showing the end")
         wait_for(lambda: any("JobFinished %s cancelled" % job in x for x in lines[monitor]), 20,
                  "bob's monitor showing the end")
 
