@@ -606,7 +606,10 @@ show_failure_page (Wizard *w, const char *error_name, const char *message, GVari
       /* the seed: "try again (no more than 3 times); otherwise contact the manager" */
       g_autoptr(GDateTime) now = g_date_time_new_now_local ();
       g_autofree char *when = g_date_time_format (now, "%Y-%m-%d %H:%M:%S %z");
-      g_autofree char *body = g_strdup_printf (_("%s\n\nThe certificate could not be written %u times. Contact your manager and quote the details below."),
+      g_autofree char *body = g_strdup_printf (g_dngettext (GETTEXT_PACKAGE,
+                                                            "%s\n\nThe certificate could not be written %u time. Contact your manager and quote the details below.",
+                                                            "%s\n\nThe certificate could not be written %u times. Contact your manager and quote the details below.",
+                                                            w->failures),
                                                text, w->failures);
       g_autofree char *dump = details ? g_variant_print (details, FALSE) : g_strdup ("{}");
       g_autofree char *quote = g_strdup_printf ("%s: %s\n%s: %s\n%s: %s\n%s: %s\n%s: %s\n%s: %s\n%s: %s",
