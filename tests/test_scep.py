@@ -154,7 +154,7 @@ class RealScepServer(ScepBase):
         self.assertNotIn("Login", "".join(transcript))
         self.assertNotIn("Chall-1", "".join(transcript), "the challenge password was echoed")
 
-    def test_renewal_req_on_token(self):
+    def test_renewal_req_on_token_and_system(self):
         e = self.env
         # scepserver checks -challenge on RenewalReq too; unattended renewal
         # has no challenge password, so this CA runs without one
@@ -175,6 +175,16 @@ class RealScepServer(ScepBase):
         # the old certificate and key are gone, the new ones are there
         self.assertEqual(sorted(o["id"] for o in e.objects("agent") if o["type"] != "certificate" or
                                 o["id"] in (old["id"], new["id"])), [new["id"]] * 3)
+        # the system store: RenewalReq signed with the key file
+        path, (ok, err, msg), _ = self.run_job(storage="system", name="svc", token=None, pin=None)
+        self.assertTrue(ok, "%s: %s" % (err, msg))
+        old = self.issued(path)
+        rpath = e.call("Renew", "sa{sv}", ["system:svc", {}])[0]
+        ok, err, msg = e.wait_job(rpath, 60)
+        self.assertTrue(ok, "%s: %s" % (err, msg))
+        new = [c for c in e.list_certs() if c["uri"] == "system:svc"][0]
+        self.assertNotEqual(new["sha256"], old["sha256"])
+        self.verify(new, e.scep_ca)
 
 
 class OwnScepServer(ScepBase):
