@@ -70,8 +70,58 @@ action_quit (GSimpleAction *action, GVariant *param, gpointer app)
 
 /* ---- notifications ------------------------------------------------------ */
 
+typedef struct {
+  char *uri;
+  gint64 not_after;
+  gboolean needs_renewal;
+} Expiring;
+
+static void
+expiring_free (Expiring *x)
+{
+  g_free (x->uri);
+  g_free (x);
+}
+
+/* announced before the app listed the certificates: told once they are */
+static GPtrArray *pending_expiring;
+
+static void notify_expiring (P11dClient *client, const char *uri, gint64 not_after, gboolean needs_renewal,
+                             GApplication *app);
+
 static void
 on_expiring (P11dClient *client, const char *uri, gint64 not_after, gboolean needs_renewal, GApplication *app)
+{
+  Expiring *x;
+
+  if (p11d_client_find_cert (client, uri) != NULL)
+    {
+      notify_expiring (client, uri, not_after, needs_renewal, app);
+      return;
+    }
+  x = g_new0 (Expiring, 1);
+  x->uri = g_strdup (uri);
+  x->not_after = not_after;
+  x->needs_renewal = needs_renewal;
+  g_ptr_array_add (pending_expiring, x);
+  p11d_client_refresh (client);
+}
+
+static void
+on_listed (P11dClient *client, GApplication *app)
+{
+  if (p11d_client_get_state (client) != P11D_CLIENT_READY)
+    return;
+  for (guint i = 0; i < pending_expiring->len; i++)
+    {
+      Expiring *x = pending_expiring->pdata[i];
+      notify_expiring (client, x->uri, x->not_after, x->needs_renewal, app);
+    }
+  g_ptr_array_set_size (pending_expiring, 0);
+}
+
+static void
+notify_expiring (P11dClient *client, const char *uri, gint64 not_after, gboolean needs_renewal, GApplication *app)
 {
   g_autoptr(GNotification) n = NULL;
   g_autofree char *id = g_strconcat ("cert-", uri, NULL);
@@ -135,6 +185,8 @@ startup (GApplication *app)
   gtk_application_set_accels_for_action (GTK_APPLICATION (app), "app.quit", quit_accels);
   g_signal_connect_object (client, "certificate-expiring", G_CALLBACK (on_expiring), app, 0);
   g_signal_connect_object (client, "pin-warning", G_CALLBACK (on_pin_warning), app, 0);
+  pending_expiring = g_ptr_array_new_with_free_func ((GDestroyNotify) expiring_free);
+  g_signal_connect_object (client, "changed", G_CALLBACK (on_listed), app, 0);
   if (skip_first_activate || (g_application_get_flags (app) & G_APPLICATION_IS_SERVICE))
     g_application_hold (app);
 }

@@ -24,6 +24,8 @@ typedef struct {
   GHashTable *token_groups;   /* token path -> AdwPreferencesGroup */
   GPtrArray *reading;         /* readers whose card is being read */
   GPtrArray *unknown;         /* readers holding a card no module recognised */
+  GVariant *shown;            /* what the list shows now */
+  GPtrArray *retired;         /* the list before, hidden; destroyed at the next change */
   P11dClient *client;
 } Win;
 
@@ -42,6 +44,8 @@ win_free (Win *w)
   g_hash_table_unref (w->token_groups);
   g_ptr_array_unref (w->reading);
   g_ptr_array_unref (w->unknown);
+  g_ptr_array_unref (w->retired);
+  g_clear_pointer (&w->shown, g_variant_unref);
   g_free (w);
 }
 
@@ -294,15 +298,46 @@ system_group (Win *w, GPtrArray *certs)
   return group ? GTK_WIDGET (group) : NULL;
 }
 
+static GVariant *
+snapshot (P11dClient *c)
+{
+  GPtrArray *tokens = p11d_client_get_tokens (c), *certs = p11d_client_get_certs (c);
+  return g_variant_ref_sink (g_variant_new ("(u@aa{sv}@aa{sv}bs)", p11d_client_get_state (c),
+                                            g_variant_new_array (G_VARIANT_TYPE_VARDICT, (GVariant **) tokens->pdata,
+                                                                 tokens->len),
+                                            g_variant_new_array (G_VARIANT_TYPE_VARDICT, (GVariant **) certs->pdata,
+                                                                 certs->len),
+                                            p11d_client_get_system_allowed (c),
+                                            p11d_client_get_problem (c) ? p11d_client_get_problem (c) : ""));
+}
+
+/* The list is drawn again only when what it shows changed.  The widgets it
+ * replaces are hidden first and destroyed at the next change: in GTK 4.8 an
+ * accessibility client (a screen reader, the tests) still reading a widget
+ * the moment it was destroyed crashed the app. */
 static void
 rebuild (Win *w)
 {
   P11dClient *c = w->client;
   GPtrArray *tokens = p11d_client_get_tokens (c), *certs = p11d_client_get_certs (c);
+  GVariant *now = snapshot (c);
   GtkWidget *child, *sys = NULL;
 
-  while ((child = gtk_widget_get_first_child (GTK_WIDGET (w->token_box))) != NULL)
-    gtk_box_remove (w->token_box, child);
+  if (w->shown != NULL && g_variant_equal (now, w->shown))
+    {
+      g_variant_unref (now);
+      return;
+    }
+  g_clear_pointer (&w->shown, g_variant_unref);
+  w->shown = now;
+  for (guint i = 0; i < w->retired->len; i++)
+    gtk_box_remove (w->token_box, w->retired->pdata[i]);
+  g_ptr_array_set_size (w->retired, 0);
+  for (child = gtk_widget_get_first_child (GTK_WIDGET (w->token_box)); child; child = gtk_widget_get_next_sibling (child))
+    {
+      gtk_widget_set_visible (child, FALSE);
+      g_ptr_array_add (w->retired, child);
+    }
   g_hash_table_remove_all (w->cert_rows);
   g_hash_table_remove_all (w->token_groups);
 
@@ -451,6 +486,7 @@ p11d_window_new (GtkApplication *app)
   w->token_groups = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   w->reading = g_ptr_array_new_with_free_func (g_free);
   w->unknown = g_ptr_array_new_with_free_func (g_free);
+  w->retired = g_ptr_array_new ();
   w->client = p11d_client_get_default ();
   g_object_set_data_full (G_OBJECT (w->window), "p11d-main", w, (GDestroyNotify) win_free);
   g_action_map_add_action_entries (G_ACTION_MAP (w->window), actions, G_N_ELEMENTS (actions), w);

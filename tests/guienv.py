@@ -127,6 +127,12 @@ class Gui:
                 continue
         return None
 
+    def find_app(self, timeout=20):
+        return self._wait(self._find_app, timeout, "the app on the accessibility bus")
+
+    def app_pid(self):
+        return self._app_pid()
+
     def _app_pid(self):
         # timeout -> app
         try:

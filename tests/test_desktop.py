@@ -7,6 +7,7 @@ screenshots under BUILD/desktop-screenshots/."""
 import datetime
 import gettext
 import os
+import time
 
 import harness
 from harness import PIN, TestCase, main, make_key, wait_for
@@ -49,6 +50,9 @@ MSGIDS = {
     "pin_changed": "Password changed",
     "menu_delete": "Delete certificate",
     "sha256": "SHA-256 fingerprint",
+    "expiring": "A certificate expires soon",
+    "pin_note": "Token “%s”: check the password",
+    "final_try": "Last attempt: one more wrong password will lock the token.",
 }
 PLURALS = {   # key: (singular, plural, n)
     "rule_len": ("at least %u character", "at least %u characters", 8),
@@ -362,6 +366,129 @@ class Desktop(TestCase):
         e.call("Rescan")
         GUI.find(app, "eToken", "label")
         self.assertFalse(GUI.query(app, role="push button", contains="Refresh"))
+
+
+    # -- notifications, background start -------------------------------------
+    def test_background_notifications(self):
+        """Started as at login (--background): no window, no wake-ups while idle; an expiring
+        certificate and a token's PIN nearing lock become notifications whose action opens
+        the right place."""
+        e, t = self.env, self.t
+        e.add_token("eToken")
+        cert_for(e, "eToken", "01", "Agent 42 soon", 10, not_before_days=300)
+        e.use_fault_module()
+        e.start_bus()
+        server = NotificationServer(GUI.env["DBUS_SESSION_BUS_ADDRESS"])
+        self.addCleanup(server.close)
+        self.launch(args=["--background"], wait_window=False)
+        wait_for(lambda: self.on_system_bus(GUI.app_pid()), 20, "the app on the system bus")
+        e.start_daemon()                     # its expiry scan announces the certificate
+        note = server.wait(lambda n: n["summary"] == t["expiring"])
+        self.assertIn("Agent 42 soon", note["body"])
+        app = GUI._find_app()           # GTK joins the accessibility bus with its first window
+        self.assertTrue(app is None or not GUI.query(app, role="frame"), "no window at login")
+        # idle (after a second to settle): nothing to do, no wake-ups — a 1 Hz timer would show 3+
+        pid = GUI.app_pid()
+        settle = time.monotonic() + 1
+        wait_for(lambda: time.monotonic() > settle, 5, "1 s")
+        before = proc_switches(pid)
+        end = time.monotonic() + 3
+        wait_for(lambda: time.monotonic() > end, 5, "3 s idle")
+        woke = proc_switches(pid) - before
+        print("app context switches in 3 s idle: %d" % woke)
+        self.assertLessEqual(woke, 2, "the app woke up while idle")
+        # the token's PIN nears lock (one more wrong PIN locks it)
+        e.set_faults("C_GetTokenInfo flags+=CKF_USER_PIN_FINAL_TRY")
+        e.call("Rescan")
+        pin_note = server.wait(lambda n: n["summary"] == t["pin_note"] % "eToken")
+        self.assertIn(t["final_try"], pin_note["body"])
+        # the expiry notification's action opens the window on that certificate's details
+        server.invoke(note["id"], "default")
+        app = GUI.find_app()
+        GUI.find(app, role="frame", timeout=20)
+        GUI.find(app, t["sha256"], "label")
+        self.shot("notification-opened")
+
+
+    def on_system_bus(self, pid):
+        """Whether process @pid has a connection on the test's system bus."""
+        call = lambda m, a: self.env.conn.call_sync("org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                                    "org.freedesktop.DBus", m, a, None, 0, 5000, None).unpack()[0]
+        for name in call("ListNames", None):
+            if name.startswith(":"):
+                try:
+                    if call("GetConnectionUnixProcessID", harness.GLib.Variant("(s)", (name,))) == pid:
+                        return True
+                except harness.GLib.Error:
+                    pass
+        return False
+
+
+def proc_switches(pid):
+    total = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+            for line in f:
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+    return total
+
+
+NOTIFICATIONS_XML = """<node><interface name="org.freedesktop.Notifications">
+  <method name="Notify"><arg type="s" direction="in"/><arg type="u" direction="in"/><arg type="s" direction="in"/>
+    <arg type="s" direction="in"/><arg type="s" direction="in"/><arg type="as" direction="in"/>
+    <arg type="a{sv}" direction="in"/><arg type="i" direction="in"/><arg type="u" direction="out"/></method>
+  <method name="CloseNotification"><arg type="u" direction="in"/></method>
+  <method name="GetCapabilities"><arg type="as" direction="out"/></method>
+  <method name="GetServerInformation"><arg type="s" direction="out"/><arg type="s" direction="out"/>
+    <arg type="s" direction="out"/><arg type="s" direction="out"/></method>
+  <signal name="ActionInvoked"><arg type="u"/><arg type="s"/></signal>
+  <signal name="NotificationClosed"><arg type="u"/><arg type="u"/></signal>
+</interface></node>"""
+
+
+class NotificationServer:
+    """The desktop's notification service (org.freedesktop.Notifications, the
+    interface GLib's GNotification uses outside GNOME) on the test session bus:
+    it records what the app shows and can click a notification's action."""
+
+    def __init__(self, address):
+        flags = harness.Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT | \
+            harness.Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION
+        self.conn = harness.Gio.DBusConnection.new_for_address_sync(address, flags, None, None)
+        self.notes = []
+        info = harness.Gio.DBusNodeInfo.new_for_xml(NOTIFICATIONS_XML).interfaces[0]
+        self.reg = self.conn.register_object("/org/freedesktop/Notifications", info, self.on_call, None, None)
+        self.conn.call_sync("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "RequestName",
+                            harness.GLib.Variant("(su)", ("org.freedesktop.Notifications", 4)), None, 0, 5000, None)
+
+    def on_call(self, conn, sender, path, iface, method, params, invocation):
+        V = harness.GLib.Variant
+        if method == "Notify":
+            app, replaces, icon, summary, body, actions, hints, timeout = params.unpack()
+            nid = replaces or len(self.notes) + 1
+            self.notes.append({"id": nid, "summary": summary, "body": body, "actions": actions})
+            invocation.return_value(V("(u)", (nid,)))
+        elif method == "GetCapabilities":
+            invocation.return_value(V("(as)", (["actions", "body"],)))
+        elif method == "GetServerInformation":
+            invocation.return_value(V("(ssss)", ("p11c-test", "p11certd", "1", "1.2")))
+        else:
+            invocation.return_value(None)
+
+    def wait(self, match, timeout=20):
+        found = []
+        wait_for(lambda: found.extend(n for n in self.notes if match(n)) or found, timeout,
+                 "a notification (seen: %s)" % [n["summary"] for n in self.notes])
+        return found[0]
+
+    def invoke(self, nid, action):
+        self.conn.emit_signal(None, "/org/freedesktop/Notifications", "org.freedesktop.Notifications",
+                              "ActionInvoked", harness.GLib.Variant("(us)", (nid, action)))
+
+    def close(self):
+        self.conn.unregister_object(self.reg)
+        self.conn.close_sync(None)
 
 
 class DesktopRu(Desktop):
