@@ -195,7 +195,21 @@ class Hotplug(TestCase):
         e.start_daemon()
         self.subscribe()
         self.assertEqual(len(e.list_tokens()), 1)
+        # while pcscd is away the daemon sleeps (it waits for pcscd's socket,
+        # no timed retries) ...
+        pid = daemon_pid(e)
+        settle = time.monotonic() + 2
+        wait_for(lambda: time.monotonic() > settle, 5, "2 s")
+        _, sw0 = proc_counters(pid)
+        end = time.monotonic() + 6
+        wait_for(lambda: time.monotonic() > end, 10, "6 idle seconds")
+        _, sw1 = proc_counters(pid)
+        self.assertEqual(sw1 - sw0, 0, "the daemon woke up %d times in 6 s without pcscd" % (sw1 - sw0))
+        # ... and connects as soon as pcscd is there
         self.pcsc.start()
+        t0 = time.monotonic()
+        wait_for(lambda: "PC/SC service available" in e.log("p11certd"), 10, "the daemon to find pcscd")
+        self.assertLess(time.monotonic() - t0, 2.0)
         self.pcsc.insert_card(0)
         self.wait_events(1, timeout=15)
         self.assertEqual(self.events[0][0], "TokenInserted")
