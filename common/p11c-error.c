@@ -104,6 +104,37 @@ p11c_error_set_detail (GError *error, const char *key, GVariant *value)
   priv->details = copy;
 }
 
+void
+p11c_error_set_detail_string (GError *error, const char *key, const char *value)
+{
+  p11c_error_set_detail (error, key, g_variant_new_string (value ? value : ""));
+}
+
+void
+p11c_error_set_detail_uint (GError *error, const char *key, guint32 value)
+{
+  p11c_error_set_detail (error, key, g_variant_new_uint32 (value));
+}
+
+void
+p11c_error_set_detail_bool (GError *error, const char *key, gboolean value)
+{
+  p11c_error_set_detail (error, key, g_variant_new_boolean (value));
+}
+
+void
+p11c_error_set_detail_strv (GError *error, const char *key, const char *const *value)
+{
+  p11c_error_set_detail (error, key, g_variant_new_strv (value, -1));
+}
+
+void
+p11c_error_set_detail_token (GError *error, const char *token_id)
+{
+  if (token_id != NULL)
+    p11c_error_set_detail_string (error, "token", token_id);
+}
+
 GVariant *
 p11c_error_get_details (const GError *error)
 {

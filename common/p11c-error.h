@@ -43,6 +43,15 @@ void p11c_error_convert (GError **error);
  * documented in dbus/org.p11certd1.xml (Job.ErrorDetails).  Setting a key on
  * an error of another domain does nothing. */
 void p11c_error_set_detail (GError *error, const char *key, GVariant *value);
+/* The same, typed (the daemon's core sets details through these and never
+ * builds a GVariant itself).  A token is named by its id inside the daemon
+ * (key "token", a string); the bus face turns it into the token's object
+ * path before the details leave the daemon. */
+void p11c_error_set_detail_string (GError *error, const char *key, const char *value);
+void p11c_error_set_detail_uint (GError *error, const char *key, guint32 value);
+void p11c_error_set_detail_bool (GError *error, const char *key, gboolean value);
+void p11c_error_set_detail_strv (GError *error, const char *key, const char *const *value);
+void p11c_error_set_detail_token (GError *error, const char *token_id);
 /* The details as a{sv} (an empty dictionary when there are none); never NULL */
 GVariant *p11c_error_get_details (const GError *error);
 

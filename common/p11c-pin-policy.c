@@ -120,10 +120,10 @@ p11c_pin_policy_check (const P11cPinPolicy *policy, const char *pin, GError **er
       e = g_error_new (P11C_ERROR, P11C_ERROR_PIN_POLICY,
                        "The new password does not meet the policy: %s. It needs %s.", list, rule);
     }
-  p11c_error_set_detail (e, "broken", g_variant_new_strv ((const char *const *) broken, -1));
-  p11c_error_set_detail (e, "length", g_variant_new_uint32 (chars));
-  p11c_error_set_detail (e, "min_length", g_variant_new_uint32 (policy->min_length));
-  p11c_error_set_detail (e, "max_length", g_variant_new_uint32 ((guint32) max));
+  p11c_error_set_detail_strv (e, "broken", (const char *const *) broken);
+  p11c_error_set_detail_uint (e, "length", chars);
+  p11c_error_set_detail_uint (e, "min_length", policy->min_length);
+  p11c_error_set_detail_uint (e, "max_length", (guint32) max);
   g_propagate_error (error, e);
   return FALSE;
 }

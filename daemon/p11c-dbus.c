@@ -11,7 +11,7 @@
 #include "p11c-log.h"
 #include "p11c-names.h"
 #include "p11c-secret.h"
-#include "p11c-vardict.h"
+#include "p11c-wire.h"
 #include <gio/gunixfdlist.h>
 #include <string.h>
 #include "p11c-resources.h"
@@ -49,6 +49,101 @@ static const char om_xml[] =
   "<signal name='InterfacesAdded'><arg name='object' type='o'/><arg name='interfaces' type='a{sa{sv}}'/></signal>"
   "<signal name='InterfacesRemoved'><arg name='object' type='o'/><arg name='interfaces' type='as'/></signal>"
   "</interface></node>";
+
+/* ---- object paths: built here, never below ------------------------------- */
+
+/* A token's object path (the engine's token id under P11C_DBUS_TOKENS_PATH);
+ * interned: tokens are few, and a path outlives nothing it names */
+static const char *
+token_path_for_id (const char *id)
+{
+  g_autofree char *path = g_strdup_printf (P11C_DBUS_TOKENS_PATH "/%s", id);
+  return g_intern_string (path);
+}
+
+static const char *
+token_path (P11cToken *t)
+{
+  return token_path_for_id (p11c_token_get_id (t));
+}
+
+static P11cToken *
+token_for_path (P11cDaemon *d, const char *path)
+{
+  const char *prefix = P11C_DBUS_TOKENS_PATH "/";
+  if (path == NULL || !g_str_has_prefix (path, prefix))
+    return NULL;
+  return p11c_engine_find_token_by_id (d->engine, path + strlen (prefix));
+}
+
+/* A token named by a caller: its object path here, a PKCS#11 URI by the
+ * engine's resolver */
+static P11cToken *
+resolve_token (P11cDaemon *d, const char *spec, GError **error)
+{
+  P11cToken *t = spec && spec[0] == '/' ? token_for_path (d, spec) : NULL;
+  return t ? t : p11c_engine_resolve_token (d->engine, spec, error);
+}
+
+static char *
+job_path (P11cJob *job)
+{
+  return g_strdup_printf (P11C_DBUS_JOBS_PATH "/%u", p11c_job_get_id (job));
+}
+
+/* Error details as they leave the daemon: a token named by its id inside
+ * becomes its object path */
+static GVariant *
+error_details_for_bus (const GError *error)
+{
+  g_autoptr(GVariant) details = g_variant_ref_sink (p11c_error_get_details (error));
+  GVariantBuilder b;
+  GVariantIter iter;
+  const char *key;
+  GVariant *value;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_iter_init (&iter, details);
+  while (g_variant_iter_next (&iter, "{&sv}", &key, &value))
+    {
+      if (g_str_equal (key, "token") && g_variant_is_of_type (value, G_VARIANT_TYPE_STRING))
+        g_variant_builder_add (&b, "{sv}", key,
+                               g_variant_new_object_path (token_path_for_id (g_variant_get_string (value, NULL))));
+      else
+        g_variant_builder_add (&b, "{sv}", key, value);
+      g_variant_unref (value);
+    }
+  return g_variant_builder_end (&b);
+}
+
+/* "org.p11certd.Error.PinIncorrect" */
+static char *
+error_name_for_bus (const GError *error)
+{
+  const char *name = error->domain == P11C_ERROR ? p11c_error_to_name (error->code) : NULL;
+  return g_strconcat (P11C_DBUS_ERROR_PREFIX, name ? name : "Failed", NULL);
+}
+
+/* Every Job property (a floating a{sv}) */
+static GVariant *
+job_props (const P11cJobState *st)
+{
+  g_autofree char *error_name = st->error ? error_name_for_bus (st->error) : NULL;
+  P11cWireJob w = {
+    .operation = st->operation, .state = st->state, .progress = st->progress, .attempt = st->attempt,
+    .retry_at = st->retry_at, .error = error_name, .error_message = st->error ? st->error->message : NULL,
+    .error_details = st->error ? error_details_for_bus (st->error) : NULL, .result = st->result,
+    .owner = st->owner_uid,
+  };
+  return p11c_wire_job_to_variant (&w);
+}
+
+static GVariant *
+job_props_now (P11cJob *job)
+{
+  g_autoptr(P11cJobState) st = p11c_job_get_state (job);
+  return job_props (st);
+}
 
 /* ---- calls -------------------------------------------------------------- */
 
@@ -230,7 +325,7 @@ token_dict (P11cToken *t)
   GVariant *value;
 
   g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  g_variant_builder_add (&b, "{sv}", "path", g_variant_new_object_path (p11c_token_get_object_path (t)));
+  g_variant_builder_add (&b, "{sv}", "path", g_variant_new_object_path (token_path (t)));
   g_variant_iter_init (&iter, props);
   while (g_variant_iter_next (&iter, "{&sv}", &key, &value))
     {
@@ -247,7 +342,7 @@ tokens_value (P11cDaemon *d)
   GVariantBuilder b;
   g_variant_builder_init (&b, G_VARIANT_TYPE ("ao"));
   for (guint i = 0; i < p11c_engine_get_tokens (d->engine)->len; i++)
-    g_variant_builder_add (&b, "o", p11c_token_get_object_path (p11c_engine_get_tokens (d->engine)->pdata[i]));
+    g_variant_builder_add (&b, "o", token_path (p11c_engine_get_tokens (d->engine)->pdata[i]));
   return g_variant_builder_end (&b);
 }
 
@@ -340,39 +435,30 @@ emit_changed_props (P11cDaemon *d, GHashTable *last, const char *path, const cha
 static void
 emit_job_changes (P11cDaemon *d, P11cJob *job, GVariant *now)
 {
-  g_autoptr(GVariant) changed = changed_since (d->job_props, job->path, now);
+  g_autofree char *path = job_path (job);
+  g_autoptr(GVariant) changed = changed_since (d->job_props, path, now);
   GVariant *pub = NULL, *priv = NULL;
 
   if (changed == NULL)
     return;
   g_variant_ref_sink (changed);
-  p11c_job_split_props (changed, &pub, &priv);
+  p11c_wire_job_split_props (changed, &pub, &priv);
   if (priv != NULL)
-    emit_properties_changed (d, job->owner_sender, job->path, P11C_DBUS_JOB_IFACE, priv);
+    emit_properties_changed (d, p11c_job_get_owner_sender (job), path, P11C_DBUS_JOB_IFACE, priv);
   if (pub != NULL)
-    emit_properties_changed (d, NULL, job->path, P11C_DBUS_JOB_IFACE, pub);
+    emit_properties_changed (d, NULL, path, P11C_DBUS_JOB_IFACE, pub);
 }
 
 static void
 emit_token_changes (P11cDaemon *d, P11cToken *t)
 {
-  if (!g_hash_table_contains (d->token_props, p11c_token_get_object_path (t)))
+  if (!g_hash_table_contains (d->token_props, token_path (t)))
     return;   /* not exported (removed meanwhile) */
   g_autoptr(GVariant) now = token_props (t);
-  emit_changed_props (d, d->token_props, p11c_token_get_object_path (t), P11C_DBUS_TOKEN_IFACE, now);
+  emit_changed_props (d, d->token_props, token_path (t), P11C_DBUS_TOKEN_IFACE, now);
 }
 
 /* ---- method handlers ---------------------------------------------------- */
-
-static const P11cKeySpec list_certs_keys[] = {
-  { "token", "s", FALSE }, { "storage", "s", FALSE }, { "allow_interaction", "b", FALSE }, { NULL },
-};
-static const P11cKeySpec delete_keys[] = {
-  { "keep_key", "b", FALSE }, { "allow_interaction", "b", FALSE }, { NULL },
-};
-static const P11cKeySpec change_pin_keys[] = {
-  { "allow_interaction", "b", FALSE }, { NULL },
-};
 
 static GVariant *
 cert_dict (P11cCertEntry *e, const P11cConfig *config, gint64 now, GHashTable *issued)
@@ -383,7 +469,8 @@ cert_dict (P11cCertEntry *e, const P11cConfig *config, gint64 now, GHashTable *i
   g_autofree char *hex = p11c_id_to_hex (e->id);
   g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
   g_variant_builder_add (&b, "{sv}", "uri", g_variant_new_string (e->uri));
-  g_variant_builder_add (&b, "{sv}", "token", g_variant_new_object_path (e->token_path));
+  g_variant_builder_add (&b, "{sv}", "token",
+                         g_variant_new_object_path (e->token_id ? token_path_for_id (e->token_id) : "/"));
   g_variant_builder_add (&b, "{sv}", "storage", g_variant_new_string (e->storage));
   g_variant_builder_add (&b, "{sv}", "label", g_variant_new_string (e->label));
   g_variant_builder_add (&b, "{sv}", "id", g_variant_new_string (hex));
@@ -633,7 +720,7 @@ fast_path_filter (GDBusConnection *conn, GDBusMessage *msg, gboolean incoming, g
 static char *
 list_cache_key (Call *c)
 {
-  return g_strdup_printf ("%s|%c%c", c->token ? p11c_token_get_object_path (c->token) : "",
+  return g_strdup_printf ("%s|%c%c", c->token ? token_path (c->token) : "",
                           c->tokens ? 't' : '-', c->storage ? 's' : '-');
 }
 
@@ -740,26 +827,29 @@ handle_list_certs (Call *c)
 {
   g_autoptr(GVariant) options = NULL;
   GError *error = NULL;
+  P11cListParams params;
   const char *token_spec, *storage;
 
   g_variant_get (c->params, "(@a{sv})", &options);
-  if (!p11c_vardict_validate (options, list_certs_keys, &error))
+  if (!p11c_wire_list_from_variant (options, &params, &error))
     { call_fail (c, error); return; }
-  token_spec = p11c_vardict_get_string (options, "token", NULL);
-  storage = p11c_vardict_get_string (options, "storage", NULL);
+  token_spec = params.token;
+  storage = params.storage;
   if (storage && !g_str_equal (storage, "token") && !g_str_equal (storage, "system")
       && !g_str_equal (storage, "file"))
     {
       g_set_error (&error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
                    "Key \"storage\" must be token, system or file, not \"%s\"", storage);
+      p11c_list_params_clear (&params);
       { call_fail (c, error); return; }
     }
   if (token_spec != NULL)
     {
-      P11cToken *t = p11c_engine_resolve_token (c->d->engine, token_spec, &error);
+      P11cToken *t = resolve_token (c->d, token_spec, &error);
       if (t == NULL)
         {
           g_prefix_error (&error, "Key \"token\": ");
+          p11c_list_params_clear (&params);
           { call_fail (c, error); return; }
         }
       c->token = p11c_token_ref (t);
@@ -771,6 +861,7 @@ handle_list_certs (Call *c)
   /* the daemon's own store unless a token or another storage was asked for */
   if (token_spec == NULL && (storage == NULL || g_str_equal (storage, "system")))
     c->storage = g_strdup ("system");
+  p11c_list_params_clear (&params);
   c->token_set = (guint) g_atomic_int_get (&c->d->fast->token_set);
   {
     g_autofree char *key = list_cache_key (c);
@@ -909,12 +1000,13 @@ handle_delete_cert (Call *c)
   g_autoptr(GVariant) options = NULL;
   const char *uri, *pin;
   GError *error = NULL;
+  P11cOptions opts;
   P11cToken *t;
 
   g_variant_get (c->params, "(&s&s@a{sv})", &uri, &pin, &options);
-  if (!p11c_vardict_validate (options, delete_keys, &error))
+  if (!p11c_wire_options_from_variant (options, TRUE, &opts, &error))
     { call_fail (c, error); return; }
-  c->keep_key = p11c_vardict_get_bool (options, "keep_key", FALSE);
+  c->keep_key = opts.keep_key;
   c->changes_certs = TRUE;
   if (g_str_has_prefix (uri, "system:"))
     {
@@ -954,7 +1046,8 @@ handle_change_pin (Call *c)
   g_autoptr(GVariant) options = NULL;
   const char *old_pin, *new_pin;
   GError *error = NULL;
-  P11cToken *t = p11c_engine_find_token_by_path (c->d->engine, c->path);
+  P11cToken *t = token_for_path (c->d, c->path);
+  P11cOptions opts;
 
   g_variant_get (c->params, "(&s&s@a{sv})", &old_pin, &new_pin, &options);
   c->pin = g_strdup (old_pin);
@@ -963,7 +1056,7 @@ handle_change_pin (Call *c)
     g_set_error (&error, P11C_ERROR, P11C_ERROR_TOKEN_NOT_PRESENT, "The token was removed");
   /* every check before the token is touched; the policy names each broken rule */
   if (error != NULL
-      || !p11c_vardict_validate (options, change_pin_keys, &error)
+      || !p11c_wire_options_from_variant (options, FALSE, &opts, &error)
       || !p11c_secret_check (c->pin, "current PIN", &error)
       || !p11c_secret_check (c->new_pin, "new PIN", &error)
       || !p11c_pin_policy_check (&p11c_engine_get_config (c->d->engine)->pin_policy, c->new_pin, &error))
@@ -1006,11 +1099,12 @@ handle_rescan (Call *c)
 static const GDBusInterfaceVTable job_vtable;
 
 static void
-job_notify (P11cJob *job, GVariant *props, gpointer user_data)
+job_notify (P11cJob *job, const P11cJobState *state, gpointer user_data)
 {
   P11cDaemon *d = user_data;
-  if (g_hash_table_contains (d->jobs, job->path))
-    emit_job_changes (d, job, props);
+  g_autofree char *path = job_path (job);
+  if (g_hash_table_contains (d->jobs, path))
+    emit_job_changes (d, job, job_props (state));
 }
 
 static void
@@ -1057,18 +1151,19 @@ static void
 job_finished (P11cDaemon *d, P11cJob *job, const char *result, GError *error)
 {
   JobRemoval *r;
+  g_autofree char *error_name = NULL;
 
   p11c_error_convert (&error);
   p11c_job_finish (job, result, error);
-  emit_job_changes (d, job, p11c_job_to_variant (job));
+  error_name = error ? error_name_for_bus (error) : NULL;
+  emit_job_changes (d, job, job_props_now (job));
   /* only to the connection that started the job: it carries the error */
-  g_dbus_connection_emit_signal (d->conn, job->owner_sender, job->path, P11C_DBUS_JOB_IFACE, "Finished",
-                                 g_variant_new ("(bss)", error == NULL,
-                                                job->error_name ? job->error_name : "",
-                                                error ? error->message : ""), NULL);
   r = g_new0 (JobRemoval, 1);
   r->d = d;
-  r->path = g_strdup (job->path);
+  r->path = job_path (job);
+  g_dbus_connection_emit_signal (d->conn, p11c_job_get_owner_sender (job), r->path, P11C_DBUS_JOB_IFACE, "Finished",
+                                 g_variant_new ("(bss)", error == NULL, error_name ? error_name : "",
+                                                error ? error->message : ""), NULL);
   g_timeout_add_seconds_full (G_PRIORITY_DEFAULT, p11c_engine_get_config (d->engine)->job_linger, job_remove_cb, r, NULL);
 }
 
@@ -1123,25 +1218,25 @@ static P11cJob *
 job_register (P11cDaemon *d, const char *operation, guint uid, const char *sender, GError **error)
 {
   P11cJob *job = p11c_job_new (++d->next_job, operation, uid, sender);
+  g_autofree char *path = job_path (job);
   GDBusInterfaceInfo *iface = g_dbus_node_info_lookup_interface (d->api, P11C_DBUS_JOB_IFACE);
-  guint id = g_dbus_connection_register_object (d->conn, job->path, iface, &job_vtable, d, NULL, error);
+  guint id = g_dbus_connection_register_object (d->conn, path, iface, &job_vtable, d, NULL, error);
 
   if (id == 0)
     {
       p11c_job_unref (job);
       return NULL;
     }
-  job->notify = job_notify;
-  job->notify_data = d;
-  g_hash_table_insert (d->jobs, g_strdup (job->path), job);
-  g_hash_table_insert (d->job_regs, g_strdup (job->path), GUINT_TO_POINTER (id));
+  p11c_job_set_notify (job, job_notify, d);
+  g_hash_table_insert (d->jobs, g_strdup (path), job);
+  g_hash_table_insert (d->job_regs, g_strdup (path), GUINT_TO_POINTER (id));
   {
     /* everyone learns that a job exists, and what runs: not whose it is */
-    g_autoptr(GVariant) all = g_variant_ref_sink (p11c_job_to_variant (job));
+    g_autoptr(GVariant) all = g_variant_ref_sink (job_props_now (job));
     GVariant *pub = NULL, *priv = NULL;
-    p11c_job_split_props (all, &pub, &priv);
+    p11c_wire_job_split_props (all, &pub, &priv);
     g_clear_pointer (&priv, g_variant_unref);
-    emit_interfaces_added (d, job->path, P11C_DBUS_JOB_IFACE, pub);
+    emit_interfaces_added (d, path, P11C_DBUS_JOB_IFACE, pub);
   }
   return job;
 }
@@ -1172,12 +1267,15 @@ start_job (P11cDaemon *d, const char *operation, P11cEnrollRequest *req, guint u
       return NULL;
     }
   if (renewed != NULL)
-    p11c_renewal_claim (renewed, job->path);
+    {
+      g_autofree char *path = job_path (job);
+      p11c_renewal_claim (renewed, path);
+    }
   run = g_new0 (EnrollRun, 1);
   run->d = d;
   run->job = p11c_job_ref (job);
   run->req = req;
-  task = g_task_new (NULL, job->cancel, enroll_done, NULL);
+  task = g_task_new (NULL, p11c_job_get_cancellable (job), enroll_done, NULL);
   g_task_set_task_data (task, run, (GDestroyNotify) enroll_run_free);
   g_task_set_return_on_cancel (task, FALSE);
   /* The worker reports a cancel itself (job_check, then the key removed).  A
@@ -1189,32 +1287,48 @@ start_job (P11cDaemon *d, const char *operation, P11cEnrollRequest *req, guint u
   return job;
 }
 
+/* Reply with the object path of @job */
+static void
+call_return_job (Call *c, P11cJob *job)
+{
+  g_autofree char *path = job_path (job);
+  g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(o)", path));
+  call_free (c);
+}
+
 static void
 handle_enroll (Call *c)
 {
   g_autoptr(GVariant) request = NULL;
   GError *error = NULL;
   GUnixFDList *fds = g_dbus_message_get_unix_fd_list (g_dbus_method_invocation_get_message (c->inv));
+  P11cEnrollParams params;
   P11cEnrollRequest *req;
+  P11cToken *token;
   P11cJob *job;
+  int fd = -1;
 
   g_variant_get (c->params, "(@a{sv})", &request);
-  req = p11c_enroll_request_new (c->d->engine, request, fds, &error);
+  if (!p11c_wire_enroll_from_variant (request, &params, &error))
+    {
+      call_fail (c, error);
+      return;
+    }
+  if (params.has_fd && fds != NULL && params.fd_index >= 0 && params.fd_index < g_unix_fd_list_get_length (fds))
+    fd = g_unix_fd_list_get (fds, params.fd_index, NULL);
+  token = params.token && params.token[0] == '/' ? token_for_path (c->d, params.token) : NULL;
+  req = p11c_enroll_request_new (c->d->engine, &params, token, fd, &error);
+  p11c_enroll_params_clear (&params);
   if (req == NULL
       || (job = start_job (c->d, "enroll", req, c->uid, g_dbus_method_invocation_get_sender (c->inv), &error)) == NULL)
     {
       call_fail (c, error);
       return;
     }
-  g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(o)", job->path));
-  call_free (c);
+  call_return_job (c, job);
 }
 
 /* ---- renewal (the domain is p11c-renewal.c) ----------------------------- */
-
-static const P11cKeySpec renew_keys[] = {
-  { "pin", "s", FALSE }, { "rekey", "b", FALSE }, { "allow_interaction", "b", FALSE }, { NULL },
-};
 
 static GVariant *
 renew_resolve_thread (Call *c, GError **error)
@@ -1253,8 +1367,7 @@ renew_resolved (GObject *source, GAsyncResult *res, gpointer user_data)
       call_fail (c, error);
       return;
     }
-  g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(o)", job->path));
-  call_free (c);
+  call_return_job (c, job);
 }
 
 static void
@@ -1262,15 +1375,17 @@ handle_renew (Call *c)
 {
   g_autoptr(GVariant) options = NULL;
   GError *error = NULL;
+  P11cRenewParams params;
 
   g_variant_get (c->params, "(&s@a{sv})", NULL, &options);
-  if (!p11c_vardict_validate (options, renew_keys, &error))
+  if (!p11c_wire_renew_from_variant (options, &params, &error))
     {
       call_fail (c, error);
       return;
     }
-  c->pin = p11c_vardict_dup_secret (options, "pin");
-  c->keep_key = !p11c_vardict_get_bool (options, "rekey", TRUE);
+  c->pin = g_steal_pointer (&params.pin);
+  c->keep_key = !params.rekey;
+  p11c_renew_params_clear (&params);
   c->tokens = p11c_engine_tokens_snapshot (c->d->engine);
   run_in_thread_then (c, renew_resolve_thread, renew_resolved);
 }
@@ -1315,7 +1430,10 @@ renew_due_start (Call *c)
         }
       job = start_job (c->d, "renew", req, c->uid, sender, &local);
       if (job != NULL)
-        g_variant_builder_add (&jobs, "o", job->path);
+        {
+          g_autofree char *path = job_path (job);
+          g_variant_builder_add (&jobs, "o", path);
+        }
       else
         g_warning ("Cannot start a renewal: %s", local->message);
     }
@@ -1327,7 +1445,7 @@ renew_due_start (Call *c)
       g_variant_builder_init (&info, G_VARIANT_TYPE_VARDICT);
       g_variant_builder_add (&info, "{sv}", "subject", g_variant_new_string (n->subject));
       if (n->token != NULL)
-        g_variant_builder_add (&info, "{sv}", "token", g_variant_new_object_path (p11c_token_get_object_path (n->token)));
+        g_variant_builder_add (&info, "{sv}", "token", g_variant_new_object_path (token_path (n->token)));
       g_variant_builder_add (&info, "{sv}", "ca", g_variant_new_string (n->ca));
       g_variant_builder_add (&info, "{sv}", "days_left", g_variant_new_int64 (n->days_left));
       g_variant_builder_add (&info, "{sv}", "reason", g_variant_new_string (n->reason));
@@ -1401,12 +1519,9 @@ renew_due_planned (GObject *source, GAsyncResult *res, gpointer user_data)
       renew_due_start (c);
       return;
     }
-  g_variant_get (c->params, "(@a{sv})", &options);
-  p11c_auth_check_async (c->inv, P11C_ACTION_RENEW_SYSTEM, p11c_vardict_get_bool (options, "allow_interaction", FALSE),
+  p11c_auth_check_async (c->inv, P11C_ACTION_RENEW_SYSTEM, p11c_wire_allow_interaction (c->params),
                          G_MAXUINT, NULL, renew_due_system_checked, c);
 }
-
-static const P11cKeySpec renew_due_keys[] = { { "allow_interaction", "b", FALSE }, { NULL } };
 
 static void
 handle_renew_due (Call *c)
@@ -1414,8 +1529,10 @@ handle_renew_due (Call *c)
   g_autoptr(GVariant) options = NULL;
   GError *error = NULL;
 
+  P11cOptions opts;
+
   g_variant_get (c->params, "(@a{sv})", &options);
-  if (!p11c_vardict_validate (options, renew_due_keys, &error))
+  if (!p11c_wire_options_from_variant (options, FALSE, &opts, &error))
     {
       call_fail (c, error);
       return;
@@ -1505,8 +1622,8 @@ handle_cancel (Call *c)
                                                "The job has already finished");
       else
         {
-          g_message ("Job %s cancelled by uid %u", job->path, c->uid);
-          g_cancellable_cancel (job->cancel);
+          g_message ("Job %u cancelled by uid %u", p11c_job_get_id (job), c->uid);
+          g_cancellable_cancel (p11c_job_get_cancellable (job));
           g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), NULL);
         }
     }
@@ -1525,18 +1642,18 @@ handle_get_managed_objects (Call *c)
     {
       P11cToken *t = p11c_engine_get_tokens (c->d->engine)->pdata[i];
       g_autoptr(GVariant) props = token_props (t);
-      g_variant_builder_add_parsed (&b, "{%o, {%s: %@a{sv}}}", p11c_token_get_object_path (t), P11C_DBUS_TOKEN_IFACE, props);
+      g_variant_builder_add_parsed (&b, "{%o, {%s: %@a{sv}}}", token_path (t), P11C_DBUS_TOKEN_IFACE, props);
     }
   g_hash_table_iter_init (&iter, c->d->jobs);
   while (g_hash_table_iter_next (&iter, &key, &value))
     {
       P11cJob *j = value;
-      GVariant *props = p11c_job_to_variant (j), *pub = NULL, *priv = NULL;
-      if (c->uid != 0 && c->uid != j->owner_uid)
+      GVariant *props = job_props_now (j), *pub = NULL, *priv = NULL;
+      if (c->uid != 0 && c->uid != p11c_job_get_owner_uid (j))
         {
           /* another user's job: its state and progress only */
           g_variant_ref_sink (props);
-          p11c_job_split_props (props, &pub, &priv);
+          p11c_wire_job_split_props (props, &pub, &priv);
           g_variant_unref (props);
           g_clear_pointer (&priv, g_variant_unref);
           props = pub;
@@ -1576,10 +1693,10 @@ static void
 enroll_actions (P11cDaemon *d, GVariant *params, const char *actions[4])
 {
   g_autoptr(GVariant) request = g_variant_get_child_value (params, 0);
-  const P11cCaProfile *ca = p11c_engine_find_ca (d->engine, p11c_vardict_get_string (request, "ca", ""));
+  const P11cCaProfile *ca = p11c_engine_find_ca (d->engine, p11c_wire_enroll_peek_ca (request));
 
   /* decided on the unvalidated request (validation follows the check) */
-  p11c_auth_enroll_actions (p11c_vardict_get_string (request, "storage", "token"),
+  p11c_auth_enroll_actions (p11c_wire_enroll_peek_storage (request),
                             ca != NULL && ca->type == P11C_CA_LOCAL, actions);
 }
 
@@ -1629,8 +1746,7 @@ static void
 auth_next (Call *c)
 {
   const char *action = c->pending[c->next_action];
-  GVariant *options = NULL;
-  gboolean interactive = FALSE;
+  gboolean interactive;
   guint owner = G_MAXUINT;
 
   if (action == NULL)
@@ -1640,18 +1756,12 @@ auth_next (Call *c)
     }
   c->next_action++;
   /* trailing a{sv} options may ask for interactive authorization */
-  if (g_variant_n_children (c->params) > 0)
-    {
-      options = g_variant_get_child_value (c->params, g_variant_n_children (c->params) - 1);
-      if (g_variant_is_of_type (options, G_VARIANT_TYPE_VARDICT))
-        interactive = p11c_vardict_get_bool (options, "allow_interaction", FALSE);
-      g_variant_unref (options);
-    }
+  interactive = p11c_wire_allow_interaction (c->params);
   if (c->owner_may)
     {
       P11cJob *job = g_hash_table_lookup (c->d->jobs, c->path);
       if (job)
-        owner = job->owner_uid;
+        owner = p11c_job_get_owner_uid (job);
     }
   p11c_auth_check_async (c->inv, action, interactive, owner, NULL, auth_done, c);
 }
@@ -1693,7 +1803,7 @@ job_details_visible (GDBusConnection *conn, P11cJob *job, const char *sender)
   g_autoptr(GVariant) reply = NULL;
   guint32 uid;
 
-  if (g_strcmp0 (sender, job->owner_sender) == 0)
+  if (g_strcmp0 (sender, p11c_job_get_owner_sender (job)) == 0)
     return TRUE;
   if (sender == NULL)
     return FALSE;
@@ -1704,7 +1814,7 @@ job_details_visible (GDBusConnection *conn, P11cJob *job, const char *sender)
   if (reply == NULL)
     return FALSE;
   g_variant_get (reply, "(u)", &uid);
-  return uid == 0 || uid == job->owner_uid;
+  return uid == 0 || uid == p11c_job_get_owner_uid (job);
 }
 
 static GVariant *
@@ -1719,21 +1829,21 @@ get_property (GDBusConnection *conn, const char *sender, const char *path,
     props = g_variant_ref_sink (manager_props (d));
   else if (g_str_equal (iface, P11C_DBUS_TOKEN_IFACE))
     {
-      P11cToken *t = p11c_engine_find_token_by_path (d->engine, path);
+      P11cToken *t = token_for_path (d, path);
       if (t)
         props = token_props (t);
     }
   else if (g_str_equal (iface, P11C_DBUS_JOB_IFACE))
     {
       P11cJob *j = g_hash_table_lookup (d->jobs, path);
-      if (j && !p11c_job_property_is_public (name) && !job_details_visible (conn, j, sender))
+      if (j && !p11c_wire_job_property_is_public (name) && !job_details_visible (conn, j, sender))
         {
           g_set_error (error, G_DBUS_ERROR, G_DBUS_ERROR_ACCESS_DENIED,
                        "The job's %s is shown only to the user who started it and to root", name);
           return NULL;
         }
       if (j)
-        props = g_variant_ref_sink (p11c_job_to_variant (j));
+        props = g_variant_ref_sink (job_props_now (j));
     }
   v = props ? g_variant_lookup_value (props, name, NULL) : NULL;
   if (v == NULL)
@@ -1804,23 +1914,23 @@ token_added (P11cEngine *e, P11cToken *t, gboolean announce, gpointer user_data)
   P11cDaemon *d = user_data;
   GDBusInterfaceInfo *iface = g_dbus_node_info_lookup_interface (d->api, P11C_DBUS_TOKEN_IFACE);
   g_autoptr(GError) error = NULL;
-  guint id = g_dbus_connection_register_object (d->conn, p11c_token_get_object_path (t), iface, &vtable, d, NULL, &error);
+  guint id = g_dbus_connection_register_object (d->conn, token_path (t), iface, &vtable, d, NULL, &error);
   GVariant *props;
 
   if (id == 0)
     {
-      g_warning ("Cannot export token %s: %s", p11c_token_get_object_path (t), error->message);
+      g_warning ("Cannot export token %s: %s", token_path (t), error->message);
       return;
     }
   props = token_props (t);
-  g_hash_table_insert (d->token_regs, g_strdup (p11c_token_get_object_path (t)), GUINT_TO_POINTER (id));
-  g_hash_table_insert (d->token_props, g_strdup (p11c_token_get_object_path (t)), props);
+  g_hash_table_insert (d->token_regs, g_strdup (token_path (t)), GUINT_TO_POINTER (id));
+  g_hash_table_insert (d->token_props, g_strdup (token_path (t)), props);
   g_atomic_int_inc (&d->fast->token_set);   /* a URI may name it now */
-  emit_interfaces_added (d, p11c_token_get_object_path (t), P11C_DBUS_TOKEN_IFACE, props);
+  emit_interfaces_added (d, token_path (t), P11C_DBUS_TOKEN_IFACE, props);
   manager_tokens_changed (d);
   if (announce)
     g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "TokenInserted",
-                                   g_variant_new ("(o@a{sv})", p11c_token_get_object_path (t), token_signal_info (t, NULL, NULL)),
+                                   g_variant_new ("(o@a{sv})", token_path (t), token_signal_info (t, NULL, NULL)),
                                    NULL);
 }
 
@@ -1828,19 +1938,19 @@ static void
 token_removed (P11cEngine *e, P11cToken *t, gboolean announce, gpointer user_data)
 {
   P11cDaemon *d = user_data;
-  guint id = GPOINTER_TO_UINT (g_hash_table_lookup (d->token_regs, p11c_token_get_object_path (t)));
+  guint id = GPOINTER_TO_UINT (g_hash_table_lookup (d->token_regs, token_path (t)));
 
   if (id)
     g_dbus_connection_unregister_object (d->conn, id);
-  g_hash_table_remove (d->token_regs, p11c_token_get_object_path (t));
-  g_hash_table_remove (d->token_props, p11c_token_get_object_path (t));
+  g_hash_table_remove (d->token_regs, token_path (t));
+  g_hash_table_remove (d->token_props, token_path (t));
   g_hash_table_remove_all (d->list_cache);   /* replies that hold it */
   g_atomic_int_inc (&d->fast->token_set);
-  emit_interfaces_removed (d, p11c_token_get_object_path (t), P11C_DBUS_TOKEN_IFACE);
+  emit_interfaces_removed (d, token_path (t), P11C_DBUS_TOKEN_IFACE);
   manager_tokens_changed (d);
   if (announce)
     g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "TokenRemoved",
-                                   g_variant_new ("(o@a{sv})", p11c_token_get_object_path (t), token_signal_info (t, NULL, NULL)),
+                                   g_variant_new ("(o@a{sv})", token_path (t), token_signal_info (t, NULL, NULL)),
                                    NULL);
 }
 
@@ -1862,11 +1972,11 @@ card_event (P11cEngine *e, const P11cCardEvent *ev, gpointer user_data)
   const char *signal = ev->inserted ? "TokenInserted" : "TokenRemoved";
 
   g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, signal,
-                                 g_variant_new ("(o@a{sv})", ev->token ? p11c_token_get_object_path (ev->token) : "/",
+                                 g_variant_new ("(o@a{sv})", ev->token ? token_path (ev->token) : "/",
                                                 token_signal_info (ev->token, ev->reader, ev->atr)), NULL);
   for (guint i = 0; i < ev->others->len; i++)
     g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, signal,
-                                   g_variant_new ("(o@a{sv})", p11c_token_get_object_path (ev->others->pdata[i]),
+                                   g_variant_new ("(o@a{sv})", token_path (ev->others->pdata[i]),
                                                   token_signal_info (ev->others->pdata[i], NULL, NULL)), NULL);
 }
 
@@ -1953,7 +2063,7 @@ p11c_daemon_shutdown (P11cDaemon *d)
 
   g_hash_table_iter_init (&iter, d->jobs);
   while (g_hash_table_iter_next (&iter, NULL, &job))
-    g_cancellable_cancel (((P11cJob *) job)->cancel);
+    g_cancellable_cancel (p11c_job_get_cancellable (job));
   /* jobs clean up what they generated; give them (and readers) time */
   if (!p11c_engine_wait_workers (d->engine, 15 * G_USEC_PER_SEC))
     g_warning ("Some token operations did not finish in time");

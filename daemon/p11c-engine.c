@@ -12,8 +12,7 @@
 
 struct _P11cToken {
   gint          ref;
-  char         *id;          /* sanitised stable id, last path element */
-  char         *object_path;
+  char         *id;          /* sanitised stable id, unique among the tokens */
   char         *uri;
   P11cModule   *module;
   char         *module_name;
@@ -85,7 +84,6 @@ p11c_token_unref (P11cToken *t)
   if (t == NULL || !g_atomic_int_dec_and_test (&t->ref))
     return;
   g_free (t->id);
-  g_free (t->object_path);
   g_free (t->uri);
   g_free (t->module_name);
   g_free (t->pending_dir);
@@ -123,12 +121,6 @@ const char *
 p11c_token_get_module_name (P11cToken *t)
 {
   return t->module_name;
-}
-
-const char *
-p11c_token_get_object_path (P11cToken *t)
-{
-  return t->object_path;
 }
 
 gboolean
@@ -222,7 +214,7 @@ p11c_cert_entry_unref (P11cCertEntry *e)
     return;
   g_free (e->uri);
   g_free (e->storage);
-  g_free (e->token_path);
+  g_free (e->token_id);
   g_free (e->label);
   g_clear_pointer (&e->id, g_bytes_unref);
   g_clear_pointer (&e->der, g_bytes_unref);
@@ -486,12 +478,9 @@ find_token (P11cEngine *e, P11cModule *module, CK_SLOT_ID slot, const CK_TOKEN_I
 }
 
 static gboolean
-path_in_use (P11cEngine *e, const char *path)
+id_in_use (P11cEngine *e, const char *id)
 {
-  for (guint i = 0; i < e->tokens->len; i++)
-    if (g_str_equal (((P11cToken *) e->tokens->pdata[i])->object_path, path))
-      return TRUE;
-  return FALSE;
+  return p11c_engine_find_token_by_id (e, id) != NULL;
 }
 
 static P11cToken *
@@ -513,13 +502,10 @@ token_new (P11cEngine *e, P11cModuleState *m, const P11cSlotToken *st)
   t->present = TRUE;
   t->uri = p11c_uri_for_token (&st->token_info);
   t->id = g_strdup (base);
-  t->object_path = g_strdup_printf (P11C_DBUS_TOKENS_PATH "/%s", t->id);
-  for (guint n = 2; path_in_use (e, t->object_path); n++)
+  for (guint n = 2; id_in_use (e, t->id); n++)
     {
       g_free (t->id);
-      g_free (t->object_path);
       t->id = g_strdup_printf ("%s_%u", base, n);
-      t->object_path = g_strdup_printf (P11C_DBUS_TOKENS_PATH "/%s", t->id);
     }
   return t;
 }
@@ -747,10 +733,10 @@ p11c_engine_card_event (P11cEngine *e, gboolean inserted, const char *reader, GB
 }
 
 P11cToken *
-p11c_engine_find_token_by_path (P11cEngine *e, const char *path)
+p11c_engine_find_token_by_id (P11cEngine *e, const char *id)
 {
   for (guint i = 0; i < e->tokens->len; i++)
-    if (g_str_equal (((P11cToken *) e->tokens->pdata[i])->object_path, path))
+    if (g_strcmp0 (((P11cToken *) e->tokens->pdata[i])->id, id) == 0)
       return e->tokens->pdata[i];
   return NULL;
 }
@@ -792,8 +778,6 @@ P11cToken *
 p11c_engine_resolve_token (P11cEngine *e, const char *spec, GError **error)
 {
   g_autoptr(P11cUri) uri = NULL;
-  P11cToken *found;
-
   if (spec == NULL || spec[0] == '\0')
     {
       g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS, "No token given");
@@ -801,11 +785,11 @@ p11c_engine_resolve_token (P11cEngine *e, const char *spec, GError **error)
     }
   if (spec[0] == '/')
     {
-      found = p11c_engine_find_token_by_path (e, spec);
-      if (found == NULL)
-        g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_NOT_PRESENT,
-                     "No token %s is present; insert it or check the token list", spec);
-      return found;
+      /* a name the caller's face did not resolve (an object path of a
+       * token that is gone) */
+      g_set_error (error, P11C_ERROR, P11C_ERROR_TOKEN_NOT_PRESENT,
+                   "No token %s is present; insert it or check the token list", spec);
+      return NULL;
     }
   uri = p11c_uri_parse (spec, error);
   if (uri == NULL)
@@ -978,11 +962,10 @@ set_pin_state_details (P11cToken *t, GError *error)
   g_mutex_lock (&t->lock);
   flags = t->info.flags;
   g_mutex_unlock (&t->lock);
-  if (t->object_path != NULL)
-    p11c_error_set_detail (error, "token", g_variant_new_object_path (t->object_path));
-  p11c_error_set_detail (error, "pin_count_low", g_variant_new_boolean (!!(flags & CKF_USER_PIN_COUNT_LOW)));
-  p11c_error_set_detail (error, "pin_final_try", g_variant_new_boolean (!!(flags & CKF_USER_PIN_FINAL_TRY)));
-  p11c_error_set_detail (error, "pin_locked", g_variant_new_boolean (!!(flags & CKF_USER_PIN_LOCKED)));
+  p11c_error_set_detail_token (error, t->id);
+  p11c_error_set_detail_bool (error, "pin_count_low", !!(flags & CKF_USER_PIN_COUNT_LOW));
+  p11c_error_set_detail_bool (error, "pin_final_try", !!(flags & CKF_USER_PIN_FINAL_TRY));
+  p11c_error_set_detail_bool (error, "pin_locked", !!(flags & CKF_USER_PIN_LOCKED));
 }
 
 static gboolean
@@ -1011,7 +994,7 @@ p11c_token_login (P11cToken *t, P11cSession *s, const char *pin, P11cLoginKind k
                    "(the daemon never retries a wrong PIN). Enter the correct PIN");
       if (error != NULL)
         {
-          p11c_error_set_detail (*error, "pin_not_sent", g_variant_new_boolean (TRUE));
+          p11c_error_set_detail_bool (*error, "pin_not_sent", TRUE);
           set_pin_state_details (t, *error);
         }
       return FALSE;
@@ -1098,7 +1081,7 @@ read_certs (P11cToken *t, GError **error)
 
       e->ref = 1;
       e->storage = g_strdup ("token");
-      e->token_path = g_strdup (t->object_path);
+      e->token_id = g_strdup (t->id);
       e->id = p11c_session_get_bytes (s, h, CKA_ID, NULL);
       if (e->id == NULL)
         e->id = g_bytes_new (NULL, 0);

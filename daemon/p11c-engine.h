@@ -41,7 +41,6 @@ void p11c_token_invalidate (P11cToken *t);
 const char *p11c_token_get_id (P11cToken *t);          /* stable, unique among present tokens */
 const char *p11c_token_get_uri (P11cToken *t);
 const char *p11c_token_get_module_name (P11cToken *t);
-const char *p11c_token_get_object_path (P11cToken *t);
 /* Still in its slot (FALSE once the engine saw it go) */
 gboolean p11c_token_is_present (P11cToken *t);
 /* Bumped whenever the cached certificate list is dropped */
@@ -54,7 +53,7 @@ typedef struct {
   gint             ref;
   char            *uri;
   char            *storage;    /* "token", "system" */
-  char            *token_path; /* object path or "/" */
+  char            *token_id;   /* its token's id; NULL: not on a token */
   char            *label;
   GBytes          *id;
   GBytes          *der;
@@ -131,11 +130,12 @@ typedef void (*P11cRescanDone) (P11cEngine *engine, gpointer data);
 gboolean p11c_engine_rescan (P11cEngine *engine, P11cRescanDone done, gpointer data);
 void p11c_engine_card_event (P11cEngine *engine, gboolean inserted, const char *reader, GBytes *atr);
 
-P11cToken *p11c_engine_find_token_by_path (P11cEngine *engine, const char *path);
+P11cToken *p11c_engine_find_token_by_id (P11cEngine *engine, const char *id);
 
 /* The one resolver of "which token does this name": a token given as a
- * PKCS#11 URI (its token attributes) or an object path; exactly one present
- * token must match.  @absent is the error code when none does:
+ * PKCS#11 URI (its token attributes); exactly one present token must match.
+ * (Object paths are resolved by the bus face, p11c-dbus.c; one that reaches
+ * here named a token that is gone.)  @absent is the error code when none does:
  * P11C_ERROR_TOKEN_NOT_PRESENT where a token was named, P11C_ERROR_NOT_FOUND
  * where an object on a token was. */
 P11cToken *p11c_engine_resolve_token (P11cEngine *engine, const char *spec, GError **error);

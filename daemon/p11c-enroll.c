@@ -10,7 +10,6 @@
 #include "p11c-store.h"
 #include "p11c-tokenkey.h"
 #include "p11c-records.h"
-#include "p11c-vardict.h"
 #include <glib/gstdio.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -68,14 +67,6 @@ p11c_enroll_request_free (P11cEnrollRequest *r)
   g_free (r->pin_file);
   g_free (r);
 }
-
-static const P11cKeySpec request_keys[] = {
-  { "ca", "s", TRUE }, { "login", "s", FALSE }, { "otp", "s", FALSE },
-  { "storage", "s", FALSE }, { "token", "s", FALSE }, { "pin", "s", FALSE },
-  { "key_type", "s", FALSE }, { "subject", "s", FALSE }, { "label", "s", FALSE },
-  { "name", "s", FALSE }, { "fd", "h", FALSE }, { "password", "s", FALSE },
-  { "allow_interaction", "b", FALSE }, { NULL },
-};
 
 static gboolean
 missing (const char *key, const char *why, GError **error)
@@ -154,20 +145,18 @@ parse_subject (const char *text, GError **error)
 }
 
 P11cEnrollRequest *
-p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds, GError **error)
+p11c_enroll_request_new (P11cEngine *engine, const P11cEnrollParams *params, P11cToken *token,
+                         int fd, GError **error)
 {
   g_autoptr(P11cEnrollRequest) r = g_new0 (P11cEnrollRequest, 1);
-  const char *ca, *storage, *key_type, *token, *subject;
+  const char *ca, *storage, *key_type;
   g_autoptr(X509_NAME) name = NULL;
-  gint32 fd_index;
 
-  r->fd = -1;
+  r->fd = fd;
   r->enrolled_by = -1;
   r->config = p11c_engine_get_config (engine);
-  if (!p11c_vardict_validate (request, request_keys, error))
-    return NULL;
 
-  ca = p11c_vardict_get_string (request, "ca", NULL);
+  ca = params->ca;
   r->ca = p11c_engine_find_ca (engine, ca);
   if (r->ca == NULL)
     {
@@ -176,7 +165,7 @@ p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds
       return NULL;
     }
 
-  storage = p11c_vardict_get_string (request, "storage", "token");
+  storage = params->storage ? params->storage : "token";
   if (g_str_equal (storage, "token"))
     r->storage = STORAGE_TOKEN;
   else if (g_str_equal (storage, "system"))
@@ -189,11 +178,16 @@ p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds
                    "Key \"storage\" must be token, system or file, not \"%s\"", storage);
       return NULL;
     }
+  if (r->storage != STORAGE_FILE && r->fd >= 0)
+    {
+      close (r->fd);   /* only a file storage writes to one */
+      r->fd = -1;
+    }
 
-  r->login = g_strdup (p11c_vardict_get_string (request, "login", NULL));
-  r->otp = p11c_vardict_dup_secret (request, "otp");
-  r->pin = p11c_vardict_dup_secret (request, "pin");
-  r->password = p11c_vardict_dup_secret (request, "password");
+  r->login = g_strdup (params->login);
+  r->otp = g_strdup (params->otp);
+  r->pin = g_strdup (params->pin);
+  r->password = g_strdup (params->password);
   if (r->ca->type == P11C_CA_EST)
     {
       if (r->login == NULL || r->login[0] == '\0')
@@ -222,7 +216,7 @@ p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds
         }
     }
 
-  key_type = p11c_vardict_get_string (request, "key_type", NULL);
+  key_type = params->key_type;
   r->key_type = r->ca->key_type;
   if (key_type && !p11c_key_type_from_string (key_type, &r->key_type))
     {
@@ -239,15 +233,14 @@ p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds
       return NULL;
     }
 
-  r->label = g_strdup (p11c_vardict_get_string (request, "label", NULL));
-  r->name = g_strdup (p11c_vardict_get_string (request, "name", NULL));
+  r->label = g_strdup (params->label);
+  r->name = g_strdup (params->name);
   switch (r->storage)
     {
     case STORAGE_TOKEN:
-      token = p11c_vardict_get_string (request, "token", NULL);
-      if (token == NULL)
+      if (params->token == NULL)
         return missing ("token", "the token URI or object path", error) ? NULL : NULL;
-      r->token = p11c_engine_resolve_token (engine, token, error);
+      r->token = token ? token : p11c_engine_resolve_token (engine, params->token, error);
       if (r->token == NULL)
         {
           g_prefix_error (error, "Key \"token\": ");
@@ -293,14 +286,13 @@ p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds
         }
       break;
     case STORAGE_FILE:
-      if (!g_variant_lookup (request, "fd", "h", &fd_index))
+      if (!params->has_fd)
         return missing ("fd", "an open, writable file descriptor for the PKCS#12 file", error) ? NULL : NULL;
-      if (fds == NULL || fd_index < 0 || fd_index >= g_unix_fd_list_get_length (fds))
+      if (r->fd < 0)
         {
           g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS, "Key \"fd\": no file descriptor was passed");
           return NULL;
         }
-      r->fd = g_unix_fd_list_get (fds, fd_index, NULL);
       if (!p11c_store_check_output_fd (r->fd, error))
         return NULL;
       if (r->password == NULL)
@@ -313,14 +305,13 @@ p11c_enroll_request_new (P11cEngine *engine, GVariant *request, GUnixFDList *fds
         }
       break;
     }
-  subject = p11c_vardict_get_string (request, "subject", NULL);
-  if (subject)
-    r->subject = g_strdup (subject);
+  if (params->subject)
+    r->subject = g_strdup (params->subject);
   else if (r->login)
     r->subject = expand_subject (r->ca->subject, r->login);
   else
     {
-      const char *who = p11c_vardict_get_string (request, "name", p11c_vardict_get_string (request, "label", "p11certd"));
+      const char *who = params->name ? params->name : params->label ? params->label : "p11certd";
       r->subject = g_strdup_printf ("CN=%s", who);
     }
   name = parse_subject (r->subject, error);
@@ -390,7 +381,7 @@ typedef struct {
 static gboolean
 job_check (P11cJob *job, GError **error)
 {
-  if (g_cancellable_is_cancelled (job->cancel))
+  if (g_cancellable_is_cancelled (p11c_job_get_cancellable (job)))
     {
       g_set_error (error, P11C_ERROR, P11C_ERROR_CANCELLED, "The job was cancelled");
       return FALSE;
@@ -713,7 +704,7 @@ with_retries (const P11cCaProfile *ca, P11cJob *job, const P11cEstServer *srv, C
           if (g_error_matches (local, P11C_ERROR, P11C_ERROR_CA_UNREACHABLE))
             {
               g_prefix_error (&local, "Gave up after %u attempt(s); contact your CA administrator (manager). ", attempt);
-              p11c_error_set_detail (local, "attempts", g_variant_new_uint32 (attempt));
+              p11c_error_set_detail_uint (local, "attempts", attempt);
             }
           g_propagate_error (error, g_steal_pointer (&local));
           return FALSE;
@@ -799,7 +790,7 @@ static gboolean
 call_cacerts (const P11cEstServer *srv, P11cJob *job, gpointer data, GError **error)
 {
   P11cX509Stack **out = data;
-  *out = p11c_est_get_cacerts (srv, job->cancel, error);
+  *out = p11c_est_get_cacerts (srv, p11c_job_get_cancellable (job), error);
   return *out != NULL;
 }
 
@@ -820,7 +811,7 @@ call_enroll (const P11cEstServer *srv, P11cJob *job, gpointer data, GError **err
     {
       guint retry_after = 0;
       if (!p11c_est_enroll (srv, c->req->renew, c->csr, c->csr_len, c->req->login, c->req->otp,
-                            job->cancel, &c->cert, &retry_after, error))
+                            p11c_job_get_cancellable (job), &c->cert, &retry_after, error))
         return FALSE;
       if (c->cert != NULL)
         return TRUE;
@@ -844,14 +835,14 @@ call_enroll (const P11cEstServer *srv, P11cJob *job, gpointer data, GError **err
                          "then enroll again", c->req->ca->max_wait, retry_after);
           if (error != NULL)
             {
-              p11c_error_set_detail (*error, "reason", g_variant_new_string ("not-issued"));
-              p11c_error_set_detail (*error, "max_wait", g_variant_new_uint32 (c->req->ca->max_wait));
-              p11c_error_set_detail (*error, "retry_after", g_variant_new_uint32 (retry_after));
+              p11c_error_set_detail_string (*error, "reason", "not-issued");
+              p11c_error_set_detail_uint (*error, "max_wait", c->req->ca->max_wait);
+              p11c_error_set_detail_uint (*error, "retry_after", retry_after);
             }
           return FALSE;
         }
       p11c_job_set_state (job, "waiting-for-ca", 0.5);
-      p11c_job_set_attempt (job, job->attempt, g_get_real_time () / G_USEC_PER_SEC + retry_after);
+      p11c_job_set_retry_at (job, g_get_real_time () / G_USEC_PER_SEC + retry_after);
       if (!p11c_job_wait (job, retry_after))
         return job_check (job, error);
       c->waited += retry_after;
@@ -916,8 +907,8 @@ call_scep_discover (const P11cEstServer *srv, P11cJob *job, gpointer data, GErro
   ScepCa *c = data;
 
   scep_ca_clear (c);
-  return p11c_scep_get_caps (srv, job->cancel, &c->caps, error)
-         && p11c_scep_get_ca (srv, c->fingerprint, job->cancel, &c->ca, &c->recipient, &c->certs, error);
+  return p11c_scep_get_caps (srv, p11c_job_get_cancellable (job), &c->caps, error)
+         && p11c_scep_get_ca (srv, c->fingerprint, p11c_job_get_cancellable (job), &c->ca, &c->recipient, &c->certs, error);
 }
 
 /* Before any key is made: what the CA can do, and its certificates (so a
@@ -1034,7 +1025,7 @@ call_scep (const P11cEstServer *srv, P11cJob *job, gpointer data, GError **error
                                : c->req->renew ? P11C_SCEP_RENEWAL_REQ : P11C_SCEP_PKCS_REQ;
       g_autoptr(GError) token_error = NULL;
 
-      if (!p11c_scep_pki_operation (srv, c->cl, type, c->csr, job->cancel, &c->cert, error))
+      if (!p11c_scep_pki_operation (srv, c->cl, type, c->csr, p11c_job_get_cancellable (job), &c->cert, error))
         {
           /* a signature on the token failed: the token's error, final */
           if (c->signer->on_token && p11c_token_key_take_error (c->signer->key, &token_error))
@@ -1057,7 +1048,7 @@ call_scep (const P11cEstServer *srv, P11cJob *job, gpointer data, GError **error
           return FALSE;
         }
       p11c_job_set_state (job, "waiting-for-ca", 0.5);
-      p11c_job_set_attempt (job, job->attempt, g_get_real_time () / G_USEC_PER_SEC + interval);
+      p11c_job_set_retry_at (job, g_get_real_time () / G_USEC_PER_SEC + interval);
       if (!p11c_job_wait (job, interval))
         return job_check (job, error);
       c->waited += interval;
@@ -1369,7 +1360,7 @@ record_issued (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, X509 *cer
   if (r->token != NULL)
     p11c_token_get_info (r->token, &info, NULL);
   rec = p11c_issued_new (cert, r->ca->name, uri, storage_names[r->storage], r->token ? &info : NULL,
-                         r->enrolled_by >= 0 ? r->enrolled_by : (gint64) job->owner_uid);
+                         r->enrolled_by >= 0 ? r->enrolled_by : (gint64) p11c_job_get_owner_uid (job));
   if (!p11c_records_put (p11c_engine_get_records (engine), rec, r->old_sha256, &error))
     g_warning ("%s", error->message);
 }
@@ -1391,7 +1382,7 @@ p11c_enroll_run (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, GError 
   if (r->token != NULL)
     {
       /* one job per token at a time; a queued job stays cancellable */
-      if (!p11c_token_job_acquire (r->token, job->cancel))
+      if (!p11c_token_job_acquire (r->token, p11c_job_get_cancellable (job)))
         {
           job_check (job, &local);
           goto out;
@@ -1431,7 +1422,7 @@ p11c_enroll_run (P11cEngine *engine, P11cJob *job, P11cEnrollRequest *r, GError 
       record_issued (engine, job, r, cert, uri);
       p11c_log_event (G_LOG_LEVEL_MESSAGE, r->renew ? P11C_MSGID_RENEWED : P11C_MSGID_ENROLLED, token_id,
                       sum->sha256, sum->subject, sum->not_after, "%s %s from CA %s into %s (by uid %u)",
-                      r->renew ? "Renewed" : "Enrolled", sum->subject, r->ca->name, uri, job->owner_uid);
+                      r->renew ? "Renewed" : "Enrolled", sum->subject, r->ca->name, uri, p11c_job_get_owner_uid (job));
     }
 
 out:

@@ -3,7 +3,7 @@
  * certificate from the CA (EST or the local CA), written next to the key.
  * Runs in a worker thread as a job. */
 #include <gio/gio.h>
-#include <gio/gunixfdlist.h>
+#include "p11c-wire.h"
 #include "p11c-engine.h"
 #include "p11c-job.h"
 
@@ -12,9 +12,12 @@ G_BEGIN_DECLS
 typedef struct _P11cEnrollRequest P11cEnrollRequest;
 
 /* Validate and resolve a request on the main thread (token, CA profile,
- * secrets, fd).  Errors name the offending key. */
-P11cEnrollRequest *p11c_enroll_request_new (P11cEngine *engine, GVariant *request,
-                                            GUnixFDList *fds, GError **error);
+ * secrets, fd).  Errors name the offending key.  @token: the token
+ * @params->token named, when the caller resolved it (an object path);
+ * NULL: resolve it here as a PKCS#11 URI.  @fd: the output file the
+ * caller passed (taken), -1: none. */
+P11cEnrollRequest *p11c_enroll_request_new (P11cEngine *engine, const P11cEnrollParams *params,
+                                            P11cToken *token, int fd, GError **error);
 void p11c_enroll_request_free (P11cEnrollRequest *req);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (P11cEnrollRequest, p11c_enroll_request_free)
 

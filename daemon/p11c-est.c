@@ -704,7 +704,7 @@ set_curl_reason (GError **error, CURLcode rc)
     reason = "tls";
   else
     reason = "transfer";
-  p11c_error_set_detail (*error, "reason", g_variant_new_string (reason));
+  p11c_error_set_detail_string (*error, "reason", reason);
 }
 
 /* Map a failed curl_easy_perform to a P11C_ERROR. */
@@ -1099,8 +1099,8 @@ set_http_error (GError **error, const P11cEstServer *srv, const Reply *r, gboole
       const char *reason = (st == 401 || st == 403) ? (with_login ? "credentials" : "client-certificate")
                            : st >= 500 ? "server-error" : st >= 400 ? "request"
                            : st >= 300 && st < 400 ? "redirect" : "bad-reply";
-      p11c_error_set_detail (*error, "reason", g_variant_new_string (reason));
-      p11c_error_set_detail (*error, "http_status", g_variant_new_uint32 ((guint32) st));
+      p11c_error_set_detail_string (*error, "reason", reason);
+      p11c_error_set_detail_uint (*error, "http_status", (guint32) st);
     }
   return FALSE;
 }

@@ -1,7 +1,28 @@
 #define G_LOG_DOMAIN "p11c-job"
 #include "p11c-job.h"
 #include "p11c-error.h"
-#include "p11c-names.h"
+
+struct _P11cJob {
+  gint          ref;
+  guint         id;
+  char         *operation;
+  guint         owner_uid;
+  char         *owner_sender;
+  GCancellable *cancel;
+  GMainContext *context;
+  /* ---- guarded by lock ---- */
+  GMutex        lock;
+  char         *state;
+  double        progress;
+  guint         attempt;
+  gint64        retry_at;
+  GError       *error;
+  char         *result;
+  gboolean      finished;
+  /* ---- main thread ---- */
+  P11cJobNotify notify;
+  gpointer      notify_data;
+};
 
 P11cJob *
 p11c_job_new (guint id, const char *operation, guint owner_uid, const char *sender)
@@ -10,7 +31,6 @@ p11c_job_new (guint id, const char *operation, guint owner_uid, const char *send
 
   j->ref = 1;
   j->id = id;
-  j->path = g_strdup_printf (P11C_DBUS_JOBS_PATH "/%u", id);
   j->operation = g_strdup (operation);
   j->owner_uid = owner_uid;
   j->owner_sender = g_strdup (sender);
@@ -33,30 +53,98 @@ p11c_job_unref (P11cJob *j)
 {
   if (j == NULL || !g_atomic_int_dec_and_test (&j->ref))
     return;
-  g_free (j->path);
   g_free (j->operation);
   g_free (j->owner_sender);
   g_object_unref (j->cancel);
   g_main_context_unref (j->context);
   g_mutex_clear (&j->lock);
   g_free (j->state);
-  g_free (j->error_name);
-  g_free (j->error_message);
-  g_clear_pointer (&j->error_details, g_variant_unref);
+  g_clear_error (&j->error);
   g_free (j->result);
   g_free (j);
 }
 
+guint
+p11c_job_get_id (P11cJob *j)
+{
+  return j->id;
+}
+
+guint
+p11c_job_get_owner_uid (P11cJob *j)
+{
+  return j->owner_uid;
+}
+
+const char *
+p11c_job_get_owner_sender (P11cJob *j)
+{
+  return j->owner_sender;
+}
+
+GCancellable *
+p11c_job_get_cancellable (P11cJob *j)
+{
+  return j->cancel;
+}
+
+void
+p11c_job_set_notify (P11cJob *j, P11cJobNotify notify, gpointer user_data)
+{
+  j->notify = notify;
+  j->notify_data = user_data;
+}
+
+void
+p11c_job_state_free (P11cJobState *st)
+{
+  if (st == NULL)
+    return;
+  g_free (st->operation);
+  g_free (st->state);
+  g_clear_error (&st->error);
+  g_free (st->result);
+  g_free (st);
+}
+
+static P11cJobState *
+state_locked (P11cJob *j)
+{
+  P11cJobState *st = g_new0 (P11cJobState, 1);
+
+  st->id = j->id;
+  st->operation = g_strdup (j->operation);
+  st->state = g_strdup (j->state);
+  st->progress = j->progress;
+  st->attempt = j->attempt;
+  st->retry_at = j->retry_at;
+  st->error = j->error ? g_error_copy (j->error) : NULL;
+  st->result = g_strdup (j->result);
+  st->owner_uid = j->owner_uid;
+  st->finished = j->finished;
+  return st;
+}
+
+P11cJobState *
+p11c_job_get_state (P11cJob *j)
+{
+  P11cJobState *st;
+  g_mutex_lock (&j->lock);
+  st = state_locked (j);
+  g_mutex_unlock (&j->lock);
+  return st;
+}
+
 typedef struct {
-  P11cJob  *job;
-  GVariant *props;
+  P11cJob      *job;
+  P11cJobState *state;
 } Notify;
 
 static void
 notify_free (Notify *n)
 {
   p11c_job_unref (n->job);
-  g_variant_unref (n->props);
+  p11c_job_state_free (n->state);
   g_free (n);
 }
 
@@ -65,11 +153,9 @@ notify_idle (gpointer data)
 {
   Notify *n = data;
   if (n->job->notify)
-    n->job->notify (n->job, n->props, n->job->notify_data);
+    n->job->notify (n->job, n->state, n->job->notify_data);
   return G_SOURCE_REMOVE;
 }
-
-static GVariant *props_locked (P11cJob *j);
 
 /* Called with the lock held: every change is reported, in order, with the
  * values it had (a client following the job sees each state). */
@@ -78,7 +164,7 @@ schedule_notify (P11cJob *j)
 {
   Notify *n = g_new0 (Notify, 1);
   n->job = p11c_job_ref (j);
-  n->props = g_variant_ref_sink (props_locked (j));
+  n->state = state_locked (j);
   g_main_context_invoke_full (j->context, G_PRIORITY_DEFAULT, notify_idle, n, (GDestroyNotify) notify_free);
 }
 
@@ -109,6 +195,15 @@ p11c_job_set_attempt (P11cJob *j, guint attempt, gint64 retry_at)
 }
 
 void
+p11c_job_set_retry_at (P11cJob *j, gint64 retry_at)
+{
+  g_mutex_lock (&j->lock);
+  j->retry_at = retry_at;
+  schedule_notify (j);
+  g_mutex_unlock (&j->lock);
+}
+
+void
 p11c_job_finish (P11cJob *j, const char *result, const GError *error)
 {
   g_mutex_lock (&j->lock);
@@ -124,11 +219,7 @@ p11c_job_finish (P11cJob *j, const char *result, const GError *error)
     {
       gboolean cancelled = g_error_matches (error, P11C_ERROR, P11C_ERROR_CANCELLED);
       j->state = g_strdup (cancelled ? "cancelled" : "failed");
-      j->error_name = error->domain == P11C_ERROR
-                        ? g_strconcat (P11C_DBUS_ERROR_PREFIX, p11c_error_to_name (error->code), NULL)
-                        : g_strdup (P11C_DBUS_ERROR_PREFIX "Failed");
-      j->error_message = g_strdup (error->message);
-      j->error_details = g_variant_ref_sink (p11c_error_get_details (error));
+      j->error = g_error_copy (error);
     }
   j->retry_at = 0;
   g_mutex_unlock (&j->lock);
@@ -142,78 +233,6 @@ p11c_job_is_finished (P11cJob *j)
   finished = j->finished;
   g_mutex_unlock (&j->lock);
   return finished;
-}
-
-static GVariant *
-props_locked (P11cJob *j)
-{
-  GVariantBuilder b;
-
-  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  g_variant_builder_add (&b, "{sv}", "Operation", g_variant_new_string (j->operation));
-  g_variant_builder_add (&b, "{sv}", "State", g_variant_new_string (j->state));
-  g_variant_builder_add (&b, "{sv}", "Progress", g_variant_new_double (j->progress));
-  g_variant_builder_add (&b, "{sv}", "Attempt", g_variant_new_uint32 (j->attempt));
-  g_variant_builder_add (&b, "{sv}", "RetryAt", g_variant_new_int64 (j->retry_at));
-  g_variant_builder_add (&b, "{sv}", "Error", g_variant_new_string (j->error_name ? j->error_name : ""));
-  g_variant_builder_add (&b, "{sv}", "ErrorMessage", g_variant_new_string (j->error_message ? j->error_message : ""));
-  g_variant_builder_add (&b, "{sv}", "ErrorDetails",
-                         j->error_details ? j->error_details : g_variant_new_array (G_VARIANT_TYPE ("{sv}"), NULL, 0));
-  g_variant_builder_add (&b, "{sv}", "Result", g_variant_new_string (j->result ? j->result : ""));
-  g_variant_builder_add (&b, "{sv}", "Owner", g_variant_new_uint32 (j->owner_uid));
-  return g_variant_builder_end (&b);
-}
-
-gboolean
-p11c_job_property_is_public (const char *name)
-{
-  static const char *const public_props[] = { "Operation", "State", "Progress", "Attempt", "RetryAt", NULL };
-  return g_strv_contains (public_props, name);
-}
-
-static GVariant *
-end_or_null (GVariantBuilder *b, guint n)
-{
-  if (n > 0)
-    return g_variant_builder_end (b);
-  g_variant_builder_clear (b);
-  return NULL;
-}
-
-void
-p11c_job_split_props (GVariant *props, GVariant **public_part, GVariant **private_part)
-{
-  GVariantBuilder pub, priv;
-  GVariantIter iter;
-  const char *key;
-  GVariant *value;
-  guint n_pub = 0, n_priv = 0;
-
-  g_variant_builder_init (&pub, G_VARIANT_TYPE_VARDICT);
-  g_variant_builder_init (&priv, G_VARIANT_TYPE_VARDICT);
-  g_variant_iter_init (&iter, props);
-  while (g_variant_iter_next (&iter, "{&sv}", &key, &value))
-    {
-      gboolean is_public = p11c_job_property_is_public (key);
-      g_variant_builder_add (is_public ? &pub : &priv, "{sv}", key, value);
-      if (is_public)
-        n_pub++;
-      else
-        n_priv++;
-      g_variant_unref (value);
-    }
-  *public_part = end_or_null (&pub, n_pub);
-  *private_part = end_or_null (&priv, n_priv);
-}
-
-GVariant *
-p11c_job_to_variant (P11cJob *j)
-{
-  GVariant *v;
-  g_mutex_lock (&j->lock);
-  v = props_locked (j);
-  g_mutex_unlock (&j->lock);
-  return v;
 }
 
 typedef struct {

@@ -1,7 +1,6 @@
 #define G_LOG_DOMAIN "p11c-localca"
 #include "p11c-localca.h"
 #include "p11c-cert.h"
-#include "p11c-names.h"
 #include "p11c-error.h"
 #include "p11c-store.h"
 #include <openssl/pem.h>
@@ -127,7 +126,7 @@ load_ca (const char *dir, gboolean create, X509 **cert_out, EVP_PKEY **key_out, 
           g_mutex_unlock (&ca_lock);
           g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
                        "The local CA does not exist yet: it is created by its first certificate "
-                       "(an enrollment through a profile of type local, which needs %s)", P11C_ACTION_LOCAL_CA);
+                       "(an enrollment through a profile of type local, by someone allowed to issue from the local CA)");
           return FALSE;
         }
       if (!create_ca (dir, error))

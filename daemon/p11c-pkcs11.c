@@ -239,11 +239,11 @@ p11c_ckr_check (CK_RV rv, const char *what, GError **error)
   /* the number too: vendor codes and codes newer than this build say
    * nothing by name */
   e = g_error_new (P11C_ERROR, code, "%s: %s (%s, 0x%08lx)", what, hint, p11c_ckr_name (rv), (unsigned long) rv);
-  p11c_error_set_detail (e, "ckr", g_variant_new_string (p11c_ckr_name (rv)));
+  p11c_error_set_detail_string (e, "ckr", p11c_ckr_name (rv));
   if (rule != NULL)
     {
       const char *broken[] = { rule, NULL };
-      p11c_error_set_detail (e, "broken", g_variant_new_strv (broken, -1));
+      p11c_error_set_detail_strv (e, "broken", broken);
     }
   g_propagate_error (error, e);
   return FALSE;

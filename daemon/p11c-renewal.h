@@ -50,7 +50,8 @@ typedef struct {
 typedef struct {
   GPtrArray *requests;       /* P11cEnrollRequest, to run as jobs */
   GPtrArray *system_requests; /* the system store's: they need the caller's
-                               * right to renew it (org.p11certd.renew.system) */
+                               * right to renew the system store, which the
+                               * bus face checks */
   GPtrArray *system_uris;    /* the URI of each of system_requests */
   GPtrArray *needs_person;   /* P11cNeedsPerson */
   GPtrArray *not_renewable;  /* char *uri: no profile any more, unreadable, a copy */

@@ -443,10 +443,9 @@ fail_info_error (PKCS7_SIGNER_INFO *si, GError **error)
   if (error != NULL && *error != NULL)
     {
       static const char *const names[] = { "badAlg", "badMessageCheck", "badRequest", "badTime", "badCertId" };
-      p11c_error_set_detail (*error, "reason", g_variant_new_string (n == 2 ? "credentials" : n == 3 ? "clock"
-                                                                                               : "request"));
+      p11c_error_set_detail_string (*error, "reason", n == 2 ? "credentials" : n == 3 ? "clock" : "request");
       if (n < G_N_ELEMENTS (names))
-        p11c_error_set_detail (*error, "fail_info", g_variant_new_string (names[n]));
+        p11c_error_set_detail_string (*error, "fail_info", names[n]);
     }
   return FALSE;
 }

@@ -353,7 +353,6 @@ p11c_system_store_list (const char *state_dir)
       e->ref = 1;
       e->uri = g_strconcat ("system:", name, NULL);
       e->storage = g_strdup ("system");
-      e->token_path = g_strdup ("/");
       e->label = g_strdup (name);
       e->id = g_bytes_new (NULL, 0);
       e->has_private_key = g_file_test (kp, G_FILE_TEST_EXISTS);

@@ -1,0 +1,139 @@
+#pragma once
+/* The wire: the a{sv} dictionaries of the D-Bus API (dbus/org.p11certd1.xml)
+ * as typed C values, both ways.  Daemon, client and fuzzers share these
+ * keys and codecs; nobody else spells a dictionary key.
+ *
+ * from_variant functions validate first (unknown keys, wrong types,
+ * missing required keys, oversized strings → P11C_ERROR_INVALID_ARGS naming
+ * the key) and leave @out cleared on error.  Secrets (PINs, one-time
+ * passwords, passwords) are wipeable copies, wiped by the _clear functions. */
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+/* ---- keys ---------------------------------------------------------------- */
+
+#define P11C_KEY_ALLOW_INTERACTION "allow_interaction"
+#define P11C_KEY_CA                "ca"
+#define P11C_KEY_STORAGE           "storage"
+#define P11C_KEY_TOKEN             "token"
+#define P11C_KEY_LOGIN             "login"
+#define P11C_KEY_OTP               "otp"
+#define P11C_KEY_PIN               "pin"
+#define P11C_KEY_PASSWORD          "password"
+#define P11C_KEY_KEY_TYPE          "key_type"
+#define P11C_KEY_SUBJECT           "subject"
+#define P11C_KEY_LABEL             "label"
+#define P11C_KEY_NAME              "name"
+#define P11C_KEY_FD                "fd"
+#define P11C_KEY_REKEY             "rekey"
+#define P11C_KEY_KEEP_KEY          "keep_key"
+
+/* ---- Manager.Enroll(a{sv} request) ---------------------------------------- */
+
+typedef struct {
+  char     *ca;          /* required */
+  char     *storage;     /* token | system | file; NULL: token */
+  char     *token;       /* a PKCS#11 URI or a token's object path */
+  char     *login;
+  char     *otp;         /* secret */
+  char     *pin;         /* secret */
+  char     *password;    /* secret (file storage) */
+  char     *key_type;
+  char     *subject;
+  char     *label;
+  char     *name;        /* system storage: the entry */
+  gboolean  has_fd;
+  gint32    fd_index;    /* index into the message's fd list */
+  gboolean  allow_interaction;
+} P11cEnrollParams;
+
+gboolean p11c_wire_enroll_from_variant (GVariant *dict, P11cEnrollParams *out, GError **error);
+GVariant *p11c_wire_enroll_to_variant (const P11cEnrollParams *p);   /* floating a{sv} */
+void p11c_enroll_params_clear (P11cEnrollParams *p);
+/* What the polkit check reads before validation: "storage" (default
+ * "token") and "ca" ("" when absent or not a string) of any dictionary. */
+const char *p11c_wire_enroll_peek_storage (GVariant *dict);
+const char *p11c_wire_enroll_peek_ca (GVariant *dict);
+
+/* ---- Manager.Renew(s uri, a{sv} options) -------------------------------- */
+
+typedef struct {
+  char     *pin;         /* secret; NULL: the daemon's PIN file, if any */
+  gboolean  rekey;       /* default TRUE */
+  gboolean  allow_interaction;
+} P11cRenewParams;
+
+gboolean p11c_wire_renew_from_variant (GVariant *dict, P11cRenewParams *out, GError **error);
+GVariant *p11c_wire_renew_to_variant (const P11cRenewParams *p);
+void p11c_renew_params_clear (P11cRenewParams *p);
+
+/* ---- Manager.ListCerts(a{sv} options) ----------------------------------- */
+
+typedef struct {
+  char     *token;       /* one token (URI or object path), or NULL */
+  char     *storage;     /* token | system | file, or NULL: tokens and the system store */
+  gboolean  allow_interaction;
+} P11cListParams;
+
+gboolean p11c_wire_list_from_variant (GVariant *dict, P11cListParams *out, GError **error);
+GVariant *p11c_wire_list_to_variant (const P11cListParams *p);
+void p11c_list_params_clear (P11cListParams *p);
+
+/* ---- options of DeleteCert, ChangePin, RenewDue -------------------------- */
+
+typedef struct {
+  gboolean keep_key;           /* DeleteCert only */
+  gboolean allow_interaction;
+} P11cOptions;
+
+/* @keep_key_allowed: whether "keep_key" is a valid key (DeleteCert) */
+gboolean p11c_wire_options_from_variant (GVariant *dict, gboolean keep_key_allowed, P11cOptions *out,
+                                         GError **error);
+GVariant *p11c_wire_options_to_variant (const P11cOptions *o, gboolean keep_key_allowed);
+
+/* ---- org.p11certd1.Job properties ---------------------------------------- */
+
+#define P11C_JOB_OPERATION      "Operation"
+#define P11C_JOB_STATE          "State"
+#define P11C_JOB_PROGRESS       "Progress"
+#define P11C_JOB_ATTEMPT        "Attempt"
+#define P11C_JOB_RETRY_AT       "RetryAt"
+#define P11C_JOB_ERROR          "Error"
+#define P11C_JOB_ERROR_MESSAGE  "ErrorMessage"
+#define P11C_JOB_ERROR_DETAILS  "ErrorDetails"
+#define P11C_JOB_RESULT         "Result"
+#define P11C_JOB_OWNER          "Owner"
+
+typedef struct {
+  char     *operation;
+  char     *state;
+  double    progress;
+  guint32   attempt;
+  gint64    retry_at;
+  char     *error;          /* D-Bus error name, "" while none */
+  char     *error_message;
+  GVariant *error_details;  /* a{sv}, never NULL once decoded */
+  char     *result;
+  guint32   owner;
+} P11cWireJob;
+
+GVariant *p11c_wire_job_to_variant (const P11cWireJob *job);   /* floating a{sv}, every property */
+/* Absent properties (another user's job shows only the public ones) keep
+ * their defaults: "" strings, 0 numbers, an empty ErrorDetails. */
+void p11c_wire_job_from_variant (GVariant *props, P11cWireJob *out);
+void p11c_wire_job_clear (P11cWireJob *job);
+
+/* What a job shows to users other than its owner and root: what runs and
+ * how far it is (Operation, State, Progress, Attempt, RetryAt) — not its
+ * Result, Owner, Error or ErrorMessage.  split_props divides an a{sv} of job
+ * properties into those two parts (each a new floating a{sv}, or NULL when
+ * empty). */
+gboolean p11c_wire_job_property_is_public (const char *name);
+void p11c_wire_job_split_props (GVariant *props, GVariant **public_part, GVariant **private_part);
+
+/* The "allow_interaction" of a method's trailing a{sv} (unvalidated
+ * arguments, before the polkit check); FALSE when there is none. */
+gboolean p11c_wire_allow_interaction (GVariant *params);
+
+G_END_DECLS
