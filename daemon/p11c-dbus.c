@@ -943,6 +943,16 @@ static GVariant *
 ca_certificate_thread (Call *c, GError **error)
 {
   g_autofree char *pem = p11c_enroll_ca_certificate_pem (c->d->engine, c->storage, error);
+  const P11cCaProfile *p = p11c_engine_find_ca (c->d->engine, c->storage);
+
+  if (pem == NULL && p != NULL && p->type == P11C_CA_LOCAL
+      && g_error_matches (*error, P11C_ERROR, P11C_ERROR_NOT_FOUND))
+    {
+      /* the local CA is not made yet: say who may make it */
+      char *message = g_strdup_printf ("%s, which needs %s", (*error)->message, P11C_ACTION_LOCAL_CA);
+      g_free ((*error)->message);
+      (*error)->message = message;
+    }
   return pem ? g_variant_new ("(s)", pem) : NULL;
 }
 

@@ -126,7 +126,7 @@ load_ca (const char *dir, gboolean create, X509 **cert_out, EVP_PKEY **key_out, 
           g_mutex_unlock (&ca_lock);
           g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
                        "The local CA does not exist yet: it is created by its first certificate "
-                       "(an enrollment through a profile of type local, by someone allowed to issue from the local CA)");
+                       "(an enrollment through a profile of type local)");
           return FALSE;
         }
       if (!create_ca (dir, error))
