@@ -2,6 +2,7 @@
 #include "p11c-wire.h"
 #include "p11c-secret.h"
 #include "p11c-vardict.h"
+#include <gio/gio.h>
 #include <string.h>
 
 static void
@@ -15,6 +16,14 @@ static void
 add_bool (GVariantBuilder *b, const char *key, gboolean value)
 {
   g_variant_builder_add (b, "{sv}", key, g_variant_new_boolean (value));
+}
+
+/* the string at @key, "" when absent */
+static char *
+lookup_string (GVariant *dict, const char *key)
+{
+  const char *v = NULL;
+  return g_strdup (g_variant_lookup (dict, key, "&s", &v) ? v : "");
 }
 
 /* ---- Enroll ---------------------------------------------------------------- */
@@ -234,6 +243,206 @@ p11c_wire_allow_interaction (GVariant *params)
          && p11c_vardict_get_bool (options, P11C_KEY_ALLOW_INTERACTION, FALSE);
 }
 
+/* ---- certificates ------------------------------------------------------------ */
+
+#define CERT_URI             "uri"
+#define CERT_TOKEN           "token"
+#define CERT_STORAGE         "storage"
+#define CERT_LABEL           "label"
+#define CERT_ID              "id"
+#define CERT_DER             "der"
+#define CERT_HAS_PRIVATE_KEY "has_private_key"
+#define CERT_CA              "ca"
+#define CERT_SUBJECT         "subject"
+#define CERT_ISSUER          "issuer"
+#define CERT_SERIAL          "serial"
+#define CERT_NOT_BEFORE      "not_before"
+#define CERT_NOT_AFTER       "not_after"
+#define CERT_SHA256          "sha256"
+#define CERT_KEY_TYPE        "key_type"
+#define CERT_RENEWAL_DUE     "renewal_due"
+#define CERT_DAYS_LEFT       "days_left"
+#define CERT_ERROR           "error"
+
+GVariant *
+p11c_wire_cert_to_variant (const P11cWireCert *c)
+{
+  GVariantBuilder b;
+  gsize der_len = 0;
+  const guint8 *der = c->der ? g_bytes_get_data (c->der, &der_len) : NULL;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&b, "{sv}", CERT_URI, g_variant_new_string (c->uri ? c->uri : ""));
+  g_variant_builder_add (&b, "{sv}", CERT_TOKEN, g_variant_new_object_path (c->token ? c->token : "/"));
+  g_variant_builder_add (&b, "{sv}", CERT_STORAGE, g_variant_new_string (c->storage ? c->storage : ""));
+  g_variant_builder_add (&b, "{sv}", CERT_LABEL, g_variant_new_string (c->label ? c->label : ""));
+  g_variant_builder_add (&b, "{sv}", CERT_ID, g_variant_new_string (c->id ? c->id : ""));
+  g_variant_builder_add (&b, "{sv}", CERT_DER,
+                         g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, der ? der : (const guint8 *) "", der_len, 1));
+  add_bool (&b, CERT_HAS_PRIVATE_KEY, c->has_private_key);
+  if (!c->parsed)
+    {
+      add_string (&b, CERT_ERROR, c->error ? c->error : "invalid");
+      return g_variant_builder_end (&b);
+    }
+  add_string (&b, CERT_CA, c->ca);
+  add_string (&b, CERT_SUBJECT, c->subject ? c->subject : "");
+  add_string (&b, CERT_ISSUER, c->issuer ? c->issuer : "");
+  add_string (&b, CERT_SERIAL, c->serial ? c->serial : "");
+  g_variant_builder_add (&b, "{sv}", CERT_NOT_BEFORE, g_variant_new_int64 (c->not_before));
+  g_variant_builder_add (&b, "{sv}", CERT_NOT_AFTER, g_variant_new_int64 (c->not_after));
+  add_string (&b, CERT_SHA256, c->sha256 ? c->sha256 : "");
+  add_string (&b, CERT_KEY_TYPE, c->key_type ? c->key_type : "");
+  add_bool (&b, CERT_RENEWAL_DUE, c->renewal_due);
+  g_variant_builder_add (&b, "{sv}", CERT_DAYS_LEFT, g_variant_new_int64 (c->days_left));
+  return g_variant_builder_end (&b);
+}
+
+static char *
+lookup_dup (GVariant *dict, const char *key)
+{
+  const char *v = NULL;
+  return g_variant_lookup (dict, key, "&s", &v) ? g_strdup (v) : NULL;
+}
+
+gboolean
+p11c_wire_cert_from_variant (GVariant *dict, P11cWireCert *out, GError **error)
+{
+  g_autoptr(GVariant) der = NULL;
+  const char *token = NULL;
+
+  memset (out, 0, sizeof *out);
+  if (!g_variant_is_of_type (dict, G_VARIANT_TYPE_VARDICT)
+      || !g_variant_lookup (dict, CERT_URI, "&s", NULL))
+    {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "A certificate entry without a uri");
+      return FALSE;
+    }
+  out->uri = lookup_dup (dict, CERT_URI);
+  out->token = g_strdup (g_variant_lookup (dict, CERT_TOKEN, "&o", &token) ? token : "/");
+  out->storage = lookup_dup (dict, CERT_STORAGE);
+  out->label = lookup_dup (dict, CERT_LABEL);
+  out->id = lookup_dup (dict, CERT_ID);
+  der = g_variant_lookup_value (dict, CERT_DER, G_VARIANT_TYPE_BYTESTRING);
+  out->der = der ? g_variant_get_data_as_bytes (der) : g_bytes_new (NULL, 0);
+  g_variant_lookup (dict, CERT_HAS_PRIVATE_KEY, "b", &out->has_private_key);
+  out->ca = lookup_dup (dict, CERT_CA);
+  out->error = lookup_dup (dict, CERT_ERROR);
+  out->parsed = g_variant_lookup (dict, CERT_NOT_AFTER, "x", &out->not_after);
+  out->subject = lookup_dup (dict, CERT_SUBJECT);
+  out->issuer = lookup_dup (dict, CERT_ISSUER);
+  out->serial = lookup_dup (dict, CERT_SERIAL);
+  g_variant_lookup (dict, CERT_NOT_BEFORE, "x", &out->not_before);
+  out->sha256 = lookup_dup (dict, CERT_SHA256);
+  out->key_type = lookup_dup (dict, CERT_KEY_TYPE);
+  g_variant_lookup (dict, CERT_RENEWAL_DUE, "b", &out->renewal_due);
+  g_variant_lookup (dict, CERT_DAYS_LEFT, "x", &out->days_left);
+  return TRUE;
+}
+
+void
+p11c_wire_cert_clear (P11cWireCert *c)
+{
+  g_free (c->uri);
+  g_free (c->token);
+  g_free (c->storage);
+  g_free (c->label);
+  g_free (c->id);
+  g_clear_pointer (&c->der, g_bytes_unref);
+  g_free (c->ca);
+  g_free (c->subject);
+  g_free (c->issuer);
+  g_free (c->serial);
+  g_free (c->sha256);
+  g_free (c->key_type);
+  g_free (c->error);
+  memset (c, 0, sizeof *c);
+}
+
+/* ---- tokens ------------------------------------------------------------------ */
+
+/* One table: the property name, its ListTokens key, where it lives */
+typedef struct {
+  const char *property;
+  const char *key;
+  gsize       offset;
+  gboolean    is_bool;
+} TokenField;
+
+#define TF_S(prop, key, field) { prop, key, G_STRUCT_OFFSET (P11cWireToken, field), FALSE }
+#define TF_B(prop, key, field) { prop, key, G_STRUCT_OFFSET (P11cWireToken, field), TRUE }
+static const TokenField token_fields[] = {
+  TF_S ("Label", "label", label), TF_S ("Serial", "serial", serial),
+  TF_S ("Manufacturer", "manufacturer", manufacturer), TF_S ("Model", "model", model),
+  TF_S ("Slot", "slot", slot), TF_S ("Uri", "uri", uri), TF_S ("Module", "module", module),
+  TF_B ("Present", "present", present), TF_B ("LoginRequired", "login_required", login_required),
+  TF_B ("PinCountLow", "pin_count_low", pin_count_low), TF_B ("PinFinalTry", "pin_final_try", pin_final_try),
+  TF_B ("PinLocked", "pin_locked", pin_locked),
+};
+
+static void
+token_fields_add (GVariantBuilder *b, const P11cWireToken *t, gboolean properties)
+{
+  for (gsize i = 0; i < G_N_ELEMENTS (token_fields); i++)
+    {
+      const TokenField *f = &token_fields[i];
+      const char *key = properties ? f->property : f->key;
+      if (f->is_bool)
+        add_bool (b, key, G_STRUCT_MEMBER (gboolean, t, f->offset));
+      else
+        {
+          const char *v = G_STRUCT_MEMBER (char *, t, f->offset);
+          g_variant_builder_add (b, "{sv}", key, g_variant_new_string (v ? v : ""));
+        }
+    }
+}
+
+GVariant *
+p11c_wire_token_props_to_variant (const P11cWireToken *t)
+{
+  GVariantBuilder b;
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  token_fields_add (&b, t, TRUE);
+  return g_variant_builder_end (&b);
+}
+
+GVariant *
+p11c_wire_token_to_variant (const P11cWireToken *t)
+{
+  GVariantBuilder b;
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&b, "{sv}", "path", g_variant_new_object_path (t->path ? t->path : "/"));
+  token_fields_add (&b, t, FALSE);
+  return g_variant_builder_end (&b);
+}
+
+void
+p11c_wire_token_from_variant (GVariant *dict, P11cWireToken *out)
+{
+  const char *path = NULL;
+
+  memset (out, 0, sizeof *out);
+  out->path = g_strdup (g_variant_lookup (dict, "path", "&o", &path) ? path : "/");
+  for (gsize i = 0; i < G_N_ELEMENTS (token_fields); i++)
+    {
+      const TokenField *f = &token_fields[i];
+      if (f->is_bool)
+        g_variant_lookup (dict, f->key, "b", &G_STRUCT_MEMBER (gboolean, out, f->offset));
+      else
+        G_STRUCT_MEMBER (char *, out, f->offset) = lookup_string (dict, f->key);
+    }
+}
+
+void
+p11c_wire_token_clear (P11cWireToken *t)
+{
+  g_free (t->path);
+  for (gsize i = 0; i < G_N_ELEMENTS (token_fields); i++)
+    if (!token_fields[i].is_bool)
+      g_free (G_STRUCT_MEMBER (char *, t, token_fields[i].offset));
+  memset (t, 0, sizeof *t);
+}
+
 /* ---- Job properties ---------------------------------------------------------- */
 
 GVariant *
@@ -255,13 +464,6 @@ p11c_wire_job_to_variant (const P11cWireJob *j)
   g_variant_builder_add (&b, "{sv}", P11C_JOB_RESULT, g_variant_new_string (j->result ? j->result : ""));
   g_variant_builder_add (&b, "{sv}", P11C_JOB_OWNER, g_variant_new_uint32 (j->owner));
   return g_variant_builder_end (&b);
-}
-
-static char *
-lookup_string (GVariant *dict, const char *key)
-{
-  const char *v = NULL;
-  return g_strdup (g_variant_lookup (dict, key, "&s", &v) ? v : "");
 }
 
 void

@@ -92,6 +92,60 @@ gboolean p11c_wire_options_from_variant (GVariant *dict, gboolean keep_key_allow
                                          GError **error);
 GVariant *p11c_wire_options_to_variant (const P11cOptions *o, gboolean keep_key_allowed);
 
+/* ---- a certificate: ListCerts' aa{sv} -------------------------------------- */
+
+typedef struct {
+  char     *uri;
+  char     *token;            /* its token's object path; "/": not on a token */
+  char     *storage;          /* token | system */
+  char     *label;
+  char     *id;               /* CKA_ID, hex */
+  GBytes   *der;
+  gboolean  has_private_key;
+  char     *ca;               /* the CA profile that issued it (issuance records), or NULL */
+  gboolean  parsed;           /* FALSE: only uri…has_private_key and error are set */
+  char     *subject;
+  char     *issuer;
+  char     *serial;
+  gint64    not_before;
+  gint64    not_after;
+  char     *sha256;
+  char     *key_type;
+  gboolean  renewal_due;
+  gint64    days_left;
+  char     *error;            /* why it does not parse */
+} P11cWireCert;
+
+GVariant *p11c_wire_cert_to_variant (const P11cWireCert *cert);   /* floating a{sv} */
+gboolean p11c_wire_cert_from_variant (GVariant *dict, P11cWireCert *out, GError **error);
+void p11c_wire_cert_clear (P11cWireCert *cert);
+
+/* ---- a token: Token properties, ListTokens' aa{sv} ------------------------ */
+
+typedef struct {
+  char     *path;             /* ListTokens only */
+  char     *label;
+  char     *serial;
+  char     *manufacturer;
+  char     *model;
+  char     *slot;
+  char     *uri;
+  char     *module;
+  gboolean  present;
+  gboolean  login_required;
+  gboolean  pin_count_low;
+  gboolean  pin_final_try;
+  gboolean  pin_locked;
+} P11cWireToken;
+
+/* The org.p11certd1.Token properties (Label, Serial, …), a floating a{sv} */
+GVariant *p11c_wire_token_props_to_variant (const P11cWireToken *token);
+/* A ListTokens entry: path plus each property in snake_case (label, serial,
+ * pin_count_low, …), a floating a{sv} */
+GVariant *p11c_wire_token_to_variant (const P11cWireToken *token);
+void p11c_wire_token_from_variant (GVariant *dict, P11cWireToken *out);
+void p11c_wire_token_clear (P11cWireToken *token);
+
 /* ---- org.p11certd1.Job properties ---------------------------------------- */
 
 #define P11C_JOB_OPERATION      "Operation"

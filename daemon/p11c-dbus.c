@@ -269,71 +269,54 @@ call_in_thread (Call *c, ThreadFunc func)
 
 /* ---- properties --------------------------------------------------------- */
 
+/* The token as the wire sees it (strings owned by @out) */
+static void
+token_to_wire (P11cToken *t, P11cWireToken *out)
+{
+  CK_TOKEN_INFO info;
+  CK_SLOT_INFO slot;
+
+  p11c_token_get_info (t, &info, &slot);
+  memset (out, 0, sizeof *out);
+  out->path = g_strdup (token_path (t));
+  out->label = p11c_padded_string (info.label, sizeof info.label);
+  out->serial = p11c_padded_string (info.serialNumber, sizeof info.serialNumber);
+  out->manufacturer = p11c_padded_string (info.manufacturerID, sizeof info.manufacturerID);
+  out->model = p11c_padded_string (info.model, sizeof info.model);
+  out->slot = p11c_padded_string (slot.slotDescription, sizeof slot.slotDescription);
+  out->uri = g_strdup (p11c_token_get_uri (t));
+  out->module = g_strdup (p11c_token_get_module_name (t));
+  out->present = p11c_token_is_present (t);
+  out->login_required = !!(info.flags & CKF_LOGIN_REQUIRED);
+  out->pin_count_low = !!(info.flags & CKF_USER_PIN_COUNT_LOW);
+  out->pin_final_try = !!(info.flags & CKF_USER_PIN_FINAL_TRY);
+  out->pin_locked = !!(info.flags & CKF_USER_PIN_LOCKED);
+}
+
+/* The Token properties (a new reference) */
 static GVariant *
 token_props (P11cToken *t)
 {
-  GVariantBuilder b;
-  CK_TOKEN_INFO info;
-  CK_SLOT_INFO slot;
-  g_autofree char *label = NULL, *serial = NULL, *manu = NULL, *model = NULL, *slot_desc = NULL;
-  gboolean present = p11c_token_is_present (t);
+  P11cWireToken w;
+  GVariant *v;
 
-  p11c_token_get_info (t, &info, &slot);
-  label = p11c_padded_string (info.label, sizeof info.label);
-  serial = p11c_padded_string (info.serialNumber, sizeof info.serialNumber);
-  manu = p11c_padded_string (info.manufacturerID, sizeof info.manufacturerID);
-  model = p11c_padded_string (info.model, sizeof info.model);
-  slot_desc = p11c_padded_string (slot.slotDescription, sizeof slot.slotDescription);
-
-  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  g_variant_builder_add (&b, "{sv}", "Label", g_variant_new_string (label));
-  g_variant_builder_add (&b, "{sv}", "Serial", g_variant_new_string (serial));
-  g_variant_builder_add (&b, "{sv}", "Manufacturer", g_variant_new_string (manu));
-  g_variant_builder_add (&b, "{sv}", "Model", g_variant_new_string (model));
-  g_variant_builder_add (&b, "{sv}", "Slot", g_variant_new_string (slot_desc));
-  g_variant_builder_add (&b, "{sv}", "Uri", g_variant_new_string (p11c_token_get_uri (t)));
-  g_variant_builder_add (&b, "{sv}", "Module", g_variant_new_string (p11c_token_get_module_name (t)));
-  g_variant_builder_add (&b, "{sv}", "Present", g_variant_new_boolean (present));
-  g_variant_builder_add (&b, "{sv}", "LoginRequired", g_variant_new_boolean (!!(info.flags & CKF_LOGIN_REQUIRED)));
-  g_variant_builder_add (&b, "{sv}", "PinCountLow", g_variant_new_boolean (!!(info.flags & CKF_USER_PIN_COUNT_LOW)));
-  g_variant_builder_add (&b, "{sv}", "PinFinalTry", g_variant_new_boolean (!!(info.flags & CKF_USER_PIN_FINAL_TRY)));
-  g_variant_builder_add (&b, "{sv}", "PinLocked", g_variant_new_boolean (!!(info.flags & CKF_USER_PIN_LOCKED)));
-  return g_variant_ref_sink (g_variant_builder_end (&b));
+  token_to_wire (t, &w);
+  v = g_variant_ref_sink (p11c_wire_token_props_to_variant (&w));
+  p11c_wire_token_clear (&w);
+  return v;
 }
 
-/* "PinCountLow" → "pin_count_low" */
-static char *
-snake_case (const char *name)
-{
-  GString *s = g_string_new (NULL);
-  for (const char *p = name; *p; p++)
-    {
-      if (g_ascii_isupper (*p) && p != name)
-        g_string_append_c (s, '_');
-      g_string_append_c (s, g_ascii_tolower (*p));
-    }
-  return g_string_free (s, FALSE);
-}
-
+/* A ListTokens entry (floating) */
 static GVariant *
 token_dict (P11cToken *t)
 {
-  g_autoptr(GVariant) props = token_props (t);
-  GVariantBuilder b;
-  GVariantIter iter;
-  const char *key;
-  GVariant *value;
+  P11cWireToken w;
+  GVariant *v;
 
-  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  g_variant_builder_add (&b, "{sv}", "path", g_variant_new_object_path (token_path (t)));
-  g_variant_iter_init (&iter, props);
-  while (g_variant_iter_next (&iter, "{&sv}", &key, &value))
-    {
-      g_autofree char *k = snake_case (key);
-      g_variant_builder_add (&b, "{sv}", k, value);
-      g_variant_unref (value);
-    }
-  return g_variant_builder_end (&b);
+  token_to_wire (t, &w);
+  v = p11c_wire_token_to_variant (&w);
+  p11c_wire_token_clear (&w);
+  return v;
 }
 
 static GVariant *
@@ -463,44 +446,27 @@ emit_token_changes (P11cDaemon *d, P11cToken *t)
 static GVariant *
 cert_dict (P11cCertEntry *e, const P11cConfig *config, gint64 now, GHashTable *issued)
 {
-  GVariantBuilder b;
-  gsize der_len;
-  const guint8 *der = g_bytes_get_data (e->der, &der_len);
   g_autofree char *hex = p11c_id_to_hex (e->id);
-  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  g_variant_builder_add (&b, "{sv}", "uri", g_variant_new_string (e->uri));
-  g_variant_builder_add (&b, "{sv}", "token",
-                         g_variant_new_object_path (e->token_id ? token_path_for_id (e->token_id) : "/"));
-  g_variant_builder_add (&b, "{sv}", "storage", g_variant_new_string (e->storage));
-  g_variant_builder_add (&b, "{sv}", "label", g_variant_new_string (e->label));
-  g_variant_builder_add (&b, "{sv}", "id", g_variant_new_string (hex));
-  g_variant_builder_add (&b, "{sv}", "der",
-                         g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, der ? der : (const guint8 *) "", der_len, 1));
-  g_variant_builder_add (&b, "{sv}", "has_private_key", g_variant_new_boolean (e->has_private_key));
-  if (e->summary)
+  P11cCertSummary *s = e->summary;
+  P11cWireCert w = {
+    .uri = e->uri, .token = (char *) (e->token_id ? token_path_for_id (e->token_id) : "/"),
+    .storage = e->storage, .label = e->label, .id = hex, .der = e->der, .has_private_key = e->has_private_key,
+    .parsed = s != NULL, .error = e->error,
+  };
+
+  if (s != NULL)
     {
-      const char *ca = issued ? g_hash_table_lookup (issued, e->summary->sha256) : NULL;
-      if (ca)
-        g_variant_builder_add (&b, "{sv}", "ca", g_variant_new_string (ca));
+      w.ca = issued ? g_hash_table_lookup (issued, s->sha256) : NULL;
+      w.subject = s->subject;
+      w.issuer = s->issuer;
+      w.serial = s->serial;
+      w.not_before = s->not_before;
+      w.not_after = s->not_after;
+      w.sha256 = s->sha256;
+      w.key_type = (char *) s->key_type;
+      w.renewal_due = p11c_renewal_due (s->not_before, s->not_after, now, config->window_days, &w.days_left);
     }
-  if (e->summary)
-    {
-      P11cCertSummary *s = e->summary;
-      gint64 days_left;
-      gboolean due = p11c_renewal_due (s->not_before, s->not_after, now, config->window_days, &days_left);
-      g_variant_builder_add (&b, "{sv}", "subject", g_variant_new_string (s->subject));
-      g_variant_builder_add (&b, "{sv}", "issuer", g_variant_new_string (s->issuer));
-      g_variant_builder_add (&b, "{sv}", "serial", g_variant_new_string (s->serial));
-      g_variant_builder_add (&b, "{sv}", "not_before", g_variant_new_int64 (s->not_before));
-      g_variant_builder_add (&b, "{sv}", "not_after", g_variant_new_int64 (s->not_after));
-      g_variant_builder_add (&b, "{sv}", "sha256", g_variant_new_string (s->sha256));
-      g_variant_builder_add (&b, "{sv}", "key_type", g_variant_new_string (s->key_type));
-      g_variant_builder_add (&b, "{sv}", "renewal_due", g_variant_new_boolean (due));
-      g_variant_builder_add (&b, "{sv}", "days_left", g_variant_new_int64 (days_left));
-    }
-  else
-    g_variant_builder_add (&b, "{sv}", "error", g_variant_new_string (e->error ? e->error : "invalid"));
-  return g_variant_builder_end (&b);
+  return p11c_wire_cert_to_variant (&w);
 }
 
 /* ---- ListCerts: one immutable reply per request shape ---------------------
@@ -1887,25 +1853,22 @@ add_atr (GVariantBuilder *b, GBytes *atr)
 static GVariant *
 token_signal_info (P11cToken *t, const char *reader, GBytes *atr)
 {
-  g_autoptr(GVariant) props = t ? token_props (t) : NULL;
+  P11cWireToken w = { 0 };
   GVariantBuilder b;
-  const char *label = NULL, *serial = NULL, *manu = NULL, *slot = NULL;
 
   g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  if (props != NULL)
+  if (t != NULL)
     {
-      g_variant_lookup (props, "Label", "&s", &label);
-      g_variant_lookup (props, "Serial", "&s", &serial);
-      g_variant_lookup (props, "Manufacturer", "&s", &manu);
-      g_variant_lookup (props, "Slot", "&s", &slot);
-      g_variant_builder_add (&b, "{sv}", "label", g_variant_new_string (label));
-      g_variant_builder_add (&b, "{sv}", "serial", g_variant_new_string (serial));
-      g_variant_builder_add (&b, "{sv}", "manufacturer", g_variant_new_string (manu));
-      g_variant_builder_add (&b, "{sv}", "uri", g_variant_new_string (p11c_token_get_uri (t)));
+      token_to_wire (t, &w);
+      g_variant_builder_add (&b, "{sv}", "label", g_variant_new_string (w.label));
+      g_variant_builder_add (&b, "{sv}", "serial", g_variant_new_string (w.serial));
+      g_variant_builder_add (&b, "{sv}", "manufacturer", g_variant_new_string (w.manufacturer));
+      g_variant_builder_add (&b, "{sv}", "uri", g_variant_new_string (w.uri));
     }
-  g_variant_builder_add (&b, "{sv}", "reader", g_variant_new_string (reader ? reader : slot ? slot : ""));
+  g_variant_builder_add (&b, "{sv}", "reader", g_variant_new_string (reader ? reader : w.slot ? w.slot : ""));
   g_variant_builder_add (&b, "{sv}", "recognized", g_variant_new_boolean (t != NULL));
   add_atr (&b, atr);
+  p11c_wire_token_clear (&w);
   return g_variant_builder_end (&b);
 }
 

@@ -4,9 +4,9 @@
  *    and as GVariant text (g_variant_parse);
  *  - each dictionary: p11c_auth_enroll_actions (the real code the polkit
  *    check runs on an unvalidated request; local-ca.issue exactly for the
- *    profiles of type local, "local" and an admin's "lab"), then p11c_vardict_validate with
- *    specs mirroring daemon/p11c-enroll.c request_keys / renew_keys and
- *    daemon/p11c-dbus.c list_certs_keys, then the typed getters;
+ *    profiles of type local, "local" and an admin's "lab"), then the wire
+ *    codecs the daemon decodes Enroll / Renew / ListCerts / options with
+ *    (common/p11c-wire.c; no copied key table), and their round trips;
  *  - the bytes as a C string: p11c_pin_policy_check (default and a loose
  *    policy) and p11c_secret_check. */
 #include "fuzz-common.h"
@@ -17,25 +17,9 @@
 #include "p11c-pin-policy.h"
 #include "p11c-secret.h"
 #include "p11c-vardict.h"
+#include "p11c-wire.h"
 
 P11C_FUZZ_INITIALIZE
-
-/* daemon/p11c-enroll.c request_keys (static there) */
-static const P11cKeySpec request_keys[] = {
-  { "ca", "s", TRUE }, { "login", "s", FALSE }, { "otp", "s", FALSE },
-  { "storage", "s", FALSE }, { "token", "s", FALSE }, { "pin", "s", FALSE },
-  { "key_type", "s", FALSE }, { "subject", "s", FALSE }, { "label", "s", FALSE },
-  { "name", "s", FALSE }, { "fd", "h", FALSE }, { "password", "s", FALSE },
-  { "allow_interaction", "b", FALSE }, { NULL },
-};
-/* daemon/p11c-enroll.c renew_keys */
-static const P11cKeySpec renew_keys[] = {
-  { "pin", "s", FALSE }, { "rekey", "b", FALSE }, { "allow_interaction", "b", FALSE }, { NULL },
-};
-/* daemon/p11c-dbus.c list_certs_keys */
-static const P11cKeySpec list_certs_keys[] = {
-  { "token", "s", FALSE }, { "storage", "s", FALSE }, { "allow_interaction", "b", FALSE }, { NULL },
-};
 
 static void
 check_secret_string (const char *s)
@@ -62,37 +46,75 @@ check_secret_string (const char *s)
 }
 
 static void
-check_spec (GVariant *dict, const P11cKeySpec *spec)
+check_error (gboolean ok, GError *error)
 {
-  g_autoptr(GError) error = NULL;
-  gboolean ok = p11c_vardict_validate (dict, spec, &error);
-
   P11C_FUZZ_ASSERT (ok == (error == NULL));
   if (!ok)
     {
       P11C_FUZZ_ASSERT (g_error_matches (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS));
       /* the message becomes a D-Bus error string */
       P11C_FUZZ_ASSERT (g_utf8_validate (error->message, -1, NULL));
-      return;
     }
-  for (const P11cKeySpec *p = spec; p->key; p++)
+}
+
+static void
+check_string (const char *v, gboolean secret)
+{
+  if (v == NULL)
+    return;
+  P11C_FUZZ_ASSERT (strlen (v) <= P11C_VARDICT_STRING_MAX);
+  if (secret)
+    check_secret_string (v);
+}
+
+/* The wire codecs the daemon decodes requests with (common/p11c-wire.c):
+ * each accepts or refuses with InvalidArgs, what it accepts round-trips. */
+static void
+check_codecs (GVariant *dict)
+{
+  {
+    g_autoptr(GError) error = NULL;
+    P11cEnrollParams p, again;
+    gboolean ok = p11c_wire_enroll_from_variant (dict, &p, &error);
+    check_error (ok, error);
+    if (ok)
+      {
+        g_autoptr(GVariant) back = g_variant_ref_sink (p11c_wire_enroll_to_variant (&p));
+        P11C_FUZZ_ASSERT (p.ca != NULL);
+        check_string (p.pin, TRUE);
+        check_string (p.otp, TRUE);
+        check_string (p.password, TRUE);
+        check_string (p.subject, FALSE);
+        P11C_FUZZ_ASSERT (p11c_wire_enroll_from_variant (back, &again, NULL));
+        P11C_FUZZ_ASSERT (g_strcmp0 (again.pin, p.pin) == 0 && g_strcmp0 (again.token, p.token) == 0
+                          && again.has_fd == p.has_fd && (!p.has_fd || again.fd_index == p.fd_index));
+        p11c_enroll_params_clear (&again);
+      }
+    p11c_enroll_params_clear (&p);
+  }
+  {
+    g_autoptr(GError) error = NULL;
+    P11cRenewParams p;
+    gboolean ok = p11c_wire_renew_from_variant (dict, &p, &error);
+    check_error (ok, error);
+    if (ok)
+      check_string (p.pin, TRUE);
+    p11c_renew_params_clear (&p);
+  }
+  {
+    g_autoptr(GError) error = NULL;
+    P11cListParams p;
+    gboolean ok = p11c_wire_list_from_variant (dict, &p, &error);
+    check_error (ok, error);
+    check_string (p.token, FALSE);
+    p11c_list_params_clear (&p);
+  }
+  for (int keep = 0; keep < 2; keep++)
     {
-      if (g_str_equal (p->type, "s"))
-        {
-          const char *v = p11c_vardict_get_string (dict, p->key, NULL);
-          P11C_FUZZ_ASSERT (!p->required || v != NULL);
-          if (v != NULL)
-            {
-              p11c_autosecret copy = p11c_vardict_dup_secret (dict, p->key);
-              P11C_FUZZ_ASSERT (strlen (v) <= P11C_VARDICT_STRING_MAX);
-              P11C_FUZZ_ASSERT (copy && g_str_equal (copy, v));
-              if (g_str_equal (p->key, "pin") || g_str_equal (p->key, "password")
-                  || g_str_equal (p->key, "otp"))
-                check_secret_string (v);
-            }
-        }
-      else if (g_str_equal (p->type, "b"))
-        (void) p11c_vardict_get_bool (dict, p->key, FALSE);
+      g_autoptr(GError) error = NULL;
+      P11cOptions o;
+      gboolean ok = p11c_wire_options_from_variant (dict, keep, &o, &error);
+      check_error (ok, error);
     }
 }
 
@@ -118,22 +140,19 @@ static void
 check_dict (GVariant *dict)
 {
   const char *actions[4] = { NULL, NULL, NULL, NULL };
-  const char *ca = p11c_vardict_get_string (dict, "ca", "");
+  const char *ca = p11c_wire_enroll_peek_ca (dict);
   gboolean local_ca = FALSE;
   guint n = 0;
 
   /* the polkit check runs before validation, on whatever the caller sent */
   const P11cCaProfile *p = fuzz_find_ca (ca);
-  p11c_auth_enroll_actions (p11c_vardict_get_string (dict, "storage", "token"),
-                            p != NULL && p->type == P11C_CA_LOCAL, actions);
+  p11c_auth_enroll_actions (p11c_wire_enroll_peek_storage (dict), p != NULL && p->type == P11C_CA_LOCAL, actions);
   while (n < 4 && actions[n])
     local_ca |= g_str_equal (actions[n++], P11C_ACTION_LOCAL_CA);
   P11C_FUZZ_ASSERT (n >= 1 && n < 4);
   P11C_FUZZ_ASSERT (local_ca == (g_str_equal (ca, "local") || g_str_equal (ca, "lab")));
 
-  check_spec (dict, request_keys);
-  check_spec (dict, renew_keys);
-  check_spec (dict, list_certs_keys);
+  check_codecs (dict);
 }
 
 int

@@ -1,0 +1,274 @@
+/* The wire codec (common/p11c-wire.c): every dictionary the D-Bus API
+ * carries, typed → a{sv} → typed, through the serialized form (as on the
+ * bus); validation of requests (unknown keys, wrong types, missing keys);
+ * job properties split for other users. */
+#include "p11c-wire.h"
+#include "p11c-error.h"
+#include <string.h>
+
+/* What a peer receives: the bytes, read back untrusted */
+static GVariant *
+over_the_wire (GVariant *v)
+{
+  g_autoptr(GVariant) sunk = g_variant_ref_sink (v);
+  g_autoptr(GBytes) bytes = g_variant_get_data_as_bytes (sunk);
+  return g_variant_ref_sink (g_variant_new_from_bytes (g_variant_get_type (sunk), bytes, FALSE));
+}
+
+static void
+test_enroll (void)
+{
+  P11cEnrollParams in = {
+    .ca = "agents", .storage = "file", .token = "/org/p11certd/tokens/x", .login = "alice",
+    .otp = "otp-1", .pin = "1234", .password = "Secret-42", .key_type = "rsa-2048",
+    .subject = "CN=alice", .label = "mine", .name = "web", .has_fd = TRUE, .fd_index = 3,
+    .allow_interaction = TRUE,
+  };
+  P11cEnrollParams out;
+  g_autoptr(GVariant) dict = over_the_wire (p11c_wire_enroll_to_variant (&in));
+  g_autoptr(GError) error = NULL;
+
+  g_assert_true (p11c_wire_enroll_from_variant (dict, &out, &error));
+  g_assert_no_error (error);
+  g_assert_cmpstr (out.ca, ==, in.ca);
+  g_assert_cmpstr (out.storage, ==, in.storage);
+  g_assert_cmpstr (out.token, ==, in.token);
+  g_assert_cmpstr (out.login, ==, in.login);
+  g_assert_cmpstr (out.otp, ==, in.otp);
+  g_assert_cmpstr (out.pin, ==, in.pin);
+  g_assert_cmpstr (out.password, ==, in.password);
+  g_assert_cmpstr (out.key_type, ==, in.key_type);
+  g_assert_cmpstr (out.subject, ==, in.subject);
+  g_assert_cmpstr (out.label, ==, in.label);
+  g_assert_cmpstr (out.name, ==, in.name);
+  g_assert_true (out.has_fd);
+  g_assert_cmpint (out.fd_index, ==, 3);
+  g_assert_true (out.allow_interaction);
+  g_assert_cmpstr (p11c_wire_enroll_peek_storage (dict), ==, "file");
+  g_assert_cmpstr (p11c_wire_enroll_peek_ca (dict), ==, "agents");
+  p11c_enroll_params_clear (&out);
+  g_assert_null (out.pin);
+
+  /* the minimum: absent keys stay NULL / FALSE */
+  {
+    P11cEnrollParams min = { .ca = "local" };
+    g_autoptr(GVariant) d = over_the_wire (p11c_wire_enroll_to_variant (&min));
+    g_assert_true (p11c_wire_enroll_from_variant (d, &out, NULL));
+    g_assert_cmpstr (out.ca, ==, "local");
+    g_assert_null (out.storage);
+    g_assert_null (out.pin);
+    g_assert_false (out.has_fd);
+    g_assert_cmpstr (p11c_wire_enroll_peek_storage (d), ==, "token");
+    p11c_enroll_params_clear (&out);
+  }
+}
+
+static void
+assert_refused (GVariant *dict, const char *mentions)
+{
+  g_autoptr(GVariant) d = g_variant_ref_sink (dict);
+  g_autoptr(GError) error = NULL;
+  P11cEnrollParams out;
+
+  g_assert_false (p11c_wire_enroll_from_variant (d, &out, &error));
+  g_assert_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS);
+  g_assert_nonnull (strstr (error->message, mentions));
+  g_assert_null (out.ca);
+}
+
+static void
+test_enroll_invalid (void)
+{
+  assert_refused (g_variant_new_parsed ("@a{sv} {'storage': <'token'>}"), "\"ca\"");
+  assert_refused (g_variant_new_parsed ("{'ca': <'x'>, 'colour': <'red'>}"), "\"colour\"");
+  assert_refused (g_variant_new_parsed ("{'ca': <'x'>, 'pin': <1234>}"), "\"pin\"");
+  assert_refused (g_variant_new_parsed ("{'ca': <'x'>, 'fd': <'3'>}"), "\"fd\"");
+  /* the polkit check reads an unvalidated dictionary without trusting it */
+  {
+    g_autoptr(GVariant) d = g_variant_ref_sink (g_variant_new_parsed ("{'ca': <7>, 'storage': <true>}"));
+    g_assert_cmpstr (p11c_wire_enroll_peek_ca (d), ==, "");
+    g_assert_cmpstr (p11c_wire_enroll_peek_storage (d), ==, "token");
+  }
+}
+
+static void
+test_renew_list_options (void)
+{
+  P11cRenewParams r = { .pin = "1234", .rekey = FALSE, .allow_interaction = TRUE }, r2;
+  P11cListParams l = { .token = "pkcs11:token=agent", .storage = "token" }, l2;
+  P11cOptions o = { .keep_key = TRUE, .allow_interaction = TRUE }, o2;
+  g_autoptr(GVariant) rd = over_the_wire (p11c_wire_renew_to_variant (&r));
+  g_autoptr(GVariant) ld = over_the_wire (p11c_wire_list_to_variant (&l));
+  g_autoptr(GVariant) od = over_the_wire (p11c_wire_options_to_variant (&o, TRUE));
+  g_autoptr(GVariant) empty = g_variant_ref_sink (g_variant_new_parsed ("@a{sv} {}"));
+  g_autoptr(GError) error = NULL;
+
+  g_assert_true (p11c_wire_renew_from_variant (rd, &r2, NULL));
+  g_assert_cmpstr (r2.pin, ==, "1234");
+  g_assert_false (r2.rekey);
+  g_assert_true (r2.allow_interaction);
+  p11c_renew_params_clear (&r2);
+  g_assert_true (p11c_wire_renew_from_variant (empty, &r2, NULL));
+  g_assert_true (r2.rekey);   /* the default */
+  g_assert_null (r2.pin);
+  p11c_renew_params_clear (&r2);
+
+  g_assert_true (p11c_wire_list_from_variant (ld, &l2, NULL));
+  g_assert_cmpstr (l2.token, ==, l.token);
+  g_assert_cmpstr (l2.storage, ==, l.storage);
+  p11c_list_params_clear (&l2);
+
+  g_assert_true (p11c_wire_options_from_variant (od, TRUE, &o2, NULL));
+  g_assert_true (o2.keep_key && o2.allow_interaction);
+  /* keep_key belongs to DeleteCert only */
+  g_assert_false (p11c_wire_options_from_variant (od, FALSE, &o2, &error));
+  g_assert_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS);
+
+  {
+    g_autoptr(GVariant) params = g_variant_ref_sink (g_variant_new ("(s@a{sv})", "x", p11c_wire_options_to_variant (&o, FALSE)));
+    g_autoptr(GVariant) none = g_variant_ref_sink (g_variant_new ("(s)", "x"));
+    g_assert_true (p11c_wire_allow_interaction (params));
+    g_assert_false (p11c_wire_allow_interaction (none));
+  }
+}
+
+static void
+test_cert (void)
+{
+  guint8 der[] = { 0x30, 0x03, 0x02, 0x01, 0x01 };
+  g_autoptr(GBytes) bytes = g_bytes_new (der, sizeof der);
+  P11cWireCert in = {
+    .uri = "pkcs11:token=agent;id=%01;type=cert", .token = "/org/p11certd/tokens/t1", .storage = "token",
+    .label = "agent", .id = "01", .der = bytes, .has_private_key = TRUE, .ca = "agents", .parsed = TRUE,
+    .subject = "CN=agent", .issuer = "CN=CA", .serial = "01", .not_before = 1700000000,
+    .not_after = 1800000000, .sha256 = "ab", .key_type = "ec-p256", .renewal_due = TRUE, .days_left = -3,
+  };
+  P11cWireCert out, bad_out;
+  P11cWireCert bad = { .uri = "system:web", .storage = "system", .der = NULL, .error = "not PEM" };
+  g_autoptr(GVariant) dict = over_the_wire (p11c_wire_cert_to_variant (&in));
+  g_autoptr(GVariant) bad_dict = over_the_wire (p11c_wire_cert_to_variant (&bad));
+  g_autoptr(GVariant) junk = g_variant_ref_sink (g_variant_new_parsed ("@a{sv} {'label': <'x'>}"));
+
+  g_assert_true (p11c_wire_cert_from_variant (dict, &out, NULL));
+  g_assert_cmpstr (out.uri, ==, in.uri);
+  g_assert_cmpstr (out.token, ==, in.token);
+  g_assert_cmpstr (out.storage, ==, in.storage);
+  g_assert_cmpstr (out.label, ==, in.label);
+  g_assert_cmpstr (out.id, ==, in.id);
+  g_assert_true (g_bytes_equal (out.der, bytes));
+  g_assert_true (out.has_private_key && out.parsed && out.renewal_due);
+  g_assert_cmpstr (out.ca, ==, "agents");
+  g_assert_cmpstr (out.subject, ==, in.subject);
+  g_assert_cmpstr (out.issuer, ==, in.issuer);
+  g_assert_cmpstr (out.serial, ==, in.serial);
+  g_assert_cmpint (out.not_before, ==, in.not_before);
+  g_assert_cmpint (out.not_after, ==, in.not_after);
+  g_assert_cmpstr (out.sha256, ==, in.sha256);
+  g_assert_cmpstr (out.key_type, ==, in.key_type);
+  g_assert_cmpint (out.days_left, ==, -3);
+  g_assert_null (out.error);
+  p11c_wire_cert_clear (&out);
+
+  /* one that does not parse: its error, no summary, no token ("/") */
+  g_assert_true (p11c_wire_cert_from_variant (bad_dict, &bad_out, NULL));
+  g_assert_false (bad_out.parsed);
+  g_assert_cmpstr (bad_out.error, ==, "not PEM");
+  g_assert_cmpstr (bad_out.token, ==, "/");
+  g_assert_null (bad_out.subject);
+  g_assert_cmpuint (g_bytes_get_size (bad_out.der), ==, 0);
+  p11c_wire_cert_clear (&bad_out);
+
+  g_assert_false (p11c_wire_cert_from_variant (junk, &out, NULL));
+}
+
+static void
+test_token (void)
+{
+  P11cWireToken in = {
+    .path = "/org/p11certd/tokens/t1", .label = "agent", .serial = "42", .manufacturer = "SoftHSM project",
+    .model = "SoftHSM v2", .slot = "slot 0", .uri = "pkcs11:token=agent", .module = "softhsm2",
+    .present = TRUE, .login_required = TRUE, .pin_final_try = TRUE,
+  };
+  P11cWireToken out;
+  g_autoptr(GVariant) dict = over_the_wire (p11c_wire_token_to_variant (&in));
+  g_autoptr(GVariant) props = g_variant_ref_sink (p11c_wire_token_props_to_variant (&in));
+  const char *label = NULL;
+  gboolean final_try = FALSE;
+
+  p11c_wire_token_from_variant (dict, &out);
+  g_assert_cmpstr (out.path, ==, in.path);
+  g_assert_cmpstr (out.label, ==, in.label);
+  g_assert_cmpstr (out.serial, ==, in.serial);
+  g_assert_cmpstr (out.manufacturer, ==, in.manufacturer);
+  g_assert_cmpstr (out.model, ==, in.model);
+  g_assert_cmpstr (out.slot, ==, in.slot);
+  g_assert_cmpstr (out.uri, ==, in.uri);
+  g_assert_cmpstr (out.module, ==, in.module);
+  g_assert_true (out.present && out.login_required && out.pin_final_try);
+  g_assert_false (out.pin_count_low || out.pin_locked);
+  p11c_wire_token_clear (&out);
+
+  /* the same fields as D-Bus properties */
+  g_assert_true (g_variant_lookup (props, "Label", "&s", &label));
+  g_assert_cmpstr (label, ==, "agent");
+  g_assert_true (g_variant_lookup (props, "PinFinalTry", "b", &final_try));
+  g_assert_true (final_try);
+  g_assert_null (g_variant_lookup_value (props, "path", NULL));
+}
+
+static void
+test_job (void)
+{
+  g_autoptr(GVariant) details = g_variant_ref_sink (g_variant_new_parsed ("{'pin_locked': <true>}"));
+  P11cWireJob in = {
+    .operation = "enroll", .state = "failed", .progress = 0.5, .attempt = 2, .retry_at = 1800000000,
+    .error = "org.p11certd.Error.PinLocked", .error_message = "locked", .error_details = details,
+    .result = "", .owner = 1000,
+  };
+  P11cWireJob out;
+  g_autoptr(GVariant) props = over_the_wire (p11c_wire_job_to_variant (&in));
+  GVariant *pub = NULL, *priv = NULL;
+  gboolean locked = FALSE;
+
+  p11c_wire_job_from_variant (props, &out);
+  g_assert_cmpstr (out.operation, ==, "enroll");
+  g_assert_cmpstr (out.state, ==, "failed");
+  g_assert_cmpfloat (out.progress, ==, 0.5);
+  g_assert_cmpuint (out.attempt, ==, 2);
+  g_assert_cmpint (out.retry_at, ==, 1800000000);
+  g_assert_cmpstr (out.error, ==, in.error);
+  g_assert_cmpstr (out.error_message, ==, "locked");
+  g_assert_true (g_variant_lookup (out.error_details, "pin_locked", "b", &locked) && locked);
+  g_assert_cmpuint (out.owner, ==, 1000);
+  p11c_wire_job_clear (&out);
+
+  /* another user sees what runs and how far, nothing of whose or why */
+  p11c_wire_job_split_props (props, &pub, &priv);
+  g_variant_ref_sink (pub);
+  g_variant_ref_sink (priv);
+  p11c_wire_job_from_variant (pub, &out);
+  g_assert_cmpstr (out.state, ==, "failed");
+  g_assert_cmpstr (out.error, ==, "");
+  g_assert_cmpuint (out.owner, ==, 0);
+  g_assert_cmpuint (g_variant_n_children (out.error_details), ==, 0);
+  p11c_wire_job_clear (&out);
+  g_assert_nonnull (g_variant_lookup_value (priv, "Owner", NULL));
+  g_assert_null (g_variant_lookup_value (priv, "State", NULL));
+  g_assert_true (p11c_wire_job_property_is_public ("Progress"));
+  g_assert_false (p11c_wire_job_property_is_public ("Result"));
+  g_variant_unref (pub);
+  g_variant_unref (priv);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/wire/enroll", test_enroll);
+  g_test_add_func ("/wire/enroll-invalid", test_enroll_invalid);
+  g_test_add_func ("/wire/renew-list-options", test_renew_list_options);
+  g_test_add_func ("/wire/cert", test_cert);
+  g_test_add_func ("/wire/token", test_token);
+  g_test_add_func ("/wire/job", test_job);
+  return g_test_run ();
+}
