@@ -629,7 +629,7 @@ rescan_done (GObject *source, GAsyncResult *res, gpointer user_data)
 
   e->rescan_running = FALSE;
   if (!engine_rescan_finish (e, res, &error))
-    g_warning ("Rescan failed: %s", error->message);
+    g_warning ("Rescanning the tokens failed: %s", error->message);
   if (e->callbacks.rescanned)
     e->callbacks.rescanned (e, e->user_data);
   if (r->done)
@@ -691,7 +691,7 @@ card_rescan_done (GObject *source, GAsyncResult *res, gpointer user_data)
   P11cCardEvent out = { 0 };
 
   if (!engine_rescan_finish (e, res, &error))
-    g_warning ("Rescan after a card event failed: %s", error->message);
+    g_warning ("Rescanning the tokens after a card event failed: %s", error->message);
   out.inserted = ev->inserted;
   out.reader = ev->reader;
   out.atr = ev->atr;

@@ -841,8 +841,7 @@ call_enroll (const P11cEstServer *srv, P11cJob *job, gpointer data, GError **err
             }
           return FALSE;
         }
-      p11c_job_set_state (job, "waiting-for-ca", 0.5);
-      p11c_job_set_retry_at (job, g_get_real_time () / G_USEC_PER_SEC + retry_after);
+      p11c_job_set_waiting (job, 0.5, g_get_real_time () / G_USEC_PER_SEC + retry_after);
       if (!p11c_job_wait (job, retry_after))
         return job_check (job, error);
       c->waited += retry_after;
@@ -1047,8 +1046,7 @@ call_scep (const P11cEstServer *srv, P11cJob *job, gpointer data, GError **error
                        "then enroll again", c->req->ca->max_wait);
           return FALSE;
         }
-      p11c_job_set_state (job, "waiting-for-ca", 0.5);
-      p11c_job_set_retry_at (job, g_get_real_time () / G_USEC_PER_SEC + interval);
+      p11c_job_set_waiting (job, 0.5, g_get_real_time () / G_USEC_PER_SEC + interval);
       if (!p11c_job_wait (job, interval))
         return job_check (job, error);
       c->waited += interval;

@@ -195,11 +195,17 @@ p11c_job_set_attempt (P11cJob *j, guint attempt, gint64 retry_at)
 }
 
 void
-p11c_job_set_retry_at (P11cJob *j, gint64 retry_at)
+p11c_job_set_waiting (P11cJob *j, double progress, gint64 retry_at)
 {
   g_mutex_lock (&j->lock);
-  j->retry_at = retry_at;
-  schedule_notify (j);
+  if (!j->finished)
+    {
+      g_free (j->state);
+      j->state = g_strdup ("waiting-for-ca");
+      j->progress = progress;
+      j->retry_at = retry_at;
+      schedule_notify (j);
+    }
   g_mutex_unlock (&j->lock);
 }
 

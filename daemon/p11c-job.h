@@ -44,8 +44,9 @@ void p11c_job_set_notify (P11cJob *job, P11cJobNotify notify, gpointer user_data
 /* Any thread. */
 void p11c_job_set_state (P11cJob *job, const char *state, double progress);
 void p11c_job_set_attempt (P11cJob *job, guint attempt, gint64 retry_at);
-/* The same attempt, asked again at @retry_at */
-void p11c_job_set_retry_at (P11cJob *job, gint64 retry_at);
+/* State "waiting-for-ca" until @retry_at (one change: a listener never
+ * sees the state without the time) */
+void p11c_job_set_waiting (P11cJob *job, double progress, gint64 retry_at);
 /* Main thread: the job ends (state done/failed/cancelled). */
 void p11c_job_finish (P11cJob *job, const char *result, const GError *error);
 gboolean p11c_job_is_finished (P11cJob *job);
