@@ -147,29 +147,24 @@ job_props_now (P11cJob *job)
 
 /* ---- calls -------------------------------------------------------------- */
 
-typedef struct {
+typedef struct _Call Call;
+
+/* One method call, from its arrival to its reply */
+struct _Call {
   P11cDaemon            *d;
   GDBusMethodInvocation *inv;
-  GVariant              *params;
+  GVariant              *params;        /* wiped when freed: may hold secrets */
   const char            *path;
   guint                  uid;
-  void                 (*handler) (gpointer call);
+  void                 (*handler) (Call *c);
   gboolean               owner_may;
-  const char            *pending[4];
+  const char            *pending[4];    /* polkit actions still to ask */
   guint                  next_action;
-  /* per-method data */
-  P11cToken             *token;
-  GPtrArray             *tokens;
-  P11cUri               *uri;
-  char                  *pin;
-  char                  *new_pin;
-  gboolean               keep_key;
-  gboolean               changes_certs;  /* re-plan CertificateExpiring after it */
-  char                  *storage;
-  guint                  token_set;      /* FastPath.token_set when resolved */
-  gpointer               payload;        /* a worker's result for the main thread */
-  GDestroyNotify         payload_free;
-} Call;
+  gpointer               args;          /* the method's typed arguments (…Args) */
+  GDestroyNotify         args_free;
+  P11cToken             *token;         /* the token it works on: properties re-read after */
+  gboolean               changes_certs; /* re-plan CertificateExpiring after it */
+};
 
 static void
 call_free (Call *c)
@@ -183,17 +178,21 @@ call_free (Call *c)
   if (c->inv != NULL)
     g_dbus_method_invocation_return_error (g_steal_pointer (&c->inv), P11C_ERROR, P11C_ERROR_FAILED,
                                            "Internal error: the request was dropped");
+  if (c->args != NULL && c->args_free != NULL)
+    c->args_free (c->args);
   g_clear_pointer (&c->token, p11c_token_unref);
-  g_clear_pointer (&c->tokens, g_ptr_array_unref);
-  g_clear_pointer (&c->uri, p11c_uri_free);
-  p11c_secret_free (c->pin);
-  p11c_secret_free (c->new_pin);
-  g_free (c->storage);
-  if (c->payload && c->payload_free)
-    c->payload_free (c->payload);
   g_free (c);
 }
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (Call, call_free)
+
+/* Give @c its typed arguments (@free_func frees them with the call) */
+static gpointer
+call_set_args (Call *c, gpointer args, GDestroyNotify free_func)
+{
+  c->args = args;
+  c->args_free = free_func;
+  return args;
+}
 
 /* Reply with @error (taken) */
 static void
@@ -211,60 +210,91 @@ call_fail (Call *c, GError *error)
   call_free (c);
 }
 
-typedef GVariant *(*ThreadFunc) (Call *c, GError **error);
+/* ---- the one way a call reaches a worker ---------------------------------
+ *
+ * @work(c) runs in a worker thread and returns its result (NULL and @error
+ * on failure); then @done(c, result, error) runs on the main loop, owning
+ * the call, the result and the error.  A call that needs a second phase on
+ * the main loop (start a job, ask polkit again) does it in @done. */
+
+typedef gpointer (*CallWork) (Call *c, GError **error);
+typedef void (*CallDone) (Call *c, gpointer result, GError *error);
+
+typedef struct {
+  Call           *c;
+  CallWork        work;
+  GDestroyNotify  result_free;
+  CallDone        done;
+} CallTask;
 
 static void
-thread_run (GTask *task, gpointer source, gpointer data, GCancellable *cancel)
+call_task_thread (GTask *task, gpointer source, gpointer data, GCancellable *cancel)
 {
-  Call *c = data;
-  ThreadFunc func = g_object_get_data (G_OBJECT (task), "func");
+  CallTask *ct = data;
   GError *error = NULL;
-  GVariant *reply;
+  gpointer result = ct->work (ct->c, &error);
 
-  reply = func (c, &error);
-
-  if (reply == NULL)
+  if (result == NULL)
     g_task_return_error (task, error);
   else
-    g_task_return_pointer (task, g_variant_ref_sink (reply), (GDestroyNotify) g_variant_unref);
+    g_task_return_pointer (task, result, ct->result_free);
+}
+
+static void
+call_task_done (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  CallTask *ct = g_task_get_task_data (G_TASK (res));
+  GError *error = NULL;
+  gpointer result = g_task_propagate_pointer (G_TASK (res), &error);
+
+  ct->done (ct->c, result, error);
+}
+
+/* Takes @c */
+static void
+call_run (Call *c, CallWork work, GDestroyNotify result_free, CallDone done)
+{
+  g_autoptr(GTask) task = g_task_new (NULL, NULL, call_task_done, NULL);
+  CallTask *ct = g_new0 (CallTask, 1);
+
+  ct->c = c;
+  ct->work = work;
+  ct->result_free = result_free;
+  ct->done = done;
+  g_task_set_task_data (task, ct, g_free);
+  p11c_engine_run_worker (c->d->engine, task, call_task_thread);
 }
 
 static void emit_token_changes (P11cDaemon *d, P11cToken *t);
 
+/* A work whose result is the reply (a GVariant, sunk by reply_take) */
 static void
-thread_done (GObject *source, GAsyncResult *res, gpointer user_data)
+call_reply_done (Call *c, gpointer result, GError *error)
 {
-  g_autoptr(Call) c = user_data;
-  g_autoptr(GError) error = NULL;
-  g_autoptr(GVariant) reply = g_task_propagate_pointer (G_TASK (res), &error);
+  g_autoptr(GVariant) reply = result;
 
-  if (reply == NULL)
-    call_return_error (c, g_steal_pointer (&error));
+  if (error != NULL)
+    call_return_error (c, error);
   else
-    /* reply is not floating (sunk in thread_run): return_value takes its own
-     * reference, ours is dropped by g_autoptr */
     g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), reply);
   if (c->token != NULL)
     emit_token_changes (c->d, c->token);
   if (c->changes_certs)
     schedule_expiry (c->d);
+  call_free (c);
 }
 
-/* Run @func(c) in a worker thread, then @done on the main thread. Takes @c. */
-static void
-run_in_thread_then (Call *c, ThreadFunc func, GAsyncReadyCallback done)
+static gpointer
+reply_take (GVariant *reply)
 {
-  g_autoptr(GTask) task = g_task_new (NULL, NULL, done, c);
-  g_object_set_data (G_OBJECT (task), "func", func);
-  g_task_set_task_data (task, c, NULL);
-  p11c_engine_run_worker (c->d->engine, task, thread_run);
+  return reply ? g_variant_ref_sink (reply) : NULL;
 }
 
-/* Run @func(c) in a worker thread, reply with its result. Takes @c. */
+/* Run @work(c) in a worker thread, reply with its result. Takes @c. */
 static void
-call_in_thread (Call *c, ThreadFunc func)
+call_in_thread (Call *c, CallWork work)
 {
-  run_in_thread_then (c, func, thread_done);
+  call_run (c, work, (GDestroyNotify) g_variant_unref, call_reply_done);
 }
 
 /* ---- properties --------------------------------------------------------- */
@@ -683,53 +713,83 @@ fast_path_filter (GDBusConnection *conn, GDBusMessage *msg, gboolean incoming, g
   return NULL;
 }
 
-static char *
-list_cache_key (Call *c)
+typedef struct {
+  GPtrArray *tokens;     /* the tokens to list (NULL: none) */
+  gboolean   system;     /* and the system store */
+  gboolean   named;      /* one token was named: its failure fails the call */
+  guint      token_set;  /* FastPath.token_set when they were resolved */
+} ListArgs;
+
+static void
+list_args_free (ListArgs *a)
 {
-  return g_strdup_printf ("%s|%c%c", c->token ? token_path (c->token) : "",
-                          c->tokens ? 't' : '-', c->storage ? 's' : '-');
+  g_clear_pointer (&a->tokens, g_ptr_array_unref);
+  g_free (a);
 }
 
-static GVariant *
-list_certs_thread (Call *c, GError **error)
+/* What a ListCerts worker built: the reply, and its cache entry when every
+ * token answered */
+typedef struct {
+  GVariant  *reply;
+  ListReply *lr;
+} ListBuilt;
+
+static void
+list_built_free (ListBuilt *b)
 {
+  g_clear_pointer (&b->reply, g_variant_unref);
+  if (b->lr != NULL)
+    list_reply_free (b->lr);
+  g_free (b);
+}
+
+static char *
+list_cache_key (Call *c, const ListArgs *a)
+{
+  return g_strdup_printf ("%s|%c%c", a->named ? token_path (c->token) : "",
+                          a->tokens ? 't' : '-', a->system ? 's' : '-');
+}
+
+static gpointer
+list_certs_work (Call *c, GError **error)
+{
+  ListArgs *a = c->args;
   const P11cConfig *config = p11c_engine_get_config (c->d->engine);
   GVariantBuilder b;
   gint64 now = g_get_real_time () / G_USEC_PER_SEC;
   gboolean complete = TRUE;
   ListReply *lr = g_new0 (ListReply, 1);
   g_autoptr(GHashTable) issued = NULL;
+  ListBuilt *built;
 
   lr->ref = 1;
-  GVariant *reply;
-
   /* generations first: what is read after them is at least that new */
   lr->built_at = now;
   lr->valid_until = G_MAXINT64;
   lr->issued_gen = p11c_records_generation (p11c_engine_get_records (c->d->engine));
   lr->store_gen = p11c_system_store_generation ();
-  lr->system = c->storage != NULL;
+  lr->system = a->system;
   lr->tokens = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_token_unref);
   lr->generations = g_array_new (FALSE, FALSE, sizeof (guint));
-  for (guint i = 0; c->tokens && i < c->tokens->len; i++)
+  for (guint i = 0; a->tokens && i < a->tokens->len; i++)
     {
-      guint gen = p11c_token_get_generation (c->tokens->pdata[i]);
-      g_ptr_array_add (lr->tokens, p11c_token_ref (c->tokens->pdata[i]));
+      guint gen = p11c_token_get_generation (a->tokens->pdata[i]);
+      g_ptr_array_add (lr->tokens, p11c_token_ref (a->tokens->pdata[i]));
       g_array_append_val (lr->generations, gen);
     }
   issued = p11c_records_ca_map (p11c_engine_get_records (c->d->engine));
 
   g_variant_builder_init (&b, G_VARIANT_TYPE ("aa{sv}"));
-  for (guint i = 0; c->tokens && i < c->tokens->len; i++)
+  for (guint i = 0; a->tokens && i < a->tokens->len; i++)
     {
-      P11cToken *t = c->tokens->pdata[i];
+      P11cToken *t = a->tokens->pdata[i];
       g_autoptr(GError) local = NULL;
       g_autoptr(GPtrArray) certs = p11c_token_list_certs (t, &local);
 
       if (certs == NULL)
         {
           /* one bad token must not hide the others; a named token fails */
-          if (c->tokens->len == 1 && c->token != NULL)
+          if (a->named)
             {
               g_variant_builder_clear (&b);
               list_reply_free (lr);
@@ -748,7 +808,7 @@ list_certs_thread (Call *c, GError **error)
             lr->valid_until = MIN (lr->valid_until, cert_fields_change_at (e->summary, now, config->window_days));
         }
     }
-  if (c->storage && g_str_equal (c->storage, "system"))
+  if (a->system)
     {
       g_autoptr(GPtrArray) sys = p11c_engine_list_system_certs (c->d->engine);
       for (guint j = 0; j < sys->len; j++)
@@ -759,33 +819,32 @@ list_certs_thread (Call *c, GError **error)
             lr->valid_until = MIN (lr->valid_until, cert_fields_change_at (e->summary, now, config->window_days));
         }
     }
-  reply = g_variant_new ("(aa{sv})", &b);
+  built = g_new0 (ListBuilt, 1);
+  built->reply = g_variant_ref_sink (g_variant_new ("(aa{sv})", &b));
   if (complete)
     {
-      /* the cache's reference; thread_run takes one of its own */
-      lr->reply = g_variant_ref_sink (reply);
-      c->payload = lr;
-      c->payload_free = (GDestroyNotify) list_reply_free;
+      lr->reply = g_variant_ref (built->reply);   /* the cache's reference */
+      built->lr = lr;
     }
   else
     list_reply_free (lr);
-  return reply;
+  return built;
 }
 
 static void
-list_certs_done (GObject *source, GAsyncResult *res, gpointer user_data)
+list_certs_done (Call *c, gpointer result, GError *error)
 {
-  Call *c = user_data;
-  P11cDaemon *d = c->d;
-  ListReply *lr = c->payload;
+  ListBuilt *built = result;
+  ListArgs *a = c->args;
 
-  if (lr != NULL && g_task_had_error (G_TASK (res)) == FALSE)
+  if (built != NULL && built->lr != NULL)
     {
-      c->payload = NULL;
-      fast_path_learn (d->fast, c->params, c->token_set, lr);
-      g_hash_table_replace (d->list_cache, list_cache_key (c), lr);
+      fast_path_learn (c->d->fast, c->params, a->token_set, built->lr);
+      g_hash_table_replace (c->d->list_cache, list_cache_key (c, a), g_steal_pointer (&built->lr));
     }
-  thread_done (source, res, user_data);
+  call_reply_done (c, built ? g_steal_pointer (&built->reply) : NULL, error);
+  if (built != NULL)
+    list_built_free (built);
 }
 
 static void
@@ -795,6 +854,7 @@ handle_list_certs (Call *c)
   GError *error = NULL;
   P11cListParams params;
   const char *token_spec, *storage;
+  ListArgs *a = call_set_args (c, g_new0 (ListArgs, 1), (GDestroyNotify) list_args_free);
 
   g_variant_get (c->params, "(@a{sv})", &options);
   if (!p11c_wire_list_from_variant (options, &params, &error))
@@ -819,29 +879,29 @@ handle_list_certs (Call *c)
           { call_fail (c, error); return; }
         }
       c->token = p11c_token_ref (t);
-      c->tokens = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_token_unref);
-      g_ptr_array_add (c->tokens, p11c_token_ref (t));
+      a->named = TRUE;
+      a->tokens = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_token_unref);
+      g_ptr_array_add (a->tokens, p11c_token_ref (t));
     }
   else if (storage == NULL || g_str_equal (storage, "token"))
-    c->tokens = p11c_engine_tokens_snapshot (c->d->engine);
+    a->tokens = p11c_engine_tokens_snapshot (c->d->engine);
   /* the daemon's own store unless a token or another storage was asked for */
-  if (token_spec == NULL && (storage == NULL || g_str_equal (storage, "system")))
-    c->storage = g_strdup ("system");
+  a->system = token_spec == NULL && (storage == NULL || g_str_equal (storage, "system"));
   p11c_list_params_clear (&params);
-  c->token_set = (guint) g_atomic_int_get (&c->d->fast->token_set);
+  a->token_set = (guint) g_atomic_int_get (&c->d->fast->token_set);
   {
-    g_autofree char *key = list_cache_key (c);
+    g_autofree char *key = list_cache_key (c, a);
     ListReply *lr = g_hash_table_lookup (c->d->list_cache, key);
-    if (lr != NULL && list_reply_fresh (c->d, lr, c->tokens, c->storage != NULL))
+    if (lr != NULL && list_reply_fresh (c->d, lr, a->tokens, a->system))
       {
         /* warm: the same immutable reply, answered right here */
-        fast_path_learn (c->d->fast, c->params, c->token_set, lr);
+        fast_path_learn (c->d->fast, c->params, a->token_set, lr);
         g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), lr->reply);
         call_free (c);
         return;
       }
   }
-  run_in_thread_then (c, list_certs_thread, list_certs_done);
+  call_run (c, list_certs_work, (GDestroyNotify) list_built_free, list_certs_done);
 }
 
 static void
@@ -905,11 +965,12 @@ handle_check_pin (Call *c)
   call_free (c);
 }
 
-static GVariant *
-ca_certificate_thread (Call *c, GError **error)
+static gpointer
+ca_certificate_work (Call *c, GError **error)
 {
-  g_autofree char *pem = p11c_enroll_ca_certificate_pem (c->d->engine, c->storage, error);
-  const P11cCaProfile *p = p11c_engine_find_ca (c->d->engine, c->storage);
+  const char *name = c->args;
+  g_autofree char *pem = p11c_enroll_ca_certificate_pem (c->d->engine, name, error);
+  const P11cCaProfile *p = p11c_engine_find_ca (c->d->engine, name);
 
   if (pem == NULL && p != NULL && p->type == P11C_CA_LOCAL
       && g_error_matches (*error, P11C_ERROR, P11C_ERROR_NOT_FOUND))
@@ -919,7 +980,7 @@ ca_certificate_thread (Call *c, GError **error)
       g_free ((*error)->message);
       (*error)->message = message;
     }
-  return pem ? g_variant_new ("(s)", pem) : NULL;
+  return pem ? reply_take (g_variant_new ("(s)", pem)) : NULL;
 }
 
 static void
@@ -927,8 +988,8 @@ handle_get_ca_certificate (Call *c)
 {
   const char *name;
   g_variant_get (c->params, "(&s)", &name);
-  c->storage = g_strdup (name);
-  call_in_thread (c, ca_certificate_thread);
+  call_set_args (c, g_strdup (name), g_free);
+  call_in_thread (c, ca_certificate_work);
 }
 
 static GVariant *
@@ -947,27 +1008,39 @@ delete_result_to_variant (const P11cDeleteResult *r)
   return g_variant_new ("(@a{sv})", g_variant_builder_end (&b));
 }
 
-static GVariant *
-delete_thread (Call *c, GError **error)
+typedef struct {
+  P11cUri  *uri;
+  char     *pin;          /* secret */
+  gboolean  keep_key;
+  char     *system_name;  /* "system:NAME": the system store's entry NAME */
+} DeleteArgs;
+
+static void
+delete_args_free (DeleteArgs *a)
 {
-  g_autoptr(P11cDeleteResult) result = p11c_token_delete_cert (c->token, c->uri, c->pin, c->keep_key, error);
-  if (result == NULL)
-    return NULL;
-  p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_DELETED, p11c_token_get_id (c->token), NULL, NULL, 0,
-                  "Deleted certificate %s (by uid %u)", result->removed[0], c->uid);
-  return delete_result_to_variant (result);
+  g_clear_pointer (&a->uri, p11c_uri_free);
+  p11c_secret_free (a->pin);
+  g_free (a->system_name);
+  g_free (a);
 }
 
-static GVariant *
-delete_system_thread (Call *c, GError **error)
+static gpointer
+delete_work (Call *c, GError **error)
 {
-  g_autoptr(P11cDeleteResult) result = p11c_engine_delete_system_cert (c->d->engine,
-                                                                      c->storage + strlen ("system:"), error);
+  DeleteArgs *a = c->args;
+  g_autoptr(P11cDeleteResult) result = NULL;
+
+  if (a->system_name != NULL)
+    result = p11c_engine_delete_system_cert (c->d->engine, a->system_name, error);
+  else
+    result = p11c_token_delete_cert (c->token, a->uri, a->pin, a->keep_key, error);
   if (result == NULL)
     return NULL;
-  p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_DELETED, NULL, NULL, NULL, 0,
-                  "Deleted system certificate %s (by uid %u)", c->storage, c->uid);
-  return delete_result_to_variant (result);
+  p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_DELETED, c->token ? p11c_token_get_id (c->token) : NULL,
+                  NULL, NULL, 0, a->system_name ? "Deleted system certificate %s (by uid %u)"
+                                                : "Deleted certificate %s (by uid %u)",
+                  result->removed[0], c->uid);
+  return reply_take (delete_result_to_variant (result));
 }
 
 static void
@@ -978,42 +1051,58 @@ handle_delete_cert (Call *c)
   GError *error = NULL;
   P11cOptions opts;
   P11cToken *t;
+  DeleteArgs *a = call_set_args (c, g_new0 (DeleteArgs, 1), (GDestroyNotify) delete_args_free);
 
   g_variant_get (c->params, "(&s&s@a{sv})", &uri, &pin, &options);
   if (!p11c_wire_options_from_variant (options, TRUE, &opts, &error))
     { call_fail (c, error); return; }
-  c->keep_key = opts.keep_key;
+  a->keep_key = opts.keep_key;
   c->changes_certs = TRUE;
   if (g_str_has_prefix (uri, "system:"))
     {
       /* the daemon's own store: no PIN, polkit (system.manage) decided */
-      c->storage = g_strdup (uri);
-      call_in_thread (c, delete_system_thread);
+      a->system_name = g_strdup (uri + strlen ("system:"));
+      call_in_thread (c, delete_work);
       return;
     }
-  c->pin = g_strdup (pin);
-  c->uri = p11c_uri_parse (uri, &error);
-  if (c->uri == NULL)
+  a->pin = g_strdup (pin);
+  a->uri = p11c_uri_parse (uri, &error);
+  if (a->uri == NULL)
     { call_fail (c, error); return; }
-  if (!p11c_secret_check (c->pin, "PIN", &error))
+  if (!p11c_secret_check (a->pin, "PIN", &error))
     { call_fail (c, error); return; }
 
   /* a certificate of a token that is not here is not found */
-  t = p11c_engine_resolve_token_uri (c->d->engine, c->uri, uri, P11C_ERROR_NOT_FOUND, &error);
+  t = p11c_engine_resolve_token_uri (c->d->engine, a->uri, uri, P11C_ERROR_NOT_FOUND, &error);
   if (t == NULL)
     { call_fail (c, error); return; }
   c->token = p11c_token_ref (t);
-  call_in_thread (c, delete_thread);
+  call_in_thread (c, delete_work);
 }
 
-static GVariant *
-change_pin_thread (Call *c, GError **error)
+typedef struct {
+  char *old_pin;   /* secrets */
+  char *new_pin;
+} ChangePinArgs;
+
+static void
+change_pin_args_free (ChangePinArgs *a)
 {
-  if (!p11c_token_change_pin (c->token, c->pin, c->new_pin, error))
+  p11c_secret_free (a->old_pin);
+  p11c_secret_free (a->new_pin);
+  g_free (a);
+}
+
+static gpointer
+change_pin_work (Call *c, GError **error)
+{
+  ChangePinArgs *a = c->args;
+
+  if (!p11c_token_change_pin (c->token, a->old_pin, a->new_pin, error))
     return NULL;
   p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_PIN_CHANGED, p11c_token_get_id (c->token), NULL, NULL, 0,
                   "Changed the user PIN of token %s (by uid %u)", p11c_token_get_id (c->token), c->uid);
-  return g_variant_new ("()");
+  return reply_take (g_variant_new ("()"));
 }
 
 static void
@@ -1024,24 +1113,25 @@ handle_change_pin (Call *c)
   GError *error = NULL;
   P11cToken *t = token_for_path (c->d, c->path);
   P11cOptions opts;
+  ChangePinArgs *a = call_set_args (c, g_new0 (ChangePinArgs, 1), (GDestroyNotify) change_pin_args_free);
 
   g_variant_get (c->params, "(&s&s@a{sv})", &old_pin, &new_pin, &options);
-  c->pin = g_strdup (old_pin);
-  c->new_pin = g_strdup (new_pin);
+  a->old_pin = g_strdup (old_pin);
+  a->new_pin = g_strdup (new_pin);
   if (t == NULL)
     g_set_error (&error, P11C_ERROR, P11C_ERROR_TOKEN_NOT_PRESENT, "The token was removed");
   /* every check before the token is touched; the policy names each broken rule */
   if (error != NULL
       || !p11c_wire_options_from_variant (options, FALSE, &opts, &error)
-      || !p11c_secret_check (c->pin, "current PIN", &error)
-      || !p11c_secret_check (c->new_pin, "new PIN", &error)
-      || !p11c_pin_policy_check (&p11c_engine_get_config (c->d->engine)->pin_policy, c->new_pin, &error))
+      || !p11c_secret_check (a->old_pin, "current PIN", &error)
+      || !p11c_secret_check (a->new_pin, "new PIN", &error)
+      || !p11c_pin_policy_check (&p11c_engine_get_config (c->d->engine)->pin_policy, a->new_pin, &error))
     {
       call_fail (c, error);
       return;
     }
   c->token = p11c_token_ref (t);
-  call_in_thread (c, change_pin_thread);
+  call_in_thread (c, change_pin_work);
 }
 
 static void
@@ -1306,37 +1396,42 @@ handle_enroll (Call *c)
 
 /* ---- renewal (the domain is p11c-renewal.c) ----------------------------- */
 
-static GVariant *
-renew_resolve_thread (Call *c, GError **error)
-{
-  const char *uri;
-  g_autoptr(GVariant) options = NULL;
-  P11cEnrollRequest *req;
+typedef struct {
+  GPtrArray   *tokens;   /* the present tokens when the call came */
+  char        *uri;      /* Renew: the certificate */
+  char        *pin;      /* Renew: secret, or NULL */
+  gboolean     rekey;
+  P11cDuePlan *plan;     /* RenewDue: what is due, once planned */
+} RenewArgs;
 
-  g_variant_get (c->params, "(&s@a{sv})", &uri, &options);
-  req = p11c_renewal_resolve (c->d->engine, c->tokens, uri, c->pin, c->keep_key == FALSE, error);
-  if (req == NULL)
-    return NULL;
-  c->payload = req;
-  c->payload_free = (GDestroyNotify) p11c_enroll_request_free;
-  return g_variant_new ("()");
+static void
+renew_args_free (RenewArgs *a)
+{
+  g_clear_pointer (&a->tokens, g_ptr_array_unref);
+  g_free (a->uri);
+  p11c_secret_free (a->pin);
+  g_clear_pointer (&a->plan, p11c_due_plan_free);
+  g_free (a);
+}
+
+static gpointer
+renew_resolve_work (Call *c, GError **error)
+{
+  RenewArgs *a = c->args;
+  return p11c_renewal_resolve (c->d->engine, a->tokens, a->uri, a->pin, a->rekey, error);
 }
 
 static void
-renew_resolved (GObject *source, GAsyncResult *res, gpointer user_data)
+renew_resolved (Call *c, gpointer result, GError *error)
 {
-  Call *c = user_data;
-  GError *error = NULL;
-  g_autoptr(GVariant) ok = g_task_propagate_pointer (G_TASK (res), &error);
-  P11cEnrollRequest *req;
+  P11cEnrollRequest *req = result;
   P11cJob *job;
 
-  if (ok == NULL)
+  if (req == NULL)
     {
       call_fail (c, error);
       return;
     }
-  req = g_steal_pointer (&c->payload);
   job = start_job (c->d, "renew", req, c->uid, g_dbus_method_invocation_get_sender (c->inv), &error);
   if (job == NULL)
     {
@@ -1352,33 +1447,35 @@ handle_renew (Call *c)
   g_autoptr(GVariant) options = NULL;
   GError *error = NULL;
   P11cRenewParams params;
+  const char *uri;
+  RenewArgs *a = call_set_args (c, g_new0 (RenewArgs, 1), (GDestroyNotify) renew_args_free);
 
-  g_variant_get (c->params, "(&s@a{sv})", NULL, &options);
+  g_variant_get (c->params, "(&s@a{sv})", &uri, &options);
   if (!p11c_wire_renew_from_variant (options, &params, &error))
     {
       call_fail (c, error);
       return;
     }
-  c->pin = g_steal_pointer (&params.pin);
-  c->keep_key = !params.rekey;
+  a->uri = g_strdup (uri);
+  a->pin = g_steal_pointer (&params.pin);
+  a->rekey = params.rekey;
   p11c_renew_params_clear (&params);
-  c->tokens = p11c_engine_tokens_snapshot (c->d->engine);
-  run_in_thread_then (c, renew_resolve_thread, renew_resolved);
+  a->tokens = p11c_engine_tokens_snapshot (c->d->engine);
+  call_run (c, renew_resolve_work, (GDestroyNotify) p11c_enroll_request_free, renew_resolved);
 }
 
-static GVariant *
-renew_due_thread (Call *c, GError **error)
+static gpointer
+renew_due_work (Call *c, GError **error)
 {
-  c->payload = p11c_renewal_plan_due (c->d->engine, c->tokens, g_get_real_time () / G_USEC_PER_SEC);
-  c->payload_free = (GDestroyNotify) p11c_due_plan_free;
-  return g_variant_new ("()");
+  RenewArgs *a = c->args;
+  return p11c_renewal_plan_due (c->d->engine, a->tokens, g_get_real_time () / G_USEC_PER_SEC);
 }
 
 /* Start the plan's jobs, announce who needs a person, reply. */
 static void
 renew_due_start (Call *c)
 {
-  P11cDuePlan *plan = c->payload;
+  P11cDuePlan *plan = ((RenewArgs *) c->args)->plan;
   GVariantBuilder jobs, person, reasons, codes, b;
   const char *sender;
   GHashTableIter iter;
@@ -1461,7 +1558,7 @@ static void
 renew_due_system_checked (GObject *source, GAsyncResult *res, gpointer user_data)
 {
   Call *c = user_data;
-  P11cDuePlan *plan = c->payload;
+  P11cDuePlan *plan = ((RenewArgs *) c->args)->plan;
   g_autoptr(GError) error = NULL;
 
   if (p11c_auth_check_finish (res, NULL, &error))
@@ -1477,20 +1574,17 @@ renew_due_system_checked (GObject *source, GAsyncResult *res, gpointer user_data
 }
 
 static void
-renew_due_planned (GObject *source, GAsyncResult *res, gpointer user_data)
+renew_due_planned (Call *c, gpointer result, GError *error)
 {
-  Call *c = user_data;
-  GError *error = NULL;
-  g_autoptr(GVariant) ok = g_task_propagate_pointer (G_TASK (res), &error);
-  P11cDuePlan *plan = c->payload;
-  g_autoptr(GVariant) options = NULL;
+  RenewArgs *a = c->args;
 
-  if (ok == NULL)
+  if (result == NULL)
     {
       call_fail (c, error);
       return;
     }
-  if (plan->system_requests->len == 0)
+  a->plan = result;
+  if (a->plan->system_requests->len == 0)
     {
       renew_due_start (c);
       return;
@@ -1504,8 +1598,8 @@ handle_renew_due (Call *c)
 {
   g_autoptr(GVariant) options = NULL;
   GError *error = NULL;
-
   P11cOptions opts;
+  RenewArgs *a = call_set_args (c, g_new0 (RenewArgs, 1), (GDestroyNotify) renew_args_free);
 
   g_variant_get (c->params, "(@a{sv})", &options);
   if (!p11c_wire_options_from_variant (options, FALSE, &opts, &error))
@@ -1513,8 +1607,8 @@ handle_renew_due (Call *c)
       call_fail (c, error);
       return;
     }
-  c->tokens = p11c_engine_tokens_snapshot (c->d->engine);
-  run_in_thread_then (c, renew_due_thread, renew_due_planned);
+  a->tokens = p11c_engine_tokens_snapshot (c->d->engine);
+  call_run (c, renew_due_work, (GDestroyNotify) p11c_due_plan_free, renew_due_planned);
 }
 
 /* ---- CertificateExpiring: a timer for the next threshold crossing ------- */
@@ -1762,7 +1856,7 @@ method_call (GDBusConnection *conn, const char *sender, const char *path,
         methods[i].actions_for (c->d, params, c->pending);
       else
         c->pending[0] = methods[i].action;
-      c->handler = (void (*) (gpointer)) methods[i].handler;
+      c->handler = methods[i].handler;
       c->owner_may = methods[i].owner_may;
       auth_next (c);
       return;
