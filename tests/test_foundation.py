@@ -194,9 +194,18 @@ class Foundation(TestCase):
         e.put_cert_for_key("spy", "02", "d", "Added later")
         e.call("Rescan")
         self.assertEqual(len(e.list_certs()), 2)
-        # the daemon's own changes show at once, in every shape of the call
-        # (the warm replies are kept per shape: all, one token)
-        uri = "pkcs11:token=spy"
+
+    def test_cache_follows_changes(self):
+        """The daemon's own changes show at once in every shape of the call
+        (warm replies are kept per shape: all tokens, one token).  Plain
+        SoftHSM: pkcs11-spy leaks what it decodes of the CKA_SUBJECTs an enrollment writes (LeakSanitizer)."""
+        e = self.env
+        e.add_token("own")
+        e.put_cert_for_key("own", "01", "c", "Cached")
+        e.put_cert_for_key("own", "02", "d", "Added later")
+        e.start_daemon()
+        uri = "pkcs11:token=own"
+        self.assertEqual(len(e.list_certs()), 2)
         for _ in range(3):
             self.assertEqual(len(e.list_certs(token=uri)), 2)
         victim = [c["uri"] for c in e.list_certs(token=uri) if c["subject"] == "CN=Added later"][0]
