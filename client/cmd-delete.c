@@ -2,6 +2,7 @@
  *                   [--pin-file FILE | --pin-fd N] */
 #define G_LOG_DOMAIN "p11certctl"
 #include "ctl-common.h"
+#include "p11c-wire.h"
 #include "p11c-i18n.h"
 #include "p11c-secret.h"
 
@@ -63,7 +64,6 @@ ctl_cmd_delete (int argc, char **argv)
   g_autoptr(GVariant) result = NULL;
   p11c_autosecret pin = NULL;
   g_autofree char *uri = NULL;
-  GVariantBuilder b;
   GDBusConnection *bus;
   gboolean is_system;
   int given, rc;
@@ -103,12 +103,10 @@ ctl_cmd_delete (int argc, char **argv)
       g_autofree char *want_id = opt_id ? normalize_id (opt_id) : NULL;
       guint matches = 0;
 
-      g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-      if (opt_token)
-        g_variant_builder_add (&b, "{sv}", "token", g_variant_new_string (opt_token));
-      ctl_add_interaction (&b);
-      list_reply = ctl_call_manager (bus, "ListCerts", g_variant_new ("(a{sv})", &b), "(aa{sv})",
-                                     CTL_TIMEOUT_LIST, &error);
+      P11cListParams request = { .token = opt_token, .allow_interaction = ctl_interactive () };
+
+      list_reply = ctl_call_manager (bus, "ListCerts", g_variant_new ("(@a{sv})", p11c_wire_list_to_variant (&request)),
+                                     "(aa{sv})", CTL_TIMEOUT_LIST, &error);
       if (list_reply == NULL)
         return ctl_report (error, NULL);
       list = g_variant_get_child_value (list_reply, 0);
@@ -188,13 +186,10 @@ ctl_cmd_delete (int argc, char **argv)
         return ctl_report (error, NULL);
     }
 
-  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  if (opt_keep_key)
-    g_variant_builder_add (&b, "{sv}", "keep_key", g_variant_new_boolean (TRUE));
-  ctl_add_interaction (&b);
   {
+    P11cOptions options = { .keep_key = opt_keep_key, .allow_interaction = ctl_interactive () };
     GVariant *params = g_variant_ref_sink (g_variant_new ("(ss@a{sv})", uri, pin ? pin : "",
-                                                          g_variant_builder_end (&b)));
+                                                          p11c_wire_options_to_variant (&options, TRUE)));
     reply = ctl_call_manager (bus, "DeleteCert", params, "(a{sv})", CTL_TIMEOUT_TOKEN, &error);
     /* wipe our serialised copy of the PIN */
     if (pin != NULL)

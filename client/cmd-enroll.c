@@ -1,6 +1,9 @@
 /* p11certctl enroll — a wizard on a terminal, flags for scripts */
 #define G_LOG_DOMAIN "p11certctl"
 #include "ctl-common.h"
+#include "p11c-names.h"
+#include "p11c-wire.h"
+#include "ctl-job.h"
 #include "p11c-i18n.h"
 #include "p11c-secret.h"
 
@@ -122,9 +125,8 @@ ctl_cmd_enroll (int argc, char **argv)
   p11c_autosecret password = NULL;
   g_autofree char *job = NULL;
   gboolean interactive, asked = FALSE, needs_login;
-  GVariantBuilder b;
   GDBusConnection *bus;
-  CtlJobResult r = { 0 };
+  P11cWireJob r = { 0 };
   int out_fd = -1, rc;
 
   g_option_context_add_main_entries (ctx, entries, NULL);
@@ -364,36 +366,18 @@ ctl_cmd_enroll (int argc, char **argv)
         }
     }
 
-  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  g_variant_builder_add (&b, "{sv}", "ca", g_variant_new_string (ctl_dict_str (ca, "name", "")));
-  g_variant_builder_add (&b, "{sv}", "storage", g_variant_new_string (opt_storage));
-  if (opt_login)
-    g_variant_builder_add (&b, "{sv}", "login", g_variant_new_string (opt_login));
-  if (otp)
-    g_variant_builder_add (&b, "{sv}", "otp", g_variant_new_string (otp));
-  if (token)
-    {
-      g_variant_builder_add (&b, "{sv}", "token", g_variant_new_string (ctl_dict_str (token, "path", "")));
-      g_variant_builder_add (&b, "{sv}", "pin", g_variant_new_string (pin));
-    }
-  if (opt_key_type)
-    g_variant_builder_add (&b, "{sv}", "key_type", g_variant_new_string (opt_key_type));
-  if (opt_subject)
-    g_variant_builder_add (&b, "{sv}", "subject", g_variant_new_string (opt_subject));
-  if (opt_label)
-    g_variant_builder_add (&b, "{sv}", "label", g_variant_new_string (opt_label));
-  if (opt_name && g_str_equal (opt_storage, "system"))
-    g_variant_builder_add (&b, "{sv}", "name", g_variant_new_string (opt_name));
-  if (fds)
-    {
-      g_variant_builder_add (&b, "{sv}", "fd", g_variant_new_handle (0));
-      g_variant_builder_add (&b, "{sv}", "password", g_variant_new_string (password));
-    }
-  ctl_add_interaction (&b);
   {
-    GVariant *params = g_variant_ref_sink (g_variant_new ("(@a{sv})", g_variant_builder_end (&b)));
-    reply = g_dbus_connection_call_with_unix_fd_list_sync (bus, "org.p11certd", "/org/p11certd",
-                                                           "org.p11certd1.Manager", "Enroll", params,
+    P11cEnrollParams request = {
+      .ca = (char *) ctl_dict_str (ca, "name", ""), .storage = opt_storage, .login = opt_login, .otp = otp,
+      .token = token ? (char *) ctl_dict_str (token, "path", "") : NULL, .pin = token ? pin : NULL,
+      .key_type = opt_key_type, .subject = opt_subject, .label = opt_label,
+      .name = opt_name && g_str_equal (opt_storage, "system") ? opt_name : NULL,
+      .has_fd = fds != NULL, .fd_index = 0, .password = fds ? password : NULL,
+      .allow_interaction = ctl_interactive (),
+    };
+    GVariant *params = g_variant_ref_sink (g_variant_new ("(@a{sv})", p11c_wire_enroll_to_variant (&request)));
+    reply = g_dbus_connection_call_with_unix_fd_list_sync (bus, P11C_DBUS_NAME, P11C_DBUS_PATH,
+                                                           P11C_DBUS_MANAGER_IFACE, "Enroll", params,
                                                            G_VARIANT_TYPE ("(o)"),
                                                            interactive ? G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION
                                                                        : G_DBUS_CALL_FLAGS_NONE,
@@ -430,6 +414,6 @@ ctl_cmd_enroll (int argc, char **argv)
     remove_output (opt_output, out_fd);
   if (out_fd >= 0)
     close (out_fd);
-  ctl_job_result_clear (&r);
+  p11c_wire_job_clear (&r);
   return rc;
 }

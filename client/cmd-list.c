@@ -1,6 +1,7 @@
 /* p11certctl list [--token URI|PATH] [--storage token|system|file] [--json] */
 #define G_LOG_DOMAIN "p11certctl"
 #include "ctl-common.h"
+#include "p11c-wire.h"
 #include "p11c-i18n.h"
 
 #include <stdio.h>
@@ -41,7 +42,6 @@ ctl_cmd_list (int argc, char **argv)
   g_autoptr(GVariant) tokens = NULL;
   g_autoptr(CtlTable) table = NULL;
   static const char *const headers[] = { N_("SUBJECT"), N_("EXPIRES"), N_("LEFT"), N_("TOKEN"), N_("LABEL") };
-  GVariantBuilder b;
   GDBusConnection *bus;
   int rc;
 
@@ -59,13 +59,11 @@ ctl_cmd_list (int argc, char **argv)
   if ((bus = ctl_bus (&rc)) == NULL)
     return rc;
 
-  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  if (opt_token)
-    g_variant_builder_add (&b, "{sv}", "token", g_variant_new_string (opt_token));
-  if (opt_storage)
-    g_variant_builder_add (&b, "{sv}", "storage", g_variant_new_string (opt_storage));
-  ctl_add_interaction (&b);
-  reply = ctl_call_manager (bus, "ListCerts", g_variant_new ("(a{sv})", &b), "(aa{sv})", CTL_TIMEOUT_LIST, &error);
+  {
+    P11cListParams request = { .token = opt_token, .storage = opt_storage, .allow_interaction = ctl_interactive () };
+    reply = ctl_call_manager (bus, "ListCerts", g_variant_new ("(@a{sv})", p11c_wire_list_to_variant (&request)),
+                              "(aa{sv})", CTL_TIMEOUT_LIST, &error);
+  }
   if (reply == NULL)
     return ctl_report (error, NULL);
   certs = g_variant_get_child_value (reply, 0);

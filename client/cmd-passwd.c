@@ -1,6 +1,7 @@
 /* p11certctl passwd [--token URI|PATH] [--pin-file F] [--new-pin-file F] */
 #define G_LOG_DOMAIN "p11certctl"
 #include "ctl-common.h"
+#include "p11c-wire.h"
 #include "p11c-i18n.h"
 #include "p11c-names.h"
 #include "p11c-secret.h"
@@ -29,7 +30,6 @@ ctl_cmd_passwd (int argc, char **argv)
   p11c_autosecret old_pin = NULL;
   p11c_autosecret new_pin = NULL;
   P11cPinPolicy policy;
-  GVariantBuilder b;
   GDBusConnection *bus;
   const char *label, *path;
   int rc;
@@ -73,11 +73,10 @@ ctl_cmd_passwd (int argc, char **argv)
   if (new_pin == NULL)
     return ctl_report (error, NULL);
 
-  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  ctl_add_interaction (&b);
   {
+    P11cOptions options = { .allow_interaction = ctl_interactive () };
     GVariant *params = g_variant_ref_sink (g_variant_new ("(ss@a{sv})", old_pin, new_pin,
-                                                          g_variant_builder_end (&b)));
+                                                          p11c_wire_options_to_variant (&options, FALSE)));
     reply = ctl_call (bus, path, P11C_DBUS_TOKEN_IFACE, "ChangePin", params, "()", CTL_TIMEOUT_TOKEN, &error);
     p11c_variant_wipe (params);
     g_variant_unref (params);

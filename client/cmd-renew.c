@@ -1,6 +1,8 @@
 /* p11certctl renew URI [--pin-file F] [--keep-key] | renew --due */
 #define G_LOG_DOMAIN "p11certctl"
 #include "ctl-common.h"
+#include "p11c-wire.h"
+#include "ctl-job.h"
 #include "p11c-i18n.h"
 #include "p11c-secret.h"
 
@@ -39,12 +41,13 @@ renew_due (GDBusConnection *bus)
   g_auto(GStrv) not_renewable = NULL;
   g_autoptr(GVariant) reasons = NULL;
   g_autoptr(GVariant) codes = NULL;
-  GVariantBuilder b;
   guint n_jobs = 0, failed = 0, n_person = 0;
 
-  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  ctl_add_interaction (&b);
-  reply = ctl_call_manager (bus, "RenewDue", g_variant_new ("(a{sv})", &b), "(a{sv})", CTL_TIMEOUT_TOKEN, &error);
+  {
+    P11cOptions options = { .allow_interaction = ctl_interactive () };
+    reply = ctl_call_manager (bus, "RenewDue", g_variant_new ("(@a{sv})", p11c_wire_options_to_variant (&options, FALSE)),
+                              "(a{sv})", CTL_TIMEOUT_TOKEN, &error);
+  }
   if (reply == NULL)
     return ctl_report (error, "renew --due");
   result = g_variant_get_child_value (reply, 0);
@@ -63,7 +66,7 @@ renew_due (GDBusConnection *bus)
     }
   for (guint i = 0; i < n_jobs; i++)
     {
-      CtlJobResult r = { 0 };
+      P11cWireJob r = { 0 };
       g_autoptr(GError) local = NULL;
       g_autofree char *prefix = g_strdup_printf ("%s: ", jobs[i]);
 
@@ -76,12 +79,12 @@ renew_due (GDBusConnection *bus)
         }
       if (g_strcmp0 (r.state, "interrupted") == 0)
         {
-          ctl_job_result_clear (&r);
+          p11c_wire_job_clear (&r);
           return CTL_EXIT_CANCELLED;
         }
       if (ctl_job_report (bus, &r, NULL) != CTL_EXIT_OK)
         failed++;
-      ctl_job_result_clear (&r);
+      p11c_wire_job_clear (&r);
     }
   for (guint i = 0; not_renewable && not_renewable[i]; i++)
     {
@@ -128,9 +131,8 @@ ctl_cmd_renew (int argc, char **argv)
   g_autoptr(GVariant) reply = NULL;
   p11c_autosecret pin = NULL;
   g_autofree char *job = NULL;
-  GVariantBuilder b;
   GDBusConnection *bus;
-  CtlJobResult r = { 0 };
+  P11cWireJob r = { 0 };
   const char *uri;
   int rc;
 
@@ -189,13 +191,9 @@ ctl_cmd_renew (int argc, char **argv)
       if (pin == NULL)
         return ctl_report (error, NULL);
     }
-  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  if (pin)
-    g_variant_builder_add (&b, "{sv}", "pin", g_variant_new_string (pin));
-  g_variant_builder_add (&b, "{sv}", "rekey", g_variant_new_boolean (!opt_keep_key));
-  ctl_add_interaction (&b);
   {
-    GVariant *params = g_variant_ref_sink (g_variant_new ("(s@a{sv})", uri, g_variant_builder_end (&b)));
+    P11cRenewParams request = { .pin = pin, .rekey = !opt_keep_key, .allow_interaction = ctl_interactive () };
+    GVariant *params = g_variant_ref_sink (g_variant_new ("(s@a{sv})", uri, p11c_wire_renew_to_variant (&request)));
     reply = ctl_call_manager (bus, "Renew", params, "(o)", CTL_TIMEOUT_START, &error);
     p11c_variant_wipe (params);
     g_variant_unref (params);
@@ -212,6 +210,6 @@ ctl_cmd_renew (int argc, char **argv)
   if (!ctl_follow_job (bus, job, NULL, &r, &error))
     return ctl_report (error, NULL);
   rc = ctl_job_report (bus, &r, NULL);
-  ctl_job_result_clear (&r);
+  p11c_wire_job_clear (&r);
   return rc;
 }

@@ -143,13 +143,6 @@ ctl_interactive (void)
   return isatty (STDIN_FILENO);
 }
 
-void
-ctl_add_interaction (GVariantBuilder *b)
-{
-  if (ctl_interactive ())
-    g_variant_builder_add (b, "{sv}", "allow_interaction", g_variant_new_boolean (TRUE));
-}
-
 GVariant *
 ctl_call (GDBusConnection *bus, const char *path, const char *iface, const char *method,
           GVariant *params, const char *reply_type, int timeout_ms, GError **error)

@@ -76,8 +76,6 @@ gboolean ctl_get_pin_policy (GDBusConnection *bus, P11cPinPolicy *policy, GError
 
 /* TRUE when polkit may ask the user (stdin is a terminal) */
 gboolean ctl_interactive (void);
-/* Add allow_interaction to an options builder when interactive */
-void ctl_add_interaction (GVariantBuilder *b);
 
 /* ---- errors ------------------------------------------------------------- */
 
@@ -193,29 +191,5 @@ GVariant *ctl_find_cert (GDBusConnection *bus, const char *uri, GError **error);
 GVariant *ctl_choose_token (GDBusConnection *bus, const char *spec, gboolean interactive, GError **error);
 /* Print subject/expiry/token/URI of a certificate entry */
 void ctl_print_cert (GVariant *cert, GVariant *tokens);
-
-/* ---- jobs --------------------------------------------------------------- */
-
-typedef struct {
-  char *state;
-  char *error_name;
-  char *error_message;
-  GVariant *error_details;   /* a{sv}, Job.ErrorDetails */
-  char *result;
-  char *operation;
-} CtlJobResult;
-void ctl_job_result_clear (CtlJobResult *r);
-
-/* Follow a job until it ends (Ctrl-C cancels it), showing progress.
- * @prefix labels lines when several jobs are followed (may be NULL).
- * Returns FALSE with error when the job cannot be followed (not found,
- * daemon gone); the job's own outcome is in @out. */
-gboolean ctl_follow_job (GDBusConnection *bus, const char *path, const char *prefix,
-                         CtlJobResult *out, GError **error);
-/* Report the end of a job the usual way (@output_file: the PKCS#12 file of
- * a file enrollment, for the message); returns the exit code. */
-int ctl_job_report (GDBusConnection *bus, const CtlJobResult *r, const char *output_file);
-/* The exit code of a finished job */
-int ctl_job_exit_code (const CtlJobResult *r);
 
 G_END_DECLS

@@ -466,22 +466,51 @@ p11c_wire_job_to_variant (const P11cWireJob *j)
   return g_variant_builder_end (&b);
 }
 
+static void
+update_string (char **field, GVariant *dict, const char *key)
+{
+  const char *v;
+  if (g_variant_lookup (dict, key, "&s", &v))
+    {
+      g_free (*field);
+      *field = g_strdup (v);
+    }
+}
+
+void
+p11c_wire_job_update (P11cWireJob *j, GVariant *changed)
+{
+  GVariant *details;
+
+  update_string (&j->operation, changed, P11C_JOB_OPERATION);
+  update_string (&j->state, changed, P11C_JOB_STATE);
+  g_variant_lookup (changed, P11C_JOB_PROGRESS, "d", &j->progress);
+  g_variant_lookup (changed, P11C_JOB_ATTEMPT, "u", &j->attempt);
+  g_variant_lookup (changed, P11C_JOB_RETRY_AT, "x", &j->retry_at);
+  update_string (&j->error, changed, P11C_JOB_ERROR);
+  update_string (&j->error_message, changed, P11C_JOB_ERROR_MESSAGE);
+  details = g_variant_lookup_value (changed, P11C_JOB_ERROR_DETAILS, G_VARIANT_TYPE_VARDICT);
+  if (details != NULL)
+    {
+      g_clear_pointer (&j->error_details, g_variant_unref);
+      j->error_details = details;
+    }
+  update_string (&j->result, changed, P11C_JOB_RESULT);
+  g_variant_lookup (changed, P11C_JOB_OWNER, "u", &j->owner);
+}
+
 void
 p11c_wire_job_from_variant (GVariant *props, P11cWireJob *out)
 {
   memset (out, 0, sizeof *out);
-  out->operation = lookup_string (props, P11C_JOB_OPERATION);
-  out->state = lookup_string (props, P11C_JOB_STATE);
-  g_variant_lookup (props, P11C_JOB_PROGRESS, "d", &out->progress);
-  g_variant_lookup (props, P11C_JOB_ATTEMPT, "u", &out->attempt);
-  g_variant_lookup (props, P11C_JOB_RETRY_AT, "x", &out->retry_at);
-  out->error = lookup_string (props, P11C_JOB_ERROR);
-  out->error_message = lookup_string (props, P11C_JOB_ERROR_MESSAGE);
-  out->error_details = g_variant_lookup_value (props, P11C_JOB_ERROR_DETAILS, G_VARIANT_TYPE_VARDICT);
+  out->operation = g_strdup ("");
+  out->state = g_strdup ("");
+  out->error = g_strdup ("");
+  out->error_message = g_strdup ("");
+  out->result = g_strdup ("");
+  p11c_wire_job_update (out, props);
   if (out->error_details == NULL)
     out->error_details = g_variant_ref_sink (g_variant_new_array (G_VARIANT_TYPE ("{sv}"), NULL, 0));
-  out->result = lookup_string (props, P11C_JOB_RESULT);
-  g_variant_lookup (props, P11C_JOB_OWNER, "u", &out->owner);
 }
 
 void

@@ -176,6 +176,8 @@ GVariant *p11c_wire_job_to_variant (const P11cWireJob *job);   /* floating a{sv}
 /* Absent properties (another user's job shows only the public ones) keep
  * their defaults: "" strings, 0 numbers, an empty ErrorDetails. */
 void p11c_wire_job_from_variant (GVariant *props, P11cWireJob *out);
+/* Apply the properties present in @changed (PropertiesChanged, GetAll) */
+void p11c_wire_job_update (P11cWireJob *job, GVariant *changed);
 void p11c_wire_job_clear (P11cWireJob *job);
 
 /* What a job shows to users other than its owner and root: what runs and
