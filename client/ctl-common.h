@@ -1,8 +1,11 @@
-/* p11certctl — shared helpers: bus, errors → exit codes, secrets, tables,
- * JSON output, job following. */
+/* p11certctl — the client layer: commands, the bus and calls (ctl-common.c),
+ * errors → texts and exit codes (ctl-errors.c); secrets (ctl-secret.h),
+ * output (ctl-output.h) and jobs (ctl-job.h) have headers of their own. */
 #pragma once
 #include <gio/gio.h>
 #include "p11c-pin-policy.h"
+#include "ctl-output.h"
+#include "ctl-secret.h"
 
 G_BEGIN_DECLS
 
@@ -128,58 +131,6 @@ int ctl_parse (GOptionContext *ctx, int *argc, char ***argv);
 void ctl_warn (const char *fmt, ...) G_GNUC_PRINTF (1, 2);
 void ctl_message (const char *fmt, ...) G_GNUC_PRINTF (1, 2);
 
-/* ---- secrets ------------------------------------------------------------ */
-
-/* The first line of FILE (newline stripped); warns when the file is group-
- * or world-readable. Free with p11c_secret_free. */
-char *ctl_secret_from_file (const char *path, const char *what, GError **error);
-char *ctl_secret_from_fd (int fd, const char *what, GError **error);
-/* From the terminal without echo; when stdin is not a terminal, one line of
- * stdin. */
-char *ctl_secret_prompt (const char *prompt, const char *what, GError **error);
-/* file if given, else prompt */
-char *ctl_secret_get (const char *file, int fd, const char *prompt, const char *what, GError **error);
-/* A new secret asked twice (or read from file), checked against @policy */
-char *ctl_secret_new (const char *file, const char *prompt, const char *what,
-                      const P11cPinPolicy *policy, GError **error);
-/* Ask a yes/no question on the terminal; default_yes for [Y/n] */
-gboolean ctl_confirm (const char *question, gboolean default_yes);
-/* A line of text from the terminal (echoed); NULL on EOF */
-char *ctl_prompt_line (const char *prompt);
-gboolean ctl_stdin_is_tty (void);
-gboolean ctl_stdout_is_tty (void);
-
-/* ---- output ------------------------------------------------------------- */
-
-typedef struct _CtlTable CtlTable;
-/* columns: header names; widths given later */
-CtlTable *ctl_table_new (guint n_columns, const char *const *headers);
-/* min width of column @col when shrinking; 0 = never shrink */
-void ctl_table_set_shrinkable (CtlTable *t, guint col, guint min_width);
-void ctl_table_add_row (CtlTable *t, ...);   /* n_columns strings */
-void ctl_table_print (CtlTable *t, guint max_width);
-/* 80, or the terminal's width when stdout is a wider terminal */
-guint ctl_output_width (void);
-void ctl_table_free (CtlTable *t);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (CtlTable, ctl_table_free)
-
-/* UTF-8 aware truncation to @width characters with "…" */
-char *ctl_ellipsize (const char *s, guint width);
-
-/* JSON: any GVariant (a{sv}, aa{sv}, arrays, basic types; ay as base64) */
-void ctl_json_append (GString *out, GVariant *v, int indent);
-void ctl_json_append_string (GString *out, const char *s);
-/* print @v as JSON to stdout (pretty, newline) */
-void ctl_json_print (GVariant *v);
-
-char *ctl_format_date (gint64 unix_time);
-char *ctl_format_days_left (gint64 not_after);
-
-/* Dictionary helpers */
-const char *ctl_dict_str (GVariant *dict, const char *key, const char *def);
-gboolean ctl_dict_bool (GVariant *dict, const char *key, gboolean def);
-gint64 ctl_dict_int64 (GVariant *dict, const char *key, gint64 def);
-
 /* ---- tokens, certificates ----------------------------------------------- */
 
 /* ListTokens → aa{sv} (the inner array) */
@@ -189,7 +140,5 @@ GVariant *ctl_find_cert (GDBusConnection *bus, const char *uri, GError **error);
 /* Choose a token: @spec (URI or path) as given, the only present token, or
  * (interactive) a choice; returns the token dictionary. */
 GVariant *ctl_choose_token (GDBusConnection *bus, const char *spec, gboolean interactive, GError **error);
-/* Print subject/expiry/token/URI of a certificate entry */
-void ctl_print_cert (GVariant *cert, GVariant *tokens);
 
 G_END_DECLS

@@ -381,3 +381,135 @@ ctl_renew_reason_text (const char *code, gboolean *quote)
       }
   return NULL;
 }
+
+/* ---- exit codes and reports -------------------------------------------------------------- */
+
+static int
+exit_code_for_p11c (int code)
+{
+  switch (code)
+    {
+    case P11C_ERROR_INVALID_ARGS:      return CTL_EXIT_USAGE;
+    case P11C_ERROR_NOT_FOUND:         return CTL_EXIT_NOT_FOUND;
+    case P11C_ERROR_NOT_AUTHORIZED:    return CTL_EXIT_NOT_AUTHORIZED;
+    case P11C_ERROR_PIN_INCORRECT:     return CTL_EXIT_PIN_INCORRECT;
+    case P11C_ERROR_PIN_LOCKED:        return CTL_EXIT_PIN_LOCKED;
+    case P11C_ERROR_PIN_POLICY:        return CTL_EXIT_PIN_POLICY;
+    case P11C_ERROR_TOKEN_NOT_PRESENT: return CTL_EXIT_TOKEN_NOT_PRESENT;
+    case P11C_ERROR_CA_UNREACHABLE:    return CTL_EXIT_CA_UNREACHABLE;
+    case P11C_ERROR_CA_REJECTED:       return CTL_EXIT_CA_REJECTED;
+    case P11C_ERROR_CANCELLED:         return CTL_EXIT_CANCELLED;
+    default:                           return CTL_EXIT_FAILURE;
+    }
+}
+
+int
+ctl_exit_code_for_name (const char *name)
+{
+  int code;
+
+  if (name == NULL || name[0] == '\0')
+    return CTL_EXIT_FAILURE;
+  if (g_str_equal (name, "org.freedesktop.DBus.Error.AccessDenied")
+      || g_str_equal (name, "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"))
+    return CTL_EXIT_NOT_AUTHORIZED;
+  if (g_str_equal (name, "org.freedesktop.DBus.Error.InvalidArgs"))
+    return CTL_EXIT_USAGE;
+  if (g_str_equal (name, "org.freedesktop.DBus.Error.UnknownObject"))
+    return CTL_EXIT_NOT_FOUND;
+  if (strchr (name, '.') != NULL && !g_str_has_prefix (name, P11C_DBUS_ERROR_PREFIX))
+    return CTL_EXIT_FAILURE;
+  code = p11c_error_from_name (name);
+  return code < 0 ? CTL_EXIT_FAILURE : exit_code_for_p11c (code);
+}
+
+char *
+ctl_error_short_name (const GError *error)
+{
+  g_autofree char *remote = g_dbus_error_get_remote_error (error);
+  if (remote != NULL)
+    {
+      if (g_str_has_prefix (remote, P11C_DBUS_ERROR_PREFIX))
+        return g_strdup (remote + strlen (P11C_DBUS_ERROR_PREFIX));
+      return g_steal_pointer (&remote);
+    }
+  if (error->domain == P11C_ERROR)
+    return g_strdup (p11c_error_to_name (error->code));
+  return NULL;
+}
+
+int
+ctl_exit_code (const GError *error)
+{
+  g_autofree char *remote = NULL;
+
+  if (error == NULL)
+    return CTL_EXIT_OK;
+  if (error->domain == CTL_ERROR)
+    return error->code == CTL_ERROR_USAGE ? CTL_EXIT_USAGE
+           : error->code == CTL_ERROR_NOT_FOUND ? CTL_EXIT_NOT_FOUND : CTL_EXIT_FAILURE;
+  remote = g_dbus_error_get_remote_error (error);
+  if (remote != NULL)
+    return ctl_exit_code_for_name (remote);
+  if (error->domain == P11C_ERROR)
+    return exit_code_for_p11c (error->code);
+  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return CTL_EXIT_CANCELLED;
+  if (g_error_matches (error, G_DBUS_ERROR, G_DBUS_ERROR_ACCESS_DENIED)
+      || g_error_matches (error, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED))
+    return CTL_EXIT_NOT_AUTHORIZED;
+  return CTL_EXIT_FAILURE;
+}
+
+static gboolean
+name_is (const char *remote, const GError *error, const char *name, GQuark domain, int code)
+{
+  return (remote != NULL && g_str_equal (remote, name)) || g_error_matches (error, domain, code);
+}
+
+int
+ctl_report (const GError *error, const char *what)
+{
+  return ctl_report_details (error, what, NULL);
+}
+
+int
+ctl_report_details (const GError *error, const char *what, GVariant *details)
+{
+  /* only errors that came over the bus: a P11C_ERROR made here has a D-Bus
+   * name too (the domain is registered), but its message is ours */
+  g_autofree char *remote = g_dbus_error_is_remote_error (error) ? g_dbus_error_get_remote_error (error) : NULL;
+  g_autoptr(GError) copy = g_error_copy (error);
+  g_autofree char *text = NULL;
+
+  g_dbus_error_strip_remote_error (copy);
+  if (name_is (remote, error, "org.freedesktop.DBus.Error.ServiceUnknown", G_DBUS_ERROR, G_DBUS_ERROR_SERVICE_UNKNOWN)
+      || name_is (remote, error, "org.freedesktop.DBus.Error.NameHasNoOwner", G_DBUS_ERROR,
+                  G_DBUS_ERROR_NAME_HAS_NO_OWNER))
+    {
+      ctl_warn ("%s", _("p11certd is not running (or not reachable on this bus)"));
+      return CTL_EXIT_FAILURE;
+    }
+  if (name_is (remote, error, "org.freedesktop.DBus.Error.UnknownMethod", G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_METHOD))
+    /* TRANSLATORS: %s is the bus's English message, for an administrator */
+    text = g_strdup_printf (_("this p11certd does not support that (%s); is the daemon older than p11certctl?"),
+                            copy->message);
+  else if (name_is (remote, error, "org.freedesktop.DBus.Error.NoReply", G_DBUS_ERROR, G_DBUS_ERROR_NO_REPLY)
+           || g_error_matches (error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT))
+    text = g_strdup_printf (_("p11certd did not answer in time (%s)"), copy->message);
+  else if (name_is (remote, error, "org.freedesktop.DBus.Error.AccessDenied", G_DBUS_ERROR,
+                    G_DBUS_ERROR_ACCESS_DENIED))
+    text = g_strdup_printf (_("not allowed by the bus policy: %s"), copy->message);
+  else if (remote != NULL)
+    /* the daemon's English message is never shown as the explanation */
+    text = ctl_error_text (remote, details, copy->message);
+  else
+    /* the client's own errors are written in the user's language */
+    text = g_strdup (copy->message);
+  if (what != NULL)
+    /* TRANSLATORS: %1$s says what failed ("Cannot delete"), %2$s why */
+    ctl_warn (_("%1$s: %2$s"), what, text);
+  else
+    ctl_warn ("%s", text);
+  return ctl_exit_code (error);
+}
