@@ -1,6 +1,7 @@
 /* Renewal planning without a bus: two SoftHSM tokens, an engine, issuance
  * records in a temporary state directory.  What is due, who needs a person
- * and why, where a PIN file may go, copies, pruning, the expiry plan. */
+ * and why, where a PIN file may go, copies, pruning, the expiry plan; and
+ * the engine's token resolver on the same tokens. */
 #include "p11c-renewal.h"
 #include "p11c-cert.h"
 #include "p11c-error.h"
@@ -393,6 +394,42 @@ test_renewal_window (void)
   g_assert_true (p11c_renewal_due (0, 300, 200, 0, &left));
 }
 
+/* The one token resolver (p11c_engine_resolve_token[_uri]) on the same two
+ * tokens: exactly one must match; none is TokenNotPresent where a token was
+ * named and NotFound where an object on one was; an object path is the bus
+ * face's to resolve. */
+static void
+test_token_resolver (Fixture *f, gconstpointer data)
+{
+  struct { const char *spec; P11cError code; } bad[] = {
+    { "pkcs11:token=nosuch", P11C_ERROR_TOKEN_NOT_PRESENT },
+    { "pkcs11:model=SoftHSM%20v2", P11C_ERROR_INVALID_ARGS },      /* both match */
+    { "/org/p11certd/tokens/x", P11C_ERROR_TOKEN_NOT_PRESENT },
+    { "", P11C_ERROR_INVALID_ARGS },
+    { "not-a-uri", P11C_ERROR_INVALID_ARGS },
+  };
+
+  g_assert_true (p11c_engine_resolve_token (f->engine, "pkcs11:token=agent", NULL) == f->a);
+  g_assert_true (p11c_engine_resolve_token (f->engine, "pkcs11:token=mallory;type=cert", NULL) == f->b);
+  g_assert_true (p11c_engine_resolve_token (f->engine, p11c_token_get_uri (f->a), NULL) == f->a);
+  for (gsize i = 0; i < G_N_ELEMENTS (bad); i++)
+    {
+      g_autoptr(GError) error = NULL;
+      g_assert_null (p11c_engine_resolve_token (f->engine, bad[i].spec, &error));
+      g_assert_error (error, P11C_ERROR, (gint) bad[i].code);
+    }
+  {
+    g_autoptr(P11cUri) uri = p11c_uri_parse ("pkcs11:token=elsewhere;id=%01;type=cert", NULL);
+    g_autoptr(GError) error = NULL;
+    g_assert_null (p11c_engine_resolve_token_uri (f->engine, uri, "that URI", P11C_ERROR_NOT_FOUND, &error));
+    g_assert_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND);
+  }
+  /* ids: unique, and found again */
+  g_assert_cmpstr (p11c_token_get_id (f->a), !=, p11c_token_get_id (f->b));
+  g_assert_true (p11c_engine_find_token_by_id (f->engine, p11c_token_get_id (f->a)) == f->a);
+  g_assert_null (p11c_engine_find_token_by_id (f->engine, "nosuch"));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -405,5 +442,6 @@ main (int argc, char **argv)
   ADD ("/renewal/prune", test_prune);
   ADD ("/renewal/system-store", test_system_store);
   ADD ("/renewal/expiry-scan", test_expiry_scan);
+  ADD ("/engine/token-resolver", test_token_resolver);
   return g_test_run ();
 }
