@@ -26,6 +26,9 @@ void p11d_wizard_open (GtkWindow *parent);
 /* Shows page @name of @stack, hiding the others (also from AT-SPI) */
 void p11d_stack_show (GtkStack *stack, const char *name);
 
+/* Names the unnamed icon buttons inside @widget (a password row's "show") */
+void p11d_name_icon_buttons (GtkWidget *widget, const char *name);
+
 /* Sets the accessible name of @widget */
 void p11d_set_accessible_name (gpointer widget, const char *name);
 

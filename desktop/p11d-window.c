@@ -37,6 +37,19 @@ p11d_set_accessible_name (gpointer widget, const char *name)
   gtk_accessible_update_property (GTK_ACCESSIBLE (widget), GTK_ACCESSIBLE_PROPERTY_LABEL, name, -1);
 }
 
+/* Names the icon-only buttons libadwaita puts inside a password row (the
+ * "show the password" toggle), which have no name of their own. */
+void
+p11d_name_icon_buttons (GtkWidget *widget, const char *name)
+{
+  for (GtkWidget *c = gtk_widget_get_first_child (widget); c; c = gtk_widget_get_next_sibling (c))
+    {
+      if (GTK_IS_BUTTON (c) && gtk_button_get_label (GTK_BUTTON (c)) == NULL)
+        p11d_set_accessible_name (c, name);
+      p11d_name_icon_buttons (c, name);
+    }
+}
+
 static void
 win_free (Win *w)
 {

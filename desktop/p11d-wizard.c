@@ -995,7 +995,12 @@ p11d_wizard_open (GtkWindow *parent)
   w->cancellable = g_cancellable_new ();
   g_object_set_data_full (G_OBJECT (w->window), "p11d-wizard", w, (GDestroyNotify) wizard_free);
 
-  /* entry rows and check rows are named by their titles (GTK relations) */
+  /* Entry rows and check rows are named by their titles (GTK relations);
+     the password rows' own "show" buttons get a name. */
+  p11d_name_icon_buttons (w->otp_row, _("Show the password"));
+  p11d_name_icon_buttons (w->pin_row, _("Show the password"));
+  p11d_name_icon_buttons (w->file_pw_row, _("Show the password"));
+  p11d_name_icon_buttons (w->file_pw2_row, _("Show the password"));
   g_signal_connect_swapped (w->back, "clicked", G_CALLBACK (go_back), w);
   g_signal_connect_swapped (w->next, "clicked", G_CALLBACK (go_next), w);
   g_signal_connect_swapped (w->close, "clicked", G_CALLBACK (wizard_close), w);

@@ -238,6 +238,21 @@ class Gui:
         self._wait(lambda: not self.query(root, name, role, contains), timeout,
                    "%s %r to go away" % (role, name or contains), interval=0.1)
 
+    CONTROLS = ("push button", "toggle button", "check box", "radio button", "text", "password text",
+                "menu item", "combo box", "spin button", "slider")
+
+    def unnamed_controls(self, root):
+        """Visible controls with no accessible name (or only a widget class name)."""
+        out = []
+        for n in self.nodes(root):
+            try:
+                role, name = n.getRoleName(), (n.name or "").strip()
+            except Exception:
+                continue
+            if role in self.CONTROLS and (not name or (name.startswith(("Gtk", "Adw")) and " " not in name)):
+                out.append("%s %r" % (role, name))
+        return out
+
     def texts(self, root):
         out = []
         for n in self.nodes(root):

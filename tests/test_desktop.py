@@ -49,6 +49,7 @@ MSGIDS = {
     "manager": "Contact your manager",
     "pin_changed": "Password changed",
     "menu_delete": "Delete certificate",
+    "system_store": "System store of this computer",
     "sha256": "SHA-256 fingerprint",
     "expiring": "A certificate expires soon",
     "pin_note": "Token “%s”: check the password",
@@ -136,8 +137,11 @@ class Desktop(TestCase):
         cert_for(e, "eToken", "02", "Agent 42 old", -3, not_before_days=365)
         cert_for(e, "eToken", "03", "Agent 42 soon", 10, not_before_days=300)
         e.start_daemon()
+        job = e.enroll({"ca": "local", "storage": "system", "name": "web"})     # a system-store certificate
+        self.assertTrue(e.wait_job(job)[0])
         app = self.launch()
         GUI.find(app, "eToken", contains=None, timeout=20)
+        GUI.find(app, t["system_store"], "label")               # shown: root may manage it
         GUI.find(app, "Agent 42 old")
         GUI.find(app, t["expired"], "label")
         GUI.find(app, t["soon"], "label")
@@ -147,6 +151,7 @@ class Desktop(TestCase):
         GUI.click_at(GUI.find(app, "Agent 42", "list item"))
         GUI.find(app, t["sha256"], "label")
         self.shot("details")
+        self.assertEqual(GUI.unnamed_controls(app), [], "every control has an accessible name")
 
     def certs_on(self, label):
         return sorted((o["type"], o["id"]) for o in self.env.objects(label))
@@ -238,6 +243,7 @@ class Desktop(TestCase):
         GUI.type(pin, PIN)
         GUI.find(self.app, "✓ " + t["rule_len"], "label")
         self.shot("wizard-5-device")
+        self.assertEqual(GUI.unnamed_controls(self.app), [], "every control has an accessible name")
         GUI.click(GUI.button(self.app, t["next"]))
         GUI.find(self.app, t["written"], timeout=60)
         self.shot("wizard-6-done")
