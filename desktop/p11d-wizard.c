@@ -332,8 +332,13 @@ page_complete (Wizard *w, const char *page)
         return w->selected_token != NULL && text_of (w->pin_row)[0] != '\0';
       if (g_str_equal (s, "system"))
         return text_of (w->name_row)[0] != '\0';
-      return w->file_path != NULL && text_of (w->file_pw_row)[0] != '\0'
-             && g_str_equal (text_of (w->file_pw_row), text_of (w->file_pw2_row));
+      {
+        /* a new secret: it must meet the policy (the daemon checks it too) */
+        g_autoptr(GPtrArray) rules = p11d_policy_rules (p11d_client_get_pin_policy (w->client),
+                                                        text_of (w->file_pw_row));
+        return w->file_path != NULL && p11d_policy_broken (rules) == 0
+               && g_str_equal (text_of (w->file_pw_row), text_of (w->file_pw2_row));
+      }
     }
   return TRUE;
 }

@@ -7,6 +7,7 @@ screenshots under BUILD/desktop-screenshots/."""
 import datetime
 import gettext
 import os
+import subprocess
 import time
 
 import harness
@@ -50,6 +51,8 @@ MSGIDS = {
     "pin_changed": "Password changed",
     "menu_delete": "Delete certificate",
     "system_store": "System store of this computer",
+    "storage_file": "File", "choose": "Choose the file", "save": "_Save",
+    "file_pw": "File password", "file_pw2": "Repeat the file password",
     "sha256": "SHA-256 fingerprint",
     "expiring": "A certificate expires soon",
     "pin_note": "Token “%s”: check the password",
@@ -70,7 +73,7 @@ class Texts(dict):
             text = tr.gettext(msgid)
             if lang == "ru" and text == msgid and k != "storage_token":
                 raise AssertionError("no Russian for %r" % msgid)
-            self[k] = text.replace("_", "") if k in ("yes", "no", "ok", "delete_btn", "change_btn") else text
+            self[k] = text.replace("_", "") if k in ("yes", "no", "ok", "delete_btn", "change_btn", "save") else text
         for k, (one, many, n) in PLURALS.items():
             self[k] = tr.ngettext(one, many, n) % n
         # "…\n\nAttempt 1 of 3." and "(200 days left)": the parts after the %s
@@ -240,6 +243,13 @@ class Desktop(TestCase):
         pin = GUI.find(self.app, t["token_password"], "text")
         GUI.type(pin, "short")
         GUI.find(self.app, "✗ " + t["rule_len"], "label")
+        # a wrong token password: back on this page with the error, nothing retried
+        GUI.type(pin, "Wrong-Passw0rd")
+        GUI.click(GUI.button(self.app, t["next"]))
+        GUI.find(self.app, contains=t["pin_wrong"], timeout=60)
+        self.shot("wizard-wrong-pin")
+        self.assertEqual(self.simpleenrolls(), 0, "the CA was not asked")
+        pin = GUI.find(self.app, t["token_password"], "text")
         GUI.type(pin, PIN)
         GUI.find(self.app, "✓ " + t["rule_len"], "label")
         self.shot("wizard-5-device")
@@ -266,6 +276,41 @@ class Desktop(TestCase):
 
     def simpleenrolls(self):
         return len([r for r in self.env.est_requests() if r.get("op") == "simpleenroll"])
+
+    def test_wizard_to_file(self):
+        """Storage "File": a save dialog, a password meeting the rules; the app opens the
+        file and passes the descriptor; a PKCS#12 file only the user can read."""
+        e, t = self.env, self.t
+        e.add_token("eToken")
+        e.start_est()
+        e.add_est_profile("agents")
+        e.start_daemon()
+        self.launch()
+        self.wizard_to_login()
+        self.fill_login("alice", "OTP-1")
+        GUI.click(GUI.button(self.app, t["next"]))
+        GUI.click_at(GUI.find(self.app, t["storage_file"], "check box"))
+        wait_for(lambda: GUI.checked(GUI.find(self.app, t["storage_file"], "check box")), 10, "File chosen")
+        GUI.click(GUI.button(self.app, t["next"]))
+        GUI.click(GUI.button(self.app, t["choose"]))
+        path = os.path.join(e.tmp, "agent.p12")
+        # GTK's own file chooser: its name field ("Name:", translated by GTK)
+        name_field = GUI._wait(lambda: next((n for n in GUI.query(self.app, role="text")
+                                             if (n.name or "").endswith(":")), None), 15, "the file name field")
+        GUI.type(name_field, path)
+        self.shot("wizard-file-dialog")
+        GUI.click(GUI.button(self.app, t["save"]))
+        GUI.find(self.app, path, "label")
+        GUI.type(GUI.find(self.app, t["file_pw"], "text"), "FilePassw0rd")
+        GUI.type(GUI.find(self.app, t["file_pw2"], "text"), "FilePassw0rd")
+        GUI.find(self.app, "✓ " + t["rule_len"], "label")
+        self.shot("wizard-5-file")
+        GUI.click(GUI.button(self.app, t["next"]))
+        GUI.find(self.app, t["written"], timeout=60)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        r = subprocess.run(["openssl", "pkcs12", "-in", path, "-passin", "pass:FilePassw0rd", "-nokeys"],
+                           capture_output=True, text=True)
+        self.assertIn("subject=CN = alice", r.stdout, r.stderr)
 
     def test_wizard_rejected_otp(self):
         """A refused one-time password: a new one is asked for, the same is never sent again."""
