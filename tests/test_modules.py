@@ -34,8 +34,7 @@ class Modules(TestCase):
         # libcrypto, which has no frame pointers; only the full unwinder
         # reaches the module's frames that tests/lsan.supp names (the fault
         # module wraps every one), so their own leaks are told from ours
-        if "ASAN_OPTIONS" in self.env.env:
-            self.env.env["ASAN_OPTIONS"] += ":fast_unwind_on_malloc=0"
+        self.env.full_leak_stacks = True
 
     def timed(self, op, fn, *a, **kw):
         t0 = time.monotonic()
