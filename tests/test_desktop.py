@@ -51,6 +51,7 @@ MSGIDS = {
     "pin_changed": "Password changed",
     "menu_delete": "Delete certificate",
     "system_store": "System store of this computer",
+    "cancel_job": "Cancel", "cancelled": "Cancelled. Nothing was written.",
     "storage_file": "File", "choose": "Choose the file", "save": "_Save",
     "file_pw": "File password", "file_pw2": "Repeat the file password",
     "sha256": "SHA-256 fingerprint",
@@ -79,6 +80,8 @@ class Texts(dict):
         # "…\n\nAttempt 1 of 3." and "(200 days left)": the parts after the %s
         self["attempt"] = tr.gettext("%s\n\nAttempt %u of %u.").split("%s", 1)[1].replace("%u", "%d", 1) \
             .replace("%u", "3")
+        self["next_attempt"] = tr.ngettext("Next attempt at %s (in %ld second), attempt %u.",
+                                           "Next attempt at %s (in %ld seconds), attempt %u.", 30).split("%s")[0]
         self.days_left = lambda n: tr.ngettext("valid until %s (%lu day left)", "valid until %s (%lu days left)",
                                                n).split("%s", 1)[1].replace("%lu", str(n))
 
@@ -311,6 +314,25 @@ class Desktop(TestCase):
         r = subprocess.run(["openssl", "pkcs12", "-in", path, "-passin", "pass:FilePassw0rd", "-nokeys"],
                            capture_output=True, text=True)
         self.assertIn("subject=CN = alice", r.stdout, r.stderr)
+
+    def test_wizard_wait_and_cancel(self):
+        """While the CA makes us wait: the retry time; Cancel: nothing written, the new key removed."""
+        e, t = self.env, self.t
+        e.add_token("eToken")
+        e.start_est()
+        e.est_control(accepted_202=100, retry_after=30)
+        e.add_est_profile("agents")
+        e.start_daemon()
+        self.launch()
+        self.wizard_to_login()
+        self.fill_login("alice", "OTP-1")
+        self.to_device_and_go()
+        GUI.find(self.app, contains=t["next_attempt"], timeout=60)
+        self.shot("wizard-waiting")
+        GUI.click(GUI.button(self.app, t["cancel_job"]))
+        GUI.find(self.app, t["cancelled"], "label", timeout=60)
+        self.assertEqual([o for o in e.objects("eToken") if o["type"] == "private key"], [],
+                         "the generated key was removed")
 
     def test_wizard_rejected_otp(self):
         """A refused one-time password: a new one is asked for, the same is never sent again."""
