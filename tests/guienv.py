@@ -67,6 +67,8 @@ class Gui:
             time.sleep(interval)
 
     def start(self):
+        # Xvfb makes /tmp/.X11-unix when it is missing: removed again by close()
+        self.made_x11_dir = not os.path.isdir("/tmp/.X11-unix")
         r, w = os.pipe()
         xvfb = self._spawn("xvfb", ["Xvfb", "-displayfd", str(w), "-screen", "0", "820x640x24", "-nolisten", "tcp", "-noreset"], os.environ.copy(), pass_fds=(w,))
         os.close(w)
@@ -167,6 +169,11 @@ class Gui:
                         pass
                     p.wait()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if getattr(self, "made_x11_dir", False):
+            try:
+                os.rmdir("/tmp/.X11-unix")
+            except OSError:
+                pass
 
     # -- AT-SPI -------------------------------------------------------------
     def nodes(self, root):

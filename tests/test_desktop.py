@@ -116,8 +116,8 @@ class Desktop(TestCase):
     lang = "en"
 
     def setUp(self):
+        self.t = Texts(self.lang)        # first: a setUp that fails later leaves nothing behind
         super().setUp()
-        self.t = Texts(self.lang)
         self.addCleanup(GUI.quit)
 
     def shot(self, name):
