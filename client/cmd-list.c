@@ -6,20 +6,26 @@
 
 #include <stdio.h>
 
-static const char *
-token_label (GVariant *tokens, GVariant *cert)
+/* Where @cert is, for the table: "system", its token's label, or the path */
+static char *
+token_label (GVariant *tokens, const P11cWireCert *cert)
 {
-  const char *path = ctl_dict_str (cert, "token", "/");
-
-  if (g_strcmp0 (ctl_dict_str (cert, "storage", ""), "system") == 0)
-    return C_("storage", "system");
+  if (g_strcmp0 (cert->storage, "system") == 0)
+    return g_strdup (C_("storage", "system"));
   for (gsize i = 0; tokens != NULL && i < g_variant_n_children (tokens); i++)
     {
-      g_autoptr(GVariant) t = g_variant_get_child_value (tokens, i);
-      if (g_strcmp0 (ctl_dict_str (t, "path", NULL), path) == 0)
-        return ctl_dict_str (t, "label", path);
+      g_autoptr(GVariant) dict = g_variant_get_child_value (tokens, i);
+      P11cWireToken t;
+      char *label = NULL;
+
+      p11c_wire_token_from_variant (dict, &t);
+      if (g_strcmp0 (t.path, cert->token) == 0)
+        label = g_strdup (t.label);
+      p11c_wire_token_clear (&t);
+      if (label != NULL)
+        return label;
     }
-  return path;
+  return g_strdup (cert->token);
 }
 
 int
@@ -108,32 +114,36 @@ ctl_cmd_list (int argc, char **argv)
   ctl_table_set_shrinkable (table, 4, 8);
   for (gsize i = 0; i < g_variant_n_children (certs); i++)
     {
-      g_autoptr(GVariant) c = g_variant_get_child_value (certs, i);
-      const char *err = ctl_dict_str (c, "error", NULL);
+      g_autoptr(GVariant) dict = g_variant_get_child_value (certs, i);
       g_autofree char *subject = NULL;
       g_autofree char *date = NULL;
       g_autofree char *left = NULL;
+      g_autofree char *where = NULL;
+      P11cWireCert c;
 
-      if (err != NULL)
+      if (!p11c_wire_cert_from_variant (dict, &c, NULL))
+        continue;
+      if (!c.parsed)
         {
-          subject = g_strdup_printf (_("(unreadable: %s)"), err);
+          subject = g_strdup_printf (_("(unreadable: %s)"), c.error ? c.error : "?");
           date = g_strdup ("-");
           left = g_strdup ("-");
         }
       else
         {
-          gint64 not_after = ctl_dict_int64 (c, "not_after", 0);
-          subject = g_strdup (ctl_dict_str (c, "subject", ""));
-          date = ctl_format_date (not_after);
-          left = ctl_format_days_left (not_after);
-          if (ctl_dict_bool (c, "renewal_due", FALSE) && not_after > g_get_real_time () / G_USEC_PER_SEC)
+          subject = g_strdup (c.subject);
+          date = ctl_format_date (c.not_after);
+          left = ctl_format_days_left (c.not_after);
+          if (c.renewal_due && c.not_after > g_get_real_time () / G_USEC_PER_SEC)
             {
               char *tmp = g_strconcat (left, " !", NULL);
               g_free (left);
               left = tmp;
             }
         }
-      ctl_table_add_row (table, subject, date, left, token_label (tokens, c), ctl_dict_str (c, "label", ""));
+      where = token_label (tokens, &c);
+      ctl_table_add_row (table, subject, date, left, where, c.label ? c.label : "");
+      p11c_wire_cert_clear (&c);
     }
   ctl_table_print (table, ctl_output_width ());
   return CTL_EXIT_OK;

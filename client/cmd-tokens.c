@@ -1,18 +1,19 @@
 /* p11certctl tokens [--json] */
 #define G_LOG_DOMAIN "p11certctl"
 #include "ctl-common.h"
+#include "p11c-wire.h"
 #include "p11c-i18n.h"
 
 static const char *
-pin_state (GVariant *t)
+pin_state (const P11cWireToken *t)
 {
-  if (ctl_dict_bool (t, "pin_locked", FALSE))
+  if (t->pin_locked)
     return C_("PIN state", "LOCKED");
-  if (ctl_dict_bool (t, "pin_final_try", FALSE))
+  if (t->pin_final_try)
     return C_("PIN state", "final try");
-  if (ctl_dict_bool (t, "pin_count_low", FALSE))
+  if (t->pin_count_low)
     return C_("PIN state", "count low");
-  if (!ctl_dict_bool (t, "present", TRUE))
+  if (!t->present)
     return C_("PIN state", "absent");
   return C_("PIN state", "ok");
 }
@@ -62,9 +63,12 @@ ctl_cmd_tokens (int argc, char **argv)
   ctl_table_set_shrinkable (table, 2, 6);
   for (gsize i = 0; i < g_variant_n_children (tokens); i++)
     {
-      g_autoptr(GVariant) t = g_variant_get_child_value (tokens, i);
-      ctl_table_add_row (table, ctl_dict_str (t, "label", ""), ctl_dict_str (t, "serial", ""),
-                         ctl_dict_str (t, "manufacturer", ""), pin_state (t), ctl_dict_str (t, "path", ""));
+      g_autoptr(GVariant) dict = g_variant_get_child_value (tokens, i);
+      P11cWireToken t;
+
+      p11c_wire_token_from_variant (dict, &t);
+      ctl_table_add_row (table, t.label, t.serial, t.manufacturer, pin_state (&t), t.path);
+      p11c_wire_token_clear (&t);
     }
   ctl_table_print (table, ctl_output_width ());
   return CTL_EXIT_OK;
