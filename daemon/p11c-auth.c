@@ -6,10 +6,13 @@
 
 static PolkitAuthority *authority;
 
-/* The uid behind each unique bus name that called (main thread only).  A
- * unique name is never reused on a bus and a connection's credentials never
+/* The uid behind each unique bus name that called (written on the main
+ * thread, read from GDBus's thread too: p11c_auth_cached_uid).  A unique
+ * name is never reused on a bus and a connection's credentials never
  * change, so the entry is good until the name goes away: NameOwnerChanged
- * drops it.  Saves a GetConnectionUnixUser round trip per call. */
+ * drops it (an entry that slips in after its name went — the reply handled
+ * after the signal — is only memory, bounded by UID_CACHE_MAX).  Saves a
+ * GetConnectionUnixUser round trip per call. */
 static GMutex           uid_lock;    /* uid_cache: read from GDBus's thread too */
 static GHashTable      *uid_cache;
 static GDBusConnection *uid_conn;
