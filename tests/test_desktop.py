@@ -52,6 +52,7 @@ MSGIDS = {
     "menu_delete": "Delete certificate",
     "system_store": "System store of this computer",
     "cancel_job": "Cancel", "cancelled": "Cancelled. Nothing was written.",
+    "storage_system": "System", "system_name": "Name (for example, the service that uses it)",
     "storage_file": "File", "choose": "Choose the file", "save": "_Save",
     "file_pw": "File password", "file_pw2": "Repeat the file password",
     "sha256": "SHA-256 fingerprint",
@@ -314,6 +315,29 @@ class Desktop(TestCase):
         r = subprocess.run(["openssl", "pkcs12", "-in", path, "-passin", "pass:FilePassw0rd", "-nokeys"],
                            capture_output=True, text=True)
         self.assertIn("subject=CN = alice", r.stdout, r.stderr)
+
+    def test_wizard_to_system_store(self):
+        """Another CA (the local one: no login asked), storage "System" with a name."""
+        e, t = self.env, self.t
+        e.add_token("eToken")
+        e.start_est()
+        e.add_est_profile("agents")
+        e.start_daemon()
+        self.launch()
+        GUI.click(GUI.button(self.app, t["enroll"], timeout=20))
+        GUI.click(GUI.button(self.app, t["next"]))
+        local = GUI.find(self.app, "local", "check box")
+        GUI.click_at(local)
+        wait_for(lambda: GUI.checked(GUI.find(self.app, "local", "check box")), 10, "local CA chosen")
+        GUI.click(GUI.button(self.app, t["next"]))               # no login for the local CA
+        GUI.click_at(GUI.find(self.app, t["storage_system"], "check box"))
+        wait_for(lambda: GUI.checked(GUI.find(self.app, t["storage_system"], "check box")), 10, "System chosen")
+        GUI.click(GUI.button(self.app, t["next"]))
+        GUI.type(GUI.find(self.app, t["system_name"], "text"), "web")
+        GUI.click(GUI.button(self.app, t["next"]))
+        GUI.find(self.app, t["written"], timeout=60)
+        self.assertEqual([c["uri"] for c in e.list_certs(storage="system")], ["system:web"])
+        self.assertEqual(self.simpleenrolls(), 0, "the agents' CA was not asked")
 
     def test_wizard_wait_and_cancel(self):
         """While the CA makes us wait: the retry time; Cancel: nothing written, the new key removed."""
