@@ -18,12 +18,23 @@ wipe_free (char *s)
     }
 }
 
+static AdwMessageDialog *reusable_dialog (GtkWindow *parent, const char *key, const char *heading,
+                                          GtkWidget *extra);
+
+/* One message dialog per window, hidden and shown again (see reusable_dialog) */
 void
 p11d_message (GtkWindow *parent, const char *heading, const char *body)
 {
-  AdwMessageDialog *d = ADW_MESSAGE_DIALOG (adw_message_dialog_new (parent, heading, body));
-  adw_message_dialog_add_response (d, "ok", _("_OK"));
-  adw_message_dialog_set_default_response (d, "ok");
+  AdwMessageDialog *d = g_object_get_data (G_OBJECT (parent), "p11d-message");
+
+  if (d == NULL)
+    {
+      d = reusable_dialog (parent, "p11d-message", heading, NULL);
+      adw_message_dialog_add_response (d, "ok", _("_OK"));
+      adw_message_dialog_set_default_response (d, "ok");
+    }
+  adw_message_dialog_set_heading (d, heading);
+  adw_message_dialog_set_body (d, body);
   gtk_window_present (GTK_WINDOW (d));
 }
 
@@ -168,10 +179,9 @@ delete_call (Delete *d, const char *pin)
                     G_VARIANT_TYPE ("(a{sv})"), NULL, NULL, delete_reply, d);
 }
 
-/* Dialogs with password fields are made once per window and hidden, not
- * destroyed, after each use: in GTK 4.8 an accessibility client (a screen
- * reader, the tests) reading a password field while its dialog was
- * destroyed crashed the app. */
+/* Dialogs are made once per window and hidden, not destroyed, after each
+ * use: in GTK 4.8 an accessibility client (a screen reader, the tests)
+ * reading a dialog while it was destroyed crashed the app. */
 static AdwMessageDialog *
 reusable_dialog (GtkWindow *parent, const char *key, const char *heading, GtkWidget *extra)
 {
@@ -182,7 +192,8 @@ reusable_dialog (GtkWindow *parent, const char *key, const char *heading, GtkWid
   dialog = ADW_MESSAGE_DIALOG (adw_message_dialog_new (parent, heading, NULL));
   gtk_window_set_hide_on_close (GTK_WINDOW (dialog), TRUE);
   gtk_window_set_destroy_with_parent (GTK_WINDOW (dialog), TRUE);
-  adw_message_dialog_set_extra_child (dialog, extra);
+  if (extra != NULL)
+    adw_message_dialog_set_extra_child (dialog, extra);
   g_object_set_data (G_OBJECT (parent), key, dialog);
   return dialog;
 }
@@ -254,9 +265,12 @@ ask_password (Delete *d)
 }
 
 static void
-confirm_response (AdwMessageDialog *dialog, const char *response, Delete *d)
+confirm_response (AdwMessageDialog *dialog, const char *response, gpointer unused)
 {
-  g_signal_handlers_disconnect_by_func (dialog, confirm_response, d);
+  Delete *d = g_object_steal_data (G_OBJECT (dialog), "delete");
+
+  if (d == NULL)
+    return;
   if (!g_str_equal (response, "yes"))
     delete_free (d);
   else if (d->token == NULL)
@@ -287,13 +301,19 @@ p11d_delete_cert (GtkWindow *parent, const char *uri)
       d->token_label = g_strdup (p11d_dict_str (p11d_client_find_token (client, token), "label", ""));
     }
   heading = g_strdup_printf (_("Delete certificate “%s”"), d->name);
-  dialog = ADW_MESSAGE_DIALOG (adw_message_dialog_new (parent, heading,
-                                                       _("The certificate will be deleted. Continue?")));
-  adw_message_dialog_add_responses (dialog, "no", _("_No"), "yes", _("_Yes"), NULL);
-  adw_message_dialog_set_response_appearance (dialog, "yes", ADW_RESPONSE_DESTRUCTIVE);
-  adw_message_dialog_set_default_response (dialog, "no");
-  adw_message_dialog_set_close_response (dialog, "no");
-  g_signal_connect (dialog, "response", G_CALLBACK (confirm_response), d);
+  dialog = g_object_get_data (G_OBJECT (parent), "p11d-confirm");
+  if (dialog == NULL)
+    {
+      dialog = reusable_dialog (parent, "p11d-confirm", heading, NULL);
+      adw_message_dialog_set_body (dialog, _("The certificate will be deleted. Continue?"));
+      adw_message_dialog_add_responses (dialog, "no", _("_No"), "yes", _("_Yes"), NULL);
+      adw_message_dialog_set_response_appearance (dialog, "yes", ADW_RESPONSE_DESTRUCTIVE);
+      adw_message_dialog_set_default_response (dialog, "no");
+      adw_message_dialog_set_close_response (dialog, "no");
+      g_signal_connect (dialog, "response", G_CALLBACK (confirm_response), NULL);
+    }
+  adw_message_dialog_set_heading (dialog, heading);
+  g_object_set_data_full (G_OBJECT (dialog), "delete", d, (GDestroyNotify) delete_free);
   gtk_window_present (GTK_WINDOW (dialog));
 }
 
