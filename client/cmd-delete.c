@@ -36,6 +36,93 @@ token_of (GVariant *tokens, GVariant *cert)
   return NULL;
 }
 
+static void
+cert_out_set (GVariant **cert_out, GVariant *cert)
+{
+  g_clear_pointer (cert_out, g_variant_unref);
+  *cert_out = cert;
+}
+
+/* The one certificate with @label or @id (on @token, when given) into
+ * *cert_out; -1 when found, else the exit code (after saying why) */
+static int
+find_by_label_or_id (GDBusConnection *bus, const char *opt_label, const char *opt_id, const char *opt_token,
+                     GVariant **cert_out)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GVariant) list_reply = NULL;
+  g_autoptr(GVariant) list = NULL;
+  g_autofree char *want_id = opt_id ? normalize_id (opt_id) : NULL;
+  guint matches = 0;
+  P11cListParams request = { .token = (char *) opt_token, .allow_interaction = ctl_interactive () };
+
+  list_reply = ctl_call_manager (bus, "ListCerts", g_variant_new ("(@a{sv})", p11c_wire_list_to_variant (&request)),
+                                 "(aa{sv})", CTL_TIMEOUT_LIST, &error);
+  if (list_reply == NULL)
+    return ctl_report (error, NULL);
+  list = g_variant_get_child_value (list_reply, 0);
+  for (gsize i = 0; i < g_variant_n_children (list); i++)
+    {
+      g_autoptr(GVariant) c = g_variant_get_child_value (list, i);
+      g_autofree char *id = normalize_id (ctl_dict_str (c, "id", ""));
+      if ((opt_label && g_strcmp0 (ctl_dict_str (c, "label", NULL), opt_label) == 0)
+          || (want_id && g_str_equal (id, want_id)))
+        {
+          matches++;
+          cert_out_set (cert_out, g_steal_pointer (&c));
+        }
+    }
+  if (matches == 0)
+    {
+      if (opt_token != NULL)
+        /* TRANSLATORS: %1$s is a label or hex id, %2$s a token URI */
+        ctl_warn (opt_label ? _("No certificate with label “%1$s” on %2$s; see “p11certctl list”")
+                            : _("No certificate with id “%1$s” on %2$s; see “p11certctl list”"),
+                  opt_label ? opt_label : opt_id, opt_token);
+      else
+        ctl_warn (opt_label ? _("No certificate with label “%s”; see “p11certctl list”")
+                            : _("No certificate with id “%s”; see “p11certctl list”"),
+                  opt_label ? opt_label : opt_id);
+      return CTL_EXIT_NOT_FOUND;
+    }
+  if (matches > 1)
+    {
+      ctl_warn (opt_label ? ngettext ("%u certificate has label “%s”; give the URI (see “p11certctl list --verbose”) or --token",
+                                      "%u certificates have label “%s”; give the URI (see “p11certctl list --verbose”) or --token",
+                                      matches)
+                          : ngettext ("%u certificate has id “%s”; give the URI (see “p11certctl list --verbose”) or --token",
+                                      "%u certificates have id “%s”; give the URI (see “p11certctl list --verbose”) or --token",
+                                      matches),
+                matches, opt_label ? opt_label : opt_id);
+      return CTL_EXIT_USAGE;
+    }
+  return -1;
+}
+
+/* What the daemon removed, in the user's words */
+static void
+report_deleted (GVariant *result, const char *uri)
+{
+  g_auto(GStrv) removed = NULL;
+  const char *what = ctl_dict_str (result, "certificate", uri);
+  const char *kept = ctl_dict_str (result, "keys_kept", "");
+  guint32 keys = 0, shared = 0;
+
+  g_variant_lookup (result, "keys_removed", "u", &keys);
+  ctl_message (_("Deleted the certificate %s."), what);
+  if (g_variant_lookup (result, "removed", "^as", &removed))
+    for (guint i = 0; removed[i]; i++)
+      ctl_message (_("  removed %s"), removed[i]);
+  if (keys > 0)
+    ctl_message (ngettext ("%u key object removed.", "%u key objects removed.", keys), keys);
+  if (g_variant_lookup (result, "keys_shared_with", "u", &shared) && shared > 0)
+    ctl_message (ngettext ("The key was kept: %u other certificate uses it.",
+                           "The key was kept: %u other certificates use it.", shared), shared);
+  else if (kept[0] != '\0')
+    /* TRANSLATORS: %s is the daemon's English reason, for an administrator */
+    ctl_message (_("Keys kept: %s"), kept);
+}
+
 int
 ctl_cmd_delete (int argc, char **argv)
 {
@@ -98,54 +185,8 @@ ctl_cmd_delete (int argc, char **argv)
     }
   else
     {
-      g_autoptr(GVariant) list_reply = NULL;
-      g_autoptr(GVariant) list = NULL;
-      g_autofree char *want_id = opt_id ? normalize_id (opt_id) : NULL;
-      guint matches = 0;
-
-      P11cListParams request = { .token = opt_token, .allow_interaction = ctl_interactive () };
-
-      list_reply = ctl_call_manager (bus, "ListCerts", g_variant_new ("(@a{sv})", p11c_wire_list_to_variant (&request)),
-                                     "(aa{sv})", CTL_TIMEOUT_LIST, &error);
-      if (list_reply == NULL)
-        return ctl_report (error, NULL);
-      list = g_variant_get_child_value (list_reply, 0);
-      for (gsize i = 0; i < g_variant_n_children (list); i++)
-        {
-          g_autoptr(GVariant) c = g_variant_get_child_value (list, i);
-          g_autofree char *id = normalize_id (ctl_dict_str (c, "id", ""));
-          if ((opt_label && g_strcmp0 (ctl_dict_str (c, "label", NULL), opt_label) == 0)
-              || (want_id && g_str_equal (id, want_id)))
-            {
-              matches++;
-              g_clear_pointer (&cert, g_variant_unref);
-              cert = g_steal_pointer (&c);
-            }
-        }
-      if (matches == 0)
-        {
-          if (opt_token != NULL)
-            /* TRANSLATORS: %1$s is a label or hex id, %2$s a token URI */
-            ctl_warn (opt_label ? _("No certificate with label “%1$s” on %2$s; see “p11certctl list”")
-                                : _("No certificate with id “%1$s” on %2$s; see “p11certctl list”"),
-                      opt_label ? opt_label : opt_id, opt_token);
-          else
-            ctl_warn (opt_label ? _("No certificate with label “%s”; see “p11certctl list”")
-                                : _("No certificate with id “%s”; see “p11certctl list”"),
-                      opt_label ? opt_label : opt_id);
-          return CTL_EXIT_NOT_FOUND;
-        }
-      if (matches > 1)
-        {
-          ctl_warn (opt_label ? ngettext ("%u certificate has label “%s”; give the URI (see “p11certctl list --verbose”) or --token",
-                                          "%u certificates have label “%s”; give the URI (see “p11certctl list --verbose”) or --token",
-                                          matches)
-                              : ngettext ("%u certificate has id “%s”; give the URI (see “p11certctl list --verbose”) or --token",
-                                          "%u certificates have id “%s”; give the URI (see “p11certctl list --verbose”) or --token",
-                                          matches),
-                    matches, opt_label ? opt_label : opt_id);
-          return CTL_EXIT_USAGE;
-        }
+      if ((rc = find_by_label_or_id (bus, opt_label, opt_id, opt_token, &cert)) >= 0)
+        return rc;
       uri = g_strdup (ctl_dict_str (cert, "uri", ""));
     }
   is_system = g_str_has_prefix (uri, "system:");
@@ -200,25 +241,6 @@ ctl_cmd_delete (int argc, char **argv)
   if (reply == NULL)
     return ctl_report_token_error (bus, error, token ? ctl_dict_str (token, "path", NULL) : NULL);
   result = g_variant_get_child_value (reply, 0);
-  {
-    g_auto(GStrv) removed = NULL;
-    const char *what = ctl_dict_str (result, "certificate", uri);
-    const char *kept = ctl_dict_str (result, "keys_kept", "");
-    guint32 keys = 0, shared = 0;
-
-    g_variant_lookup (result, "keys_removed", "u", &keys);
-    ctl_message (_("Deleted the certificate %s."), what);
-    if (g_variant_lookup (result, "removed", "^as", &removed))
-      for (guint i = 0; removed[i]; i++)
-        ctl_message (_("  removed %s"), removed[i]);
-    if (keys > 0)
-      ctl_message (ngettext ("%u key object removed.", "%u key objects removed.", keys), keys);
-    if (g_variant_lookup (result, "keys_shared_with", "u", &shared) && shared > 0)
-      ctl_message (ngettext ("The key was kept: %u other certificate uses it.",
-                             "The key was kept: %u other certificates use it.", shared), shared);
-    else if (kept[0] != '\0')
-      /* TRANSLATORS: %s is the daemon's English reason, for an administrator */
-      ctl_message (_("Keys kept: %s"), kept);
-  }
+  report_deleted (result, uri);
   return CTL_EXIT_OK;
 }
