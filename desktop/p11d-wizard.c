@@ -29,6 +29,7 @@ typedef struct {
   AdwWindowTitle *title;
   GtkWidget *back, *next, *close;
   AdwPreferencesGroup *ca_group, *device_group;
+  AdwPreferencesGroup *login_group;
   GtkWidget *login_row, *otp_row, *login_error;
   GtkWidget *storage_token, *storage_system, *storage_file;
   GtkWidget *pin_group, *pin_row, *file_group, *file_row, *file_pw_row, *file_pw2_row;
@@ -122,10 +123,49 @@ page_index (const char *name)
   return -1;
 }
 
+/* What the chosen CA asks for in the authorization step (ListCas): EST a
+ * login and a one-time password, SCEP only its challenge password, the local
+ * CA nothing (the step is skipped). */
 static gboolean
-needs_login (Wizard *w)
+asks_login (Wizard *w)
 {
   return p11d_dict_bool (selected_ca (w), "needs_login", TRUE);
+}
+
+static gboolean
+asks_otp (Wizard *w)
+{
+  return p11d_dict_bool (selected_ca (w), "needs_otp", asks_login (w));
+}
+
+static gboolean
+asks_anything (Wizard *w)
+{
+  return asks_login (w) || asks_otp (w);
+}
+
+/* The one-time password is SCEP's challenge password: named so, in the
+ * user's language (the daemon's otp_name is English, a key only) */
+static gboolean
+otp_is_challenge (Wizard *w)
+{
+  GVariant *ca = selected_ca (w);
+  return g_str_equal (p11d_dict_str (ca, "otp_name", ""), "challenge password")
+         || g_str_equal (p11d_dict_str (ca, "type", ""), "scep");
+}
+
+static void
+login_layout (Wizard *w)
+{
+  gboolean challenge = otp_is_challenge (w);
+
+  gtk_widget_set_visible (w->login_row, asks_login (w));
+  adw_preferences_row_set_title (ADW_PREFERENCES_ROW (w->otp_row),
+                                 challenge ? _("Challenge password") : _("One-time password"));
+  adw_preferences_group_set_description (
+    w->login_group,
+    challenge ? _("Enter the challenge password of the person the certificate is for, as your manager gave it to you.")
+              : _("Enter the login and the one-time password of the person the certificate is for, as your manager gave them to you."));
 }
 
 /* ---- CA page ------------------------------------------------------------ */
@@ -167,9 +207,9 @@ cas_reply (GObject *source, GAsyncResult *res, gpointer user_data)
       else
         gtk_check_button_set_group (GTK_CHECK_BUTTON (check), first);
       /* the default: one the daemon marks so, else the first that asks for
-       * a login (the agents' CA), else the first */
+       * a one-time password (the agents' CA), else the first */
       if (p11d_dict_bool (ca, "default", FALSE)
-          || (preferred == NULL && p11d_dict_bool (ca, "needs_login", FALSE)))
+          || (preferred == NULL && p11d_dict_bool (ca, "needs_otp", p11d_dict_bool (ca, "needs_login", FALSE))))
         preferred = GTK_CHECK_BUTTON (check);
       adw_action_row_add_prefix (ADW_ACTION_ROW (row), check);
       adw_action_row_set_activatable_widget (ADW_ACTION_ROW (row), check);
@@ -320,7 +360,7 @@ page_complete (Wizard *w, const char *page)
     {
       g_autofree char *digest = NULL;
       const char *otp = text_of (w->otp_row);
-      if (text_of (w->login_row)[0] == '\0' || otp[0] == '\0')
+      if ((asks_login (w) && text_of (w->login_row)[0] == '\0') || (asks_otp (w) && otp[0] == '\0'))
         return FALSE;
       digest = otp_digest (otp);
       return !g_hash_table_contains (w->rejected_otps, digest);
@@ -359,7 +399,10 @@ update_buttons (Wizard *w)
       const char *otp = text_of (w->otp_row);
       g_autofree char *digest = otp[0] ? otp_digest (otp) : NULL;
       if (digest && g_hash_table_contains (w->rejected_otps, digest))
-        set_error (w->login_error, _("This one-time password was already refused. Enter the new one-time password from your manager."));
+        set_error (w->login_error,
+                   otp_is_challenge (w)
+                     ? _("This challenge password was already refused. Enter the new challenge password from your manager.")
+                     : _("This one-time password was already refused. Enter the new one-time password from your manager."));
     }
 }
 
@@ -382,9 +425,11 @@ show_page (Wizard *w, const char *name)
       fill_tokens (w);
       update_hints (w);
     }
+  if (g_str_equal (name, "login"))
+    login_layout (w);
   update_buttons (w);
   if (g_str_equal (name, "login"))
-    gtk_widget_grab_focus (text_of (w->login_row)[0] ? w->otp_row : w->login_row);
+    gtk_widget_grab_focus (asks_login (w) && text_of (w->login_row)[0] == '\0' ? w->login_row : w->otp_row);
   else if (g_str_equal (name, "device") && g_str_equal (storage (w), "token"))
     gtk_widget_grab_focus (w->pin_row);
 }
@@ -398,7 +443,7 @@ go_back (Wizard *w)
   if (i <= 0)
     return;
   i--;
-  if (g_str_equal (page_order[i], "login") && !needs_login (w))
+  if (g_str_equal (page_order[i], "login") && !asks_anything (w))
     i--;
   show_page (w, page_order[i]);
 }
@@ -417,7 +462,7 @@ go_next (Wizard *w)
       return;
     }
   i++;
-  if (g_str_equal (page_order[i], "login") && !needs_login (w))
+  if (g_str_equal (page_order[i], "login") && !asks_anything (w))
     i++;
   if (g_str_equal (page_order[i], "login"))
     set_error (w->login_error, NULL);
@@ -658,13 +703,16 @@ handle_failure (Wizard *w, const char *error_name, const char *message, GVariant
     }
   w->failures++;
   if (w->failures < MAX_ATTEMPTS && g_str_equal (error_name, P11D_ERROR_PREFIX "CaRejected")
-      && g_str_equal (reason, "credentials") && needs_login (w))
+      && g_str_equal (reason, "credentials") && asks_otp (w))
     {
       /* never sent again: remembered, cleared, a new one asked for */
       g_hash_table_add (w->rejected_otps, otp_digest (text_of (w->otp_row)));
       clear_text (w->otp_row);
       show_page (w, "login");
-      set_error (w->login_error, _("The certificate authority did not accept the login or the one-time password. Check the login and enter the new one-time password from your manager."));
+      set_error (w->login_error,
+                 otp_is_challenge (w)
+                   ? _("The certificate authority did not accept the challenge password. Enter the new challenge password from your manager.")
+                   : _("The certificate authority did not accept the login or the one-time password. Check the login and enter the new one-time password from your manager."));
       return;
     }
   if (w->failures < MAX_ATTEMPTS && (g_str_equal (error_name, P11D_ERROR_PREFIX "PinIncorrect")
@@ -832,11 +880,10 @@ start_job (Wizard *w)
 
   g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
   g_variant_builder_add (&b, "{sv}", "ca", g_variant_new_string (p11d_dict_str (ca, "name", "")));
-  if (needs_login (w))
-    {
-      g_variant_builder_add (&b, "{sv}", "login", g_variant_new_string (text_of (w->login_row)));
-      g_variant_builder_add (&b, "{sv}", "otp", g_variant_new_string (text_of (w->otp_row)));
-    }
+  if (asks_login (w))
+    g_variant_builder_add (&b, "{sv}", "login", g_variant_new_string (text_of (w->login_row)));
+  if (asks_otp (w))
+    g_variant_builder_add (&b, "{sv}", "otp", g_variant_new_string (text_of (w->otp_row)));
   g_variant_builder_add (&b, "{sv}", "storage", g_variant_new_string (s));
   if (g_str_equal (s, "token"))
     {
@@ -964,6 +1011,7 @@ p11d_wizard_open (GtkWindow *parent)
   w->close = GET ("close_button");
   w->ca_group = ADW_PREFERENCES_GROUP (gtk_builder_get_object (b, "ca_group"));
   w->device_group = ADW_PREFERENCES_GROUP (gtk_builder_get_object (b, "device_group"));
+  w->login_group = ADW_PREFERENCES_GROUP (gtk_builder_get_object (b, "login_group"));
   w->login_row = GET ("login_row");
   w->otp_row = GET ("otp_row");
   w->login_error = GET ("login_error");

@@ -41,7 +41,9 @@ MSGIDS = {
     "current": "Current password", "new": "New password", "again": "Repeat the new password",
     "weak": "The new password is too weak",
     "rule_digit": "digits (0–9)", "rule_upper": "upper-case Latin letters (A–Z)",
-    "login": "Login", "otp": "One-time password",
+    "login": "Login", "otp": "One-time password", "challenge": "Challenge password",
+    "challenge_rejected": "The certificate authority did not accept the challenge password. Enter the new "
+                          "challenge password from your manager.",
     "storage_token": "eToken",
     "written": "The certificate was written successfully",
     "otp_rejected": "The certificate authority did not accept the login or the one-time password. Check the login "
@@ -338,6 +340,41 @@ class Desktop(TestCase):
         GUI.find(self.app, t["written"], timeout=60)
         self.assertEqual([c["uri"] for c in e.list_certs(storage="system")], ["system:web"])
         self.assertEqual(self.simpleenrolls(), 0, "the agents' CA was not asked")
+
+    def test_wizard_scep_challenge(self):
+        """A SCEP CA (issue 16): the one-time-password step asks for the challenge
+        password and no login; a refused one asks for a new one; the RSA key and its
+        certificate land on the token."""
+        e, t = self.env, self.t
+        e.add_token("eToken")
+        e.start_test_scep()
+        e.add_scep_profile("scep")
+        e.start_daemon()
+        self.launch()
+        GUI.click(GUI.button(self.app, t["enroll"], timeout=20))
+        GUI.click(GUI.button(self.app, t["next"]))
+        self.assertTrue(GUI.checked(GUI.find(self.app, "scep", "check box")),
+                        "the CA that asks for a one-time password is preselected")
+        GUI.click(GUI.button(self.app, t["next"]))
+        challenge = GUI.find(self.app, t["challenge"], "text")
+        self.assertNotEqual(t["challenge"], t["otp"])
+        self.assertFalse(GUI.query(self.app, t["login"], "text"), "SCEP asks no login")
+        self.assertFalse(GUI.query(self.app, t["otp"], "text"))
+        GUI.type(challenge, "Chall-WRONG")
+        self.shot("wizard-3-challenge")
+        self.to_device_and_go()
+        GUI.find(self.app, contains=t["challenge_rejected"], timeout=60)   # back on the challenge page
+        self.shot("wizard-challenge-rejected")
+        GUI.type(GUI.find(self.app, t["challenge"], "text"), "Chall-1")
+        self.to_device_and_go(pin=None)                                   # the token password was kept
+        GUI.find(self.app, t["written"], timeout=60)
+        ops = [r for r in e.scep_requests() if r.get("op") == "PKIOperation"]
+        self.assertEqual([r.get("challenge_ok") for r in ops], [False, True], "each challenge sent once")
+        objs = [(o["type"], o["id"]) for o in e.objects("eToken")]
+        keys = [i for k, i in objs if k == "private key"]
+        self.assertEqual(len(keys), 1, objs)
+        self.assertIn(("certificate", keys[0]), objs, "the certificate is next to its key")
+        self.assertIn("RSA 2048", e.pkcs11_tool("eToken", "-O", "--type", "pubkey", pin=PIN).stdout)
 
     def test_wizard_wait_and_cancel(self):
         """While the CA makes us wait: the retry time; Cancel: nothing written, the new key removed."""
