@@ -135,7 +135,9 @@ wizard_clear (Wizard *w)
   g_free (w->job);
 }
 
-/* (1) the CA profile: --ca, the only one, or a choice */
+/* (1) the CA profile: --ca, the only one, the one p11certd.conf's default-ca
+ * names (ListCas "default"), or a choice (first offered: the first that asks
+ * for a one-time password, the agents' CA) */
 static int
 step_ca (Wizard *w)
 {
@@ -145,7 +147,8 @@ step_ca (Wizard *w)
   g_autoptr(GPtrArray) notes = g_ptr_array_new_with_free_func (g_free);
   gsize n;
   guint def = 0;
-  int pick = -1;
+  gboolean def_seen = FALSE;
+  int pick = -1, configured = -1;
 
   if (reply == NULL)
     return ctl_report (error, NULL);
@@ -160,8 +163,13 @@ step_ca (Wizard *w)
       g_ptr_array_add (notes, g_strdup_printf ("(%s%s%s)", ctl_dict_str (c, "type", ""), url[0] ? " " : "", url));
       if (w->ca_name && g_str_equal (name, w->ca_name))
         pick = (int) i;
-      if (g_str_equal (name, "local") && n > 1)
-        def = i;
+      if (ctl_dict_bool (c, "default", FALSE))
+        configured = (int) i;
+      if (!def_seen && ctl_dict_bool (c, "needs_otp", ctl_dict_bool (c, "needs_login", FALSE)))
+        {
+          def = i;
+          def_seen = TRUE;
+        }
     }
   g_ptr_array_add (names, NULL);
   if (w->ca_name && pick < 0)
@@ -179,6 +187,12 @@ step_ca (Wizard *w)
         }
       if (n == 1)
         pick = 0;
+      else if (configured >= 0)
+        {
+          pick = configured;
+          if (w->interactive)
+            printf (_("CA profile: %s (the default; --ca chooses another)\n"), (const char *) names->pdata[pick]);
+        }
       else if (w->interactive)
         {
           pick = choose (_("CA profile:"), (const char *const *) names->pdata, NULL, (const char *const *) notes->pdata,

@@ -14,6 +14,7 @@ p11c_config_free (P11cConfig *c)
   g_free (c->path);
   g_free (c->state_dir);
   g_free (c->ca_dir);
+  g_free (c->default_ca);
   g_strfreev (c->modules);
   g_clear_pointer (&c->module_init_args, g_hash_table_unref);
   g_free (c);
@@ -138,6 +139,14 @@ p11c_config_parse (const char *data, gsize len, const char *origin, GError **err
 
   c->state_dir = get_string (kf, "daemon", "state-dir", P11C_DEFAULT_STATE_DIR);
   c->ca_dir = get_string (kf, "daemon", "ca-dir", P11C_DEFAULT_CONFIG_DIR "/ca.d");
+  c->default_ca = get_string (kf, "daemon", "default-ca", NULL);
+  if (c->default_ca != NULL && !p11c_name_is_valid (c->default_ca))
+    {
+      g_set_error (error, P11C_ERROR, P11C_ERROR_INVALID_ARGS,
+                   "%s: [daemon] default-ca=%s is not a CA profile name (letters, digits, '.', '_', '-'; "
+                   "the NAME of CA-DIR/NAME.conf)", origin ? origin : "config", c->default_ca);
+      return NULL;
+    }
   if (g_key_file_has_key (kf, "modules", "modules", NULL))
     {
       c->modules = g_key_file_get_string_list (kf, "modules", "modules", NULL, NULL);
@@ -186,6 +195,20 @@ p11c_config_load (const char *path, GError **error)
 }
 
 /* ---- CA profiles -------------------------------------------------------- */
+
+gboolean
+p11c_config_check_default_ca (const P11cConfig *c, GPtrArray *cas, GError **error)
+{
+  if (c->default_ca == NULL)
+    return TRUE;
+  for (guint i = 0; i < cas->len; i++)
+    if (g_str_equal (((P11cCaProfile *) cas->pdata[i])->name, c->default_ca))
+      return TRUE;
+  g_set_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND,
+               "%s: [daemon] default-ca=%s names no CA profile (no usable %s/%s.conf); no profile is marked "
+               "default", c->path ? c->path : "config", c->default_ca, c->ca_dir, c->default_ca);
+  return FALSE;
+}
 
 gboolean
 p11c_name_is_valid (const char *name)

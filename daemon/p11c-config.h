@@ -10,6 +10,7 @@ typedef struct {
   char         *state_dir;
   char         *ca_dir;
   guint         job_linger;     /* seconds */
+  char         *default_ca;     /* [daemon] default-ca: the profile clients preselect, NULL = none */
   char        **modules;
   /* module name (as in modules=) → its init-args string, from the
    * [module NAME] groups: handed to C_Initialize as pReserved */
@@ -63,6 +64,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (P11cCaProfile, p11c_ca_profile_free)
 /* Every NAME.conf in @dir; broken files are logged and skipped.  The
  * built-in "local" profile is added when no file defines it. */
 GPtrArray *p11c_ca_profiles_load (const char *dir);
+
+/* FALSE (and why) when default-ca names none of the loaded @cas: the
+ * daemon warns at startup and marks no profile default */
+gboolean p11c_config_check_default_ca (const P11cConfig *config, GPtrArray *cas, GError **error);
 
 /* Profile names are [A-Za-z0-9._-]{1,64}, not starting with '.' */
 gboolean p11c_name_is_valid (const char *name);

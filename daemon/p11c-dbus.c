@@ -934,6 +934,8 @@ handle_list_cas (Call *c)
       g_variant_builder_add (&b, "{sv}", "otp_name",
                              g_variant_new_string (p->type == P11C_CA_SCEP ? "challenge password"
                                                    : p->type == P11C_CA_EST ? "one-time password" : ""));
+      g_variant_builder_add (&b, "{sv}", "default",
+                             g_variant_new_boolean (g_strcmp0 (p->name, p11c_engine_get_config (c->d->engine)->default_ca) == 0));
       g_variant_builder_close (&b);
     }
   g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(aa{sv})", &b));

@@ -239,11 +239,14 @@ P11cEngine *
 p11c_engine_new (P11cConfig *config)
 {
   P11cEngine *e = g_new0 (P11cEngine, 1);
+  g_autoptr(GError) error = NULL;
 
   e->config = config;
   e->modules = g_ptr_array_new_with_free_func ((GDestroyNotify) module_state_free);
   e->tokens = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_token_unref);
   e->cas = p11c_ca_profiles_load (config->ca_dir);
+  if (!p11c_config_check_default_ca (config, e->cas, &error))
+    g_warning ("%s", error->message);
   e->records = p11c_records_new (config->state_dir);
   g_mutex_init (&e->scan_lock);
   g_mutex_init (&e->workers_lock);

@@ -147,6 +147,33 @@ class Cli(TestCase):
                   "--token", "pkcs11:token=agent", "--pin-file", self.secret("w", "Wr0ngPin22"))
         self.assertEqual(r.returncode, 3, r.stderr)
 
+    def test_enroll_default_ca(self):
+        """[daemon] default-ca: ListCas marks that profile default; enroll without --ca
+        uses it among several (no terminal); naming no profile is a startup warning."""
+        e = self.env
+        e.start_est(users={"alice": {"otps": ["OTP-1"]}})
+        e.add_est_profile("est")
+        e.add_est_profile("zeta")
+        e.extra_config = "[daemon]\ndefault-ca=est\n"
+        e.start_daemon()
+        cas = {c["name"]: c["default"] for c in e.call("ListCas")[0]}
+        self.assertEqual(cas, {"est": True, "local": False, "zeta": False})
+        r = e.ctl("enroll", "--login", "alice", "--otp-file", self.secret("otp", "OTP-1"), "--storage", "token",
+                  "--token", "pkcs11:token=agent", "--pin-file", self.pin_file)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual([r.get("op") for r in e.est_requests() if r.get("op") == "simpleenroll"], ["simpleenroll"])
+        self.assertIn("CN=alice", [c.get("subject") for c in e.list_certs()])
+        # a name with no profile: the daemon says so at startup and marks none
+        e.stop_daemon()
+        e.extra_config = "[daemon]\ndefault-ca=agents\n"
+        e.start_daemon()
+        self.assertIn("default-ca=agents names no CA profile", e.log("p11certd"))
+        self.assertFalse(any(c["default"] for c in e.call("ListCas")[0]))
+        r = e.ctl("enroll", "--login", "alice", "--otp-file", self.secret("otp2", "OTP-1"), "--storage", "token",
+                  "--token", "pkcs11:token=agent", "--pin-file", self.pin_file)
+        self.assertEqual(r.returncode, 2, r.stderr)          # several profiles, none default: --ca needed
+        self.assertIn("--ca", r.stderr)
+
     def test_no_wait_and_job(self):
         e = self.env
         e.start_daemon()

@@ -319,18 +319,20 @@ class Desktop(TestCase):
         self.assertIn("subject=CN = alice", r.stdout, r.stderr)
 
     def test_wizard_to_system_store(self):
-        """Another CA (the local one: no login asked), storage "System" with a name."""
+        """The CA p11certd.conf's default-ca names is preselected (here the local one, over the
+        agents' CA: no login asked), storage "System" with a name."""
         e, t = self.env, self.t
         e.add_token("eToken")
         e.start_est()
         e.add_est_profile("agents")
+        e.extra_config = "[daemon]\ndefault-ca=local\n"
         e.start_daemon()
         self.launch()
         GUI.click(GUI.button(self.app, t["enroll"], timeout=20))
         GUI.click(GUI.button(self.app, t["next"]))
-        local = GUI.find(self.app, "local", "check box")
-        GUI.click_at(local)
-        wait_for(lambda: GUI.checked(GUI.find(self.app, "local", "check box")), 10, "local CA chosen")
+        wait_for(lambda: GUI.checked(GUI.find(self.app, "local", "check box")), 10, "the default CA preselected")
+        self.assertFalse(GUI.checked(GUI.find(self.app, "agents", "check box")))
+        self.shot("wizard-2-default-ca")
         GUI.click(GUI.button(self.app, t["next"]))               # no login for the local CA
         GUI.click_at(GUI.find(self.app, t["storage_system"], "check box"))
         wait_for(lambda: GUI.checked(GUI.find(self.app, t["storage_system"], "check box")), 10, "System chosen")

@@ -76,6 +76,36 @@ test_bad_config (void)
   assert_all_bad (bad, "bad.conf");
 }
 
+/* [daemon] default-ca: a bad name is a config error; a good name without
+ * its profile is reported (the daemon warns and marks none) */
+static void
+test_default_ca (void)
+{
+  const char *bad[] = { "[daemon]\ndefault-ca=../agents\n", "[daemon]\ndefault-ca=.hidden\n",
+                        "[daemon]\ndefault-ca=a b\n", NULL };
+  g_autoptr(GError) error = NULL;
+  g_autoptr(P11cConfig) none = p11c_config_parse ("[daemon]\nca-dir=/etc/x/ca.d\n", -1, "t.conf", &error);
+  g_autoptr(P11cConfig) c = p11c_config_parse ("[daemon]\nca-dir=/etc/x/ca.d\ndefault-ca= agents \n", -1,
+                                               "t.conf", &error);
+  g_autoptr(GPtrArray) cas = g_ptr_array_new_with_free_func ((GDestroyNotify) p11c_ca_profile_free);
+
+  g_assert_no_error (error);
+  g_assert_null (none->default_ca);
+  g_assert_cmpstr (c->default_ca, ==, "agents");
+  assert_all_bad (bad, "bad.conf: [daemon] default-ca=");
+
+  g_ptr_array_add (cas, p11c_ca_profile_parse ("local", "[ca]\ntype=local\n", -1, NULL));
+  g_assert_true (p11c_config_check_default_ca (none, cas, &error));
+  g_assert_false (p11c_config_check_default_ca (c, cas, &error));
+  g_assert_error (error, P11C_ERROR, P11C_ERROR_NOT_FOUND);
+  g_assert_cmpstr (error->message, ==, "t.conf: [daemon] default-ca=agents names no CA profile "
+                                       "(no usable /etc/x/ca.d/agents.conf); no profile is marked default");
+  g_clear_error (&error);
+  g_ptr_array_add (cas, p11c_ca_profile_parse ("agents", "[ca]\ntype=local\n", -1, NULL));
+  g_assert_true (p11c_config_check_default_ca (c, cas, &error));
+  g_assert_no_error (error);
+}
+
 static void
 test_profiles (void)
 {
@@ -172,6 +202,7 @@ main (int argc, char **argv)
   g_test_add_func ("/config/module-init-args", test_module_init_args);
   g_test_add_func ("/config/bad", test_bad_config);
   g_test_add_func ("/config/profiles", test_profiles);
+  g_test_add_func ("/config/default-ca", test_default_ca);
   g_test_add_func ("/config/names", test_names);
   g_test_add_func ("/config/vardict", test_vardict);
   return g_test_run ();
