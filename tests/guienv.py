@@ -31,9 +31,15 @@ class GuiError(AssertionError):
 
 
 class Gui:
-    def __init__(self, lifetime=600):
+    def __init__(self, lifetime=600, user=None):
+        """@user: the desktop session (session bus, accessibility bus) runs as
+        that unprivileged user, and so does the app (launch(as_user=...));
+        Xvfb and the test driving it through AT-SPI stay root (the
+        accessibility bus admits root)."""
         self.tmp = tempfile.mkdtemp(prefix="p11c-gui-")
         self.lifetime = lifetime
+        self.user = user
+        self.as_user = ["setpriv", "--reuid=" + user, "--regid=" + user, "--init-groups"] if user else []
         self.procs = []
         self.app = None
         self.app_proc = None
@@ -85,22 +91,35 @@ class Gui:
                    DBUS_SESSION_BUS_ADDRESS="unix:path=" + bus, NO_AT_BRIDGE="0", GDK_BACKEND="x11",
                    XDG_RUNTIME_DIR=self.tmp, GSETTINGS_BACKEND="memory")
         os.chmod(self.tmp, 0o700)
-        self._spawn("session-bus", ["dbus-daemon", "--session", "--nofork", "--address=unix:path=" + bus], env)
+        if self.user:
+            import pwd
+            pw = pwd.getpwnam(self.user)
+            os.chown(self.tmp, pw.pw_uid, pw.pw_gid)
+            env["HOME"] = self.tmp
+        self._spawn("session-bus", self.as_user + ["dbus-daemon", "--session", "--nofork",
+                                                   "--address=unix:path=" + bus], env)
         self._wait(lambda: os.path.exists(bus), 10, "the session bus")
-        self._spawn("at-spi", ["/usr/libexec/at-spi-bus-launcher", "--launch-immediately"], env)
+        self._spawn("at-spi", self.as_user + ["/usr/libexec/at-spi-bus-launcher", "--launch-immediately"], env)
         self.env = env
         os.environ.update({k: env[k] for k in ("DISPLAY", "DBUS_SESSION_BUS_ADDRESS")})
         # the accessibility bus is up once the launcher owns its name
-        self._wait(lambda: subprocess.run(["gdbus", "call", "--session", "--dest", "org.a11y.Bus", "--object-path",
-                                           "/org/a11y/bus", "--method", "org.a11y.Bus.GetAddress"],
-                                          env=env, capture_output=True).returncode == 0, 10, "org.a11y.Bus")
+        address = self._wait(lambda: subprocess.run(
+            self.as_user + ["gdbus", "call", "--session", "--dest", "org.a11y.Bus", "--object-path", "/org/a11y/bus",
+                            "--method", "org.a11y.Bus.GetAddress"], env=env, capture_output=True, text=True).stdout,
+            10, "org.a11y.Bus")
+        if self.user:
+            # root cannot join the user's session bus: pyatspi and the app are
+            # told the accessibility bus directly
+            env["AT_SPI_BUS_ADDRESS"] = os.environ["AT_SPI_BUS_ADDRESS"] = address.strip()[2:-3]
         import pyatspi   # binds to this session's accessibility bus
         self.pyatspi = pyatspi
 
     # -- the app ------------------------------------------------------------
-    def launch(self, env, lang="en", args=(), wait_window=True):
+    def launch(self, env, lang="en", args=(), wait_window=True, as_user=None):
         """Starts the built app with @env (the harness env: system bus) in
-        @lang ("en" or "ru") and returns its AT-SPI application node."""
+        @lang ("en" or "ru") and returns its AT-SPI application node.
+        @as_user: (argv, env) -> (argv, env) running it as Gui's user (the
+        harness's Env.as_user)."""
         e = dict(env)
         e.update(self.env)
         e.pop("G_MESSAGES_DEBUG", None)
@@ -109,7 +128,10 @@ class Gui:
         else:
             e.update(LANGUAGE="en", LC_ALL="C.UTF-8", LANG="C.UTF-8")
         e["P11CERTD_LOCALEDIR"] = os.path.join(BUILD, "po")     # the uninstalled catalogues
-        self.app_proc = self._spawn("app", [APP] + list(args), e)
+        argv = [APP] + list(args)
+        if as_user is not None:
+            argv, e = as_user(argv, e)
+        self.app_proc = self._spawn("app", argv, e)
         self.app = None
         if wait_window:
             self.app = self._wait(self._find_app, 20, "the app on the accessibility bus")
