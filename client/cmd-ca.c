@@ -128,6 +128,8 @@ ca_show (int argc, char **argv)
   printf (_("Needs login: %s\n"), ctl_dict_bool (ca, "needs_login", FALSE) ? _("yes (login and one-time password)")
                                    : ctl_dict_bool (ca, "needs_otp", FALSE) ? _("no; a challenge password (SCEP)")
                                    : _("no"));
+  if (ctl_dict_bool (ca, "default", FALSE))
+    printf ("%s", _("Default:     yes (default-ca in p11certd.conf: enroll uses it without --ca)\n"));
   printf (_("(the CA certificate: p11certctl ca show %s --pem)\n"), ctl_dict_str (ca, "name", ""));
   fflush (stdout);
   return CTL_EXIT_OK;

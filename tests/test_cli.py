@@ -158,6 +158,8 @@ class Cli(TestCase):
         e.start_daemon()
         cas = {c["name"]: c["default"] for c in e.call("ListCas")[0]}
         self.assertEqual(cas, {"est": True, "local": False, "zeta": False})
+        self.assertIn("Default:", e.ctl("ca", "show", "est", check=True).stdout)
+        self.assertNotIn("Default:", e.ctl("ca", "show", "zeta", check=True).stdout)
         r = e.ctl("enroll", "--login", "alice", "--otp-file", self.secret("otp", "OTP-1"), "--storage", "token",
                   "--token", "pkcs11:token=agent", "--pin-file", self.pin_file)
         self.assertEqual(r.returncode, 0, r.stderr)
