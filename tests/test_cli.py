@@ -165,6 +165,13 @@ class Cli(TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual([r.get("op") for r in e.est_requests() if r.get("op") == "simpleenroll"], ["simpleenroll"])
         self.assertIn("CN=alice", [c.get("subject") for c in e.list_certs()])
+        # on a terminal: said, not asked
+        import pexpect
+        child = pexpect.spawn(CTL, ["--address", e.bus_address, "enroll"], env=e.env, encoding="utf-8", timeout=30)
+        child.expect(["CA profile: est \\(the default", "Choose"])
+        self.assertIn("the default", child.after)
+        child.expect("Login: ")
+        child.close(force=True)
         # a name with no profile: the daemon says so at startup and marks none
         e.stop_daemon()
         e.extra_config = "[daemon]\ndefault-ca=agents\n"
