@@ -103,24 +103,22 @@ find_by_label_or_id (GDBusConnection *bus, const char *opt_label, const char *op
 static void
 report_deleted (GVariant *result, const char *uri)
 {
-  g_auto(GStrv) removed = NULL;
-  const char *what = ctl_dict_str (result, "certificate", uri);
-  const char *kept = ctl_dict_str (result, "keys_kept", "");
-  guint32 keys = 0, shared = 0;
+  P11cWireDeleted d;
 
-  g_variant_lookup (result, "keys_removed", "u", &keys);
-  ctl_message (_("Deleted the certificate %s."), what);
-  if (g_variant_lookup (result, "removed", "^as", &removed))
-    for (guint i = 0; removed[i]; i++)
-      ctl_message (_("  removed %s"), removed[i]);
-  if (keys > 0)
-    ctl_message (ngettext ("%u key object removed.", "%u key objects removed.", keys), keys);
-  if (g_variant_lookup (result, "keys_shared_with", "u", &shared) && shared > 0)
+  p11c_wire_deleted_from_variant (result, &d);
+  ctl_message (_("Deleted the certificate %s."), d.certificate ? d.certificate : uri);
+  for (guint i = 0; d.removed[i]; i++)
+    ctl_message (_("  removed %s"), d.removed[i]);
+  if (d.keys_removed > 0)
+    ctl_message (ngettext ("%u key object removed.", "%u key objects removed.", d.keys_removed), d.keys_removed);
+  if (d.keys_shared_with > 0)
     ctl_message (ngettext ("The key was kept: %u other certificate uses it.",
-                           "The key was kept: %u other certificates use it.", shared), shared);
-  else if (kept[0] != '\0')
+                           "The key was kept: %u other certificates use it.", d.keys_shared_with),
+                 d.keys_shared_with);
+  else if (d.keys_kept != NULL && d.keys_kept[0] != '\0')
     /* TRANSLATORS: %s is the daemon's English reason, for an administrator */
-    ctl_message (_("Keys kept: %s"), kept);
+    ctl_message (_("Keys kept: %s"), d.keys_kept);
+  p11c_wire_deleted_clear (&d);
 }
 
 int

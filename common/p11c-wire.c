@@ -443,6 +443,46 @@ p11c_wire_token_clear (P11cWireToken *t)
   memset (t, 0, sizeof *t);
 }
 
+/* ---- DeleteCert's result ---------------------------------------------------------- */
+
+GVariant *
+p11c_wire_deleted_to_variant (const P11cWireDeleted *d)
+{
+  const char *const none[] = { NULL };
+  GVariantBuilder b;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&b, "{sv}", "removed",
+                         g_variant_new_strv (d->removed ? (const char *const *) d->removed : none, -1));
+  g_variant_builder_add (&b, "{sv}", "certificate", g_variant_new_string (d->certificate ? d->certificate : ""));
+  g_variant_builder_add (&b, "{sv}", "keys_removed", g_variant_new_uint32 (d->keys_removed));
+  add_string (&b, "keys_kept", d->keys_kept);
+  if (d->keys_shared_with > 0)
+    g_variant_builder_add (&b, "{sv}", "keys_shared_with", g_variant_new_uint32 (d->keys_shared_with));
+  return g_variant_builder_end (&b);
+}
+
+void
+p11c_wire_deleted_from_variant (GVariant *dict, P11cWireDeleted *out)
+{
+  memset (out, 0, sizeof *out);
+  if (!g_variant_lookup (dict, "removed", "^as", &out->removed))
+    out->removed = g_new0 (char *, 1);
+  out->certificate = lookup_dup (dict, "certificate");
+  g_variant_lookup (dict, "keys_removed", "u", &out->keys_removed);
+  out->keys_kept = lookup_dup (dict, "keys_kept");
+  g_variant_lookup (dict, "keys_shared_with", "u", &out->keys_shared_with);
+}
+
+void
+p11c_wire_deleted_clear (P11cWireDeleted *d)
+{
+  g_strfreev (d->removed);
+  g_free (d->certificate);
+  g_free (d->keys_kept);
+  memset (d, 0, sizeof *d);
+}
+
 /* ---- Job properties ---------------------------------------------------------- */
 
 GVariant *

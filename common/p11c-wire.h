@@ -146,6 +146,20 @@ GVariant *p11c_wire_token_to_variant (const P11cWireToken *token);
 void p11c_wire_token_from_variant (GVariant *dict, P11cWireToken *out);
 void p11c_wire_token_clear (P11cWireToken *token);
 
+/* ---- DeleteCert's result ------------------------------------------------- */
+
+typedef struct {
+  char    **removed;          /* URIs of the objects removed, the certificate first */
+  char     *certificate;      /* the certificate's URI */
+  guint32   keys_removed;
+  char     *keys_kept;        /* why the keys stayed (English, for an admin), or NULL */
+  guint32   keys_shared_with; /* other certificates that use the kept key */
+} P11cWireDeleted;
+
+GVariant *p11c_wire_deleted_to_variant (const P11cWireDeleted *d);   /* floating a{sv} */
+void p11c_wire_deleted_from_variant (GVariant *dict, P11cWireDeleted *out);
+void p11c_wire_deleted_clear (P11cWireDeleted *d);
+
 /* ---- org.p11certd1.Job properties ---------------------------------------- */
 
 #define P11C_JOB_OPERATION      "Operation"

@@ -484,17 +484,11 @@ p11c_dbus_handle_get_ca_certificate (Call *c)
 static GVariant *
 delete_result_to_variant (const P11cDeleteResult *r)
 {
-  GVariantBuilder b;
-
-  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  g_variant_builder_add (&b, "{sv}", "removed", g_variant_new_strv ((const char *const *) r->removed, -1));
-  g_variant_builder_add (&b, "{sv}", "certificate", g_variant_new_string (r->removed[0]));
-  g_variant_builder_add (&b, "{sv}", "keys_removed", g_variant_new_uint32 (r->keys_removed));
-  if (r->keys_kept)
-    g_variant_builder_add (&b, "{sv}", "keys_kept", g_variant_new_string (r->keys_kept));
-  if (r->keys_shared_with > 0)
-    g_variant_builder_add (&b, "{sv}", "keys_shared_with", g_variant_new_uint32 (r->keys_shared_with));
-  return g_variant_new ("(@a{sv})", g_variant_builder_end (&b));
+  P11cWireDeleted w = {
+    .removed = r->removed, .certificate = r->removed[0], .keys_removed = r->keys_removed,
+    .keys_kept = r->keys_kept, .keys_shared_with = r->keys_shared_with,
+  };
+  return g_variant_new ("(@a{sv})", p11c_wire_deleted_to_variant (&w));
 }
 
 typedef struct {

@@ -260,6 +260,31 @@ test_job (void)
   g_variant_unref (priv);
 }
 
+static void
+test_deleted (void)
+{
+  char *removed[] = { "pkcs11:token=a;id=%01;type=cert", "pkcs11:token=a;id=%01;type=private", NULL };
+  P11cWireDeleted in = { .removed = removed, .certificate = removed[0], .keys_removed = 1 };
+  P11cWireDeleted kept = { .removed = removed, .certificate = removed[0], .keys_kept = "shared",
+                           .keys_shared_with = 2 };
+  g_autoptr(GVariant) dict = over_the_wire (p11c_wire_deleted_to_variant (&in));
+  g_autoptr(GVariant) dict2 = over_the_wire (p11c_wire_deleted_to_variant (&kept));
+  P11cWireDeleted out;
+
+  p11c_wire_deleted_from_variant (dict, &out);
+  g_assert_cmpstrv (out.removed, (const char *const *) removed);
+  g_assert_cmpstr (out.certificate, ==, removed[0]);
+  g_assert_cmpuint (out.keys_removed, ==, 1);
+  g_assert_null (out.keys_kept);
+  g_assert_cmpuint (out.keys_shared_with, ==, 0);
+  g_assert_null (g_variant_lookup_value (dict, "keys_shared_with", NULL));   /* absent, as before */
+  p11c_wire_deleted_clear (&out);
+  p11c_wire_deleted_from_variant (dict2, &out);
+  g_assert_cmpstr (out.keys_kept, ==, "shared");
+  g_assert_cmpuint (out.keys_shared_with, ==, 2);
+  p11c_wire_deleted_clear (&out);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -270,5 +295,6 @@ main (int argc, char **argv)
   g_test_add_func ("/wire/cert", test_cert);
   g_test_add_func ("/wire/token", test_token);
   g_test_add_func ("/wire/job", test_job);
+  g_test_add_func ("/wire/deleted", test_deleted);
   return g_test_run ();
 }
