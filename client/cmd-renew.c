@@ -11,16 +11,13 @@
 /* why @uri needs a person or cannot be renewed: from its reason code, the
  * daemon's English reason quoted where it adds facts */
 static char *
-renew_reason (GVariant *codes, GVariant *reasons, const char *uri)
+renew_reason (const P11cWireDue *due, const char *uri)
 {
-  const char *code = NULL, *english = NULL;
+  const char *code = g_hash_table_lookup (due->reason_codes, uri);
+  const char *english = g_hash_table_lookup (due->reasons, uri);
   const char *text;
   gboolean quote;
 
-  if (codes != NULL)
-    g_variant_lookup (codes, uri, "&s", &code);
-  if (reasons != NULL)
-    g_variant_lookup (reasons, uri, "&s", &english);
   text = ctl_renew_reason_text (code, &quote);
   if (text == NULL)
     return g_strdup (english ? english : _("the service did not say why"));
@@ -36,12 +33,10 @@ renew_due (GDBusConnection *bus)
   g_autoptr(GError) error = NULL;
   g_autoptr(GVariant) reply = NULL;
   g_autoptr(GVariant) result = NULL;
-  g_auto(GStrv) jobs = NULL;
-  g_auto(GStrv) person = NULL;
-  g_auto(GStrv) not_renewable = NULL;
-  g_autoptr(GVariant) reasons = NULL;
-  g_autoptr(GVariant) codes = NULL;
+  P11cWireDue due;
+  char **jobs, **person, **not_renewable;
   guint n_jobs = 0, failed = 0, n_person = 0;
+  int rc;
 
   {
     P11cOptions options = { .allow_interaction = ctl_interactive () };
@@ -51,17 +46,17 @@ renew_due (GDBusConnection *bus)
   if (reply == NULL)
     return ctl_report (error, "renew --due");
   result = g_variant_get_child_value (reply, 0);
-  g_variant_lookup (result, "jobs", "^ao", &jobs);
-  g_variant_lookup (result, "needs_person", "^as", &person);
-  g_variant_lookup (result, "not_renewable", "^as", &not_renewable);
-  reasons = g_variant_lookup_value (result, "reasons", G_VARIANT_TYPE ("a{ss}"));
-  codes = g_variant_lookup_value (result, "reason_codes", G_VARIANT_TYPE ("a{ss}"));
-  n_jobs = jobs ? g_strv_length (jobs) : 0;
-  n_person = person ? g_strv_length (person) : 0;
+  p11c_wire_due_from_variant (result, &due);
+  jobs = due.jobs;
+  person = due.needs_person;
+  not_renewable = due.not_renewable;
+  n_jobs = g_strv_length (jobs);
+  n_person = g_strv_length (person);
 
-  if (n_jobs == 0 && n_person == 0 && (not_renewable == NULL || not_renewable[0] == NULL))
+  if (n_jobs == 0 && n_person == 0 && not_renewable[0] == NULL)
     {
       ctl_message ("%s", _("No certificate is due for renewal."));
+      p11c_wire_due_clear (&due);
       return CTL_EXIT_OK;
     }
   for (guint i = 0; i < n_jobs; i++)
@@ -80,15 +75,16 @@ renew_due (GDBusConnection *bus)
       if (g_strcmp0 (r.state, "interrupted") == 0)
         {
           p11c_wire_job_clear (&r);
+          p11c_wire_due_clear (&due);
           return CTL_EXIT_CANCELLED;
         }
       if (ctl_job_report (bus, &r, NULL) != CTL_EXIT_OK)
         failed++;
       p11c_wire_job_clear (&r);
     }
-  for (guint i = 0; not_renewable && not_renewable[i]; i++)
+  for (guint i = 0; not_renewable[i]; i++)
     {
-      g_autofree char *why = renew_reason (codes, reasons, not_renewable[i]);
+      g_autofree char *why = renew_reason (&due, not_renewable[i]);
       ctl_warn (_("%1$s is due but cannot be renewed: %2$s"), not_renewable[i], why);
     }
   if (n_person > 0)
@@ -97,20 +93,17 @@ renew_due (GDBusConnection *bus)
                              "%u certificates need a person (the token PIN) to be renewed:", n_person), n_person);
       for (guint i = 0; i < n_person; i++)
         {
-          g_autofree char *why = renew_reason (codes, reasons, person[i]);
+          g_autofree char *why = renew_reason (&due, person[i]);
           ctl_message ("  p11certctl renew '%s'", person[i]);
           ctl_message ("    (%s)", why);
         }
     }
   if (failed > 0)
-    {
-      /* TRANSLATORS: %1$u failed renewals of %2$u started */
-      ctl_warn (ngettext ("%1$u renewal of %2$u failed", "%1$u renewals of %2$u failed", failed), failed, n_jobs);
-      return CTL_EXIT_FAILURE;
-    }
-  if (n_person > 0)
-    return CTL_EXIT_NEEDS_PERSON;
-  return CTL_EXIT_OK;
+    /* TRANSLATORS: %1$u failed renewals of %2$u started */
+    ctl_warn (ngettext ("%1$u renewal of %2$u failed", "%1$u renewals of %2$u failed", failed), failed, n_jobs);
+  rc = failed > 0 ? CTL_EXIT_FAILURE : n_person > 0 ? CTL_EXIT_NEEDS_PERSON : CTL_EXIT_OK;
+  p11c_wire_due_clear (&due);
+  return rc;
 }
 
 int

@@ -483,6 +483,92 @@ p11c_wire_deleted_clear (P11cWireDeleted *d)
   memset (d, 0, sizeof *d);
 }
 
+/* ---- RenewDue's result ------------------------------------------------------------- */
+
+static GVariant *
+strv_value (char **v)
+{
+  const char *const none[] = { NULL };
+  return g_variant_new_strv (v ? (const char *const *) v : none, -1);
+}
+
+static GVariant *
+map_value (GHashTable *map)
+{
+  GVariantBuilder b;
+  GHashTableIter iter;
+  gpointer key, value;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE ("a{ss}"));
+  if (map != NULL)
+    {
+      g_hash_table_iter_init (&iter, map);
+      while (g_hash_table_iter_next (&iter, &key, &value))
+        g_variant_builder_add (&b, "{ss}", key, value);
+    }
+  return g_variant_builder_end (&b);
+}
+
+GVariant *
+p11c_wire_due_to_variant (const P11cWireDue *due)
+{
+  GVariantBuilder b;
+  g_autoptr(GPtrArray) paths = g_ptr_array_new ();
+
+  for (char **p = due->jobs; p && *p; p++)
+    g_ptr_array_add (paths, g_variant_new_object_path (*p));
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&b, "{sv}", "jobs",
+                         g_variant_new_array (G_VARIANT_TYPE_OBJECT_PATH, (GVariant **) paths->pdata, paths->len));
+  g_variant_builder_add (&b, "{sv}", "needs_person", strv_value (due->needs_person));
+  g_variant_builder_add (&b, "{sv}", "not_renewable", strv_value (due->not_renewable));
+  g_variant_builder_add (&b, "{sv}", "reasons", map_value (due->reasons));
+  g_variant_builder_add (&b, "{sv}", "reason_codes", map_value (due->reason_codes));
+  return g_variant_builder_end (&b);
+}
+
+static GHashTable *
+lookup_map (GVariant *dict, const char *key)
+{
+  GHashTable *map = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  g_autoptr(GVariant) v = g_variant_lookup_value (dict, key, G_VARIANT_TYPE ("a{ss}"));
+  GVariantIter iter;
+  const char *k, *val;
+
+  if (v != NULL)
+    {
+      g_variant_iter_init (&iter, v);
+      while (g_variant_iter_next (&iter, "{&s&s}", &k, &val))
+        g_hash_table_replace (map, g_strdup (k), g_strdup (val));
+    }
+  return map;
+}
+
+void
+p11c_wire_due_from_variant (GVariant *dict, P11cWireDue *out)
+{
+  memset (out, 0, sizeof *out);
+  if (!g_variant_lookup (dict, "jobs", "^ao", &out->jobs))
+    out->jobs = g_new0 (char *, 1);
+  if (!g_variant_lookup (dict, "needs_person", "^as", &out->needs_person))
+    out->needs_person = g_new0 (char *, 1);
+  if (!g_variant_lookup (dict, "not_renewable", "^as", &out->not_renewable))
+    out->not_renewable = g_new0 (char *, 1);
+  out->reasons = lookup_map (dict, "reasons");
+  out->reason_codes = lookup_map (dict, "reason_codes");
+}
+
+void
+p11c_wire_due_clear (P11cWireDue *due)
+{
+  g_strfreev (due->jobs);
+  g_strfreev (due->needs_person);
+  g_strfreev (due->not_renewable);
+  g_clear_pointer (&due->reasons, g_hash_table_unref);
+  g_clear_pointer (&due->reason_codes, g_hash_table_unref);
+  memset (due, 0, sizeof *due);
+}
+
 /* ---- Job properties ---------------------------------------------------------- */
 
 GVariant *

@@ -160,6 +160,22 @@ GVariant *p11c_wire_deleted_to_variant (const P11cWireDeleted *d);   /* floating
 void p11c_wire_deleted_from_variant (GVariant *dict, P11cWireDeleted *out);
 void p11c_wire_deleted_clear (P11cWireDeleted *d);
 
+/* ---- RenewDue's result ----------------------------------------------------- */
+
+typedef struct {
+  char       **jobs;           /* job object paths started (or already running) */
+  char       **needs_person;   /* URIs of due certificates a person must renew */
+  char       **not_renewable;  /* URIs of due certificates that cannot be renewed */
+  GHashTable  *reasons;        /* URI → why (English) */
+  GHashTable  *reason_codes;   /* URI → a stable reason id (pin-needed, not-in-place, …) */
+} P11cWireDue;
+
+/* The strv are NULL-terminated (never NULL once decoded); the tables map
+ * char* → char* (the encoder reads them, the decoder makes them) */
+GVariant *p11c_wire_due_to_variant (const P11cWireDue *due);   /* floating a{sv} */
+void p11c_wire_due_from_variant (GVariant *dict, P11cWireDue *out);
+void p11c_wire_due_clear (P11cWireDue *due);
+
 /* ---- org.p11certd1.Job properties ---------------------------------------- */
 
 #define P11C_JOB_OPERATION      "Operation"

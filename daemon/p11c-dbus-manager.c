@@ -703,16 +703,15 @@ static void
 renew_due_start (Call *c)
 {
   P11cDuePlan *plan = ((RenewArgs *) c->args)->plan;
-  GVariantBuilder jobs, person, reasons, codes, b;
-  const char *sender;
+  const char *sender = g_dbus_method_invocation_get_sender (c->inv);
+  g_autoptr(GPtrArray) jobs = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr(GPtrArray) person = g_ptr_array_new ();
+  g_autoptr(GHashTable) reasons = g_hash_table_new (g_str_hash, g_str_equal);
+  g_autoptr(GHashTable) codes = g_hash_table_new (g_str_hash, g_str_equal);
   GHashTableIter iter;
   gpointer key, value;
+  P11cWireDue due;
 
-  sender = g_dbus_method_invocation_get_sender (c->inv);
-  g_variant_builder_init (&jobs, G_VARIANT_TYPE ("ao"));
-  g_variant_builder_init (&person, G_VARIANT_TYPE ("as"));
-  g_variant_builder_init (&reasons, G_VARIANT_TYPE ("a{ss}"));
-  g_variant_builder_init (&codes, G_VARIANT_TYPE ("a{ss}"));
   while (plan->requests->len > 0)
     {
       P11cEnrollRequest *req = g_ptr_array_steal_index (plan->requests, 0);
@@ -724,16 +723,13 @@ renew_due_start (Call *c)
       if (running != NULL)
         {
           /* one renewal per certificate: the one running stands for this */
-          g_variant_builder_add (&jobs, "o", running);
+          g_ptr_array_add (jobs, g_steal_pointer (&running));
           p11c_enroll_request_free (req);
           continue;
         }
       job = p11c_dbus_start_job (c->d, "renew", req, c->uid, sender, &local);
       if (job != NULL)
-        {
-          g_autofree char *path = p11c_dbus_job_path (job);
-          g_variant_builder_add (&jobs, "o", path);
-        }
+        g_ptr_array_add (jobs, p11c_dbus_job_path (job));
       else
         g_warning ("Cannot start a renewal: %s", local->message);
     }
@@ -750,9 +746,9 @@ renew_due_start (Call *c)
       g_variant_builder_add (&info, "{sv}", "days_left", g_variant_new_int64 (n->days_left));
       g_variant_builder_add (&info, "{sv}", "reason", g_variant_new_string (n->reason));
       g_variant_builder_add (&info, "{sv}", "reason_code", g_variant_new_string (n->reason_code));
-      g_variant_builder_add (&person, "s", n->uri);
-      g_variant_builder_add (&reasons, "{ss}", n->uri, n->reason);
-      g_variant_builder_add (&codes, "{ss}", n->uri, n->reason_code);
+      g_ptr_array_add (person, n->uri);
+      g_hash_table_replace (reasons, n->uri, n->reason);
+      g_hash_table_replace (codes, n->uri, (gpointer) n->reason_code);
       g_dbus_connection_emit_signal (c->d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "RenewalNeeded",
                                      g_variant_new ("(sx@a{sv})", n->uri, n->not_after,
                                                     g_variant_builder_end (&info)), NULL);
@@ -760,21 +756,21 @@ renew_due_start (Call *c)
                       n->subject, n->not_after, "Certificate %s is due for renewal and needs a person: %s",
                       n->uri, n->reason);
     }
-  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  g_variant_builder_add (&b, "{sv}", "jobs", g_variant_builder_end (&jobs));
-  g_variant_builder_add (&b, "{sv}", "needs_person", g_variant_builder_end (&person));
-  g_ptr_array_add (plan->not_renewable, NULL);
-  g_variant_builder_add (&b, "{sv}", "not_renewable",
-                         g_variant_new_strv ((const char *const *) plan->not_renewable->pdata, -1));
   g_hash_table_iter_init (&iter, plan->why_not);
   while (g_hash_table_iter_next (&iter, &key, &value))
-    g_variant_builder_add (&reasons, "{ss}", key, value);
-  g_variant_builder_add (&b, "{sv}", "reasons", g_variant_builder_end (&reasons));
+    g_hash_table_replace (reasons, key, value);
   g_hash_table_iter_init (&iter, plan->why_not_code);
   while (g_hash_table_iter_next (&iter, &key, &value))
-    g_variant_builder_add (&codes, "{ss}", key, value);
-  g_variant_builder_add (&b, "{sv}", "reason_codes", g_variant_builder_end (&codes));
-  g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(@a{sv})", g_variant_builder_end (&b)));
+    g_hash_table_replace (codes, key, value);
+  g_ptr_array_add (jobs, NULL);
+  g_ptr_array_add (person, NULL);
+  g_ptr_array_add (plan->not_renewable, NULL);
+  due = (P11cWireDue) {
+    .jobs = (char **) jobs->pdata, .needs_person = (char **) person->pdata,
+    .not_renewable = (char **) plan->not_renewable->pdata, .reasons = reasons, .reason_codes = codes,
+  };
+  g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv),
+                                         g_variant_new ("(@a{sv})", p11c_wire_due_to_variant (&due)));
   p11c_dbus_call_free (c);
 }
 

@@ -285,6 +285,30 @@ test_deleted (void)
   p11c_wire_deleted_clear (&out);
 }
 
+static void
+test_due (void)
+{
+  char *jobs[] = { "/org/p11certd/jobs/7", NULL };
+  char *person[] = { "pkcs11:token=a;id=%01;type=cert", NULL };
+  char *none[] = { NULL };
+  g_autoptr(GHashTable) reasons = g_hash_table_new (g_str_hash, g_str_equal);
+  g_autoptr(GHashTable) codes = g_hash_table_new (g_str_hash, g_str_equal);
+  P11cWireDue in = { .jobs = jobs, .needs_person = person, .not_renewable = none,
+                     .reasons = reasons, .reason_codes = codes }, out;
+  g_autoptr(GVariant) dict = NULL;
+
+  g_hash_table_insert (reasons, person[0], "no PIN file");
+  g_hash_table_insert (codes, person[0], "pin-needed");
+  dict = over_the_wire (p11c_wire_due_to_variant (&in));
+  p11c_wire_due_from_variant (dict, &out);
+  g_assert_cmpstrv (out.jobs, (const char *const *) jobs);
+  g_assert_cmpstrv (out.needs_person, (const char *const *) person);
+  g_assert_cmpstrv (out.not_renewable, (const char *const *) none);
+  g_assert_cmpstr (g_hash_table_lookup (out.reasons, person[0]), ==, "no PIN file");
+  g_assert_cmpstr (g_hash_table_lookup (out.reason_codes, person[0]), ==, "pin-needed");
+  p11c_wire_due_clear (&out);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -296,5 +320,6 @@ main (int argc, char **argv)
   g_test_add_func ("/wire/token", test_token);
   g_test_add_func ("/wire/job", test_job);
   g_test_add_func ("/wire/deleted", test_deleted);
+  g_test_add_func ("/wire/due", test_due);
   return g_test_run ();
 }
