@@ -1,6 +1,7 @@
 /* p11certctl ca list [--json] | ca show NAME [--pem] */
 #define G_LOG_DOMAIN "p11certctl"
 #include "ctl-common.h"
+#include "p11c-wire.h"
 #include "p11c-i18n.h"
 
 #include <stdio.h>
@@ -56,12 +57,13 @@ ca_list (int argc, char **argv)
   ctl_table_set_shrinkable (table, 4, 16);
   for (gsize i = 0; i < g_variant_n_children (cas); i++)
     {
-      g_autoptr(GVariant) c = g_variant_get_child_value (cas, i);
-      const char *url = ctl_dict_str (c, "url", "");
-      ctl_table_add_row (table, ctl_dict_str (c, "name", ""), ctl_dict_str (c, "type", ""),
-                         ctl_dict_str (c, "key_type", ""), ctl_dict_bool (c, "needs_login", FALSE) ? _("yes")
-                         : ctl_dict_bool (c, "needs_otp", FALSE) ? _("challenge") : _("no"),
-                         url[0] ? url : "-");
+      g_autoptr(GVariant) dict = g_variant_get_child_value (cas, i);
+      P11cWireCa c;
+
+      p11c_wire_ca_from_variant (dict, &c);
+      ctl_table_add_row (table, c.name, c.type, c.key_type,
+                         c.needs_login ? _("yes") : c.needs_otp ? _("challenge") : _("no"), c.url[0] ? c.url : "-");
+      p11c_wire_ca_clear (&c);
     }
   ctl_table_print (table, ctl_output_width ());
   return CTL_EXIT_OK;
@@ -78,7 +80,7 @@ ca_show (int argc, char **argv)
   g_autoptr(GOptionContext) ctx = g_option_context_new (_("NAME — show a CA profile"));
   g_autoptr(GError) error = NULL;
   g_autoptr(GVariant) cas = NULL;
-  g_autoptr(GVariant) ca = NULL;
+  P11cWireCa ca = { 0 };
   GDBusConnection *bus;
   int rc;
 
@@ -106,32 +108,34 @@ ca_show (int argc, char **argv)
   cas = list_cas (bus, &error);
   if (cas == NULL)
     return ctl_report (error, NULL);
-  for (gsize i = 0; i < g_variant_n_children (cas) && ca == NULL; i++)
+  for (gsize i = 0; i < g_variant_n_children (cas) && ca.name == NULL; i++)
     {
-      g_autoptr(GVariant) c = g_variant_get_child_value (cas, i);
-      if (g_strcmp0 (ctl_dict_str (c, "name", NULL), argv[1]) == 0)
-        ca = g_steal_pointer (&c);
+      g_autoptr(GVariant) dict = g_variant_get_child_value (cas, i);
+      p11c_wire_ca_from_variant (dict, &ca);
+      if (g_strcmp0 (ca.name, argv[1]) != 0)
+        p11c_wire_ca_clear (&ca);
     }
-  if (ca == NULL)
+  if (ca.name == NULL)
     {
       ctl_warn (_("No CA profile “%s”; see “p11certctl ca list”"), argv[1]);
       return CTL_EXIT_NOT_FOUND;
     }
   /* TRANSLATORS: a CA profile's fields; keep the values aligned */
-  printf (_("Name:        %s\n"), ctl_dict_str (ca, "name", ""));
-  printf (_("Type:        %s\n"), ctl_dict_str (ca, "type", ""));
-  if (ctl_dict_str (ca, "url", "")[0])
-    printf (_("URL:         %s\n"), ctl_dict_str (ca, "url", ""));
-  if (ctl_dict_str (ca, "label", "")[0])
-    printf (_("EST label:   %s\n"), ctl_dict_str (ca, "label", ""));
-  printf (_("Key type:    %s\n"), ctl_dict_str (ca, "key_type", ""));
-  printf (_("Needs login: %s\n"), ctl_dict_bool (ca, "needs_login", FALSE) ? _("yes (login and one-time password)")
-                                   : ctl_dict_bool (ca, "needs_otp", FALSE) ? _("no; a challenge password (SCEP)")
+  printf (_("Name:        %s\n"), ca.name);
+  printf (_("Type:        %s\n"), ca.type);
+  if (ca.url[0])
+    printf (_("URL:         %s\n"), ca.url);
+  if (ca.label[0])
+    printf (_("EST label:   %s\n"), ca.label);
+  printf (_("Key type:    %s\n"), ca.key_type);
+  printf (_("Needs login: %s\n"), ca.needs_login ? _("yes (login and one-time password)")
+                                   : ca.needs_otp ? _("no; a challenge password (SCEP)")
                                    : _("no"));
-  if (ctl_dict_bool (ca, "default", FALSE))
+  if (ca.is_default)
     printf ("%s", _("Default:     yes (default-ca in p11certd.conf: enroll uses it without --ca)\n"));
-  printf (_("(the CA certificate: p11certctl ca show %s --pem)\n"), ctl_dict_str (ca, "name", ""));
+  printf (_("(the CA certificate: p11certctl ca show %s --pem)\n"), ca.name);
   fflush (stdout);
+  p11c_wire_ca_clear (&ca);
   return CTL_EXIT_OK;
 }
 

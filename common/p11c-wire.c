@@ -443,6 +443,53 @@ p11c_wire_token_clear (P11cWireToken *t)
   memset (t, 0, sizeof *t);
 }
 
+/* ---- CA profiles ----------------------------------------------------------------- */
+
+GVariant *
+p11c_wire_ca_to_variant (const P11cWireCa *ca)
+{
+  GVariantBuilder b;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&b, "{sv}", "name", g_variant_new_string (ca->name ? ca->name : ""));
+  g_variant_builder_add (&b, "{sv}", "type", g_variant_new_string (ca->type ? ca->type : ""));
+  g_variant_builder_add (&b, "{sv}", "url", g_variant_new_string (ca->url ? ca->url : ""));
+  g_variant_builder_add (&b, "{sv}", "label", g_variant_new_string (ca->label ? ca->label : ""));
+  g_variant_builder_add (&b, "{sv}", "key_type", g_variant_new_string (ca->key_type ? ca->key_type : ""));
+  add_bool (&b, "needs_login", ca->needs_login);
+  add_bool (&b, "needs_otp", ca->needs_otp);
+  g_variant_builder_add (&b, "{sv}", "otp_name", g_variant_new_string (ca->otp_name ? ca->otp_name : ""));
+  add_bool (&b, "default", ca->is_default);
+  return g_variant_builder_end (&b);
+}
+
+void
+p11c_wire_ca_from_variant (GVariant *dict, P11cWireCa *out)
+{
+  memset (out, 0, sizeof *out);
+  out->name = lookup_string (dict, "name");
+  out->type = lookup_string (dict, "type");
+  out->url = lookup_string (dict, "url");
+  out->label = lookup_string (dict, "label");
+  out->key_type = lookup_string (dict, "key_type");
+  g_variant_lookup (dict, "needs_login", "b", &out->needs_login);
+  g_variant_lookup (dict, "needs_otp", "b", &out->needs_otp);
+  out->otp_name = lookup_string (dict, "otp_name");
+  g_variant_lookup (dict, "default", "b", &out->is_default);
+}
+
+void
+p11c_wire_ca_clear (P11cWireCa *ca)
+{
+  g_free (ca->name);
+  g_free (ca->type);
+  g_free (ca->url);
+  g_free (ca->label);
+  g_free (ca->key_type);
+  g_free (ca->otp_name);
+  memset (ca, 0, sizeof *ca);
+}
+
 /* ---- DeleteCert's result ---------------------------------------------------------- */
 
 GVariant *

@@ -146,6 +146,24 @@ GVariant *p11c_wire_token_to_variant (const P11cWireToken *token);
 void p11c_wire_token_from_variant (GVariant *dict, P11cWireToken *out);
 void p11c_wire_token_clear (P11cWireToken *token);
 
+/* ---- a CA profile: ListCas' aa{sv} ------------------------------------------ */
+
+typedef struct {
+  char     *name;
+  char     *type;          /* est | scep | local */
+  char     *url;           /* "" for local */
+  char     *label;         /* EST label, or "" */
+  char     *key_type;
+  gboolean  needs_login;   /* EST: login + one-time password */
+  gboolean  needs_otp;     /* EST or SCEP (its challenge password) */
+  char     *otp_name;      /* what the one-time password is called, or "" */
+  gboolean  is_default;    /* default-ca= in p11certd.conf */
+} P11cWireCa;
+
+GVariant *p11c_wire_ca_to_variant (const P11cWireCa *ca);   /* floating a{sv} */
+void p11c_wire_ca_from_variant (GVariant *dict, P11cWireCa *out);
+void p11c_wire_ca_clear (P11cWireCa *ca);
+
 /* ---- DeleteCert's result ------------------------------------------------- */
 
 typedef struct {

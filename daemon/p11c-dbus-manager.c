@@ -410,20 +410,14 @@ p11c_dbus_handle_list_cas (Call *c)
   for (guint i = 0; i < p11c_engine_get_cas (c->d->engine)->len; i++)
     {
       P11cCaProfile *p = p11c_engine_get_cas (c->d->engine)->pdata[i];
-      g_variant_builder_open (&b, G_VARIANT_TYPE_VARDICT);
-      g_variant_builder_add (&b, "{sv}", "name", g_variant_new_string (p->name));
-      g_variant_builder_add (&b, "{sv}", "type", g_variant_new_string (p11c_ca_type_to_string (p->type)));
-      g_variant_builder_add (&b, "{sv}", "url", g_variant_new_string (p->url ? p->url : ""));
-      g_variant_builder_add (&b, "{sv}", "label", g_variant_new_string (p->label ? p->label : ""));
-      g_variant_builder_add (&b, "{sv}", "key_type", g_variant_new_string (p11c_key_type_to_string (p->key_type)));
-      g_variant_builder_add (&b, "{sv}", "needs_login", g_variant_new_boolean (p->type == P11C_CA_EST));
-      g_variant_builder_add (&b, "{sv}", "needs_otp", g_variant_new_boolean (p->type != P11C_CA_LOCAL));
-      g_variant_builder_add (&b, "{sv}", "otp_name",
-                             g_variant_new_string (p->type == P11C_CA_SCEP ? "challenge password"
-                                                   : p->type == P11C_CA_EST ? "one-time password" : ""));
-      g_variant_builder_add (&b, "{sv}", "default",
-                             g_variant_new_boolean (g_strcmp0 (p->name, p11c_engine_get_config (c->d->engine)->default_ca) == 0));
-      g_variant_builder_close (&b);
+      P11cWireCa w = {
+        .name = p->name, .type = (char *) p11c_ca_type_to_string (p->type), .url = p->url, .label = p->label,
+        .key_type = (char *) p11c_key_type_to_string (p->key_type), .needs_login = p->type == P11C_CA_EST,
+        .needs_otp = p->type != P11C_CA_LOCAL,
+        .otp_name = p->type == P11C_CA_SCEP ? "challenge password" : p->type == P11C_CA_EST ? "one-time password" : "",
+        .is_default = g_strcmp0 (p->name, p11c_engine_get_config (c->d->engine)->default_ca) == 0,
+      };
+      g_variant_builder_add_value (&b, p11c_wire_ca_to_variant (&w));
     }
   g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(aa{sv})", &b));
   p11c_dbus_call_free (c);

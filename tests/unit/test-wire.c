@@ -309,6 +309,25 @@ test_due (void)
   p11c_wire_due_clear (&out);
 }
 
+static void
+test_ca (void)
+{
+  P11cWireCa in = { .name = "agents", .type = "est", .url = "https://ca.example/", .label = "", .key_type = "ec-p256",
+                    .needs_login = TRUE, .needs_otp = TRUE, .otp_name = "one-time password", .is_default = TRUE };
+  g_autoptr(GVariant) dict = over_the_wire (p11c_wire_ca_to_variant (&in));
+  P11cWireCa out;
+
+  p11c_wire_ca_from_variant (dict, &out);
+  g_assert_cmpstr (out.name, ==, "agents");
+  g_assert_cmpstr (out.type, ==, "est");
+  g_assert_cmpstr (out.url, ==, in.url);
+  g_assert_cmpstr (out.label, ==, "");
+  g_assert_cmpstr (out.key_type, ==, "ec-p256");
+  g_assert_true (out.needs_login && out.needs_otp && out.is_default);
+  g_assert_cmpstr (out.otp_name, ==, in.otp_name);
+  p11c_wire_ca_clear (&out);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -321,5 +340,6 @@ main (int argc, char **argv)
   g_test_add_func ("/wire/job", test_job);
   g_test_add_func ("/wire/deleted", test_deleted);
   g_test_add_func ("/wire/due", test_due);
+  g_test_add_func ("/wire/ca", test_ca);
   return g_test_run ();
 }
