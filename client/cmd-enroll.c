@@ -99,9 +99,10 @@ typedef struct {
   char            *label, *name, *output, *password_file;
   gboolean         no_wait, yes;
   /* chosen */
-  GVariant        *cas;         /* ListCas */
-  GVariant        *ca;          /* the profile's dictionary */
-  GVariant        *token;       /* the token's dictionary (storage token) */
+  GArray          *cas;         /* P11cWireCa, from ListCas */
+  const P11cWireCa *ca;         /* the chosen profile (in cas) */
+  P11cWireToken    token;       /* the token (storage token) */
+  gboolean         has_token;
   char            *otp, *pin, *password;   /* secrets */
   int              out_fd;      /* the PKCS#12 file we created (storage file) */
   GUnixFDList     *fds;
@@ -123,9 +124,8 @@ wizard_clear (Wizard *w)
   g_free (w->name);
   g_free (w->output);
   g_free (w->password_file);
-  g_clear_pointer (&w->cas, g_variant_unref);
-  g_clear_pointer (&w->ca, g_variant_unref);
-  g_clear_pointer (&w->token, g_variant_unref);
+  g_clear_pointer (&w->cas, g_array_unref);
+  p11c_wire_token_clear (&w->token);
   p11c_secret_clear (&w->otp);
   p11c_secret_clear (&w->pin);
   p11c_secret_clear (&w->password);
@@ -152,20 +152,28 @@ step_ca (Wizard *w)
 
   if (reply == NULL)
     return ctl_report (error, NULL);
-  w->cas = g_variant_get_child_value (reply, 0);
-  n = g_variant_n_children (w->cas);
+  {
+    g_autoptr(GVariant) list = g_variant_get_child_value (reply, 0);
+    n = g_variant_n_children (list);
+    w->cas = g_array_sized_new (FALSE, TRUE, sizeof (P11cWireCa), n);
+    g_array_set_clear_func (w->cas, (GDestroyNotify) p11c_wire_ca_clear);
+    g_array_set_size (w->cas, n);
+    for (gsize i = 0; i < n; i++)
+      {
+        g_autoptr(GVariant) dict = g_variant_get_child_value (list, i);
+        p11c_wire_ca_from_variant (dict, &g_array_index (w->cas, P11cWireCa, i));
+      }
+  }
   for (gsize i = 0; i < n; i++)
     {
-      g_autoptr(GVariant) c = g_variant_get_child_value (w->cas, i);
-      const char *name = ctl_dict_str (c, "name", "");
-      const char *url = ctl_dict_str (c, "url", "");
-      g_ptr_array_add (names, (gpointer) ctl_dict_str (c, "name", ""));
-      g_ptr_array_add (notes, g_strdup_printf ("(%s%s%s)", ctl_dict_str (c, "type", ""), url[0] ? " " : "", url));
-      if (w->ca_name && g_str_equal (name, w->ca_name))
+      const P11cWireCa *c = &g_array_index (w->cas, P11cWireCa, i);
+      g_ptr_array_add (names, c->name);
+      g_ptr_array_add (notes, g_strdup_printf ("(%s%s%s)", c->type, c->url[0] ? " " : "", c->url));
+      if (w->ca_name && g_str_equal (c->name, w->ca_name))
         pick = (int) i;
-      if (ctl_dict_bool (c, "default", FALSE))
+      if (c->is_default)
         configured = (int) i;
-      if (!def_seen && ctl_dict_bool (c, "needs_otp", ctl_dict_bool (c, "needs_login", FALSE)))
+      if (!def_seen && (c->needs_otp || c->needs_login))
         {
           def = i;
           def_seen = TRUE;
@@ -207,7 +215,7 @@ step_ca (Wizard *w)
           return ctl_usage_error (w->ctx, _("enroll: several CA profiles (%s); choose one with --ca"), list);
         }
     }
-  w->ca = g_variant_get_child_value (w->cas, pick);
+  w->ca = &g_array_index (w->cas, P11cWireCa, pick);
   return -1;
 }
 
@@ -216,7 +224,7 @@ static int
 step_credentials (Wizard *w)
 {
   g_autoptr(GError) error = NULL;
-  gboolean needs_login = ctl_dict_bool (w->ca, "needs_login", g_strcmp0 (ctl_dict_str (w->ca, "type", ""), "est") == 0);
+  gboolean needs_login = w->ca->needs_login;
 
   if (needs_login)
     {
@@ -224,7 +232,7 @@ step_credentials (Wizard *w)
         {
           if (!w->interactive)
             return ctl_usage_error (w->ctx, _("enroll: the CA profile “%s” needs --login and --otp-file"),
-                                    ctl_dict_str (w->ca, "name", ""));
+                                    w->ca->name);
           w->login = ask_text (_("Login: "), &error);
           w->asked = TRUE;
           if (w->login == NULL)
@@ -236,12 +244,12 @@ step_credentials (Wizard *w)
       if (w->otp == NULL)
         return ctl_report (error, NULL);
     }
-  else if (ctl_dict_bool (w->ca, "needs_otp", FALSE))
+  else if (w->ca->needs_otp)
     {
       /* SCEP: the one-time password is the CA's challenge password; no login */
       if (w->otp_file == NULL && !w->interactive)
         return ctl_usage_error (w->ctx, _("enroll: the CA profile “%s” needs --otp-file (its challenge password)"),
-                                ctl_dict_str (w->ca, "name", ""));
+                                w->ca->name);
       if (w->otp_file == NULL)
         w->asked = TRUE;
       w->otp = ctl_secret_get (w->otp_file, -1, _("Challenge password: "), _("challenge password"), &error);
@@ -281,23 +289,25 @@ step_token (Wizard *w)
 {
   g_autoptr(GError) error = NULL;
   g_autofree char *prompt = NULL;
+  g_autoptr(GVariant) dict = ctl_choose_token (w->bus, w->token_spec, w->interactive, &error);
 
-  w->token = ctl_choose_token (w->bus, w->token_spec, w->interactive, &error);
-  if (w->token == NULL)
+  if (dict == NULL)
     return ctl_report (error, NULL);
-  if (ctl_dict_bool (w->token, "pin_locked", FALSE))
+  p11c_wire_token_from_variant (dict, &w->token);
+  w->has_token = TRUE;
+  if (w->token.pin_locked)
     {
       ctl_warn (_("The PIN of token “%s” is locked; it must be unlocked with the SO PIN first"),
-                ctl_dict_str (w->token, "label", ""));
+                w->token.label);
       return CTL_EXIT_PIN_LOCKED;
     }
   if (w->pin_file == NULL)
     {
       w->asked = w->asked || w->interactive;
-      if (ctl_dict_bool (w->token, "pin_final_try", FALSE))
+      if (w->token.pin_final_try)
         fprintf (stderr, "%s\n", _("Warning: one more wrong PIN locks the token."));
     }
-  prompt = g_strdup_printf (_("PIN of token “%s”: "), ctl_dict_str (w->token, "label", ""));
+  prompt = g_strdup_printf (_("PIN of token “%s”: "), w->token.label);
   w->pin = ctl_secret_get (w->pin_file, -1, prompt, _("token PIN"), &error);
   if (w->pin == NULL)
     return ctl_report (error, NULL);
@@ -375,16 +385,16 @@ step_confirm (Wizard *w)
     return -1;
   putchar ('\n');
   /* TRANSLATORS: the summary before the request; keep the values aligned */
-  printf (_("CA profile: %s\n"), ctl_dict_str (w->ca, "name", ""));
+  printf (_("CA profile: %s\n"), w->ca->name);
   if (w->login)
     printf (_("Login:      %s\n"), w->login);
-  if (w->token)
-    printf (_("Storage:    token “%s”\n"), ctl_dict_str (w->token, "label", ""));
+  if (w->has_token)
+    printf (_("Storage:    token “%s”\n"), w->token.label);
   else if (w->name)
     printf (_("Storage:    system store, name “%s”\n"), w->name);
   else
     printf (_("Storage:    file %s\n"), w->output);
-  printf (_("Key type:   %s\n"), w->key_type ? w->key_type : ctl_dict_str (w->ca, "key_type", "ec-p256"));
+  printf (_("Key type:   %s\n"), w->key_type ? w->key_type : w->ca->key_type[0] ? w->ca->key_type : "ec-p256");
   if (w->subject)
     printf (_("Subject:    %s\n"), w->subject);
   if (!ctl_confirm (_("Request the certificate now?"), TRUE))
@@ -426,8 +436,8 @@ step_request (Wizard *w)
   g_autoptr(GError) error = NULL;
   g_autoptr(GVariant) reply = NULL;
   P11cEnrollParams request = {
-    .ca = (char *) ctl_dict_str (w->ca, "name", ""), .storage = w->storage, .login = w->login, .otp = w->otp,
-    .token = w->token ? (char *) ctl_dict_str (w->token, "path", "") : NULL, .pin = w->token ? w->pin : NULL,
+    .ca = w->ca->name, .storage = w->storage, .login = w->login, .otp = w->otp,
+    .token = w->has_token ? w->token.path : NULL, .pin = w->has_token ? w->pin : NULL,
     .key_type = w->key_type, .subject = w->subject, .label = w->label,
     .name = w->name && g_str_equal (w->storage, "system") ? w->name : NULL,
     .has_fd = w->fds != NULL, .fd_index = 0, .password = w->fds ? w->password : NULL,
