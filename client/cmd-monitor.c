@@ -3,6 +3,7 @@
 #include "ctl-common.h"
 #include "p11c-i18n.h"
 #include "p11c-names.h"
+#include "p11c-wire.h"
 
 #include <glib-unix.h>
 #include <signal.h>
@@ -91,6 +92,20 @@ json_field (GString *s, const char *key, GVariant *v)
 }
 
 static void
+json_string (GString *s, const char *key, const char *value)
+{
+  g_autoptr(GVariant) v = g_variant_ref_sink (g_variant_new_string (value));
+  json_field (s, key, v);
+}
+
+static void
+json_int64 (GString *s, const char *key, gint64 value)
+{
+  g_autoptr(GVariant) v = g_variant_ref_sink (g_variant_new_int64 (value));
+  json_field (s, key, v);
+}
+
+static void
 on_manager_signal (GDBusConnection *conn, const char *sender, const char *path, const char *iface,
                    const char *signal, GVariant *params, gpointer user_data)
 {
@@ -100,13 +115,14 @@ on_manager_signal (GDBusConnection *conn, const char *sender, const char *path, 
 
   if (g_str_equal (signal, "TokenInserted") || g_str_equal (signal, "TokenRemoved"))
     {
-      g_autoptr(GVariant) token = NULL;
+      P11cWireTokenEvent ev;
       g_autoptr(GVariant) info = NULL;
-      if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(oa{sv})")))
+      if (!p11c_wire_token_event_from_variant (params, &ev))
         return;
-      g_variant_get (params, "(@o@a{sv})", &token, &info);
+      info = g_variant_ref_sink (p11c_wire_token_event_info (&ev));
       if (m->json)
         {
+          g_autoptr(GVariant) token = g_variant_ref_sink (g_variant_new_object_path (ev.token));
           json_begin (s, signal);
           json_field (s, "token", token);
           json_field (s, "info", info);
@@ -114,55 +130,53 @@ on_manager_signal (GDBusConnection *conn, const char *sender, const char *path, 
         }
       else
         {
-          g_string_printf (s, "%s %s %s", ts, signal, g_variant_get_string (token, NULL));
+          g_string_printf (s, "%s %s %s", ts, signal, ev.token);
           append_pairs (s, info);
         }
+      p11c_wire_token_event_clear (&ev);
     }
   else if (g_str_equal (signal, "RenewalNeeded"))
     {
-      g_autoptr(GVariant) uri = NULL;
-      g_autoptr(GVariant) not_after = NULL;
+      P11cWireRenewalNeeded rn;
       g_autoptr(GVariant) info = NULL;
-      if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(sxa{sv})")))
+      if (!p11c_wire_renewal_needed_from_variant (params, &rn))
         return;
-      g_variant_get (params, "(@s@x@a{sv})", &uri, &not_after, &info);
+      info = g_variant_ref_sink (p11c_wire_renewal_needed_info (&rn));
       if (m->json)
         {
           json_begin (s, signal);
-          json_field (s, "uri", uri);
-          json_field (s, "not_after", not_after);
+          json_string (s, "uri", rn.uri);
+          json_int64 (s, "not_after", rn.not_after);
           json_field (s, "info", info);
           g_string_append_c (s, '}');
         }
       else
         {
-          g_autofree char *date = log_date (g_variant_get_int64 (not_after));
-          g_string_printf (s, "%s %s %s expires=%s", ts, signal, g_variant_get_string (uri, NULL), date);
+          g_autofree char *date = log_date (rn.not_after);
+          g_string_printf (s, "%s %s %s expires=%s", ts, signal, rn.uri, date);
           append_pairs (s, info);
         }
+      p11c_wire_renewal_needed_clear (&rn);
     }
   else if (g_str_equal (signal, "CertificateExpiring"))
     {
-      g_autoptr(GVariant) uri = NULL;
-      g_autoptr(GVariant) not_after = NULL;
-      if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(sx)")))
+      P11cWireExpiring ex;
+      if (!p11c_wire_expiring_from_variant (params, &ex))
         return;
-      g_variant_get (params, "(@s@x)", &uri, &not_after);
       if (m->json)
         {
           json_begin (s, signal);
-          json_field (s, "uri", uri);
-          json_field (s, "not_after", not_after);
+          json_string (s, "uri", ex.uri);
+          json_int64 (s, "not_after", ex.not_after);
           g_string_append_c (s, '}');
         }
       else
         {
-          gint64 t = g_variant_get_int64 (not_after);
-          g_autofree char *date = log_date (t);
-          g_string_printf (s, "%s %s %s expires=%s days_left=%" G_GINT64_FORMAT, ts, signal,
-                           g_variant_get_string (uri, NULL), date,
-                           MAX (t - g_get_real_time () / G_USEC_PER_SEC, (gint64) 0) / 86400);
+          g_autofree char *date = log_date (ex.not_after);
+          g_string_printf (s, "%s %s %s expires=%s days_left=%" G_GINT64_FORMAT, ts, signal, ex.uri, date,
+                           MAX (ex.not_after - g_get_real_time () / G_USEC_PER_SEC, (gint64) 0) / 86400);
         }
+      p11c_wire_expiring_clear (&ex);
     }
   else
     return;
@@ -222,11 +236,13 @@ on_job_signal (GDBusConnection *conn, const char *sender, const char *path, cons
     {
       g_autofree char *which = NULL;
       g_autoptr(GVariant) changed = NULL;
+      g_auto(P11cWireJob) job = { 0 };   /* only what changed: absent fields stay NULL/0 */
       const char *state;
       if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(sa{sv}as)")))
         return;
       g_variant_get (params, "(s@a{sv}as)", &which, &changed, NULL);
-      if (!g_str_equal (which, P11C_DBUS_JOB_IFACE) || (state = ctl_dict_str (changed, "State", NULL)) == NULL)
+      p11c_wire_job_update (&job, changed);
+      if (!g_str_equal (which, P11C_DBUS_JOB_IFACE) || (state = job.state) == NULL)
         return;
       if (g_str_equal (state, "done") || g_str_equal (state, "failed") || g_str_equal (state, "cancelled"))
         {
@@ -237,9 +253,14 @@ on_job_signal (GDBusConnection *conn, const char *sender, const char *path, cons
                                                                    G_VARIANT_TYPE ("(a{sv})"),
                                                                    G_DBUS_CALL_FLAGS_NONE, CTL_TIMEOUT_LIST,
                                                                    NULL, NULL);
-          g_autoptr(GVariant) props = reply ? g_variant_get_child_value (reply, 0) : NULL;
-          print_job_finished (m, path, state, props ? ctl_dict_str (props, "Error", "") : "",
-                              props ? ctl_dict_str (props, "ErrorMessage", "") : "");
+          g_auto(P11cWireJob) all = { 0 };
+          if (reply != NULL)
+            {
+              g_autoptr(GVariant) props = g_variant_get_child_value (reply, 0);
+              p11c_wire_job_from_variant (props, &all);
+            }
+          print_job_finished (m, path, state, all.error ? all.error : "",
+                              all.error_message ? all.error_message : "");
           return;
         }
       if (m->json)
@@ -252,14 +273,10 @@ on_job_signal (GDBusConnection *conn, const char *sender, const char *path, cons
         }
       else
         {
-          double progress = 0;
-          guint32 attempt = 0;
-          g_variant_lookup (changed, "Progress", "d", &progress);
-          g_variant_lookup (changed, "Attempt", "u", &attempt);
           g_autofree char *key = NULL;
-          g_string_printf (s, "state=%s progress=%d%%", state, (int) (CLAMP (progress, 0.0, 1.0) * 100 + 0.5));
-          if (attempt > 1)
-            g_string_append_printf (s, " attempt=%u", attempt);
+          g_string_printf (s, "state=%s progress=%d%%", state, (int) (CLAMP (job.progress, 0.0, 1.0) * 100 + 0.5));
+          if (job.attempt > 1)
+            g_string_append_printf (s, " attempt=%u", job.attempt);
           if (g_strcmp0 (g_hash_table_lookup (m->last, path), s->str) == 0)
             return;
           g_hash_table_replace (m->last, g_strdup (path), g_strdup (s->str));

@@ -616,6 +616,179 @@ p11c_wire_due_clear (P11cWireDue *due)
   memset (due, 0, sizeof *due);
 }
 
+/* ---- Manager signals ----------------------------------------------------------- */
+
+static const char *
+or_empty (const char *s)
+{
+  return s ? s : "";
+}
+
+GVariant *
+p11c_wire_token_event_info (const P11cWireTokenEvent *ev)
+{
+  GVariantBuilder b;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  if (ev->recognized)
+    {
+      g_variant_builder_add (&b, "{sv}", "label", g_variant_new_string (or_empty (ev->label)));
+      g_variant_builder_add (&b, "{sv}", "serial", g_variant_new_string (or_empty (ev->serial)));
+      g_variant_builder_add (&b, "{sv}", "manufacturer", g_variant_new_string (or_empty (ev->manufacturer)));
+      g_variant_builder_add (&b, "{sv}", "uri", g_variant_new_string (or_empty (ev->uri)));
+    }
+  g_variant_builder_add (&b, "{sv}", "reader", g_variant_new_string (or_empty (ev->reader)));
+  add_bool (&b, "recognized", ev->recognized);
+  add_string (&b, "atr", ev->atr);
+  return g_variant_builder_end (&b);
+}
+
+GVariant *
+p11c_wire_token_event_to_variant (const P11cWireTokenEvent *ev)
+{
+  return g_variant_new ("(o@a{sv})", ev->token ? ev->token : "/", p11c_wire_token_event_info (ev));
+}
+
+gboolean
+p11c_wire_token_event_from_variant (GVariant *params, P11cWireTokenEvent *out)
+{
+  g_autoptr(GVariant) info = NULL;
+
+  memset (out, 0, sizeof *out);
+  if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(oa{sv})")))
+    return FALSE;
+  g_variant_get (params, "(o@a{sv})", &out->token, &info);
+  g_variant_lookup (info, "recognized", "b", &out->recognized);
+  out->label = lookup_dup (info, "label");
+  out->serial = lookup_dup (info, "serial");
+  out->manufacturer = lookup_dup (info, "manufacturer");
+  out->uri = lookup_dup (info, "uri");
+  out->reader = lookup_string (info, "reader");
+  out->atr = lookup_dup (info, "atr");
+  return TRUE;
+}
+
+void
+p11c_wire_token_event_clear (P11cWireTokenEvent *ev)
+{
+  g_free (ev->token);
+  g_free (ev->label);
+  g_free (ev->serial);
+  g_free (ev->manufacturer);
+  g_free (ev->uri);
+  g_free (ev->reader);
+  g_free (ev->atr);
+  memset (ev, 0, sizeof *ev);
+}
+
+GVariant *
+p11c_wire_card_event_to_variant (const P11cWireCardEvent *ev)
+{
+  GVariantBuilder b;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  add_string (&b, "atr", ev->atr);
+  return g_variant_new ("(s@a{sv})", or_empty (ev->reader), g_variant_builder_end (&b));
+}
+
+gboolean
+p11c_wire_card_event_from_variant (GVariant *params, P11cWireCardEvent *out)
+{
+  g_autoptr(GVariant) info = NULL;
+
+  memset (out, 0, sizeof *out);
+  if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(sa{sv})")))
+    return FALSE;
+  g_variant_get (params, "(s@a{sv})", &out->reader, &info);
+  out->atr = lookup_dup (info, "atr");
+  return TRUE;
+}
+
+void
+p11c_wire_card_event_clear (P11cWireCardEvent *ev)
+{
+  g_free (ev->reader);
+  g_free (ev->atr);
+  memset (ev, 0, sizeof *ev);
+}
+
+GVariant *
+p11c_wire_renewal_needed_info (const P11cWireRenewalNeeded *rn)
+{
+  GVariantBuilder b;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&b, "{sv}", "subject", g_variant_new_string (or_empty (rn->subject)));
+  if (rn->token != NULL)
+    g_variant_builder_add (&b, "{sv}", "token", g_variant_new_object_path (rn->token));
+  g_variant_builder_add (&b, "{sv}", "ca", g_variant_new_string (or_empty (rn->ca)));
+  g_variant_builder_add (&b, "{sv}", "days_left", g_variant_new_int64 (rn->days_left));
+  g_variant_builder_add (&b, "{sv}", "reason", g_variant_new_string (or_empty (rn->reason)));
+  g_variant_builder_add (&b, "{sv}", "reason_code", g_variant_new_string (or_empty (rn->reason_code)));
+  return g_variant_builder_end (&b);
+}
+
+GVariant *
+p11c_wire_renewal_needed_to_variant (const P11cWireRenewalNeeded *rn)
+{
+  return g_variant_new ("(sx@a{sv})", or_empty (rn->uri), rn->not_after, p11c_wire_renewal_needed_info (rn));
+}
+
+gboolean
+p11c_wire_renewal_needed_from_variant (GVariant *params, P11cWireRenewalNeeded *out)
+{
+  g_autoptr(GVariant) info = NULL;
+  const char *token = NULL;
+
+  memset (out, 0, sizeof *out);
+  if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(sxa{sv})")))
+    return FALSE;
+  g_variant_get (params, "(sx@a{sv})", &out->uri, &out->not_after, &info);
+  out->subject = lookup_string (info, "subject");
+  if (g_variant_lookup (info, "token", "&o", &token))
+    out->token = g_strdup (token);
+  out->ca = lookup_string (info, "ca");
+  g_variant_lookup (info, "days_left", "x", &out->days_left);
+  out->reason = lookup_string (info, "reason");
+  out->reason_code = lookup_string (info, "reason_code");
+  return TRUE;
+}
+
+void
+p11c_wire_renewal_needed_clear (P11cWireRenewalNeeded *rn)
+{
+  g_free (rn->uri);
+  g_free (rn->subject);
+  g_free (rn->token);
+  g_free (rn->ca);
+  g_free (rn->reason);
+  g_free (rn->reason_code);
+  memset (rn, 0, sizeof *rn);
+}
+
+GVariant *
+p11c_wire_expiring_to_variant (const P11cWireExpiring *ex)
+{
+  return g_variant_new ("(sx)", or_empty (ex->uri), ex->not_after);
+}
+
+gboolean
+p11c_wire_expiring_from_variant (GVariant *params, P11cWireExpiring *out)
+{
+  memset (out, 0, sizeof *out);
+  if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(sx)")))
+    return FALSE;
+  g_variant_get (params, "(sx)", &out->uri, &out->not_after);
+  return TRUE;
+}
+
+void
+p11c_wire_expiring_clear (P11cWireExpiring *ex)
+{
+  g_free (ex->uri);
+  memset (ex, 0, sizeof *ex);
+}
+
 /* ---- Job properties ---------------------------------------------------------- */
 
 GVariant *

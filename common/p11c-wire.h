@@ -194,6 +194,64 @@ GVariant *p11c_wire_due_to_variant (const P11cWireDue *due);   /* floating a{sv}
 void p11c_wire_due_from_variant (GVariant *dict, P11cWireDue *out);
 void p11c_wire_due_clear (P11cWireDue *due);
 
+/* ---- Manager signals ------------------------------------------------------- */
+
+/* TokenInserted / TokenRemoved (o token, a{sv} info).  The module's fields
+ * (label, serial, manufacturer, uri) are set only when it is recognized;
+ * atr only when the event came from PC/SC. */
+typedef struct {
+  char     *token;         /* object path; "/" when no module recognises the card */
+  char     *label;
+  char     *serial;
+  char     *manufacturer;
+  char     *uri;
+  char     *reader;
+  gboolean  recognized;
+  char     *atr;           /* hex, or NULL */
+} P11cWireTokenEvent;
+
+GVariant *p11c_wire_token_event_info (const P11cWireTokenEvent *ev);      /* floating a{sv} */
+GVariant *p11c_wire_token_event_to_variant (const P11cWireTokenEvent *ev);  /* floating (oa{sv}) */
+gboolean p11c_wire_token_event_from_variant (GVariant *params, P11cWireTokenEvent *out);
+void p11c_wire_token_event_clear (P11cWireTokenEvent *ev);
+
+/* CardInserted / CardRemoved (s reader, a{sv} info) */
+typedef struct {
+  char *reader;
+  char *atr;               /* hex, or NULL (CardRemoved) */
+} P11cWireCardEvent;
+
+GVariant *p11c_wire_card_event_to_variant (const P11cWireCardEvent *ev);   /* floating (sa{sv}) */
+gboolean p11c_wire_card_event_from_variant (GVariant *params, P11cWireCardEvent *out);
+void p11c_wire_card_event_clear (P11cWireCardEvent *ev);
+
+/* RenewalNeeded (s uri, x not_after, a{sv} info) */
+typedef struct {
+  char     *uri;
+  gint64    not_after;
+  char     *subject;
+  char     *token;         /* object path, or NULL (not on a token) */
+  char     *ca;
+  gint64    days_left;
+  char     *reason;        /* English */
+  char     *reason_code;   /* a stable id, see RenewDue's reason_codes */
+} P11cWireRenewalNeeded;
+
+GVariant *p11c_wire_renewal_needed_info (const P11cWireRenewalNeeded *rn);        /* floating a{sv} */
+GVariant *p11c_wire_renewal_needed_to_variant (const P11cWireRenewalNeeded *rn);  /* floating (sxa{sv}) */
+gboolean p11c_wire_renewal_needed_from_variant (GVariant *params, P11cWireRenewalNeeded *out);
+void p11c_wire_renewal_needed_clear (P11cWireRenewalNeeded *rn);
+
+/* CertificateExpiring (s uri, x not_after) */
+typedef struct {
+  char   *uri;
+  gint64  not_after;
+} P11cWireExpiring;
+
+GVariant *p11c_wire_expiring_to_variant (const P11cWireExpiring *ex);   /* floating (sx) */
+gboolean p11c_wire_expiring_from_variant (GVariant *params, P11cWireExpiring *out);
+void p11c_wire_expiring_clear (P11cWireExpiring *ex);
+
 /* ---- org.p11certd1.Job properties ---------------------------------------- */
 
 #define P11C_JOB_OPERATION      "Operation"
@@ -227,6 +285,7 @@ void p11c_wire_job_from_variant (GVariant *props, P11cWireJob *out);
 /* Apply the properties present in @changed (PropertiesChanged, GetAll) */
 void p11c_wire_job_update (P11cWireJob *job, GVariant *changed);
 void p11c_wire_job_clear (P11cWireJob *job);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (P11cWireJob, p11c_wire_job_clear)
 
 /* What a job shows to users other than its owner and root: what runs and
  * how far it is (Operation, State, Progress, Attempt, RetryAt) — not its

@@ -730,22 +730,16 @@ renew_due_start (Call *c)
   for (guint i = 0; i < plan->needs_person->len; i++)
     {
       P11cNeedsPerson *n = plan->needs_person->pdata[i];
-      GVariantBuilder info;
+      P11cWireRenewalNeeded rn = { .uri = n->uri, .not_after = n->not_after, .subject = n->subject,
+                                   .token = n->token ? (char *) p11c_dbus_token_path (n->token) : NULL,
+                                   .ca = n->ca, .days_left = n->days_left, .reason = n->reason,
+                                   .reason_code = (char *) n->reason_code };
 
-      g_variant_builder_init (&info, G_VARIANT_TYPE_VARDICT);
-      g_variant_builder_add (&info, "{sv}", "subject", g_variant_new_string (n->subject));
-      if (n->token != NULL)
-        g_variant_builder_add (&info, "{sv}", "token", g_variant_new_object_path (p11c_dbus_token_path (n->token)));
-      g_variant_builder_add (&info, "{sv}", "ca", g_variant_new_string (n->ca));
-      g_variant_builder_add (&info, "{sv}", "days_left", g_variant_new_int64 (n->days_left));
-      g_variant_builder_add (&info, "{sv}", "reason", g_variant_new_string (n->reason));
-      g_variant_builder_add (&info, "{sv}", "reason_code", g_variant_new_string (n->reason_code));
       g_ptr_array_add (person, n->uri);
       g_hash_table_replace (reasons, n->uri, n->reason);
       g_hash_table_replace (codes, n->uri, (gpointer) n->reason_code);
       g_dbus_connection_emit_signal (c->d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "RenewalNeeded",
-                                     g_variant_new ("(sx@a{sv})", n->uri, n->not_after,
-                                                    g_variant_builder_end (&info)), NULL);
+                                     p11c_wire_renewal_needed_to_variant (&rn), NULL);
       p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_NEEDS_PERSON, n->token ? p11c_token_get_id (n->token) : NULL, NULL,
                       n->subject, n->not_after, "Certificate %s is due for renewal and needs a person: %s",
                       n->uri, n->reason);
@@ -862,9 +856,10 @@ expiry_done (GObject *source, GAsyncResult *res, gpointer user_data)
   for (guint i = 0; i < crossing->len; i++)
     {
       P11cCertEntry *e = crossing->pdata[i];
+      P11cWireExpiring ex = { .uri = e->uri, .not_after = e->summary->not_after };
+
       g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE,
-                                     "CertificateExpiring",
-                                     g_variant_new ("(sx)", e->uri, e->summary->not_after), NULL);
+                                     "CertificateExpiring", p11c_wire_expiring_to_variant (&ex), NULL);
       p11c_log_event (G_LOG_LEVEL_MESSAGE, NULL, NULL, e->summary->sha256, e->summary->subject,
                       e->summary->not_after, "Certificate %s expires in %" G_GINT64_FORMAT " s",
                       e->uri, e->summary->not_after - now);

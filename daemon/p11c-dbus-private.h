@@ -161,8 +161,8 @@ GVariant *p11c_dbus_token_props (P11cToken *t);
 GVariant *p11c_dbus_token_dict (P11cToken *t);
 void p11c_dbus_emit_token_changes (P11cDaemon *d, P11cToken *t);
 void p11c_dbus_handle_change_pin (Call *c);
-void p11c_dbus_add_atr (GVariantBuilder *b, GBytes *atr);
-GVariant *p11c_dbus_token_signal_info (P11cToken *t, const char *reader, GBytes *atr);
+char *p11c_dbus_atr_hex (GBytes *atr);   /* NULL when @atr is */
+GVariant *p11c_dbus_token_event (P11cToken *t, const char *reader, GBytes *atr);   /* floating (oa{sv}) */
 
 /* p11c-dbus-job.c */
 char *p11c_dbus_job_path (P11cJob *job);

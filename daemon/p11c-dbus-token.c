@@ -120,42 +120,41 @@ p11c_dbus_handle_change_pin (Call *c)
 
 /* ---- tokens on the bus -------------------------------------------------- */
 
-void
-p11c_dbus_add_atr (GVariantBuilder *b, GBytes *atr)
+char *
+p11c_dbus_atr_hex (GBytes *atr)
 {
-  g_autofree char *hex = NULL;
   gsize len;
   const guint8 *p;
   GString *s;
 
   if (atr == NULL)
-    return;
+    return NULL;
   p = g_bytes_get_data (atr, &len);
   s = g_string_new (NULL);
   for (gsize i = 0; i < len; i++)
     g_string_append_printf (s, "%02X", p[i]);
-  hex = g_string_free (s, FALSE);
-  g_variant_builder_add (b, "{sv}", "atr", g_variant_new_string (hex));
+  return g_string_free (s, FALSE);
 }
 
+/* TokenInserted/TokenRemoved's parameters: @t, or the bare card ("/") */
 GVariant *
-p11c_dbus_token_signal_info (P11cToken *t, const char *reader, GBytes *atr)
+p11c_dbus_token_event (P11cToken *t, const char *reader, GBytes *atr)
 {
   P11cWireToken w = { 0 };
-  GVariantBuilder b;
+  g_autofree char *hex = p11c_dbus_atr_hex (atr);
+  P11cWireTokenEvent ev = { .token = t ? (char *) p11c_dbus_token_path (t) : "/", .recognized = t != NULL, .atr = hex };
+  GVariant *v;
 
-  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
   if (t != NULL)
     {
       token_to_wire (t, &w);
-      g_variant_builder_add (&b, "{sv}", "label", g_variant_new_string (w.label));
-      g_variant_builder_add (&b, "{sv}", "serial", g_variant_new_string (w.serial));
-      g_variant_builder_add (&b, "{sv}", "manufacturer", g_variant_new_string (w.manufacturer));
-      g_variant_builder_add (&b, "{sv}", "uri", g_variant_new_string (w.uri));
+      ev.label = w.label;
+      ev.serial = w.serial;
+      ev.manufacturer = w.manufacturer;
+      ev.uri = w.uri;
     }
-  g_variant_builder_add (&b, "{sv}", "reader", g_variant_new_string (reader ? reader : w.slot ? w.slot : ""));
-  g_variant_builder_add (&b, "{sv}", "recognized", g_variant_new_boolean (t != NULL));
-  p11c_dbus_add_atr (&b, atr);
+  ev.reader = (char *) (reader ? reader : w.slot ? w.slot : "");
+  v = p11c_wire_token_event_to_variant (&ev);
   p11c_wire_token_clear (&w);
-  return g_variant_builder_end (&b);
+  return v;
 }

@@ -505,7 +505,7 @@ token_added (P11cEngine *e, P11cToken *t, gboolean announce, gpointer user_data)
   manager_tokens_changed (d);
   if (announce)
     g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "TokenInserted",
-                                   g_variant_new ("(o@a{sv})", p11c_dbus_token_path (t), p11c_dbus_token_signal_info (t, NULL, NULL)),
+                                   p11c_dbus_token_event (t, NULL, NULL),
                                    NULL);
 }
 
@@ -525,7 +525,7 @@ token_removed (P11cEngine *e, P11cToken *t, gboolean announce, gpointer user_dat
   manager_tokens_changed (d);
   if (announce)
     g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "TokenRemoved",
-                                   g_variant_new ("(o@a{sv})", p11c_dbus_token_path (t), p11c_dbus_token_signal_info (t, NULL, NULL)),
+                                   p11c_dbus_token_event (t, NULL, NULL),
                                    NULL);
 }
 
@@ -547,12 +547,10 @@ card_event (P11cEngine *e, const P11cCardEvent *ev, gpointer user_data)
   const char *signal = ev->inserted ? "TokenInserted" : "TokenRemoved";
 
   g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, signal,
-                                 g_variant_new ("(o@a{sv})", ev->token ? p11c_dbus_token_path (ev->token) : "/",
-                                                p11c_dbus_token_signal_info (ev->token, ev->reader, ev->atr)), NULL);
+                                 p11c_dbus_token_event (ev->token, ev->reader, ev->atr), NULL);
   for (guint i = 0; i < ev->others->len; i++)
     g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, signal,
-                                   g_variant_new ("(o@a{sv})", p11c_dbus_token_path (ev->others->pdata[i]),
-                                                  p11c_dbus_token_signal_info (ev->others->pdata[i], NULL, NULL)), NULL);
+                                   p11c_dbus_token_event (ev->others->pdata[i], NULL, NULL), NULL);
 }
 
 static void
@@ -564,15 +562,13 @@ rescanned (P11cEngine *e, gpointer user_data)
 void
 p11c_daemon_card_event (P11cDaemon *d, gboolean inserted, const char *reader, GBytes *atr)
 {
-  GVariantBuilder info;
+  g_autofree char *hex = p11c_dbus_atr_hex (atr);
+  P11cWireCardEvent ev = { .reader = (char *) reader, .atr = hex };
 
   /* at once, before the modules are asked (reading a card can take
    * seconds): an app can say "reading the token…" */
-  g_variant_builder_init (&info, G_VARIANT_TYPE_VARDICT);
-  p11c_dbus_add_atr (&info, atr);
   g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE,
-                                 inserted ? "CardInserted" : "CardRemoved",
-                                 g_variant_new ("(s@a{sv})", reader, g_variant_builder_end (&info)), NULL);
+                                 inserted ? "CardInserted" : "CardRemoved", p11c_wire_card_event_to_variant (&ev), NULL);
   p11c_engine_card_event (d->engine, inserted, reader, atr);
 }
 

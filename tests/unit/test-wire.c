@@ -328,6 +328,101 @@ test_ca (void)
   p11c_wire_ca_clear (&out);
 }
 
+static void
+test_signals (void)
+{
+  P11cWireTokenEvent te = { .token = "/org/p11certd1/tokens/t1", .label = "agent", .serial = "42",
+                            .manufacturer = "SoftHSM", .uri = "pkcs11:token=agent", .reader = "vpcd 0",
+                            .recognized = TRUE, .atr = "3B00" };
+  P11cWireTokenEvent bare = { .reader = "vpcd 1" };
+  P11cWireCardEvent ce = { .reader = "vpcd 0", .atr = "3BFF" };
+  P11cWireRenewalNeeded rn = { .uri = "pkcs11:id=%01", .not_after = 1900000000, .subject = "CN=a",
+                               .token = "/org/p11certd1/tokens/t1", .ca = "agents", .days_left = 3,
+                               .reason = "needs its PIN", .reason_code = "pin-needed" };
+  P11cWireExpiring ex = { .uri = "pkcs11:id=%02", .not_after = -5 };
+  g_autoptr(GVariant) v = NULL;
+  g_autoptr(GVariant) wrong = g_variant_ref_sink (g_variant_new ("(sx)", "x", (gint64) 1));
+  P11cWireTokenEvent te2;
+  P11cWireCardEvent ce2;
+  P11cWireRenewalNeeded rn2;
+  P11cWireExpiring ex2;
+
+  v = over_the_wire (p11c_wire_token_event_to_variant (&te));
+  g_assert_true (p11c_wire_token_event_from_variant (v, &te2));
+  g_assert_cmpstr (te2.token, ==, te.token);
+  g_assert_cmpstr (te2.label, ==, "agent");
+  g_assert_cmpstr (te2.serial, ==, "42");
+  g_assert_cmpstr (te2.manufacturer, ==, "SoftHSM");
+  g_assert_cmpstr (te2.uri, ==, te.uri);
+  g_assert_cmpstr (te2.reader, ==, "vpcd 0");
+  g_assert_cmpstr (te2.atr, ==, "3B00");
+  g_assert_true (te2.recognized);
+  p11c_wire_token_event_clear (&te2);
+  g_clear_pointer (&v, g_variant_unref);
+
+  /* a card no module recognises: "/", no module fields, no atr key */
+  v = over_the_wire (p11c_wire_token_event_to_variant (&bare));
+  g_assert_cmpstr (g_variant_get_type_string (v), ==, "(oa{sv})");
+  g_assert_true (p11c_wire_token_event_from_variant (v, &te2));
+  g_assert_cmpstr (te2.token, ==, "/");
+  g_assert_false (te2.recognized);
+  g_assert_null (te2.label);
+  g_assert_null (te2.atr);
+  g_assert_cmpstr (te2.reader, ==, "vpcd 1");
+  {
+    g_autoptr(GVariant) info = g_variant_ref_sink (p11c_wire_token_event_info (&te2));
+    g_assert_cmpuint (g_variant_n_children (info), ==, 2);   /* reader, recognized */
+  }
+  p11c_wire_token_event_clear (&te2);
+  g_clear_pointer (&v, g_variant_unref);
+  g_assert_false (p11c_wire_token_event_from_variant (wrong, &te2));
+
+  v = over_the_wire (p11c_wire_card_event_to_variant (&ce));
+  g_assert_true (p11c_wire_card_event_from_variant (v, &ce2));
+  g_assert_cmpstr (ce2.reader, ==, "vpcd 0");
+  g_assert_cmpstr (ce2.atr, ==, "3BFF");
+  p11c_wire_card_event_clear (&ce2);
+  g_clear_pointer (&v, g_variant_unref);
+  ce.atr = NULL;   /* CardRemoved: empty info */
+  v = over_the_wire (p11c_wire_card_event_to_variant (&ce));
+  {
+    g_autofree char *text = g_variant_print (v, FALSE);
+    g_assert_cmpstr (text, ==, "('vpcd 0', {})");
+  }
+  g_assert_false (p11c_wire_card_event_from_variant (wrong, &ce2));
+  g_clear_pointer (&v, g_variant_unref);
+
+  v = over_the_wire (p11c_wire_renewal_needed_to_variant (&rn));
+  g_assert_true (p11c_wire_renewal_needed_from_variant (v, &rn2));
+  g_assert_cmpstr (rn2.uri, ==, rn.uri);
+  g_assert_cmpint (rn2.not_after, ==, 1900000000);
+  g_assert_cmpstr (rn2.subject, ==, "CN=a");
+  g_assert_cmpstr (rn2.token, ==, rn.token);
+  g_assert_cmpstr (rn2.ca, ==, "agents");
+  g_assert_cmpint (rn2.days_left, ==, 3);
+  g_assert_cmpstr (rn2.reason, ==, rn.reason);
+  g_assert_cmpstr (rn2.reason_code, ==, "pin-needed");
+  p11c_wire_renewal_needed_clear (&rn2);
+  g_clear_pointer (&v, g_variant_unref);
+  rn.token = NULL;   /* system store: no token key */
+  v = over_the_wire (p11c_wire_renewal_needed_to_variant (&rn));
+  g_assert_true (p11c_wire_renewal_needed_from_variant (v, &rn2));
+  g_assert_null (rn2.token);
+  p11c_wire_renewal_needed_clear (&rn2);
+  g_assert_false (p11c_wire_renewal_needed_from_variant (wrong, &rn2));
+  g_clear_pointer (&v, g_variant_unref);
+
+  v = over_the_wire (p11c_wire_expiring_to_variant (&ex));
+  g_assert_true (p11c_wire_expiring_from_variant (v, &ex2));
+  g_assert_cmpstr (ex2.uri, ==, ex.uri);
+  g_assert_cmpint (ex2.not_after, ==, -5);
+  p11c_wire_expiring_clear (&ex2);
+  {
+    g_autoptr(GVariant) card = g_variant_ref_sink (p11c_wire_card_event_to_variant (&ce));
+    g_assert_false (p11c_wire_expiring_from_variant (card, &ex2));
+  }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -341,5 +436,6 @@ main (int argc, char **argv)
   g_test_add_func ("/wire/deleted", test_deleted);
   g_test_add_func ("/wire/due", test_due);
   g_test_add_func ("/wire/ca", test_ca);
+  g_test_add_func ("/wire/signals", test_signals);
   return g_test_run ();
 }
