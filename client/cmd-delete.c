@@ -21,21 +21,6 @@ normalize_id (const char *hex)
   return g_string_free (s, FALSE);
 }
 
-/* The token dictionary a certificate is on (NULL for the system store) */
-static GVariant *
-token_of (GVariant *tokens, GVariant *cert)
-{
-  const char *path = ctl_dict_str (cert, "token", "/");
-  for (gsize i = 0; tokens != NULL && i < g_variant_n_children (tokens); i++)
-    {
-      GVariant *t = g_variant_get_child_value (tokens, i);
-      if (g_strcmp0 (ctl_dict_str (t, "path", NULL), path) == 0)
-        return t;
-      g_variant_unref (t);
-    }
-  return NULL;
-}
-
 static void
 cert_out_set (GVariant **cert_out, GVariant *cert)
 {
@@ -64,9 +49,12 @@ find_by_label_or_id (GDBusConnection *bus, const char *opt_label, const char *op
   for (gsize i = 0; i < g_variant_n_children (list); i++)
     {
       g_autoptr(GVariant) c = g_variant_get_child_value (list, i);
-      g_autofree char *id = normalize_id (ctl_dict_str (c, "id", ""));
-      if ((opt_label && g_strcmp0 (ctl_dict_str (c, "label", NULL), opt_label) == 0)
-          || (want_id && g_str_equal (id, want_id)))
+      g_auto(P11cWireCert) entry = { 0 };
+      g_autofree char *id = NULL;
+      if (!p11c_wire_cert_from_variant (c, &entry, NULL))
+        continue;
+      id = normalize_id (entry.id ? entry.id : "");
+      if ((opt_label && g_strcmp0 (entry.label, opt_label) == 0) || (want_id && g_str_equal (id, want_id)))
         {
           matches++;
           cert_out_set (cert_out, g_steal_pointer (&c));
@@ -144,7 +132,9 @@ ctl_cmd_delete (int argc, char **argv)
   g_autoptr(GError) error = NULL;
   g_autoptr(GVariant) cert = NULL;
   g_autoptr(GVariant) tokens = NULL;
-  g_autoptr(GVariant) token = NULL;
+  g_auto(P11cWireCert) entry = { 0 };
+  g_auto(P11cWireToken) tok = { 0 };
+  P11cWireToken *token = NULL;   /* the token the certificate is on, if known */
   g_autoptr(GVariant) reply = NULL;
   g_autoptr(GVariant) result = NULL;
   p11c_autosecret pin = NULL;
@@ -185,17 +175,23 @@ ctl_cmd_delete (int argc, char **argv)
     {
       if ((rc = find_by_label_or_id (bus, opt_label, opt_id, opt_token, &cert)) >= 0)
         return rc;
-      uri = g_strdup (ctl_dict_str (cert, "uri", ""));
     }
+  if (cert != NULL && p11c_wire_cert_from_variant (cert, &entry, NULL))
+    {
+      if (uri == NULL)
+        uri = g_strdup (entry.uri);
+      if (ctl_token_by_path (tokens, entry.token, &tok))
+        token = &tok;
+    }
+  if (uri == NULL)
+    uri = g_strdup ("");
   is_system = g_str_has_prefix (uri, "system:");
-  if (cert != NULL)
-    token = token_of (tokens, cert);
 
   if (!opt_yes)
     {
       printf ("%s\n", _("Certificate:"));
       if (cert != NULL)
-        ctl_print_cert (cert, tokens);
+        ctl_print_cert (&entry, tokens);
       else
         printf (_("  URI:      %s\n"), uri);
       if (!opt_keep_key)
@@ -211,15 +207,9 @@ ctl_cmd_delete (int argc, char **argv)
   if (!is_system)
     {
       g_autofree char *prompt = NULL;
-      if (token != NULL && ctl_dict_bool (token, "pin_locked", FALSE))
-        {
-          ctl_warn (_("The PIN of token “%s” is locked; it must be unlocked with the SO PIN first"),
-                    ctl_dict_str (token, "label", ""));
-          return CTL_EXIT_PIN_LOCKED;
-        }
-      if (token != NULL && ctl_dict_bool (token, "pin_final_try", FALSE) && !opt_pin_file && opt_pin_fd < 0)
-        fprintf (stderr, "%s\n", _("Warning: one more wrong PIN locks the token."));
-      prompt = g_strdup_printf (_("PIN of token “%s”: "), token ? ctl_dict_str (token, "label", "") : uri);
+      if (token != NULL && (rc = ctl_token_pin_check (token, opt_pin_file != NULL || opt_pin_fd >= 0)) >= 0)
+        return rc;
+      prompt = g_strdup_printf (_("PIN of token “%s”: "), token ? token->label : uri);
       pin = ctl_secret_get (opt_pin_file, opt_pin_fd, prompt, _("token PIN"), &error);
       if (pin == NULL)
         return ctl_report (error, NULL);
@@ -237,7 +227,7 @@ ctl_cmd_delete (int argc, char **argv)
   }
   p11c_secret_clear (&pin);
   if (reply == NULL)
-    return ctl_report_token_error (bus, error, token ? ctl_dict_str (token, "path", NULL) : NULL);
+    return ctl_report_token_error (bus, error, token ? token->path : NULL);
   result = g_variant_get_child_value (reply, 0);
   report_deleted (result, uri);
   return CTL_EXIT_OK;

@@ -88,21 +88,24 @@ ctl_cmd_list (int argc, char **argv)
     {
       for (gsize i = 0; i < g_variant_n_children (certs); i++)
         {
-          g_autoptr(GVariant) c = g_variant_get_child_value (certs, i);
+          g_autoptr(GVariant) dict = g_variant_get_child_value (certs, i);
+          g_auto(P11cWireCert) c = { 0 };
+          if (!p11c_wire_cert_from_variant (dict, &c, NULL))
+            continue;
           if (i > 0)
             putchar ('\n');
-          ctl_print_cert (c, tokens);
-          if (ctl_dict_str (c, "error", NULL) == NULL)
+          ctl_print_cert (&c, tokens);
+          if (c.error == NULL)
             {
               /* TRANSLATORS: aligned with the lines of a certificate (Subject:, Issuer:, …) */
-              printf (ctl_dict_bool (c, "has_private_key", FALSE) ? _("  Key:      %s, private key present\n")
+              printf (c.has_private_key ? _("  Key:      %s, private key present\n")
                                                                   : _("  Key:      %s, no private key\n"),
-                      ctl_dict_str (c, "key_type", "?"));
-              if (ctl_dict_bool (c, "renewal_due", FALSE))
+                      c.key_type ? c.key_type : "?");
+              if (c.renewal_due)
                 printf ("%s", _("  Renewal:  due\n"));
-              if (ctl_dict_str (c, "ca", NULL))
-                printf (_("  CA:       %s\n"), ctl_dict_str (c, "ca", ""));
-              printf (_("  SHA-256:  %s\n"), ctl_dict_str (c, "sha256", ""));
+              if (c.ca != NULL)
+                printf (_("  CA:       %s\n"), c.ca);
+              printf (_("  SHA-256:  %s\n"), c.sha256 ? c.sha256 : "");
             }
         }
       fflush (stdout);

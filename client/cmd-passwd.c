@@ -22,7 +22,8 @@ ctl_cmd_passwd (int argc, char **argv)
   };
   g_autoptr(GOptionContext) ctx = g_option_context_new (_("— change a token's user PIN"));
   g_autoptr(GError) error = NULL;
-  g_autoptr(GVariant) token = NULL;
+  g_autoptr(GVariant) dict = NULL;
+  g_auto(P11cWireToken) token = { 0 };
   g_autoptr(GVariant) reply = NULL;
   g_autofree char *prompt = NULL;
   g_autofree char *prompt_new = NULL;
@@ -43,12 +44,13 @@ ctl_cmd_passwd (int argc, char **argv)
     return ctl_usage_error (ctx, _("passwd: unexpected argument “%s”"), argv[1]);
   if ((bus = ctl_bus (&rc)) == NULL)
     return rc;
-  token = ctl_choose_token (bus, opt_token, TRUE, &error);
-  if (token == NULL)
+  dict = ctl_choose_token (bus, opt_token, TRUE, &error);
+  if (dict == NULL)
     return ctl_report (error, NULL);
-  label = ctl_dict_str (token, "label", "");
-  path = ctl_dict_str (token, "path", "");
-  if (ctl_dict_bool (token, "pin_locked", FALSE))
+  p11c_wire_token_from_variant (dict, &token);
+  label = token.label;
+  path = token.path;
+  if (token.pin_locked)
     {
       ctl_warn (_("The PIN of token “%s” is locked; it must be unlocked with the SO PIN first"), label);
       return CTL_EXIT_PIN_LOCKED;
@@ -56,7 +58,7 @@ ctl_cmd_passwd (int argc, char **argv)
   if (!ctl_get_pin_policy (bus, &policy, &error))
     return ctl_report (error, _("Cannot read the PIN policy"));
 
-  if (ctl_dict_bool (token, "pin_final_try", FALSE) && opt_pin_file == NULL)
+  if (token.pin_final_try && opt_pin_file == NULL)
     fprintf (stderr, "%s\n", _("Warning: one more wrong PIN locks the token."));
   prompt = g_strdup_printf (_("Current PIN of token “%s”: "), label);
   old_pin = ctl_secret_get (opt_pin_file, -1, prompt, _("current token PIN"), &error);

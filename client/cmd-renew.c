@@ -162,23 +162,14 @@ ctl_cmd_renew (int argc, char **argv)
   if (!g_str_has_prefix (uri, "system:"))
     {
       g_autoptr(GVariant) tokens = ctl_list_tokens (bus, NULL);
-      const char *label = NULL;
+      g_auto(P11cWireCert) entry = { 0 };
+      g_auto(P11cWireToken) t = { 0 };
       g_autofree char *prompt = NULL;
-      for (gsize i = 0; tokens && i < g_variant_n_children (tokens); i++)
+      if (p11c_wire_cert_from_variant (cert, &entry, NULL) && ctl_token_by_path (tokens, entry.token, &t))
         {
-          g_autoptr(GVariant) t = g_variant_get_child_value (tokens, i);
-          if (g_strcmp0 (ctl_dict_str (t, "path", NULL), ctl_dict_str (cert, "token", "")) == 0)
-            {
-              label = ctl_dict_str (t, "label", NULL);
-              if (ctl_dict_bool (t, "pin_locked", FALSE))
-                {
-                  ctl_warn (_("The PIN of token “%s” is locked; it must be unlocked with the SO PIN first"), label);
-                  return CTL_EXIT_PIN_LOCKED;
-                }
-              if (ctl_dict_bool (t, "pin_final_try", FALSE) && !opt_pin_file)
-                fprintf (stderr, "%s\n", _("Warning: one more wrong PIN locks the token."));
-              prompt = g_strdup_printf (_("PIN of token “%s”: "), label);
-            }
+          if ((rc = ctl_token_pin_check (&t, opt_pin_file != NULL)) >= 0)
+            return rc;
+          prompt = g_strdup_printf (_("PIN of token “%s”: "), t.label);
         }
       pin = ctl_secret_get (opt_pin_file, -1, prompt ? prompt : _("Token PIN: "), _("token PIN"), &error);
       if (pin == NULL)

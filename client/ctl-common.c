@@ -182,25 +182,9 @@ gboolean
 ctl_get_pin_policy (GDBusConnection *bus, P11cPinPolicy *policy, GError **error)
 {
   g_autoptr(GVariant) v = ctl_get_manager_property (bus, "PinPolicy", error);
-  guint32 u;
-  gboolean b;
 
-  p11c_pin_policy_init_default (policy);
-  if (v == NULL)
-    return FALSE;
-  if (!g_variant_is_of_type (v, G_VARIANT_TYPE_VARDICT))
-    return TRUE;
-  if (g_variant_lookup (v, "min_length", "u", &u))
-    policy->min_length = u;
-  if (g_variant_lookup (v, "max_length", "u", &u))
-    policy->max_length = u;
-  if (g_variant_lookup (v, "require_digit", "b", &b))
-    policy->require_digit = b;
-  if (g_variant_lookup (v, "require_upper", "b", &b))
-    policy->require_upper = b;
-  if (g_variant_lookup (v, "require_lower", "b", &b))
-    policy->require_lower = b;
-  return TRUE;
+  p11c_pin_policy_from_variant (v, policy);   /* the defaults when it is not a dictionary */
+  return v != NULL;
 }
 
 /* ---- tokens and certificates ---------------------------------------------- */
@@ -232,8 +216,13 @@ ctl_find_cert (GDBusConnection *bus, const char *uri, GError **error)
   for (gsize i = 0; i < g_variant_n_children (list) && found == NULL; i++)
     {
       g_autoptr(GVariant) c = g_variant_get_child_value (list, i);
-      if (g_strcmp0 (ctl_dict_str (c, "uri", NULL), uri) == 0)
-        found = g_steal_pointer (&c);
+      P11cWireCert cert;
+      if (p11c_wire_cert_from_variant (c, &cert, NULL))
+        {
+          if (g_strcmp0 (cert.uri, uri) == 0)
+            found = g_steal_pointer (&c);
+          p11c_wire_cert_clear (&cert);
+        }
     }
   return found;
 }
@@ -248,21 +237,25 @@ pad_copy (CK_UTF8CHAR *dst, gsize size, const char *src)
 }
 
 static gboolean
-token_matches (GVariant *tok, const char *spec, const P11cUri *uri)
+token_matches (GVariant *dict, const char *spec, const P11cUri *uri)
 {
   CK_TOKEN_INFO info;
+  P11cWireToken tok;
+  gboolean match;
 
-  if (g_strcmp0 (ctl_dict_str (tok, "path", NULL), spec) == 0
-      || g_strcmp0 (ctl_dict_str (tok, "uri", NULL), spec) == 0)
-    return TRUE;
-  if (uri == NULL)
-    return FALSE;
-  memset (&info, 0, sizeof info);
-  pad_copy (info.label, sizeof info.label, ctl_dict_str (tok, "label", ""));
-  pad_copy (info.manufacturerID, sizeof info.manufacturerID, ctl_dict_str (tok, "manufacturer", ""));
-  pad_copy (info.model, sizeof info.model, ctl_dict_str (tok, "model", ""));
-  pad_copy (info.serialNumber, sizeof info.serialNumber, ctl_dict_str (tok, "serial", ""));
-  return p11c_uri_matches_token (uri, &info);
+  p11c_wire_token_from_variant (dict, &tok);
+  match = g_strcmp0 (tok.path, spec) == 0 || g_strcmp0 (tok.uri, spec) == 0;
+  if (!match && uri != NULL)
+    {
+      memset (&info, 0, sizeof info);
+      pad_copy (info.label, sizeof info.label, tok.label);
+      pad_copy (info.manufacturerID, sizeof info.manufacturerID, tok.manufacturer);
+      pad_copy (info.model, sizeof info.model, tok.model);
+      pad_copy (info.serialNumber, sizeof info.serialNumber, tok.serial);
+      match = p11c_uri_matches_token (uri, &info);
+    }
+  p11c_wire_token_clear (&tok);
+  return match;
 }
 
 GVariant *
@@ -311,11 +304,13 @@ ctl_choose_token (GDBusConnection *bus, const char *spec, gboolean interactive, 
       printf ("%s\n", _("Tokens:"));
       for (guint i = 0; i < matches->len; i++)
         {
+          P11cWireToken tok;
+          p11c_wire_token_from_variant (matches->pdata[i], &tok);
           printf ("  %u) ", i + 1);
           /* TRANSLATORS: a token in a list: %1$s label, %2$s manufacturer, %3$s serial number */
-          printf (_("%1$s  (%2$s, serial %3$s)"), ctl_dict_str (matches->pdata[i], "label", ""),
-                  ctl_dict_str (matches->pdata[i], "manufacturer", ""), ctl_dict_str (matches->pdata[i], "serial", ""));
+          printf (_("%1$s  (%2$s, serial %3$s)"), tok.label, tok.manufacturer, tok.serial);
           putchar ('\n');
+          p11c_wire_token_clear (&tok);
         }
       for (;;)
         {
@@ -340,4 +335,31 @@ ctl_choose_token (GDBusConnection *bus, const char *spec, gboolean interactive, 
   return NULL;
 }
 
-/* "  Label:    value", labels padded to the widest of @labels */
+
+gboolean
+ctl_token_by_path (GVariant *tokens, const char *path, P11cWireToken *out)
+{
+  for (gsize i = 0; tokens != NULL && i < g_variant_n_children (tokens); i++)
+    {
+      g_autoptr(GVariant) dict = g_variant_get_child_value (tokens, i);
+      p11c_wire_token_from_variant (dict, out);
+      if (g_strcmp0 (out->path, path) == 0)
+        return TRUE;
+      p11c_wire_token_clear (out);
+    }
+  memset (out, 0, sizeof *out);
+  return FALSE;
+}
+
+int
+ctl_token_pin_check (const P11cWireToken *t, gboolean pin_from_file)
+{
+  if (t->pin_locked)
+    {
+      ctl_warn (_("The PIN of token “%s” is locked; it must be unlocked with the SO PIN first"), t->label);
+      return CTL_EXIT_PIN_LOCKED;
+    }
+  if (t->pin_final_try && !pin_from_file)
+    fprintf (stderr, "%s\n", _("Warning: one more wrong PIN locks the token."));
+  return -1;
+}

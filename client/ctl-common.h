@@ -4,6 +4,7 @@
 #pragma once
 #include <gio/gio.h>
 #include "p11c-pin-policy.h"
+#include "p11c-wire.h"
 #include "ctl-output.h"
 #include "ctl-secret.h"
 
@@ -140,5 +141,12 @@ GVariant *ctl_find_cert (GDBusConnection *bus, const char *uri, GError **error);
 /* Choose a token: @spec (URI or path) as given, the only present token, or
  * (interactive) a choice; returns the token dictionary. */
 GVariant *ctl_choose_token (GDBusConnection *bus, const char *spec, gboolean interactive, GError **error);
+/* The ListTokens entry (of @tokens, aa{sv}, may be NULL) with object path
+ * @path into @out; FALSE (nothing to clear) when there is none */
+gboolean ctl_token_by_path (GVariant *tokens, const char *path, P11cWireToken *out);
+/* Before asking for @t's PIN: CTL_EXIT_PIN_LOCKED (after saying so) when it
+ * is locked; else -1, after a warning on its final try unless
+ * @pin_from_file (no one types it) */
+int ctl_token_pin_check (const P11cWireToken *t, gboolean pin_from_file);
 
 G_END_DECLS

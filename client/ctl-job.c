@@ -394,7 +394,9 @@ ctl_job_report (GDBusConnection *bus, const P11cWireJob *r, const char *output_f
       if (cert != NULL)
         {
           g_autoptr(GVariant) tokens = ctl_list_tokens (bus, NULL);
-          ctl_print_cert (cert, tokens);
+          g_auto(P11cWireCert) entry = { 0 };
+          if (p11c_wire_cert_from_variant (cert, &entry, NULL))
+            ctl_print_cert (&entry, tokens);
         }
       else
         ctl_message (_("  URI:      %s"), r->result);

@@ -353,33 +353,6 @@ ctl_format_days_left (gint64 not_after)
                           (int) MIN (days, G_MAXINT));
 }
 
-const char *
-ctl_dict_str (GVariant *dict, const char *key, const char *def)
-{
-  const char *s;
-  g_autoptr(GVariant) v = g_variant_lookup_value (dict, key, NULL);
-  if (v == NULL || !(g_variant_is_of_type (v, G_VARIANT_TYPE_STRING)
-                     || g_variant_is_of_type (v, G_VARIANT_TYPE_OBJECT_PATH)))
-    return def;
-  /* interned: valid for the life of the process, whatever form @dict has */
-  s = g_intern_string (g_variant_get_string (v, NULL));
-  return s;
-}
-
-gboolean
-ctl_dict_bool (GVariant *dict, const char *key, gboolean def)
-{
-  gboolean b;
-  return g_variant_lookup (dict, key, "b", &b) ? b : def;
-}
-
-gint64
-ctl_dict_int64 (GVariant *dict, const char *key, gint64 def)
-{
-  gint64 x;
-  return g_variant_lookup (dict, key, "x", &x) ? x : def;
-}
-
 static void
 print_field (const char *const *labels, const char *label, const char *value)
 {
@@ -393,20 +366,14 @@ print_field (const char *const *labels, const char *label, const char *value)
 }
 
 void
-ctl_print_cert (GVariant *cert, GVariant *tokens)
+ctl_print_cert (const P11cWireCert *cert, GVariant *tokens)
 {
-  const char *err = ctl_dict_str (cert, "error", NULL);
-  const char *token_path = ctl_dict_str (cert, "token", "/");
-  const char *token_label = NULL;
+  const char *err = cert->error;
+  g_auto(P11cWireToken) token = { 0 };
   const char *labels[] = { _("Subject:"), _("Issuer:"), _("Expires:"), _("Storage:"), _("Token:"), _("Label:"),
                            _("URI:"), NULL };
 
-  for (gsize i = 0; tokens != NULL && i < g_variant_n_children (tokens); i++)
-    {
-      g_autoptr(GVariant) t = g_variant_get_child_value (tokens, i);
-      if (g_strcmp0 (ctl_dict_str (t, "path", NULL), token_path) == 0)
-        token_label = ctl_dict_str (t, "label", NULL);
-    }
+  ctl_token_by_path (tokens, cert->token, &token);
   if (err != NULL)
     {
       /* TRANSLATORS: %s is the daemon's English reason, for an administrator */
@@ -415,20 +382,20 @@ ctl_print_cert (GVariant *cert, GVariant *tokens)
     }
   else
     {
-      gint64 not_after = ctl_dict_int64 (cert, "not_after", 0);
+      gint64 not_after = cert->not_after;
       g_autofree char *date = ctl_format_date (not_after);
       g_autofree char *left = ctl_format_days_left (not_after);
       g_autofree char *expires = g_strdup_printf ("%s (%s)", date, left);
-      print_field (labels, labels[0], ctl_dict_str (cert, "subject", ""));
-      print_field (labels, labels[1], ctl_dict_str (cert, "issuer", ""));
+      print_field (labels, labels[0], cert->subject ? cert->subject : "");
+      print_field (labels, labels[1], cert->issuer ? cert->issuer : "");
       print_field (labels, labels[2], expires);
     }
-  if (g_strcmp0 (ctl_dict_str (cert, "storage", ""), "system") == 0)
+  if (g_strcmp0 (cert->storage, "system") == 0)
     print_field (labels, labels[3], _("system store"));
   else
-    print_field (labels, labels[4], token_label ? token_label : token_path);
-  if (ctl_dict_str (cert, "label", "")[0] != '\0')
-    print_field (labels, labels[5], ctl_dict_str (cert, "label", ""));
-  print_field (labels, labels[6], ctl_dict_str (cert, "uri", ""));
+    print_field (labels, labels[4], token.label ? token.label : cert->token);
+  if (cert->label != NULL && cert->label[0] != '\0')
+    print_field (labels, labels[5], cert->label);
+  print_field (labels, labels[6], cert->uri);
   fflush (stdout);
 }

@@ -1,6 +1,7 @@
 #pragma once
 /* p11certctl: tables, JSON, dates (ctl-output.c) */
 #include <glib.h>
+#include "p11c-wire.h"
 
 G_BEGIN_DECLS
 
@@ -28,12 +29,8 @@ void ctl_json_print (GVariant *v);
 char *ctl_format_date (gint64 unix_time);
 char *ctl_format_days_left (gint64 not_after);
 
-/* Dictionary helpers */
-const char *ctl_dict_str (GVariant *dict, const char *key, const char *def);
-gboolean ctl_dict_bool (GVariant *dict, const char *key, gboolean def);
-gint64 ctl_dict_int64 (GVariant *dict, const char *key, gint64 def);
 
 /* Print subject/expiry/token/URI of a certificate entry */
-void ctl_print_cert (GVariant *cert, GVariant *tokens);
+void ctl_print_cert (const P11cWireCert *cert, GVariant *tokens);
 
 G_END_DECLS

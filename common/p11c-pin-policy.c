@@ -144,3 +144,21 @@ p11c_pin_policy_to_variant (const P11cPinPolicy *policy)
   g_variant_builder_add (&b, "{sv}", "description", g_variant_new_string (desc));
   return g_variant_builder_end (&b);
 }
+
+gboolean
+p11c_pin_policy_from_variant (GVariant *dict, P11cPinPolicy *policy)
+{
+  guint32 u;
+
+  p11c_pin_policy_init_default (policy);
+  if (dict == NULL || !g_variant_is_of_type (dict, G_VARIANT_TYPE_VARDICT))
+    return FALSE;
+  if (g_variant_lookup (dict, "min_length", "u", &u))
+    policy->min_length = u;
+  if (g_variant_lookup (dict, "max_length", "u", &u))
+    policy->max_length = u;
+  g_variant_lookup (dict, "require_digit", "b", &policy->require_digit);
+  g_variant_lookup (dict, "require_upper", "b", &policy->require_upper);
+  g_variant_lookup (dict, "require_lower", "b", &policy->require_lower);
+  return TRUE;
+}

@@ -42,6 +42,9 @@ gboolean p11c_pin_policy_check (const P11cPinPolicy *policy,
 /* a{sv}: min_length u, require_digit b, require_upper b, require_lower b,
  * description s */
 GVariant *p11c_pin_policy_to_variant (const P11cPinPolicy *policy);
+/* The reverse (the Manager's PinPolicy property): the fields present in
+ * @dict over the defaults; FALSE (defaults) when it is not an a{sv} */
+gboolean p11c_pin_policy_from_variant (GVariant *dict, P11cPinPolicy *policy);
 char *p11c_pin_policy_describe (const P11cPinPolicy *policy);
 
 G_END_DECLS

@@ -119,6 +119,7 @@ typedef struct {
 GVariant *p11c_wire_cert_to_variant (const P11cWireCert *cert);   /* floating a{sv} */
 gboolean p11c_wire_cert_from_variant (GVariant *dict, P11cWireCert *out, GError **error);
 void p11c_wire_cert_clear (P11cWireCert *cert);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (P11cWireCert, p11c_wire_cert_clear)
 
 /* ---- a token: Token properties, ListTokens' aa{sv} ------------------------ */
 
@@ -145,6 +146,7 @@ GVariant *p11c_wire_token_props_to_variant (const P11cWireToken *token);
 GVariant *p11c_wire_token_to_variant (const P11cWireToken *token);
 void p11c_wire_token_from_variant (GVariant *dict, P11cWireToken *out);
 void p11c_wire_token_clear (P11cWireToken *token);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (P11cWireToken, p11c_wire_token_clear)
 
 /* ---- a CA profile: ListCas' aa{sv} ------------------------------------------ */
 

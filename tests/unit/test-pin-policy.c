@@ -114,6 +114,23 @@ test_variant (void)
   g_assert_cmpuint (min, ==, 8);
   g_assert_true (g_variant_lookup (v, "description", "&s", &desc));
   g_assert_nonnull (strstr (desc, "digit"));
+  g_clear_pointer (&v, g_variant_unref);
+
+  /* round trip, as p11certctl reads the PinPolicy property */
+  {
+    P11cPinPolicy in = { .min_length = 5, .max_length = 40, .require_digit = FALSE, .require_upper = TRUE,
+                         .require_lower = TRUE };
+    P11cPinPolicy out;
+    g_autoptr(GVariant) nd = g_variant_ref_sink (g_variant_new_string ("not a dictionary"));
+    v = g_variant_ref_sink (p11c_pin_policy_to_variant (&in));
+    g_assert_true (p11c_pin_policy_from_variant (v, &out));
+    g_assert_cmpuint (out.min_length, ==, 5);
+    g_assert_cmpuint (out.max_length, ==, 40);
+    g_assert_false (out.require_digit);
+    g_assert_true (out.require_upper && out.require_lower);
+    g_assert_false (p11c_pin_policy_from_variant (nd, &out));
+    g_assert_cmpuint (out.min_length, ==, 8);   /* the defaults */
+  }
 }
 
 /* the rule ids clients translate from (CheckPin, the "broken" detail) */
