@@ -186,8 +186,9 @@ class Desktop(TestCase):
         GUI.gone(app, t["confirm"], "label")
         self.assertEqual(self.certs_on("eToken"), before)
         # the button, Yes, a wrong password: the error, once
-        GUI.click_at(GUI.find(app, "Agent 42 old", "list item"))     # details, with the button
-        delete = GUI.button(app, t["delete"] % "Agent 42 old")
+        # details, with the button
+        delete = GUI.click_until(GUI.find(app, "Agent 42 old", "list item"),
+                                 lambda: GUI.button(app, t["delete"] % "Agent 42 old", timeout=0.5))
         GUI.click(delete)
         GUI.click(GUI.button(app, t["yes"]))
         GUI.type(GUI.find(app, t["token_password"], "text"), "Wrong-Passw0rd")
