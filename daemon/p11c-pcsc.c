@@ -1,4 +1,4 @@
-/* PC/SC hotplug monitor: one thread blocked in SCardGetStatusChange(INFINITE).
+/* PC/SC hotplug monitor: one thread blocked in SCardGetStatusChange.
  * See p11c-pcsc.h for the contract. */
 #define G_LOG_DOMAIN "p11c-pcsc"
 
@@ -22,6 +22,12 @@
 #define MAX_WAKES_PER_SECOND 50
 #define SOCKET_DEFAULT    "/run/pcscd/pcscd.comm"   /* pcsc-lite's, unless PCSCLITE_CSOCK_NAME */
 #define SOCKET_TRIES      5   /* connects refused while the socket exists, before waiting for a new one */
+/* How long one SCardGetStatusChange waits.  Not INFINITE: libpcsclite turns
+ * INFINITE into a 60 s poll that it re-arms with two messages to pcscd (3
+ * wake-ups a minute); a finite timeout is one poll() of that length.  ~23
+ * days: below poll()'s INT_MAX milliseconds, after which the wait is simply
+ * made again. */
+#define LONG_WAIT_MS      ((DWORD) 2000000000)
 
 typedef struct {
   char    *name;
@@ -469,7 +475,7 @@ run_context (P11cPcscMonitor *m, SCARDCONTEXT ctx)
         {
           if (is_stopping (m))
             return SCARD_E_CANCELLED;
-          rv = SCardGetStatusChange (ctx, INFINITE, states, n + 1);
+          rv = SCardGetStatusChange (ctx, LONG_WAIT_MS, states, n + 1);
           if (rv == SCARD_E_TIMEOUT)
             continue;
           if (rv == SCARD_E_CANCELLED)

@@ -1,8 +1,9 @@
 #pragma once
 /* PC/SC hotplug monitor.
  *
- * A dedicated thread blocks in SCardGetStatusChange(INFINITE) over every
- * reader plus "\\?PnP?\Notification" (no polling, no wake-ups while idle)
+ * A dedicated thread blocks in SCardGetStatusChange (a ~23-day timeout, not
+ * INFINITE, which libpcsclite polls every 60 s) over every reader plus
+ * "\\?PnP?\Notification" (no polling, no wake-ups while idle)
  * and turns state changes into events delivered in the caller's main
  * context, in order.  pcscd being absent, stopping or restarting is normal:
  * the thread reports SERVICE_DOWN once and re-establishes its context when

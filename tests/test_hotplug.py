@@ -31,6 +31,28 @@ def proc_counters(pid):
     return ticks, switches
 
 
+def pcsc_thread_poll(pid):
+    """(syscall number, timeout in ms) of the daemon's PC/SC monitor thread,
+    blocked in poll() (7) or ppoll() (271) inside libpcsclite."""
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+            if f.read().strip() != "p11c-pcsc":
+                continue
+        def blocked():
+            with open("/proc/%d/task/%s/syscall" % (pid, tid)) as f:
+                return f.read().split()
+        wait_for(lambda: blocked()[0] in ("7", "271"), 5, "the PC/SC thread to block in poll()")
+        fields = blocked()
+        if fields[0] == "7":
+            return 7, int(fields[3], 16)
+        # ppoll: the third argument points to a struct timespec; read it
+        with open("/proc/%d/mem" % pid, "rb") as mem:
+            mem.seek(int(fields[3], 16))
+            sec = int.from_bytes(mem.read(8), "little")
+        return 271, sec * 1000
+    raise AssertionError("no p11c-pcsc thread in the daemon")
+
+
 class Hotplug(TestCase):
     def setUp(self):
         super().setUp()
@@ -238,6 +260,13 @@ class Hotplug(TestCase):
         print("idle 10 s: %d CPU ticks, %d context switches" % (ticks1 - ticks0, sw1 - sw0))
         self.assertEqual(ticks1 - ticks0, 0)
         self.assertLessEqual(sw1 - sw0, 2)
+        # libpcsclite turns an INFINITE wait into a 60 s poll() that it
+        # re-arms with two messages to pcscd: 3 wake-ups a minute.  The
+        # monitor thread must be blocked in one poll() far longer than that.
+        nr, timeout_ms = pcsc_thread_poll(pid)
+        print("PC/SC thread blocked in syscall %d, timeout %d ms" % (nr, timeout_ms))
+        self.assertGreater(timeout_ms, 24 * 3600 * 1000,
+                           "the PC/SC wait wakes up every %.0f s" % (timeout_ms / 1000.0))
 
 
 if __name__ == "__main__":
