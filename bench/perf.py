@@ -25,7 +25,14 @@ the client is not what limits a figure.
    switches, all threads), threads.  Between the two, pcscd is started and
    the time until each daemon has noticed it is shown.
 
-Ends with one RESULT line per daemon.
+The sd-bus peer (unless --no-peer): `p11c-bench serve` takes the newest
+daemon's place on its bus for a block of each round and answers the same
+ListCerts reply from C values in memory (sd_bus_message_append_*), so parts
+1 and 2 also show what a C service on systemd's D-Bus library costs for the
+same work.  Part 2 prints the bus floor of the load: calls in flight x
+dbus-daemon's CPU per call (Little's law with the bus as the only cost).
+
+Ends with one RESULT line per daemon, and one for the peer.
 """
 import argparse
 import os
@@ -71,6 +78,38 @@ class Side:
         return r.stdout
 
 
+class Peer:
+    """The sd-bus peer (`p11c-bench serve`) in place of a side's daemon: it
+    fetches the daemon's ListCerts reply, the daemon is stopped, the peer
+    takes the bus name and answers from memory.  A "with" block; the daemon
+    is started again at its end."""
+
+    def __init__(self, side, uri):
+        self.side, self.uri, self.name = side, uri, "sd-bus peer"
+        self.env, self.bus_pid, self.run = side.env, side.bus_pid, side.run
+
+    def __enter__(self):
+        s = self.side
+        self.proc = subprocess.Popen([P11C_BENCH, "serve", s.env.bus_address, self.uri], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=s.env.env)
+        s.env.procs.append(self.proc)
+        line = self.proc.stdout.readline()
+        if not line.startswith("FETCHED"):
+            raise SystemExit("p11c-bench serve failed to start: %r" % line)
+        s.env.stop_daemon()
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        if self.proc.stdout.readline().strip() != "READY":
+            raise SystemExit("p11c-bench serve could not take the bus name")
+        self.pid = self.proc.pid
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+        self.side.start()
+
+
 def cpu_of(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -108,46 +147,60 @@ def listcerts_part(sides, certs, a):
     res = {}
     n_of = {1: a.n, 20: a.n, 200: max(20, a.n // 3)}
     cpu_calls = {1: a.cpu_calls, 20: a.cpu_calls, 200: max(100, a.cpu_calls // 8)}
+    names = [s.name for s in sides] + ([] if a.no_peer else ["sd-bus peer"])
     for n in certs:
         uri = "pkcs11:token=c%d" % n
-        pings = {s.name: [] for s in sides}      # the floor: Ping alone, in its own block
-        mixed = {s.name: [] for s in sides}      # Ping right after a ListCerts (information)
-        lists = {s.name: [] for s in sides}
-        cpu = {s.name: [0.0, 0.0, 0] for s in sides}
+        pings = {m: [] for m in names}      # the floor: Ping alone, in its own block
+        mixed = {m: [] for m in names}      # Ping right after a ListCerts (information)
+        lists = {m: [] for m in names}
+        cpu = {m: [0.0, 0.0, 0] for m in names}
+
+        def latencies(srv):
+            for line in srv.run("ping", srv.env.bus_address, n_of[n] // a.rounds).splitlines():
+                pings[srv.name].append(float(line.split()[1]) / 1e6)
+            for line in srv.run("rtt", srv.env.bus_address, uri, n_of[n] // a.rounds).splitlines():
+                kind, us = line.split()[:2]
+                if kind == "ping":
+                    mixed[srv.name].append(float(us) / 1e6)
+                else:
+                    if int(line.split()[2]) != n:
+                        raise SystemExit("%s: ListCerts returned %s entries, expected %d" % (srv.name, line, n))
+                    lists[srv.name].append(float(us) / 1e6)
+
+        def cpu_per_call(srv):
+            d0, b0 = cpu_of(srv.pid), cpu_of(srv.bus_pid)
+            srv.run("calls", srv.env.bus_address, uri, cpu_calls[n] // a.rounds)
+            d1, b1 = cpu_of(srv.pid), cpu_of(srv.bus_pid)
+            cpu[srv.name][0] += d1 - d0
+            cpu[srv.name][1] += b1 - b0
+            cpu[srv.name][2] += cpu_calls[n] // a.rounds
+
         for s in sides:
             s.run("rtt", s.env.bus_address, uri, 3)       # warm-up (the cold list)
         for rnd in range(a.rounds):
             for s in sides:
-                for line in s.run("ping", s.env.bus_address, n_of[n] // a.rounds).splitlines():
-                    pings[s.name].append(float(line.split()[1]) / 1e6)
-                for line in s.run("rtt", s.env.bus_address, uri, n_of[n] // a.rounds).splitlines():
-                    kind, us = line.split()[:2]
-                    if kind == "ping":
-                        mixed[s.name].append(float(us) / 1e6)
-                    else:
-                        if int(line.split()[2]) != n:
-                            raise SystemExit("%s: ListCerts returned %s entries, expected %d" % (s.name, line, n))
-                        lists[s.name].append(float(us) / 1e6)
+                latencies(s)
             for s in sides:
-                d0, b0 = cpu_of(s.pid), cpu_of(s.bus_pid)
-                s.run("calls", s.env.bus_address, uri, cpu_calls[n] // a.rounds)
-                d1, b1 = cpu_of(s.pid), cpu_of(s.bus_pid)
-                cpu[s.name][0] += d1 - d0
-                cpu[s.name][1] += b1 - b0
-                cpu[s.name][2] += cpu_calls[n] // a.rounds
-        for s in sides:
-            p, l = B.median(pings[s.name]), B.median(lists[s.name])
-            dc, bc, calls = cpu[s.name]
-            r = {"ping": p, "list": l, "ratio": l / p, "list_p95": B.pct(lists[s.name], 95),
+                cpu_per_call(s)
+            if not a.no_peer:
+                with Peer(sides[-1], uri) as peer:
+                    latencies(peer)
+                    cpu_per_call(peer)
+                sides[-1].run("rtt", sides[-1].env.bus_address, uri, 3)   # warm again
+        for m in names:
+            p, l = B.median(pings[m]), B.median(lists[m])
+            dc, bc, calls = cpu[m]
+            r = {"ping": p, "list": l, "ratio": l / p, "list_p95": B.pct(lists[m], 95),
                  "daemon_us": dc / calls * 1e6, "bus_us": bc / calls * 1e6}
-            res[(s.name, n)] = r
-            rows.append(("%d" % n, s.name, B.ms(p), B.ms(B.median(mixed[s.name])), B.ms(l), B.ms(r["list_p95"]),
+            res[(m, n)] = r
+            rows.append(("%d" % n, m, B.ms(p), B.ms(B.median(mixed[m])), B.ms(l), B.ms(r["list_p95"]),
                          r["ratio"], r["daemon_us"], r["bus_us"]))
     print("\n1. ListCerts {token} vs Peer.Ping (C sd-bus client, interleaved), CPU per ListCerts from /proc/PID/stat\n")
-    B.table(("certs", "daemon", "Ping ms", "Ping after list ms", "ListCerts ms", "p95 ms", "ratio to Ping",
-             "daemon CPU us/call", "dbus-daemon CPU us/call"), rows)
+    B.table(("certs", "server", "Ping ms", "Ping after list ms", "ListCerts ms", "p95 ms", "ratio to Ping",
+             "server CPU us/call", "dbus-daemon CPU us/call"), rows)
     print("(Ping: a block of Pings alone, the floor the ratio uses; 'after list': the Ping of each"
-          " Ping/ListCerts pair, for information)")
+          " Ping/ListCerts pair, for information.  sd-bus peer: p11c-bench serve, the same reply from C values"
+          " in memory through sd_bus_message_append_*, in the daemon's place on the same bus)")
     return res
 
 
@@ -167,10 +220,64 @@ def write_records(state_dir, count):
     os.chmod(path, 0o600)
 
 
+def run_load(srv, uri, a):
+    """--clients connections keep one ListCerts {uri} in flight each for
+    --seconds while a probe pings srv every 10 ms; the figures."""
+    tmp = tempfile.mkdtemp(dir=srv.env.tmp)
+    per = [a.clients // a.procs + (1 if i < a.clients % a.procs else 0) for i in range(a.procs)]
+    outs = [os.path.join(tmp, "load-%d" % i) for i in range(a.procs)]
+    procs = []
+    for i in range(a.procs):
+        p = subprocess.Popen([P11C_BENCH, "load", srv.env.bus_address, uri, str(per[i]), str(a.seconds), "20",
+                              outs[i]], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=srv.env.env)
+        srv.env.procs.append(p)
+        procs.append(p)
+    for p in procs:
+        line = p.stdout.readline()
+        assert line.startswith(b"READY"), "load client failed to start: %r" % line
+    probe_out = os.path.join(tmp, "probe")
+    d0, b0 = cpu_of(srv.pid), cpu_of(srv.bus_pid)
+    t0 = time.monotonic()
+    probe = subprocess.Popen([P11C_BENCH, "probe", srv.env.bus_address, str(a.seconds), "10", probe_out],
+                             env=srv.env.env)
+    srv.env.procs.append(probe)
+    for p in procs:
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
+    for p in procs + [probe]:
+        p.wait(a.seconds + 120)
+        if p.returncode != 0:
+            raise SystemExit("load client exited %s" % p.returncode)
+    wall = time.monotonic() - t0
+    d1, b1 = cpu_of(srv.pid), cpu_of(srv.bus_pid)
+    lat, errors, client_cpu = [], {}, 0.0
+    for o in outs:
+        summ, errs, l = read_results(o)
+        lat += l
+        client_cpu += summ["cpu"]
+        for k, v in errs.items():
+            errors[k] = errors.get(k, 0) + v
+    psum, perrs, plat = read_results(probe_out)
+    client_cpu += psum["cpu"]
+    for k, v in perrs.items():
+        errors["probe " + k] = errors.get("probe " + k, 0) + v
+    return {"calls": len(lat), "rate": len(lat) / a.seconds, "p50": B.pct(lat, 50), "p99": B.pct(lat, 99),
+            "max": max(lat), "errors": sum(errors.values()), "error_names": errors, "ping_p99": B.pct(plat, 99),
+            "ping_p50": B.pct(plat, 50), "daemon_cpu": (d1 - d0) / wall * 100,
+            "bus_cpu": (b1 - b0) / wall * 100, "client_cpu": client_cpu / wall * 100,
+            "bus_us": (b1 - b0) / max(1, len(lat) + len(plat)) * 1e6}
+
+
 def load_part(sides, a):
     res = {}
     rows, mem_rows = [], []
     uri = "pkcs11:token=c20"
+
+    def row(records, name, r):
+        rows.append((records, name, r["calls"], r["rate"], B.ms(r["p50"]), B.ms(r["p99"]), B.ms(r["max"]),
+                     r["errors"], B.ms(r["ping_p50"]), B.ms(r["ping_p99"]), r["daemon_cpu"], r["bus_cpu"],
+                     r["client_cpu"], r["bus_us"], a.clients * r["bus_us"] / 1000.0))
+
     for records in (0, a.records):
         for s in sides:
             if s.env.daemon is not None and s.env.daemon.poll() is None:
@@ -179,65 +286,30 @@ def load_part(sides, a):
             s.start()
             s.run("rtt", s.env.bus_address, uri, 2)
             fresh = status_of(s.pid)
-            tmp = tempfile.mkdtemp(dir=s.env.tmp)
-            per = [a.clients // a.procs + (1 if i < a.clients % a.procs else 0) for i in range(a.procs)]
-            outs = [os.path.join(tmp, "load-%d" % i) for i in range(a.procs)]
-            procs = []
-            for i in range(a.procs):
-                p = subprocess.Popen([P11C_BENCH, "load", s.env.bus_address, uri, str(per[i]), str(a.seconds), "20",
-                                      outs[i]], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=s.env.env)
-                s.env.procs.append(p)
-                procs.append(p)
-            for p in procs:
-                line = p.stdout.readline()
-                assert line.startswith(b"READY"), "load client failed to start: %r" % line
-            probe_out = os.path.join(tmp, "probe")
-            d0, b0 = cpu_of(s.pid), cpu_of(s.bus_pid)
-            t0 = time.monotonic()
-            probe = subprocess.Popen([P11C_BENCH, "probe", s.env.bus_address, str(a.seconds), "10", probe_out],
-                                     env=s.env.env)
-            s.env.procs.append(probe)
-            for p in procs:
-                p.stdin.write(b"go\n")
-                p.stdin.flush()
-            for p in procs + [probe]:
-                p.wait(a.seconds + 120)
-                if p.returncode != 0:
-                    raise SystemExit("load client exited %s" % p.returncode)
-            wall = time.monotonic() - t0
-            d1, b1 = cpu_of(s.pid), cpu_of(s.bus_pid)
+            r = run_load(s, uri, a)
             after = status_of(s.pid)
-            lat, errors, client_cpu, calls = [], {}, 0.0, 0
-            for o in outs:
-                summ, errs, l = read_results(o)
-                lat += l
-                client_cpu += summ["cpu"]
-                for k, v in errs.items():
-                    errors[k] = errors.get(k, 0) + v
-            psum, perrs, plat = read_results(probe_out)
-            client_cpu += psum["cpu"]
-            for k, v in perrs.items():
-                errors["probe " + k] = errors.get("probe " + k, 0) + v
-            calls = len(lat)
             settle_end = time.monotonic() + a.settle
             B.harness.wait_for(lambda: time.monotonic() > settle_end, a.settle + 10, "settle")
             settled = status_of(s.pid)
-            r = {"rate": calls / a.seconds, "p50": B.pct(lat, 50), "p99": B.pct(lat, 99), "max": max(lat),
-                 "errors": sum(errors.values()), "error_names": errors, "ping_p99": B.pct(plat, 99),
-                 "ping_p50": B.pct(plat, 50), "daemon_cpu": (d1 - d0) / wall * 100,
-                 "bus_cpu": (b1 - b0) / wall * 100, "client_cpu": client_cpu / wall * 100,
-                 "fresh": fresh, "after": after, "settled": settled}
+            r.update(fresh=fresh, after=after, settled=settled)
             res[(s.name, records)] = r
-            rows.append((str(records), s.name, calls, r["rate"], B.ms(r["p50"]), B.ms(r["p99"]), B.ms(r["max"]),
-                         r["errors"], B.ms(r["ping_p50"]), B.ms(r["ping_p99"]), r["daemon_cpu"], r["bus_cpu"],
-                         r["client_cpu"]))
+            row(str(records), s.name, r)
             mem_rows.append((str(records), s.name, fresh["Threads"], after["Threads"], settled["Threads"],
                              fresh["RssAnon"], after["RssAnon"], settled["RssAnon"],
                              settled["RssAnon"] - fresh["RssAnon"]))
+    if not a.no_peer:
+        sides[-1].run("rtt", sides[-1].env.bus_address, uri, 2)
+        with Peer(sides[-1], uri) as peer:
+            r = run_load(peer, uri, a)
+        res[("sd-bus peer", 0)] = r
+        row("-", "sd-bus peer", r)
     print("\n2. %d clients (%d processes, C sd-bus) x ListCerts {token: 20 certificates} for %.0f s; "
           "Ping probe every 10 ms\n" % (a.clients, a.procs, a.seconds))
-    B.table(("records", "daemon", "calls", "calls/s", "p50 ms", "p99 ms", "max ms", "errors", "Ping p50 ms",
-             "Ping p99 ms", "daemon CPU %", "dbus-daemon CPU %", "clients CPU %"), rows)
+    B.table(("records", "server", "calls", "calls/s", "p50 ms", "p99 ms", "max ms", "errors", "Ping p50 ms",
+             "Ping p99 ms", "server CPU %", "dbus-daemon CPU %", "clients CPU %", "dbus-daemon us/call",
+             "bus floor p50 ms"), rows)
+    print("(bus floor p50: Little's law with the bus as the only cost: %d calls in flight x dbus-daemon's CPU per"
+          " call.  The Ping probe waits in the same queues as the calls)" % a.clients)
     for (name, records), r in sorted(res.items()):
         if r["errors"]:
             print("  %s, %d records: errors %s" % (name, records, r["error_names"]))
@@ -311,6 +383,7 @@ def main():
     ap.add_argument("--records", type=int, default=1000, help="issuance records in the second load (default 1000)")
     ap.add_argument("--settle", type=float, default=20, help="seconds after the load before threads/memory")
     ap.add_argument("--idle", type=float, default=60, help="idle seconds (default 60)")
+    ap.add_argument("--no-peer", action="store_true", help="do not measure the sd-bus peer server")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: listcerts,load,idle")
     a = ap.parse_args()
     B.need_root()
@@ -348,6 +421,20 @@ def main():
             parts.append("idle wake-ups pcscd absent %d, present %d" % (idle["absent"][s.name]["switches"],
                                                                       idle["present"][s.name]["switches"]))
         print("RESULT: perf %s: %s" % (s.name, "; ".join(parts)))
+    if not a.no_peer and (lc or ld):
+        parts = []
+        if lc:
+            parts.append("ListCerts/Ping %s" % ", ".join("%d: %.2f" % (n, lc[("sd-bus peer", n)]["ratio"])
+                                                        for n in certs))
+            parts.append("CPU us/call peer vs dbus-daemon %s" % ", ".join(
+                "%d: %.0f vs %.0f" % (n, lc[("sd-bus peer", n)]["daemon_us"], lc[("sd-bus peer", n)]["bus_us"])
+                for n in certs))
+        if ld:
+            r = ld[("sd-bus peer", 0)]
+            parts.append("load %.0f calls/s p99 %.1f ms errors %d Ping p99 %.1f ms CPU %.0f/%.0f/%.0f %%"
+                         % (r["rate"], B.ms(r["p99"]), r["errors"], B.ms(r["ping_p99"]), r["daemon_cpu"],
+                            r["bus_cpu"], r["client_cpu"]))
+        print("RESULT: perf sd-bus peer: %s" % "; ".join(parts))
 
 
 if __name__ == "__main__":

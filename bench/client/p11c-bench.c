@@ -6,6 +6,7 @@
  *   p11c-bench calls ADDRESS TOKEN N          N × ListCerts back to back
  *   p11c-bench load  ADDRESS TOKEN CLIENTS SECONDS EXPECT OUT
  *   p11c-bench probe ADDRESS SECONDS INTERVAL_MS OUT
+ *   p11c-bench serve ADDRESS TOKEN           the peer server (below)
  *
  * ADDRESS is a bus address; TOKEN the "token" option of ListCerts ("" for
  * none).  rtt prints "ping US" and "list US ENTRIES" lines (ENTRIES: the
@@ -18,7 +19,16 @@
  * EXPECT is the entry count the replies must have (every 64th reply of a
  * connection is counted, else error "wrong-count"; every reply must have
  * the signature aa{sv}).  probe calls Peer.Ping every INTERVAL_MS for SECONDS (a
- * connection of its own) and writes the same format to OUT. */
+ * connection of its own) and writes the same format to OUT.
+ *
+ * serve is the peer the daemon is measured against: what a C service on
+ * sd-bus costs at the least for the same reply.  It calls the daemon's
+ * ListCerts once, keeps the reply decoded into C values, prints FETCHED,
+ * waits for a line on stdin (meanwhile the caller stops the daemon), takes
+ * the daemon's bus name, prints READY and answers every ListCerts with
+ * that reply, built by sd_bus_message_append_* calls from the C values
+ * (nothing is looked up or computed per call); Peer.Ping is answered by
+ * sd-bus itself.  It runs until killed. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -374,9 +384,181 @@ cmd_probe (const char *address, double seconds, long interval_ms, const char *ou
   return 0;
 }
 
+/* ---- serve: the sd-bus peer ------------------------------------------------ */
+
+typedef struct {
+  const char *key;
+  char        type;      /* s, o, x, b, or y for ay */
+  const char *str;
+  int64_t     x;
+  int         b;
+  const void *bytes;
+  size_t      len;
+} PeerField;
+
+typedef struct {
+  sd_bus_message *fetched;   /* owns the strings and bytes the fields point to */
+  PeerField      *fields;
+  size_t          n_fields;
+  size_t         *cert_fields; /* fields per certificate */
+  size_t          n_certs;
+} Peer;
+
+static void *
+grow (void *p, size_t n, size_t size)
+{
+  p = realloc (p, n * size);
+  if (p == NULL)
+    die ("realloc", ENOMEM);
+  return p;
+}
+
+/* Decode a ListCerts reply (aa{sv} with s, o, x, b and ay values). */
+static int
+peer_decode (Peer *p)
+{
+  sd_bus_message *m = p->fetched;
+  int r;
+
+  if ((r = sd_bus_message_enter_container (m, 'a', "a{sv}")) < 0)
+    return r;
+  while ((r = sd_bus_message_enter_container (m, 'a', "{sv}")) > 0)
+    {
+      p->cert_fields = grow (p->cert_fields, p->n_certs + 1, sizeof *p->cert_fields);
+      p->cert_fields[p->n_certs] = 0;
+      while ((r = sd_bus_message_enter_container (m, 'e', "sv")) > 0)
+        {
+          PeerField *f;
+          const char *contents = NULL;
+          char type;
+
+          p->fields = grow (p->fields, p->n_fields + 1, sizeof *p->fields);
+          f = memset (&p->fields[p->n_fields++], 0, sizeof (PeerField));
+          if ((r = sd_bus_message_read_basic (m, 's', &f->key)) < 0
+              || (r = sd_bus_message_peek_type (m, &type, &contents)) < 0
+              || (r = sd_bus_message_enter_container (m, 'v', contents)) < 0)
+            return r;
+          f->type = strcmp (contents, "ay") == 0 ? 'y' : contents[0];
+          switch (f->type)
+            {
+            case 's': case 'o': r = sd_bus_message_read_basic (m, f->type, &f->str); break;
+            case 'x':           r = sd_bus_message_read_basic (m, 'x', &f->x); break;
+            case 'b':           r = sd_bus_message_read_basic (m, 'b', &f->b); break;
+            case 'y':           r = sd_bus_message_read_array (m, 'y', &f->bytes, &f->len); break;
+            default:            return -EBADMSG;
+            }
+          if (r < 0 || (r = sd_bus_message_exit_container (m)) < 0 || (r = sd_bus_message_exit_container (m)) < 0)
+            return r;
+          p->cert_fields[p->n_certs]++;
+        }
+      if (r < 0 || (r = sd_bus_message_exit_container (m)) < 0)
+        return r;
+      p->n_certs++;
+    }
+  return r < 0 ? r : sd_bus_message_exit_container (m);
+}
+
+static int
+peer_append (const Peer *p, sd_bus_message *m)
+{
+  const PeerField *f = p->fields;
+  int r;
+
+  if ((r = sd_bus_message_open_container (m, 'a', "a{sv}")) < 0)
+    return r;
+  for (size_t c = 0; c < p->n_certs; c++)
+    {
+      if ((r = sd_bus_message_open_container (m, 'a', "{sv}")) < 0)
+        return r;
+      for (size_t i = 0; i < p->cert_fields[c]; i++, f++)
+        {
+          char sig[3] = { f->type, 0, 0 };
+          if (f->type == 'y')
+            memcpy (sig, "ay", 3);
+          if ((r = sd_bus_message_open_container (m, 'e', "sv")) < 0
+              || (r = sd_bus_message_append_basic (m, 's', f->key)) < 0
+              || (r = sd_bus_message_open_container (m, 'v', sig)) < 0)
+            return r;
+          switch (f->type)
+            {
+            case 's': case 'o': r = sd_bus_message_append_basic (m, f->type, f->str); break;
+            case 'x':           r = sd_bus_message_append_basic (m, 'x', &f->x); break;
+            case 'b':           r = sd_bus_message_append_basic (m, 'b', &f->b); break;
+            default:            r = sd_bus_message_append_array (m, 'y', f->bytes, f->len); break;
+            }
+          if (r < 0 || (r = sd_bus_message_close_container (m)) < 0 || (r = sd_bus_message_close_container (m)) < 0)
+            return r;
+        }
+      if ((r = sd_bus_message_close_container (m)) < 0)
+        return r;
+    }
+  return sd_bus_message_close_container (m);
+}
+
+static int
+on_peer_list (sd_bus_message *call, void *userdata, sd_bus_error *ret_error)
+{
+  const Peer *p = userdata;
+  sd_bus_message *reply = NULL;
+  int r;
+
+  (void) ret_error;
+  if ((r = sd_bus_message_new_method_return (call, &reply)) >= 0 && (r = peer_append (p, reply)) >= 0)
+    r = sd_bus_send (NULL, reply, NULL);
+  sd_bus_message_unref (reply);
+  return r < 0 ? r : 1;
+}
+
+static const sd_bus_vtable peer_vtable[] = {
+  SD_BUS_VTABLE_START (0),
+  SD_BUS_METHOD ("ListCerts", "a{sv}", "aa{sv}", on_peer_list, 0),
+  SD_BUS_VTABLE_END
+};
+
+static int
+cmd_serve (const char *address, const char *token)
+{
+  sd_bus *bus = connect_bus (address);
+  sd_bus_error err = SD_BUS_ERROR_NULL;
+  sd_bus_message *m = NULL;
+  Peer p = { 0 };
+  char line[64];
+  int r;
+
+  if ((r = new_list_call (bus, token, &m)) < 0)
+    die ("message", r);
+  if ((r = sd_bus_call (bus, m, CALL_TIMEOUT_US, &err, &p.fetched)) < 0)
+    {
+      fprintf (stderr, "p11c-bench: ListCerts: %s\n", err.message ? err.message : strerror (-r));
+      return 1;
+    }
+  sd_bus_message_unref (m);
+  if ((r = peer_decode (&p)) < 0)
+    die ("decoding the ListCerts reply", r);
+  if ((r = sd_bus_add_object_vtable (bus, NULL, OPATH, MANAGER, peer_vtable, &p)) < 0)
+    die ("sd_bus_add_object_vtable", r);
+  printf ("FETCHED %zu\n", p.n_certs);
+  fflush (stdout);
+  if (fgets (line, sizeof line, stdin) == NULL)
+    return 1;
+  if ((r = sd_bus_request_name (bus, DEST, 0)) < 0)
+    die ("sd_bus_request_name", r);
+  printf ("READY\n");
+  fflush (stdout);
+  for (;;)
+    {
+      if ((r = sd_bus_process (bus, NULL)) < 0)
+        die ("sd_bus_process", r);
+      if (r == 0 && (r = sd_bus_wait (bus, UINT64_MAX)) < 0)
+        die ("sd_bus_wait", r);
+    }
+}
+
 int
 main (int argc, char **argv)
 {
+  if (argc == 4 && strcmp (argv[1], "serve") == 0)
+    return cmd_serve (argv[2], argv[3]);
   if (argc == 5 && strcmp (argv[1], "rtt") == 0)
     return cmd_rtt (argv[2], argv[3], atol (argv[4]), 1);
   if (argc == 4 && strcmp (argv[1], "ping") == 0)
@@ -390,6 +572,7 @@ main (int argc, char **argv)
   fprintf (stderr, "usage: p11c-bench rtt|calls ADDRESS TOKEN N\n"
                    "       p11c-bench ping ADDRESS N\n"
                    "       p11c-bench load ADDRESS TOKEN CLIENTS SECONDS EXPECT OUT\n"
-                   "       p11c-bench probe ADDRESS SECONDS INTERVAL_MS OUT\n");
+                   "       p11c-bench probe ADDRESS SECONDS INTERVAL_MS OUT\n"
+                   "       p11c-bench serve ADDRESS TOKEN\n");
   return 2;
 }
