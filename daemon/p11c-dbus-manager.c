@@ -7,8 +7,10 @@
 
 /* ---- method handlers ---------------------------------------------------- */
 
+/* @issued: sha256 → P11cIssued; @token: the info of the token @e is on,
+ * NULL for the system store */
 static GVariant *
-cert_dict (P11cCertEntry *e, const P11cConfig *config, gint64 now, GHashTable *issued)
+cert_dict (P11cCertEntry *e, const P11cConfig *config, gint64 now, GHashTable *issued, const CK_TOKEN_INFO *token)
 {
   g_autofree char *hex = p11c_id_to_hex (e->id);
   P11cCertSummary *s = e->summary;
@@ -20,7 +22,8 @@ cert_dict (P11cCertEntry *e, const P11cConfig *config, gint64 now, GHashTable *i
 
   if (s != NULL)
     {
-      w.ca = issued ? g_hash_table_lookup (issued, s->sha256) : NULL;
+      const P11cIssued *rec = g_hash_table_lookup (issued, s->sha256);
+      w.ca = (char *) (rec ? p11c_issued_ca_at (rec, e->uri, token) : NULL);   /* not on a copy */
       w.subject = s->subject;
       w.issuer = s->issuer;
       w.serial = s->serial;
@@ -264,7 +267,7 @@ list_certs_work (Call *c, GError **error)
       g_ptr_array_add (lr->tokens, p11c_token_ref (a->tokens->pdata[i]));
       g_array_append_val (lr->generations, gen);
     }
-  issued = p11c_records_ca_map (p11c_engine_get_records (c->d->engine));
+  issued = p11c_records_map (p11c_engine_get_records (c->d->engine));
 
   g_variant_builder_init (&b, G_VARIANT_TYPE ("aa{sv}"));
   for (guint i = 0; a->tokens && i < a->tokens->len; i++)
@@ -272,6 +275,7 @@ list_certs_work (Call *c, GError **error)
       P11cToken *t = a->tokens->pdata[i];
       g_autoptr(GError) local = NULL;
       g_autoptr(GPtrArray) certs = p11c_token_list_certs (t, &local);
+      CK_TOKEN_INFO info;
 
       if (certs == NULL)
         {
@@ -287,10 +291,11 @@ list_certs_work (Call *c, GError **error)
           complete = FALSE;
           continue;
         }
+      p11c_token_get_info (t, &info, NULL);
       for (guint j = 0; j < certs->len; j++)
         {
           P11cCertEntry *e = certs->pdata[j];
-          g_variant_builder_add_value (&b, cert_dict (e, config, now, issued));
+          g_variant_builder_add_value (&b, cert_dict (e, config, now, issued, &info));
           if (e->summary)
             lr->valid_until = MIN (lr->valid_until, cert_fields_change_at (e->summary, now, config->window_days));
         }
@@ -301,7 +306,7 @@ list_certs_work (Call *c, GError **error)
       for (guint j = 0; j < sys->len; j++)
         {
           P11cCertEntry *e = sys->pdata[j];
-          g_variant_builder_add_value (&b, cert_dict (e, config, now, issued));
+          g_variant_builder_add_value (&b, cert_dict (e, config, now, issued, NULL));
           if (e->summary)
             lr->valid_until = MIN (lr->valid_until, cert_fields_change_at (e->summary, now, config->window_days));
         }

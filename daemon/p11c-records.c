@@ -109,6 +109,14 @@ p11c_issued_is_on_token (const P11cIssued *rec, const CK_TOKEN_INFO *info)
       && field_matches (rec->token_manufacturer, info->manufacturerID, sizeof info->manufacturerID, rec->legacy);
 }
 
+const char *
+p11c_issued_ca_at (const P11cIssued *rec, const char *uri, const CK_TOKEN_INFO *token)
+{
+  if (token != NULL)
+    return p11c_issued_is_on_token (rec, token) ? rec->ca : NULL;
+  return g_strcmp0 (rec->storage, "system") == 0 && g_strcmp0 (rec->uri, uri) == 0 ? rec->ca : NULL;
+}
+
 char *
 p11c_issued_describe_token (const P11cIssued *rec)
 {
@@ -265,16 +273,19 @@ p11c_records_lookup (P11cRecords *rs, const char *sha256)
 }
 
 GHashTable *
-p11c_records_ca_map (P11cRecords *rs)
+p11c_records_map (P11cRecords *rs)
 {
-  GHashTable *map = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  GHashTable *map = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, (GDestroyNotify) p11c_issued_free);
   GHashTableIter iter;
   P11cIssued *r;
 
   g_mutex_lock (&rs->lock);
   g_hash_table_iter_init (&iter, rs->issued);
   while (g_hash_table_iter_next (&iter, NULL, (gpointer *) &r))
-    g_hash_table_insert (map, g_strdup (r->sha256), g_strdup (r->ca));
+    {
+      P11cIssued *copy = p11c_issued_copy (r);
+      g_hash_table_insert (map, copy->sha256, copy);
+    }
   g_mutex_unlock (&rs->lock);
   return map;
 }

@@ -48,6 +48,11 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (P11cIssued, p11c_issued_free)
 /* Is @info the token the record names?  Serial, label, model and
  * manufacturer must all be equal (an old record: what its URI names). */
 gboolean p11c_issued_is_on_token (const P11cIssued *rec, const CK_TOKEN_INFO *info);
+/* The CA profile of @rec when the certificate listed at @uri is where the
+ * record says it was written: on the token @token (serial, label, model and
+ * manufacturer), or the system entry @uri (@token NULL).  NULL for a copy
+ * elsewhere, and for a file. */
+const char *p11c_issued_ca_at (const P11cIssued *rec, const char *uri, const CK_TOKEN_INFO *token);
 /* "token \"agent\" (serial 1234)" of the record, for messages */
 char *p11c_issued_describe_token (const P11cIssued *rec);
 
@@ -63,8 +68,8 @@ guint64 p11c_records_generation (P11cRecords *records);
 
 /* A copy of the record of @sha256, NULL when there is none. */
 P11cIssued *p11c_records_lookup (P11cRecords *records, const char *sha256);
-/* sha256 → CA profile name, a snapshot */
-GHashTable *p11c_records_ca_map (P11cRecords *records);
+/* sha256 → a copy of its record (P11cIssued), a snapshot */
+GHashTable *p11c_records_map (P11cRecords *records);
 /* Every record, copies (P11cIssued) */
 GPtrArray *p11c_records_list (P11cRecords *records);
 

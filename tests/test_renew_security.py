@@ -63,6 +63,9 @@ class RenewSecurity(Base):
         self.assertIn("key-sha256=", record)
         copy = self.copy_to("mallory", genuine)
         self.assertIn("token=mallory", copy)
+        # ListCerts names the issuing CA for the genuine certificate only
+        self.assertEqual(self.cert(uri)["ca"], "local")
+        self.assertNotIn("ca", self.cert(copy))
         before = sorted((o["type"], o["id"]) for o in e.objects("mallory"))
         msg = self.assertDBusError("NotAuthorized", "Renew", "sa{sv}", [copy, {"pin": GLib.Variant("s", PIN)}])
         self.assertIn("is a copy", msg)
@@ -121,6 +124,8 @@ class RenewSecurity(Base):
         self.assertTrue(e.wait_job(path, 60)[0])
         record = self.issued()
         copy = self.copy_to("mallory", self.cert("system:web"))
+        self.assertEqual(self.cert("system:web")["ca"], "local")
+        self.assertNotIn("ca", self.cert(copy))
         msg = self.assertDBusError("NotAuthorized", "Renew", "sa{sv}", [copy, {"pin": GLib.Variant("s", PIN)}])
         self.assertIn("system store as system:web", msg)
         self.assertEqual(self.issued_by_local_ca(), 1)

@@ -58,7 +58,7 @@ test_round_trip (void)
   {
     g_autoptr(P11cRecords) rs = p11c_records_new (dir);
     g_autoptr(P11cIssued) r = p11c_records_lookup (rs, sum->sha256);
-    g_autoptr(GHashTable) map = p11c_records_ca_map (rs);
+    g_autoptr(GHashTable) map = p11c_records_map (rs);
     g_autoptr(GPtrArray) gone = g_ptr_array_new ();
     unsigned char *spki = NULL;
     int len = i2d_X509_PUBKEY (X509_get_X509_PUBKEY (cert), &spki);
@@ -78,7 +78,10 @@ test_round_trip (void)
     g_assert_cmpint (r->not_after, ==, 1800000000);
     g_assert_true (p11c_issued_is_on_token (r, &a));
     g_assert_false (p11c_issued_is_on_token (r, &b));
-    g_assert_cmpstr (g_hash_table_lookup (map, sum->sha256), ==, "est");
+    /* the CA is shown where the certificate was written, not on a copy */
+    g_assert_cmpstr (p11c_issued_ca_at (g_hash_table_lookup (map, sum->sha256), "pkcs11:token=agent", &a), ==, "est");
+    g_assert_null (p11c_issued_ca_at (g_hash_table_lookup (map, sum->sha256), "pkcs11:token=agent", &b));
+    g_assert_null (p11c_issued_ca_at (g_hash_table_lookup (map, sum->sha256), "system:agent", NULL));
 
     /* a renewal replaces the record in one write */
     gen = p11c_records_generation (rs);
@@ -138,7 +141,12 @@ test_old_records (void)
     g_assert_false (p11c_issued_is_on_token (t, &b));
     g_assert_cmpstr (s->storage, ==, "system");
     g_assert_false (p11c_issued_is_on_token (s, &a));
+    g_assert_cmpstr (p11c_issued_ca_at (s, "system:web", NULL), ==, "local");
+    g_assert_null (p11c_issued_ca_at (s, "system:other", NULL));
+    g_assert_null (p11c_issued_ca_at (s, "pkcs11:token=agent", &a));
+    g_assert_cmpstr (p11c_issued_ca_at (t, "pkcs11:token=agent", &a), ==, "est");
     g_assert_cmpstr (f->storage, ==, "file");
+    g_assert_null (p11c_issued_ca_at (f, "file:sha256=cccc", NULL));
     /* the renewal's record replaces the old one */
     g_assert_true (p11c_records_put (rs, p11c_issued_new (next, "est", "pkcs11:token=agent", "token", &a, -1),
                                      "aaaa", &error));
