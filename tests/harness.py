@@ -216,6 +216,10 @@ class Env:
         with open(self.softhsm_conf, "w") as f:
             f.write("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n" % self.token_dir)
         os.environ["SOFTHSM2_CONF"] = self.softhsm_conf
+        # the system-wide tpm2-pkcs11 p11-kit module keeps its store in
+        # ~/.tpm2_pkcs11 unless told otherwise: keep it in the test directory
+        os.environ["TPM2_PKCS11_STORE"] = os.path.join(self.tmp, "tpm2-home")
+        os.makedirs(os.environ["TPM2_PKCS11_STORE"])
         self.env = dict(os.environ, SOFTHSM2_CONF=self.softhsm_conf, G_DEBUG="fatal-criticals",
                         G_MESSAGES_DEBUG="all", LC_ALL="C.UTF-8", P11CERTD_LOCALEDIR=LOCALEDIR)
         self.env.pop("LANGUAGE", None)   # English unless a test asks for a language (ru_env)
