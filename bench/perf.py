@@ -8,7 +8,7 @@ own SoftHSM tokens.  The client is bench/client/p11c-bench (C, sd-bus), so
 the client is not what limits a figure.
 
 1. ListCerts vs the bus floor: a token with 1, 20 and 200 certificates;
-   `p11c-bench ping` (Peer.Ping, answered by GDBus itself: the floor) and
+   `p11c-bench ping` (Peer.Ping, answered by the bus library itself: the floor) and
    `p11c-bench rtt` (Ping/ListCerts {token} pairs), blocks interleaved
    between the daemons; medians and the ratio ListCerts / Ping.  Then --cpu-calls
    ListCerts back to back: CPU per call of the daemon and of dbus-daemon

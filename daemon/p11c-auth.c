@@ -2,21 +2,22 @@
 #include "p11c-auth.h"
 #include "p11c-names.h"
 #include "p11c-error.h"
+#include "p11c-bus.h"
 #include <polkit/polkit.h>
 
 static PolkitAuthority *authority;
 
-/* The uid behind each unique bus name that called (written on the main
- * thread, read from GDBus's thread too: p11c_auth_cached_uid).  A unique
+/* The uid behind each unique bus name that called (main thread; the lock
+ * keeps p11c_auth_cached_uid safe from any thread).  A unique
  * name is never reused on a bus and a connection's credentials never
  * change, so the entry is good until the name goes away: NameOwnerChanged
  * drops it (an entry that slips in after its name went — the reply handled
  * after the signal — is only memory, bounded by UID_CACHE_MAX).  Saves a
  * GetConnectionUnixUser round trip per call. */
-static GMutex           uid_lock;    /* uid_cache: read from GDBus's thread too */
-static GHashTable      *uid_cache;
-static GDBusConnection *uid_conn;
-static guint            uid_watch;
+static GMutex      uid_lock;    /* uid_cache */
+static GHashTable *uid_cache;
+static P11cBus    *uid_bus;
+static guint       uid_watch;
 #define UID_CACHE_MAX 4096
 
 typedef struct {
@@ -40,9 +41,9 @@ p11c_auth_shutdown (void)
 {
   g_clear_object (&authority);
   if (uid_watch)
-    g_dbus_connection_signal_unsubscribe (uid_conn, uid_watch);
+    p11c_bus_unwatch (uid_bus, uid_watch);
   uid_watch = 0;
-  g_clear_object (&uid_conn);
+  uid_bus = NULL;
   g_mutex_lock (&uid_lock);
   g_clear_pointer (&uid_cache, g_hash_table_unref);
   g_mutex_unlock (&uid_lock);
@@ -62,40 +63,31 @@ p11c_auth_cached_uid (const char *sender, guint *uid)
 }
 
 static void
-name_owner_changed (GDBusConnection *conn, const char *sender, const char *path, const char *iface,
-                    const char *signal, GVariant *params, gpointer user_data)
+name_owner_changed (const char *name, const char *old_owner, const char *new_owner, gpointer user_data)
 {
-  const char *name, *old_owner, *new_owner;
-
-  if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(sss)")))
-    return;
-  g_variant_get (params, "(&s&s&s)", &name, &old_owner, &new_owner);
   g_mutex_lock (&uid_lock);
   if (*new_owner == '\0' && uid_cache != NULL)
     g_hash_table_remove (uid_cache, name);
   g_mutex_unlock (&uid_lock);
 }
 
-/* Start caching for @conn.  The match rule is sent before any
+/* Start caching for @bus.  The match rule is sent before any
  * GetConnectionUnixUser whose answer is cached, and the bus handles a
  * connection's messages in order: a name that goes after its uid was asked
  * is always announced. */
 static void
-uid_cache_watch (GDBusConnection *conn)
+uid_cache_watch (P11cBus *bus)
 {
-  if (uid_conn == conn)
+  if (uid_bus == bus)
     return;
   if (uid_watch)
-    g_dbus_connection_signal_unsubscribe (uid_conn, uid_watch);
-  g_clear_object (&uid_conn);
-  uid_conn = g_object_ref (conn);
+    p11c_bus_unwatch (uid_bus, uid_watch);
+  uid_bus = bus;
   g_mutex_lock (&uid_lock);
   g_clear_pointer (&uid_cache, g_hash_table_unref);
   uid_cache = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   g_mutex_unlock (&uid_lock);
-  uid_watch = g_dbus_connection_signal_subscribe (conn, "org.freedesktop.DBus", "org.freedesktop.DBus",
-                                                  "NameOwnerChanged", "/org/freedesktop/DBus", NULL,
-                                                  G_DBUS_SIGNAL_FLAGS_NONE, name_owner_changed, NULL, NULL);
+  uid_watch = p11c_bus_watch_name_owners (bus, name_owner_changed, NULL);
 }
 
 static void
@@ -185,41 +177,40 @@ uid_known (GTask *task)
 }
 
 static void
-uid_ready (GObject *source, GAsyncResult *res, gpointer user_data)
+uid_ready (P11cBus *bus, const char *name, guint uid, const GError *error, gpointer user_data)
 {
-  g_autoptr(GTask) task = user_data;
+  GTask *task = user_data;
   AuthData *d = g_task_get_task_data (task);
-  g_autoptr(GError) error = NULL;
-  g_autoptr(GVariant) reply = g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), res, &error);
 
-  if (reply == NULL)
+  if (error != NULL)
     {
       g_task_return_new_error (task, P11C_ERROR, P11C_ERROR_NOT_AUTHORIZED,
                                "Not authorized: cannot identify the caller (%s)", error->message);
+      g_object_unref (task);
       return;
     }
-  g_variant_get (reply, "(u)", &d->uid);
+  d->uid = uid;
   g_mutex_lock (&uid_lock);
-  if (uid_cache != NULL && G_DBUS_CONNECTION (source) == uid_conn)
+  if (uid_cache != NULL && bus == uid_bus)
     {
       if (g_hash_table_size (uid_cache) >= UID_CACHE_MAX)
         g_hash_table_remove_all (uid_cache);
       g_hash_table_insert (uid_cache, g_strdup (d->sender), GUINT_TO_POINTER (d->uid));
     }
   g_mutex_unlock (&uid_lock);
-  uid_known (g_steal_pointer (&task));
+  uid_known (task);
 }
 
 void
-p11c_auth_check_async (GDBusMethodInvocation *invocation, const char *action,
+p11c_auth_check_async (P11cInvocation *invocation, const char *action,
                        gboolean allow_interaction, guint owner_uid, GCancellable *cancel,
                        GAsyncReadyCallback cb, gpointer user_data)
 {
   GTask *task = g_task_new (NULL, cancel, cb, user_data);
   AuthData *d = g_new0 (AuthData, 1);
-  GDBusConnection *conn = g_dbus_method_invocation_get_connection (invocation);
+  P11cBus *bus = p11c_invocation_get_bus (invocation);
 
-  d->sender = g_strdup (g_dbus_method_invocation_get_sender (invocation));
+  d->sender = g_strdup (p11c_invocation_get_sender (invocation));
   d->action = g_strdup (action);
   d->interactive = allow_interaction;
   d->uid = G_MAXUINT;
@@ -228,27 +219,18 @@ p11c_auth_check_async (GDBusMethodInvocation *invocation, const char *action,
 
   if (d->sender == NULL)
     {
-      /* peer-to-peer connection: no bus to ask; only our own uid */
-      GCredentials *cred = g_dbus_connection_get_peer_credentials (conn);
-      d->uid = cred ? (guint) g_credentials_get_unix_user (cred, NULL) : G_MAXUINT;
-      if (d->uid == 0)
-        g_task_return_boolean (task, TRUE);
-      else
-        g_task_return_new_error (task, P11C_ERROR, P11C_ERROR_NOT_AUTHORIZED,
-                                 "Not authorized: unidentified caller");
+      /* a message bus always names the sender */
+      g_task_return_new_error (task, P11C_ERROR, P11C_ERROR_NOT_AUTHORIZED, "Not authorized: unidentified caller");
       g_object_unref (task);
       return;
     }
-  uid_cache_watch (conn);
+  uid_cache_watch (bus);
   if (p11c_auth_cached_uid (d->sender, &d->uid))
     {
       uid_known (task);
       return;
     }
-  g_dbus_connection_call (conn, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                          "org.freedesktop.DBus", "GetConnectionUnixUser",
-                          g_variant_new ("(s)", d->sender), G_VARIANT_TYPE ("(u)"),
-                          G_DBUS_CALL_FLAGS_NONE, 10000, cancel, uid_ready, task);
+  p11c_bus_get_unix_user_async (bus, d->sender, uid_ready, task);
 }
 
 gboolean

@@ -1,5 +1,6 @@
 #pragma once
 #include <gio/gio.h>
+#include "p11c-bus.h"
 
 G_BEGIN_DECLS
 
@@ -8,7 +9,7 @@ G_BEGIN_DECLS
  * does not positively allow is refused with org.p11certd.Error.NotAuthorized.
  * A caller whose uid is @owner_uid (G_MAXUINT: nobody) is allowed too: the
  * owner of a job may cancel it. */
-void p11c_auth_check_async (GDBusMethodInvocation *invocation, const char *action,
+void p11c_auth_check_async (P11cInvocation *invocation, const char *action,
                             gboolean allow_interaction, guint owner_uid, GCancellable *cancel,
                             GAsyncReadyCallback cb, gpointer user_data);
 /* Returns TRUE when allowed; *uid is the caller's Unix uid. */

@@ -106,7 +106,7 @@ job_remove_cb (gpointer data)
   guint id = GPOINTER_TO_UINT (g_hash_table_lookup (r->d->job_regs, r->path));
 
   if (id)
-    g_dbus_connection_unregister_object (r->d->conn, id);
+    p11c_bus_unregister_object (r->d->bus, id);
   g_hash_table_remove (r->d->job_regs, r->path);
   g_hash_table_remove (r->d->p11c_dbus_job_props, r->path);
   if (g_hash_table_remove (r->d->jobs, r->path))
@@ -130,9 +130,9 @@ job_finished (P11cDaemon *d, P11cJob *job, const char *result, GError *error)
   r = g_new0 (JobRemoval, 1);
   r->d = d;
   r->path = p11c_dbus_job_path (job);
-  g_dbus_connection_emit_signal (d->conn, p11c_job_get_owner_sender (job), r->path, P11C_DBUS_JOB_IFACE, "Finished",
+  p11c_bus_emit_signal (d->bus, p11c_job_get_owner_sender (job), r->path, P11C_DBUS_JOB_IFACE, "Finished",
                                  g_variant_new ("(bss)", error == NULL, error_name ? error_name : "",
-                                                error ? error->message : ""), NULL);
+                                                error ? error->message : ""));
   g_timeout_add_seconds_full (G_PRIORITY_DEFAULT, p11c_engine_get_config (d->engine)->job_linger, job_remove_cb, r, NULL);
 }
 
@@ -189,7 +189,7 @@ job_register (P11cDaemon *d, const char *operation, guint uid, const char *sende
   P11cJob *job = p11c_job_new (++d->next_job, operation, uid, sender);
   g_autofree char *path = p11c_dbus_job_path (job);
   GDBusInterfaceInfo *iface = g_dbus_node_info_lookup_interface (d->api, P11C_DBUS_JOB_IFACE);
-  guint id = g_dbus_connection_register_object (d->conn, path, iface, &p11c_dbus_job_vtable, d, NULL, error);
+  guint id = p11c_bus_register_object (d->bus, path, iface, p11c_dbus_method_call, p11c_dbus_get_property, d, error);
 
   if (id == 0)
     {
@@ -261,7 +261,7 @@ void
 p11c_dbus_call_return_job (Call *c, P11cJob *job)
 {
   g_autofree char *path = p11c_dbus_job_path (job);
-  g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(o)", path));
+  p11c_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(o)", path));
   p11c_dbus_call_free (c);
 }
 
@@ -272,19 +272,19 @@ p11c_dbus_handle_cancel (Call *c)
 
   if (job == NULL)
     {
-      g_dbus_method_invocation_return_error (g_steal_pointer (&c->inv), P11C_ERROR, P11C_ERROR_NOT_FOUND,
+      p11c_invocation_return_error (g_steal_pointer (&c->inv), P11C_ERROR, P11C_ERROR_NOT_FOUND,
                                              "The job is gone");
     }
   else
     {
       if (p11c_job_is_finished (job))
-        g_dbus_method_invocation_return_error (g_steal_pointer (&c->inv), P11C_ERROR, P11C_ERROR_FAILED,
+        p11c_invocation_return_error (g_steal_pointer (&c->inv), P11C_ERROR, P11C_ERROR_FAILED,
                                                "The job has already finished");
       else
         {
           g_message ("Job %u cancelled by uid %u", p11c_job_get_id (job), c->uid);
           g_cancellable_cancel (p11c_job_get_cancellable (job));
-          g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), NULL);
+          p11c_invocation_return_value (g_steal_pointer (&c->inv), NULL);
         }
     }
   p11c_dbus_call_free (c);
@@ -293,21 +293,15 @@ p11c_dbus_handle_cancel (Call *c)
 /* Whether @sender may see @job's result, owner and error: the connection
  * that started it, and any connection of root or of the job's owner. */
 gboolean
-p11c_dbus_job_details_visible (GDBusConnection *conn, P11cJob *job, const char *sender)
+p11c_dbus_job_details_visible (P11cBus *bus, P11cJob *job, const char *sender)
 {
-  g_autoptr(GVariant) reply = NULL;
-  guint32 uid;
+  guint uid;
 
   if (g_strcmp0 (sender, p11c_job_get_owner_sender (job)) == 0)
     return TRUE;
   if (sender == NULL)
     return FALSE;
-  reply = g_dbus_connection_call_sync (conn, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                       "org.freedesktop.DBus", "GetConnectionUnixUser",
-                                       g_variant_new ("(s)", sender), G_VARIANT_TYPE ("(u)"),
-                                       G_DBUS_CALL_FLAGS_NONE, 5000, NULL, NULL);
-  if (reply == NULL)
+  if (!p11c_auth_cached_uid (sender, &uid) && !p11c_bus_get_unix_user_sync (bus, sender, &uid))
     return FALSE;
-  g_variant_get (reply, "(u)", &uid);
   return uid == 0 || uid == p11c_job_get_owner_uid (job);
 }

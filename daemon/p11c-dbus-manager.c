@@ -50,7 +50,7 @@ p11c_dbus_list_reply_free (ListReply *lr)
     return;
   g_clear_pointer (&lr->tokens, g_ptr_array_unref);
   g_clear_pointer (&lr->generations, g_array_unref);
-  g_clear_pointer (&lr->reply, g_variant_unref);
+  g_clear_pointer (&lr->reply, p11c_bus_reply_unref);
   g_free (lr);
 }
 
@@ -73,7 +73,7 @@ cert_fields_change_at (const P11cCertSummary *s, gint64 now, guint window_days)
   return at;
 }
 
-/* Everything @lr was built from is unchanged (any thread). */
+/* Everything @lr was built from is unchanged. */
 static gboolean
 list_reply_current (P11cEngine *engine, const ListReply *lr)
 {
@@ -114,8 +114,6 @@ FastPath *
 p11c_dbus_fast_path_new (P11cEngine *engine)
 {
   FastPath *fp = g_new0 (FastPath, 1);
-  fp->ref = 1;
-  g_mutex_init (&fp->lock);
   fp->engine = engine;
   fp->replies = g_hash_table_new_full (g_bytes_hash, g_bytes_equal, (GDestroyNotify) g_bytes_unref,
                                        (GDestroyNotify) fast_entry_free);
@@ -123,84 +121,48 @@ p11c_dbus_fast_path_new (P11cEngine *engine)
 }
 
 void
-p11c_dbus_fast_path_unref (gpointer data)
+p11c_dbus_fast_path_free (FastPath *fp)
 {
-  FastPath *fp = data;
-  if (!g_atomic_int_dec_and_test (&fp->ref))
-    return;
   g_hash_table_unref (fp->replies);
-  g_mutex_clear (&fp->lock);
   g_free (fp);
 }
 
 /* Remember that @params, resolved when the token set was @token_set, were
- * answered with @lr (main thread). */
+ * answered with @lr. */
 static void
 fast_path_learn (FastPath *fp, GVariant *params, guint token_set, ListReply *lr)
 {
-  g_mutex_lock (&fp->lock);
-  if (!fp->closed)
-    {
-      FastEntry *e = g_new0 (FastEntry, 1);
-      e->lr = list_reply_ref (lr);
-      e->token_set = token_set;
-      if (g_hash_table_size (fp->replies) >= FAST_PATH_MAX)
-        g_hash_table_remove_all (fp->replies);
-      /* a copy: the call's arguments are wiped when it is freed */
-      g_hash_table_replace (fp->replies, g_bytes_new (g_variant_get_data (params), g_variant_get_size (params)), e);
-    }
-  g_mutex_unlock (&fp->lock);
+  FastEntry *e = g_new0 (FastEntry, 1);
+
+  e->lr = list_reply_ref (lr);
+  e->token_set = token_set;
+  if (g_hash_table_size (fp->replies) >= FAST_PATH_MAX)
+    g_hash_table_remove_all (fp->replies);
+  /* a copy: the call's arguments are wiped when it is freed */
+  g_hash_table_replace (fp->replies, g_bytes_new (g_variant_get_data (params), g_variant_get_size (params)), e);
 }
 
-/* The daemon is going (main thread): nothing is answered from now on. */
-void
-p11c_dbus_fast_path_close (FastPath *fp)
+/* Answer @inv (TRUE) when it is a warm ListCerts from root */
+gboolean
+p11c_dbus_fast_path_answer (FastPath *fp, P11cInvocation *inv)
 {
-  g_mutex_lock (&fp->lock);
-  fp->closed = TRUE;
-  g_hash_table_remove_all (fp->replies);
-  g_mutex_unlock (&fp->lock);
-}
-
-GDBusMessage *
-p11c_dbus_fast_path_filter (GDBusConnection *conn, GDBusMessage *msg, gboolean incoming, gpointer data)
-{
-  FastPath *fp = data;
-  const char *member, *sender;
-  GVariant *body;
+  const char *sender = p11c_invocation_get_sender (inv);
+  GVariant *params = p11c_invocation_get_parameters (inv);
   g_autoptr(GBytes) key = NULL;
-  g_autoptr(GVariant) reply_body = NULL;
-  GDBusMessage *reply;
+  FastEntry *e;
   guint uid;
 
-  if (!incoming || g_dbus_message_get_message_type (msg) != G_DBUS_MESSAGE_TYPE_METHOD_CALL
-      || (member = g_dbus_message_get_member (msg)) == NULL || !g_str_equal (member, "ListCerts")
-      || g_strcmp0 (g_dbus_message_get_interface (msg), P11C_DBUS_MANAGER_IFACE) != 0
-      || g_strcmp0 (g_dbus_message_get_path (msg), P11C_DBUS_PATH) != 0
-      || (g_dbus_message_get_flags (msg) & G_DBUS_MESSAGE_FLAGS_NO_REPLY_EXPECTED)
-      || (sender = g_dbus_message_get_sender (msg)) == NULL
-      || (body = g_dbus_message_get_body (msg)) == NULL
-      || !g_variant_is_of_type (body, G_VARIANT_TYPE ("(a{sv})"))
-      || !p11c_auth_cached_uid (sender, &uid) || uid != 0)
-    return msg;
-  key = g_variant_get_data_as_bytes (body);
-  g_mutex_lock (&fp->lock);
-  if (!fp->closed)
-    {
-      FastEntry *e = g_hash_table_lookup (fp->replies, key);
-      if (e != NULL && e->token_set == (guint) g_atomic_int_get (&fp->token_set)
-          && list_reply_current (fp->engine, e->lr))
-        reply_body = g_variant_ref (e->lr->reply);
-    }
-  g_mutex_unlock (&fp->lock);
-  if (reply_body == NULL)
-    return msg;
-  reply = g_dbus_message_new_method_reply (msg);
-  g_dbus_message_set_body (reply, reply_body);
-  g_dbus_connection_send_message (conn, reply, G_DBUS_SEND_MESSAGE_FLAGS_NONE, NULL, NULL);
-  g_object_unref (reply);
-  g_object_unref (msg);
-  return NULL;
+  if (!g_str_equal (p11c_invocation_get_method_name (inv), "ListCerts")
+      || g_strcmp0 (p11c_invocation_get_interface_name (inv), P11C_DBUS_MANAGER_IFACE) != 0
+      || g_strcmp0 (p11c_invocation_get_object_path (inv), P11C_DBUS_PATH) != 0
+      || sender == NULL || !p11c_auth_cached_uid (sender, &uid) || uid != 0)
+    return FALSE;
+  key = g_variant_get_data_as_bytes (params);
+  e = g_hash_table_lookup (fp->replies, key);
+  if (e == NULL || e->token_set != fp->token_set || !list_reply_current (fp->engine, e->lr))
+    return FALSE;
+  p11c_invocation_return_reply (inv, e->lr->reply);
+  return TRUE;
 }
 
 typedef struct {
@@ -315,7 +277,7 @@ list_certs_work (Call *c, GError **error)
   built->reply = g_variant_ref_sink (g_variant_new ("(aa{sv})", &b));
   if (complete)
     {
-      lr->reply = g_variant_ref (built->reply);   /* the cache's reference */
+      lr->reply = p11c_bus_reply_new (built->reply);   /* walked once, here in the worker */
       built->lr = lr;
     }
   else
@@ -380,7 +342,7 @@ p11c_dbus_handle_list_certs (Call *c)
   /* the daemon's own store unless a token or another storage was asked for */
   a->system = token_spec == NULL && (storage == NULL || g_str_equal (storage, "system"));
   p11c_list_params_clear (&params);
-  a->token_set = (guint) g_atomic_int_get (&c->d->fast->token_set);
+  a->token_set = c->d->fast->token_set;
   {
     g_autofree char *key = list_cache_key (c, a);
     ListReply *lr = g_hash_table_lookup (c->d->list_cache, key);
@@ -388,7 +350,7 @@ p11c_dbus_handle_list_certs (Call *c)
       {
         /* warm: the same immutable reply, answered right here */
         fast_path_learn (c->d->fast, c->params, a->token_set, lr);
-        g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), lr->reply);
+        p11c_invocation_return_reply (g_steal_pointer (&c->inv), lr->reply);
         p11c_dbus_call_free (c);
         return;
       }
@@ -403,7 +365,7 @@ p11c_dbus_handle_list_tokens (Call *c)
   g_variant_builder_init (&b, G_VARIANT_TYPE ("aa{sv}"));
   for (guint i = 0; i < p11c_engine_get_tokens (c->d->engine)->len; i++)
     g_variant_builder_add_value (&b, p11c_dbus_token_dict (p11c_engine_get_tokens (c->d->engine)->pdata[i]));
-  g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(aa{sv})", &b));
+  p11c_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(aa{sv})", &b));
   p11c_dbus_call_free (c);
 }
 
@@ -424,7 +386,7 @@ p11c_dbus_handle_list_cas (Call *c)
       };
       g_variant_builder_add_value (&b, p11c_wire_ca_to_variant (&w));
     }
-  g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(aa{sv})", &b));
+  p11c_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(aa{sv})", &b));
   p11c_dbus_call_free (c);
 }
 
@@ -449,7 +411,7 @@ p11c_dbus_handle_check_pin (Call *c)
   g_variant_builder_add (&b, "{sv}", "min_length", g_variant_new_uint32 (policy->min_length));
   g_variant_builder_add (&b, "{sv}", "max_length",
                          g_variant_new_uint32 (policy->max_length ? policy->max_length : P11C_SECRET_MAX));
-  g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(a{sv})", &b));
+  p11c_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(a{sv})", &b));
   p11c_dbus_call_free (c);
 }
 
@@ -567,7 +529,7 @@ rescan_done (P11cEngine *engine, gpointer data)
 {
   Call *c = data;
 
-  g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), NULL);
+  p11c_invocation_return_value (g_steal_pointer (&c->inv), NULL);
   p11c_dbus_call_free (c);
 }
 
@@ -583,7 +545,7 @@ p11c_dbus_handle_rescan (Call *c)
   /* folded into the running scan's next one: answered now */
   if (!p11c_engine_rescan (c->d->engine, rescan_done, c))
     {
-      g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), NULL);
+      p11c_invocation_return_value (g_steal_pointer (&c->inv), NULL);
       p11c_dbus_call_free (c);
     }
 }
@@ -593,7 +555,7 @@ p11c_dbus_handle_enroll (Call *c)
 {
   g_autoptr(GVariant) request = NULL;
   GError *error = NULL;
-  GUnixFDList *fds = g_dbus_message_get_unix_fd_list (g_dbus_method_invocation_get_message (c->inv));
+  GUnixFDList *fds = p11c_invocation_get_fd_list (c->inv);
   P11cEnrollParams params;
   P11cEnrollRequest *req;
   P11cToken *token;
@@ -612,7 +574,7 @@ p11c_dbus_handle_enroll (Call *c)
   req = p11c_enroll_request_new (c->d->engine, &params, token, fd, &error);
   p11c_enroll_params_clear (&params);
   if (req == NULL
-      || (job = p11c_dbus_start_job (c->d, "enroll", req, c->uid, g_dbus_method_invocation_get_sender (c->inv), &error)) == NULL)
+      || (job = p11c_dbus_start_job (c->d, "enroll", req, c->uid, p11c_invocation_get_sender (c->inv), &error)) == NULL)
     {
       p11c_dbus_call_fail (c, error);
       return;
@@ -658,7 +620,7 @@ renew_resolved (Call *c, gpointer result, GError *error)
       p11c_dbus_call_fail (c, error);
       return;
     }
-  job = p11c_dbus_start_job (c->d, "renew", req, c->uid, g_dbus_method_invocation_get_sender (c->inv), &error);
+  job = p11c_dbus_start_job (c->d, "renew", req, c->uid, p11c_invocation_get_sender (c->inv), &error);
   if (job == NULL)
     {
       p11c_dbus_call_fail (c, error);
@@ -702,7 +664,7 @@ static void
 renew_due_start (Call *c)
 {
   P11cDuePlan *plan = ((RenewArgs *) c->args)->plan;
-  const char *sender = g_dbus_method_invocation_get_sender (c->inv);
+  const char *sender = p11c_invocation_get_sender (c->inv);
   g_autoptr(GPtrArray) jobs = g_ptr_array_new_with_free_func (g_free);
   g_autoptr(GPtrArray) person = g_ptr_array_new ();
   g_autoptr(GHashTable) reasons = g_hash_table_new (g_str_hash, g_str_equal);
@@ -743,8 +705,8 @@ renew_due_start (Call *c)
       g_ptr_array_add (person, n->uri);
       g_hash_table_replace (reasons, n->uri, n->reason);
       g_hash_table_replace (codes, n->uri, (gpointer) n->reason_code);
-      g_dbus_connection_emit_signal (c->d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "RenewalNeeded",
-                                     p11c_wire_renewal_needed_to_variant (&rn), NULL);
+      p11c_bus_emit_signal (c->d->bus, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "RenewalNeeded",
+                                     p11c_wire_renewal_needed_to_variant (&rn));
       p11c_log_event (G_LOG_LEVEL_MESSAGE, P11C_MSGID_NEEDS_PERSON, n->token ? p11c_token_get_id (n->token) : NULL, NULL,
                       n->subject, n->not_after, "Certificate %s is due for renewal and needs a person: %s",
                       n->uri, n->reason);
@@ -762,7 +724,7 @@ renew_due_start (Call *c)
     .jobs = (char **) jobs->pdata, .needs_person = (char **) person->pdata,
     .not_renewable = (char **) plan->not_renewable->pdata, .reasons = reasons, .reason_codes = codes,
   };
-  g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv),
+  p11c_invocation_return_value (g_steal_pointer (&c->inv),
                                          g_variant_new ("(@a{sv})", p11c_wire_due_to_variant (&due)));
   p11c_dbus_call_free (c);
 }
@@ -863,8 +825,8 @@ expiry_done (GObject *source, GAsyncResult *res, gpointer user_data)
       P11cCertEntry *e = crossing->pdata[i];
       P11cWireExpiring ex = { .uri = e->uri, .not_after = e->summary->not_after };
 
-      g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE,
-                                     "CertificateExpiring", p11c_wire_expiring_to_variant (&ex), NULL);
+      p11c_bus_emit_signal (d->bus, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE,
+                                     "CertificateExpiring", p11c_wire_expiring_to_variant (&ex));
       p11c_log_event (G_LOG_LEVEL_MESSAGE, NULL, NULL, e->summary->sha256, e->summary->subject,
                       e->summary->not_after, "Certificate %s expires in %" G_GINT64_FORMAT " s",
                       e->uri, e->summary->not_after - now);

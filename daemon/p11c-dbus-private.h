@@ -6,6 +6,7 @@
 
 #include "p11c-scep.h"
 #include "p11c-dbus.h"
+#include "p11c-bus.h"
 #include "p11c-auth.h"
 #include "p11c-enroll.h"
 #include "p11c-error.h"
@@ -26,7 +27,7 @@ G_BEGIN_DECLS
 typedef struct _FastPath FastPath;
 
 struct _P11cDaemon {
-  GDBusConnection *conn;
+  P11cBus         *bus;
   P11cEngine      *engine;
   GDBusNodeInfo   *api;
   GDBusNodeInfo   *om;
@@ -44,8 +45,7 @@ struct _P11cDaemon {
   gboolean         expiry_running;
   /* ListCerts replies: request shape → ListReply (main thread only) */
   GHashTable      *list_cache;
-  FastPath        *fast;     /* FastPath, shared with GDBus's thread */
-  guint            fast_filter;
+  FastPath        *fast;
 };
 
 typedef struct _Call Call;
@@ -53,7 +53,7 @@ typedef struct _Call Call;
 /* One method call, from its arrival to its reply */
 struct _Call {
   P11cDaemon            *d;
-  GDBusMethodInvocation *inv;
+  P11cInvocation        *inv;
   GVariant              *params;        /* wiped when freed: may hold secrets */
   const char            *path;
   guint                  uid;
@@ -92,8 +92,8 @@ typedef struct {
  * issuance records' and the system store's generations (read before those
  * are), and the time span in which every days_left / renewal_due in it stays
  * what it says.  While all of that still holds, a call is answered on the
- * main thread with a reference to the very same GVariant: no worker, no
- * rebuilding, no freeing of the tree. */
+ * main thread from the very same reply, walked once (P11cBusReply): no
+ * worker, no rebuilding, no GVariant walk per answer. */
 
 typedef struct {
   gint       ref;
@@ -104,25 +104,23 @@ typedef struct {
   guint64    issued_gen;    /* p11c_records_generation */
   gint64     built_at;      /* real time, s */
   gint64     valid_until;   /* real time, s: a time-derived field changes then */
-  GVariant  *reply;         /* (aa{sv}), not floating */
+  P11cBusReply *reply;      /* (aa{sv}) */
 } ListReply;
 
-/* ---- warm ListCerts from root, answered in GDBus's own thread ------------
+/* ---- warm ListCerts from root, answered at once ---------------------------
  *
- * Like Peer.Ping: a message filter (GDBus's worker thread) answers a
- * ListCerts whose exact arguments were answered before, while that reply is
- * still current and the token set has not changed since those arguments were
- * resolved (d->token_set), from a caller whose uid is known to be 0 — root
- * needs no polkit check (p11c-auth.c); every other caller, and anything not
- * known, goes the normal way through the main loop. */
+ * Like Peer.Ping: a ListCerts whose exact arguments were answered before is
+ * answered as it arrives — no Call, no authorization round, no task — while
+ * that reply is still current and the token set has not changed since those
+ * arguments were resolved (token_set), from a caller whose uid is known to
+ * be 0: root needs no polkit check (p11c-auth.c).  Every other caller, and
+ * anything not known, goes the normal way (a warm reply still comes from
+ * the cache, after the caller's polkit check).  Main thread only. */
 
 struct _FastPath {
-  gint        ref;
-  GMutex      lock;
-  gboolean    closed;        /* the daemon is going: answer nothing */
   P11cEngine *engine;
   GHashTable *replies;       /* GBytes of the call's arguments → FastEntry */
-  guint       token_set;     /* atomic: bumped when tokens come, go or change */
+  guint       token_set;     /* bumped when tokens come, go or change */
 };
 #define FAST_PATH_MAX 64
 
@@ -136,7 +134,9 @@ typedef struct {
 typedef void (*Handler) (Call *c);
 typedef void (*ActionsFor) (P11cDaemon *d, GVariant *params, const char *actions[4]);
 
-extern const GDBusInterfaceVTable p11c_dbus_job_vtable;
+void p11c_dbus_method_call (P11cBus *bus, P11cInvocation *inv, gpointer user_data);
+GVariant *p11c_dbus_get_property (P11cBus *bus, const char *sender, const char *path, const char *iface,
+                                  const char *name, GError **error, gpointer user_data);
 
 /* p11c-dbus.c */
 const char *p11c_dbus_token_path_for_id (const char *id);
@@ -171,14 +171,13 @@ GVariant *p11c_dbus_job_props_now (P11cJob *job);
 P11cJob *p11c_dbus_start_job (P11cDaemon *d, const char *operation, P11cEnrollRequest *req, guint uid, const char *sender, GError **error);
 void p11c_dbus_call_return_job (Call *c, P11cJob *job);
 void p11c_dbus_handle_cancel (Call *c);
-gboolean p11c_dbus_job_details_visible (GDBusConnection *conn, P11cJob *job, const char *sender);
+gboolean p11c_dbus_job_details_visible (P11cBus *bus, P11cJob *job, const char *sender);
 
 /* p11c-dbus-manager.c */
 void p11c_dbus_list_reply_free (ListReply *lr);
 FastPath *p11c_dbus_fast_path_new (P11cEngine *engine);
-void p11c_dbus_fast_path_unref (gpointer data);
-void p11c_dbus_fast_path_close (FastPath *fp);
-GDBusMessage *p11c_dbus_fast_path_filter (GDBusConnection *conn, GDBusMessage *msg, gboolean incoming, gpointer data);
+void p11c_dbus_fast_path_free (FastPath *fp);
+gboolean p11c_dbus_fast_path_answer (FastPath *fp, P11cInvocation *inv);
 void p11c_dbus_handle_list_certs (Call *c);
 void p11c_dbus_handle_list_tokens (Call *c);
 void p11c_dbus_handle_list_cas (Call *c);

@@ -60,7 +60,7 @@ p11c_dbus_call_free (Call *c)
       g_variant_unref (c->params);
     }
   if (c->inv != NULL)
-    g_dbus_method_invocation_return_error (g_steal_pointer (&c->inv), P11C_ERROR, P11C_ERROR_FAILED,
+    p11c_invocation_return_error (g_steal_pointer (&c->inv), P11C_ERROR, P11C_ERROR_FAILED,
                                            "Internal error: the request was dropped");
   if (c->args != NULL && c->args_free != NULL)
     c->args_free (c->args);
@@ -82,7 +82,7 @@ static void
 call_return_error (Call *c, GError *error)
 {
   p11c_error_convert (&error);
-  g_dbus_method_invocation_return_gerror (g_steal_pointer (&c->inv), error);
+  p11c_invocation_return_gerror (g_steal_pointer (&c->inv), error);
   g_error_free (error);
 }
 
@@ -140,7 +140,7 @@ p11c_dbus_call_reply_done (Call *c, gpointer result, GError *error)
   if (error != NULL)
     call_return_error (c, error);
   else
-    g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), reply);
+    p11c_invocation_return_value (g_steal_pointer (&c->inv), reply);
   if (c->token != NULL)
     p11c_dbus_emit_token_changes (c->d, c->token);
   if (c->changes_certs)
@@ -210,9 +210,9 @@ void
 p11c_dbus_emit_properties_changed (P11cDaemon *d, const char *dest, const char *path, const char *iface,
                          GVariant *changed)
 {
-  g_dbus_connection_emit_signal (d->conn, dest, path, "org.freedesktop.DBus.Properties",
+  p11c_bus_emit_signal (d->bus, dest, path, "org.freedesktop.DBus.Properties",
                                  "PropertiesChanged",
-                                 g_variant_new ("(s@a{sv}as)", iface, changed, NULL), NULL);
+                                 g_variant_new ("(s@a{sv}as)", iface, changed, NULL));
 }
 
 /* What changed in @now (taken) since the last call for @path: a floating
@@ -261,16 +261,16 @@ p11c_dbus_emit_interfaces_added (P11cDaemon *d, const char *path, const char *if
   GVariantBuilder b;
   g_variant_builder_init (&b, G_VARIANT_TYPE ("a{sa{sv}}"));
   g_variant_builder_add (&b, "{s@a{sv}}", iface, props);
-  g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, "org.freedesktop.DBus.ObjectManager",
-                                 "InterfacesAdded", g_variant_new ("(oa{sa{sv}})", path, &b), NULL);
+  p11c_bus_emit_signal (d->bus, NULL, P11C_DBUS_PATH, "org.freedesktop.DBus.ObjectManager",
+                                 "InterfacesAdded", g_variant_new ("(oa{sa{sv}})", path, &b));
 }
 
 void
 p11c_dbus_emit_interfaces_removed (P11cDaemon *d, const char *path, const char *iface)
 {
   const char *ifaces[] = { iface, NULL };
-  g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, "org.freedesktop.DBus.ObjectManager",
-                                 "InterfacesRemoved", g_variant_new ("(o^as)", path, ifaces), NULL);
+  p11c_bus_emit_signal (d->bus, NULL, P11C_DBUS_PATH, "org.freedesktop.DBus.ObjectManager",
+                                 "InterfacesRemoved", g_variant_new ("(o^as)", path, ifaces));
 }
 
 static void
@@ -303,7 +303,7 @@ handle_get_managed_objects (Call *c)
         }
       g_variant_builder_add_parsed (&b, "{%o, {%s: %@a{sv}}}", key, P11C_DBUS_JOB_IFACE, props);
     }
-  g_dbus_method_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(a{oa{sa{sv}}})", &b));
+  p11c_invocation_return_value (g_steal_pointer (&c->inv), g_variant_new ("(a{oa{sa{sv}}})", &b));
   p11c_dbus_call_free (c);
 }
 
@@ -373,9 +373,9 @@ auth_done (GObject *source, GAsyncResult *res, gpointer user_data)
 
   if (!p11c_auth_check_finish (res, &c->uid, &error))
     {
-      g_message ("Refused %s.%s to %s: %s", g_dbus_method_invocation_get_interface_name (c->inv),
-                 g_dbus_method_invocation_get_method_name (c->inv),
-                 g_dbus_method_invocation_get_sender (c->inv), error->message);
+      g_message ("Refused %s.%s to %s: %s", p11c_invocation_get_interface_name (c->inv),
+                 p11c_invocation_get_method_name (c->inv),
+                 p11c_invocation_get_sender (c->inv), error->message);
       p11c_dbus_call_fail (c, error);
       return;
     }
@@ -406,22 +406,26 @@ auth_next (Call *c)
   p11c_auth_check_async (c->inv, action, interactive, owner, NULL, auth_done, c);
 }
 
-static void
-method_call (GDBusConnection *conn, const char *sender, const char *path,
-             const char *iface, const char *method, GVariant *params,
-             GDBusMethodInvocation *inv, gpointer user_data)
+void
+p11c_dbus_method_call (P11cBus *bus, P11cInvocation *inv, gpointer user_data)
 {
+  P11cDaemon *d = user_data;
+  const char *iface = p11c_invocation_get_interface_name (inv);
+  const char *method = p11c_invocation_get_method_name (inv);
+  GVariant *params = p11c_invocation_get_parameters (inv);
   Call *c;
 
+  if (p11c_dbus_fast_path_answer (d->fast, inv))
+    return;
   for (gsize i = 0; i < G_N_ELEMENTS (methods); i++)
     {
-      if (!g_str_equal (methods[i].iface, iface) || !g_str_equal (methods[i].method, method))
+      if (g_strcmp0 (methods[i].iface, iface) != 0 || !g_str_equal (methods[i].method, method))
         continue;
       c = g_new0 (Call, 1);
-      c->d = user_data;
+      c->d = d;
       c->inv = inv;     /* we own the invocation until we reply */
       c->params = g_variant_ref (params);
-      c->path = g_dbus_method_invocation_get_object_path (inv);
+      c->path = p11c_invocation_get_object_path (inv);
       if (methods[i].actions_for)
         methods[i].actions_for (c->d, params, c->pending);
       else
@@ -431,13 +435,13 @@ method_call (GDBusConnection *conn, const char *sender, const char *path,
       auth_next (c);
       return;
     }
-  g_dbus_method_invocation_return_error (inv, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_METHOD,
-                                         "No such method %s.%s", iface, method);
+  p11c_invocation_return_error (inv, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_METHOD,
+                                "No such method %s.%s", iface ? iface : "", method);
 }
 
-static GVariant *
-get_property (GDBusConnection *conn, const char *sender, const char *path,
-              const char *iface, const char *name, GError **error, gpointer user_data)
+GVariant *
+p11c_dbus_get_property (P11cBus *bus, const char *sender, const char *path,
+                        const char *iface, const char *name, GError **error, gpointer user_data)
 {
   P11cDaemon *d = user_data;
   g_autoptr(GVariant) props = NULL;
@@ -454,7 +458,7 @@ get_property (GDBusConnection *conn, const char *sender, const char *path,
   else if (g_str_equal (iface, P11C_DBUS_JOB_IFACE))
     {
       P11cJob *j = g_hash_table_lookup (d->jobs, path);
-      if (j && !p11c_wire_job_property_is_public (name) && !p11c_dbus_job_details_visible (conn, j, sender))
+      if (j && !p11c_wire_job_property_is_public (name) && !p11c_dbus_job_details_visible (bus, j, sender))
         {
           g_set_error (error, G_DBUS_ERROR, G_DBUS_ERROR_ACCESS_DENIED,
                        "The job's %s is shown only to the user who started it and to root", name);
@@ -469,8 +473,6 @@ get_property (GDBusConnection *conn, const char *sender, const char *path,
   return v;
 }
 
-static const GDBusInterfaceVTable vtable = { method_call, get_property, NULL, { 0 } };
-const GDBusInterfaceVTable p11c_dbus_job_vtable = { method_call, get_property, NULL, { 0 } };
 
 /* ---- tokens on the bus -------------------------------------------------- */
 
@@ -489,7 +491,8 @@ token_added (P11cEngine *e, P11cToken *t, gboolean announce, gpointer user_data)
   P11cDaemon *d = user_data;
   GDBusInterfaceInfo *iface = g_dbus_node_info_lookup_interface (d->api, P11C_DBUS_TOKEN_IFACE);
   g_autoptr(GError) error = NULL;
-  guint id = g_dbus_connection_register_object (d->conn, p11c_dbus_token_path (t), iface, &vtable, d, NULL, &error);
+  guint id = p11c_bus_register_object (d->bus, p11c_dbus_token_path (t), iface, p11c_dbus_method_call,
+                                       p11c_dbus_get_property, d, &error);
   GVariant *props;
 
   if (id == 0)
@@ -500,13 +503,12 @@ token_added (P11cEngine *e, P11cToken *t, gboolean announce, gpointer user_data)
   props = p11c_dbus_token_props (t);
   g_hash_table_insert (d->token_regs, g_strdup (p11c_dbus_token_path (t)), GUINT_TO_POINTER (id));
   g_hash_table_insert (d->p11c_dbus_token_props, g_strdup (p11c_dbus_token_path (t)), props);
-  g_atomic_int_inc (&d->fast->token_set);   /* a URI may name it now */
+  d->fast->token_set++;   /* a URI may name it now */
   p11c_dbus_emit_interfaces_added (d, p11c_dbus_token_path (t), P11C_DBUS_TOKEN_IFACE, props);
   manager_tokens_changed (d);
   if (announce)
-    g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "TokenInserted",
-                                   p11c_dbus_token_event (t, NULL, NULL),
-                                   NULL);
+    p11c_bus_emit_signal (d->bus, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "TokenInserted",
+                                   p11c_dbus_token_event (t, NULL, NULL));
 }
 
 static void
@@ -516,24 +518,23 @@ token_removed (P11cEngine *e, P11cToken *t, gboolean announce, gpointer user_dat
   guint id = GPOINTER_TO_UINT (g_hash_table_lookup (d->token_regs, p11c_dbus_token_path (t)));
 
   if (id)
-    g_dbus_connection_unregister_object (d->conn, id);
+    p11c_bus_unregister_object (d->bus, id);
   g_hash_table_remove (d->token_regs, p11c_dbus_token_path (t));
   g_hash_table_remove (d->p11c_dbus_token_props, p11c_dbus_token_path (t));
   g_hash_table_remove_all (d->list_cache);   /* replies that hold it */
-  g_atomic_int_inc (&d->fast->token_set);
+  d->fast->token_set++;
   p11c_dbus_emit_interfaces_removed (d, p11c_dbus_token_path (t), P11C_DBUS_TOKEN_IFACE);
   manager_tokens_changed (d);
   if (announce)
-    g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "TokenRemoved",
-                                   p11c_dbus_token_event (t, NULL, NULL),
-                                   NULL);
+    p11c_bus_emit_signal (d->bus, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, "TokenRemoved",
+                                   p11c_dbus_token_event (t, NULL, NULL));
 }
 
 static void
 token_changed (P11cEngine *e, P11cToken *t, gpointer user_data)
 {
   P11cDaemon *d = user_data;
-  g_atomic_int_inc (&d->fast->token_set);   /* a URI may name another token now */
+  d->fast->token_set++;   /* a URI may name another token now */
   p11c_dbus_emit_token_changes (d, t);
 }
 
@@ -546,11 +547,11 @@ card_event (P11cEngine *e, const P11cCardEvent *ev, gpointer user_data)
   P11cDaemon *d = user_data;
   const char *signal = ev->inserted ? "TokenInserted" : "TokenRemoved";
 
-  g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, signal,
-                                 p11c_dbus_token_event (ev->token, ev->reader, ev->atr), NULL);
+  p11c_bus_emit_signal (d->bus, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, signal,
+                                 p11c_dbus_token_event (ev->token, ev->reader, ev->atr));
   for (guint i = 0; i < ev->others->len; i++)
-    g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, signal,
-                                   p11c_dbus_token_event (ev->others->pdata[i], NULL, NULL), NULL);
+    p11c_bus_emit_signal (d->bus, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE, signal,
+                                   p11c_dbus_token_event (ev->others->pdata[i], NULL, NULL));
 }
 
 static void
@@ -567,8 +568,8 @@ p11c_daemon_card_event (P11cDaemon *d, gboolean inserted, const char *reader, GB
 
   /* at once, before the modules are asked (reading a card can take
    * seconds): an app can say "reading the token…" */
-  g_dbus_connection_emit_signal (d->conn, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE,
-                                 inserted ? "CardInserted" : "CardRemoved", p11c_wire_card_event_to_variant (&ev), NULL);
+  p11c_bus_emit_signal (d->bus, NULL, P11C_DBUS_PATH, P11C_DBUS_MANAGER_IFACE,
+                                 inserted ? "CardInserted" : "CardRemoved", p11c_wire_card_event_to_variant (&ev));
   p11c_engine_card_event (d->engine, inserted, reader, atr);
 }
 
@@ -579,13 +580,13 @@ static const P11cEngineCallbacks engine_callbacks = {
 /* ---- life cycle --------------------------------------------------------- */
 
 P11cDaemon *
-p11c_daemon_new (GDBusConnection *conn, P11cEngine *engine, GError **error)
+p11c_daemon_new (P11cBus *bus, P11cEngine *engine, GError **error)
 {
   P11cDaemon *d = g_new0 (P11cDaemon, 1);
   g_autoptr(GBytes) xml = g_resource_lookup_data (p11c_get_resource (), "/org/p11certd/org.p11certd1.xml",
                                                   G_RESOURCE_LOOKUP_FLAGS_NONE, error);
 
-  d->conn = g_object_ref (conn);
+  d->bus = bus;
   d->engine = engine;
   d->token_regs = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   d->p11c_dbus_token_props = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_variant_unref);
@@ -594,8 +595,6 @@ p11c_daemon_new (GDBusConnection *conn, P11cEngine *engine, GError **error)
   d->p11c_dbus_job_props = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_variant_unref);
   d->list_cache = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) p11c_dbus_list_reply_free);
   d->fast = p11c_dbus_fast_path_new (engine);
-  g_atomic_int_inc (&d->fast->ref);   /* the filter's */
-  d->fast_filter = g_dbus_connection_add_filter (conn, p11c_dbus_fast_path_filter, d->fast, p11c_dbus_fast_path_unref);
   if (xml == NULL
       || (d->api = g_dbus_node_info_new_for_xml (g_bytes_get_data (xml, NULL), error)) == NULL
       || (d->om = g_dbus_node_info_new_for_xml (om_xml, error)) == NULL)
@@ -603,16 +602,16 @@ p11c_daemon_new (GDBusConnection *conn, P11cEngine *engine, GError **error)
       p11c_daemon_free (d);
       return NULL;
     }
-  d->manager_id = g_dbus_connection_register_object (conn, P11C_DBUS_PATH,
-                                                     g_dbus_node_info_lookup_interface (d->api, P11C_DBUS_MANAGER_IFACE),
-                                                     &vtable, d, NULL, error);
+  d->manager_id = p11c_bus_register_object (bus, P11C_DBUS_PATH,
+                                            g_dbus_node_info_lookup_interface (d->api, P11C_DBUS_MANAGER_IFACE),
+                                            p11c_dbus_method_call, p11c_dbus_get_property, d, error);
   if (d->manager_id == 0)
     {
       p11c_daemon_free (d);
       return NULL;
     }
-  d->om_id = g_dbus_connection_register_object (conn, P11C_DBUS_PATH, d->om->interfaces[0],
-                                                &vtable, d, NULL, error);
+  d->om_id = p11c_bus_register_object (bus, P11C_DBUS_PATH, d->om->interfaces[0],
+                                       p11c_dbus_method_call, p11c_dbus_get_property, d, error);
   if (d->om_id == 0)
     {
       p11c_daemon_free (d);
@@ -656,28 +655,25 @@ p11c_daemon_free (P11cDaemon *d)
     p11c_engine_set_callbacks (d->engine, NULL, NULL);
   g_hash_table_iter_init (&iter, d->token_regs);
   while (g_hash_table_iter_next (&iter, &key, &value))
-    g_dbus_connection_unregister_object (d->conn, GPOINTER_TO_UINT (value));
+    p11c_bus_unregister_object (d->bus, GPOINTER_TO_UINT (value));
   g_hash_table_iter_init (&iter, d->job_regs);
   while (g_hash_table_iter_next (&iter, &key, &value))
-    g_dbus_connection_unregister_object (d->conn, GPOINTER_TO_UINT (value));
+    p11c_bus_unregister_object (d->bus, GPOINTER_TO_UINT (value));
   if (d->manager_id)
-    g_dbus_connection_unregister_object (d->conn, d->manager_id);
+    p11c_bus_unregister_object (d->bus, d->manager_id);
   if (d->om_id)
-    g_dbus_connection_unregister_object (d->conn, d->om_id);
+    p11c_bus_unregister_object (d->bus, d->om_id);
   g_hash_table_unref (d->token_regs);
   g_hash_table_unref (d->p11c_dbus_token_props);
   g_hash_table_unref (d->jobs);
   g_hash_table_unref (d->job_regs);
   g_hash_table_unref (d->p11c_dbus_job_props);
   g_hash_table_unref (d->list_cache);
-  p11c_dbus_fast_path_close (d->fast);
-  g_dbus_connection_remove_filter (d->conn, d->fast_filter);
-  p11c_dbus_fast_path_unref (d->fast);
+  p11c_dbus_fast_path_free (d->fast);
   if (d->expiry_timer)
     g_source_remove (d->expiry_timer);
   g_clear_pointer (&d->expiring_sent, g_hash_table_unref);
   g_clear_pointer (&d->api, g_dbus_node_info_unref);
   g_clear_pointer (&d->om, g_dbus_node_info_unref);
-  g_clear_object (&d->conn);
   g_free (d);
 }

@@ -3,12 +3,13 @@
  * ObjectManager, properties and signals, and the method → polkit table. */
 #include <gio/gio.h>
 #include "p11c-engine.h"
+#include "p11c-bus.h"
 
 G_BEGIN_DECLS
 
 typedef struct _P11cDaemon P11cDaemon;
 
-P11cDaemon *p11c_daemon_new (GDBusConnection *conn, P11cEngine *engine, GError **error);
+P11cDaemon *p11c_daemon_new (P11cBus *bus, P11cEngine *engine, GError **error);
 void p11c_daemon_free (P11cDaemon *daemon);
 /* Cancel the jobs and wait (bounded) for every worker thread. */
 void p11c_daemon_shutdown (P11cDaemon *daemon);

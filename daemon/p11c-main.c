@@ -1,4 +1,5 @@
 #define G_LOG_DOMAIN "p11certd"
+#include "p11c-auth.h"
 #include "p11c-config.h"
 #include "p11c-dbus.h"
 #include "p11c-engine.h"
@@ -16,7 +17,7 @@ typedef struct {
   GMainLoop       *loop;
   P11cEngine      *engine;
   P11cDaemon      *daemon;
-  GDBusConnection *conn;
+  P11cBus         *bus;
   P11cPcscMonitor *pcsc;
   int              exit_code;
 } App;
@@ -61,9 +62,8 @@ on_watchdog (gpointer data)
 }
 
 static void
-name_acquired (GDBusConnection *conn, const char *name, gpointer data)
+name_acquired (App *app, const char *name)
 {
-  App *app = data;
   g_autofree char *status = g_strdup_printf ("STATUS=Serving %u token(s)", p11c_engine_get_tokens (app->engine)->len);
 
   g_message ("Owning %s; %u token(s) present", name, p11c_engine_get_tokens (app->engine)->len);
@@ -72,13 +72,10 @@ name_acquired (GDBusConnection *conn, const char *name, gpointer data)
 }
 
 static void
-name_lost (GDBusConnection *conn, const char *name, gpointer data)
+bus_closed (gpointer data)
 {
   App *app = data;
-  if (conn == NULL)
-    g_warning ("Lost the bus connection");
-  else
-    g_warning ("Cannot own %s: is another p11certd running, or does the bus policy forbid it?", name);
+  g_warning ("Lost the bus connection");
   app->exit_code = 1;
   g_main_loop_quit (app->loop);
 }
@@ -94,7 +91,6 @@ main (int argc, char **argv)
   g_autoptr(P11cConfig) config = NULL;
   g_autoptr(GPtrArray) scan = NULL;
   guint64 watchdog_usec = 0;
-  guint owner_id;
   GOptionEntry entries[] = {
     { "session", 0, 0, G_OPTION_ARG_NONE, &session, "Use the session bus (for tests)", NULL },
     { "address", 0, 0, G_OPTION_ARG_STRING, &address, "Use the bus at ADDRESS", "ADDRESS" },
@@ -153,22 +149,15 @@ main (int argc, char **argv)
   p11c_engine_apply_scan (app.engine, scan);
   p11c_enroll_recover (app.engine);
 
-  if (address)
-    app.conn = g_dbus_connection_new_for_address_sync (address,
-                                                       G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT
-                                                       | G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
-                                                       NULL, NULL, &error);
-  else
-    app.conn = g_bus_get_sync (session ? G_BUS_TYPE_SESSION : G_BUS_TYPE_SYSTEM, NULL, &error);
-  if (app.conn == NULL)
+  app.bus = p11c_bus_new (address, session, G_CALLBACK (bus_closed), &app, &error);
+  if (app.bus == NULL)
     {
       g_printerr ("p11certd: cannot connect to the bus: %s\n", error->message);
       return 1;
     }
-  g_dbus_connection_set_exit_on_close (app.conn, FALSE);
   (void) P11C_ERROR;   /* register the error domain before any reply */
 
-  app.daemon = p11c_daemon_new (app.conn, app.engine, &error);
+  app.daemon = p11c_daemon_new (app.bus, app.engine, &error);
   if (app.daemon == NULL)
     {
       g_printerr ("p11certd: cannot export the D-Bus objects: %s\n", error->message);
@@ -177,22 +166,29 @@ main (int argc, char **argv)
   /* hotplug: a thread blocked in SCardGetStatusChange, events on our loop */
   app.pcsc = p11c_pcsc_monitor_new (NULL, on_pcsc_event, &app);
 
-  owner_id = g_bus_own_name_on_connection (app.conn, P11C_DBUS_NAME, G_BUS_NAME_OWNER_FLAGS_DO_NOT_QUEUE,
-                                           name_acquired, name_lost, &app, NULL);
+  if (p11c_bus_request_name (app.bus, P11C_DBUS_NAME, &error))
+    name_acquired (&app, P11C_DBUS_NAME);
+  else
+    {
+      g_warning ("%s: is another p11certd running, or does the bus policy forbid it?", error->message);
+      app.exit_code = 1;
+      g_main_loop_quit (app.loop);
+    }
 
   g_unix_signal_add (SIGTERM, on_signal, &app);
   g_unix_signal_add (SIGINT, on_signal, &app);
   if (sd_watchdog_enabled (0, &watchdog_usec) > 0 && watchdog_usec > 0)
     g_timeout_add (watchdog_usec / 2000, on_watchdog, NULL);
 
-  g_main_loop_run (app.loop);
+  if (app.exit_code == 0)
+    g_main_loop_run (app.loop);
 
   p11c_pcsc_monitor_free (app.pcsc);
-  g_bus_unown_name (owner_id);
+  p11c_bus_release_name (app.bus, P11C_DBUS_NAME);
   p11c_daemon_shutdown (app.daemon);
   p11c_daemon_free (app.daemon);
-  g_dbus_connection_flush_sync (app.conn, NULL, NULL);
-  g_object_unref (app.conn);
+  p11c_auth_shutdown ();
+  p11c_bus_free (app.bus);   /* sends what is queued */
   p11c_engine_free (app.engine);
   g_main_loop_unref (app.loop);
   return app.exit_code;

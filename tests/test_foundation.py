@@ -167,7 +167,7 @@ class Foundation(TestCase):
         msg = self.assertDBusError("InvalidArgs", "ListCerts", "a{sv}",
                                    [{"token": GLib.Variant("s", "pkcs11:token=t;pin-value=1234")}])
         self.assertIn("PIN", msg)
-        # wrong signature altogether: GDBus refuses it before we see it
+        # wrong signature altogether: refused against the interface before a handler sees it
         name, _ = e.call_error("ListCerts", "s", ["x"])
         self.assertEqual(name, "org.freedesktop.DBus.Error.InvalidArgs")
         name, _ = e.call_error("NoSuchMethod")
