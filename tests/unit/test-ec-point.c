@@ -135,7 +135,7 @@ test_malformed (void)
   guint8 point[97];
   guint8 der[99];
   gsize len, out_len = 0;
-  g_autoptr(EVP_PKEY) key = make_key (&p384, -1, point, &len);
+  g_autoptr(EVP_PKEY) key = make_key (&p384, -1, point, &len);   /* fills point */
   struct { const guint8 *q; gsize len; gsize field_len; } bad[] = {
     { point, 97, 32 },          /* P-384 point on a P-256 key */
     { point, 64, 32 },          /* truncated */
@@ -146,6 +146,7 @@ test_malformed (void)
     { der, 98, 48 },            /* DER length disagrees with the data */
   };
 
+  g_assert_nonnull (key);
   der[0] = 0x04;
   der[1] = 97;
   memcpy (der + 2, point, 97);
