@@ -236,5 +236,42 @@ class Foundation(TestCase):
         self.assertIn("ListCerts", r.stdout)
 
 
+    def test_bus_object_model(self):
+        """What the daemon's connection (daemon/p11c-bus.c) does for every
+        object: introspection with child nodes, Properties Get/GetAll/Set,
+        Peer, and the errors for what is not there."""
+        e = self.env
+        e.add_token("om")
+        e.start_daemon()
+        token = e.list_tokens()[0]["path"]
+        r = subprocess.run(["busctl", "--address=" + e.bus_address, "tree", "--list", "org.p11certd"],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(token, r.stdout.split())   # found by walking the child nodes from /
+        xml = e.call("Introspect", iface="org.freedesktop.DBus.Introspectable", path=token)[0]
+        for iface in (TOKEN_IFACE, "org.freedesktop.DBus.Properties", "org.freedesktop.DBus.Peer"):
+            self.assertIn('<interface name="%s">' % iface, xml)
+        # GetAll and Get agree; Set is refused
+        props = e.call("GetAll", "s", [TOKEN_IFACE], path=token, iface="org.freedesktop.DBus.Properties")[0]
+        self.assertEqual(props["Label"], "om")
+        self.assertEqual(e.get_property(token, TOKEN_IFACE, "Label"), "om")
+        name, msg = e.call_error("Set", "ssv", [MANAGER, "Version", GLib.Variant("u", 9)],
+                                 iface="org.freedesktop.DBus.Properties")
+        self.assertEqual(name, "org.freedesktop.DBus.Error.InvalidArgs")
+        self.assertIn("not writable", msg)
+        name, _ = e.call_error("Get", "ss", [MANAGER, "NoSuchProperty"], iface="org.freedesktop.DBus.Properties")
+        self.assertEqual(name, "org.freedesktop.DBus.Error.InvalidArgs")
+        name, _ = e.call_error("GetAll", "s", ["org.example.Nothing"], iface="org.freedesktop.DBus.Properties")
+        self.assertEqual(name, "org.freedesktop.DBus.Error.InvalidArgs")
+        # Peer on any object; nothing at a path that has no object
+        e.call("Ping", iface="org.freedesktop.DBus.Peer", path=token)
+        name, _ = e.call_error("ListCerts", "a{sv}", [{}], path="/org/p11certd/nothing")
+        self.assertEqual(name, "org.freedesktop.DBus.Error.UnknownMethod")
+        name, _ = e.call_error("ChangePin", "ssa{sv}", ["a", "b", {}], path=PATH)   # a Token method on the Manager
+        self.assertEqual(name, "org.freedesktop.DBus.Error.UnknownMethod")
+        # a call answered in the same message the daemon received keeps working
+        self.assertEqual(e.list_certs(), [])
+
+
 if __name__ == "__main__":
     main()
