@@ -528,13 +528,6 @@ p11c_bus_request_name (P11cBus *bus, const char *name, GError **error)
   return TRUE;
 }
 
-void
-p11c_bus_release_name (P11cBus *bus, const char *name)
-{
-  if (!bus->is_closed)
-    sd_bus_release_name (bus->bus, name);
-}
-
 /* ---- objects ----------------------------------------------------------- */
 
 guint

@@ -39,9 +39,9 @@ P11cBus *p11c_bus_new (const char *address, gboolean session, GCallback closed, 
                        GError **error);
 /* Sends what is queued, then closes. */
 void p11c_bus_free (P11cBus *bus);
-/* DO_NOT_QUEUE: FALSE with @error when the name is taken */
+/* DO_NOT_QUEUE: FALSE with @error when the name is taken.  The name goes
+ * with the connection (p11c_bus_free): no call at exit that could wait. */
 gboolean p11c_bus_request_name (P11cBus *bus, const char *name, GError **error);
-void p11c_bus_release_name (P11cBus *bus, const char *name);
 
 /* An object at @path with @iface (kept referenced); 0 with @error when the
  * path already has that interface. */

@@ -184,7 +184,6 @@ main (int argc, char **argv)
     g_main_loop_run (app.loop);
 
   p11c_pcsc_monitor_free (app.pcsc);
-  p11c_bus_release_name (app.bus, P11C_DBUS_NAME);
   p11c_daemon_shutdown (app.daemon);
   p11c_daemon_free (app.daemon);
   p11c_auth_shutdown ();
