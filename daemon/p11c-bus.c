@@ -39,6 +39,7 @@ typedef struct {
 
 struct _P11cBus {
   sd_bus      *bus;
+  GThread     *thread;      /* sd-bus is not thread-safe: this one only */
   sd_bus_slot *objects;     /* the fallback at "/" that dispatches every call */
   BusSource   *source;
   GHashTable  *regs;        /* id → Reg */
@@ -472,6 +473,7 @@ p11c_bus_new (const char *address, gboolean session, GCallback closed, gpointer 
   bus->watches = g_hash_table_new_full (NULL, NULL, NULL, slot_unref);
   bus->closed = closed;
   bus->closed_data = closed_data;
+  bus->thread = g_thread_self ();
   if (address != NULL)
     {
       if ((r = sd_bus_new (&bus->bus)) >= 0 && (r = sd_bus_set_address (bus->bus, address)) >= 0
@@ -823,6 +825,7 @@ p11c_bus_emit_signal (P11cBus *bus, const char *dest, const char *path, const ch
   sd_bus_message *m = NULL;
   int r;
 
+  g_return_if_fail (g_thread_self () == bus->thread);
   if (params != NULL)
     g_variant_ref_sink (params);
   if (!bus->is_closed
@@ -1031,6 +1034,7 @@ p11c_invocation_return_value (P11cInvocation *inv, GVariant *value)
   sd_bus_message *reply = NULL;
   int r = 0;
 
+  g_return_if_fail (g_thread_self () == inv->bus->thread);
   if (value != NULL)
     g_variant_ref_sink (value);
   if (sd_bus_message_get_expect_reply (inv->msg) && !inv->bus->is_closed)
@@ -1050,6 +1054,7 @@ p11c_invocation_return_reply (P11cInvocation *inv, P11cBusReply *value)
   sd_bus_message *reply = NULL;
   int r;
 
+  g_return_if_fail (g_thread_self () == inv->bus->thread);
   if (sd_bus_message_get_expect_reply (inv->msg) && !inv->bus->is_closed)
     {
       if ((r = sd_bus_message_new_method_return (inv->msg, &reply)) >= 0)
@@ -1062,6 +1067,7 @@ p11c_invocation_return_reply (P11cInvocation *inv, P11cBusReply *value)
 void
 p11c_invocation_return_gerror (P11cInvocation *inv, const GError *error)
 {
+  g_return_if_fail (g_thread_self () == inv->bus->thread);
   if (sd_bus_message_get_expect_reply (inv->msg) && !inv->bus->is_closed)
     {
       g_autofree char *name = g_dbus_error_encode_gerror (error);
