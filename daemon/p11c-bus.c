@@ -187,9 +187,10 @@ replay (sd_bus_message *m, GArray *ops)
 P11cBusReply *
 p11c_bus_reply_new (GVariant *tuple)
 {
-  P11cBusReply *reply = g_new0 (P11cBusReply, 1);
+  P11cBusReply *reply;
 
   g_return_val_if_fail (g_variant_is_of_type (tuple, G_VARIANT_TYPE_TUPLE), NULL);
+  reply = g_new0 (P11cBusReply, 1);
   reply->ref = 1;
   reply->value = g_variant_ref_sink (tuple);
   reply->ops = g_array_new (FALSE, FALSE, sizeof (Op));
@@ -532,21 +533,35 @@ p11c_bus_request_name (P11cBus *bus, const char *name, GError **error)
 
 /* ---- objects ----------------------------------------------------------- */
 
-guint
-p11c_bus_register_object (P11cBus *bus, const char *path, GDBusInterfaceInfo *iface,
-                          P11cBusMethodFunc method, P11cBusGetPropertyFunc get_property,
-                          gpointer user_data, GError **error)
+/* The object at @path with interface @iface; with @iface NULL, the one that
+ * has method @member (a call that names no interface), or any one */
+static Reg *
+find_reg (P11cBus *bus, const char *path, const char *iface, const char *member)
 {
   GHashTableIter iter;
   Reg *r;
 
   g_hash_table_iter_init (&iter, bus->regs);
   while (g_hash_table_iter_next (&iter, NULL, (gpointer *) &r))
-    if (g_str_equal (r->path, path) && g_str_equal (r->iface->name, iface->name))
-      {
-        g_set_error (error, G_IO_ERROR, G_IO_ERROR_EXISTS, "%s already has %s", path, iface->name);
-        return 0;
-      }
+    if (g_str_equal (r->path, path)
+        && (iface != NULL ? g_str_equal (r->iface->name, iface)
+                          : member == NULL || g_dbus_interface_info_lookup_method (r->iface, member) != NULL))
+      return r;
+  return NULL;
+}
+
+guint
+p11c_bus_register_object (P11cBus *bus, const char *path, GDBusInterfaceInfo *iface,
+                          P11cBusMethodFunc method, P11cBusGetPropertyFunc get_property,
+                          gpointer user_data, GError **error)
+{
+  Reg *r;
+
+  if (find_reg (bus, path, iface->name, NULL) != NULL)
+    {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_EXISTS, "%s already has %s", path, iface->name);
+      return 0;
+    }
   r = g_new0 (Reg, 1);
   r->id = ++bus->next_id;
   r->path = g_strdup (path);
@@ -562,33 +577,6 @@ void
 p11c_bus_unregister_object (P11cBus *bus, guint id)
 {
   g_hash_table_remove (bus->regs, GUINT_TO_POINTER (id));
-}
-
-static Reg *
-find_reg (P11cBus *bus, const char *path, const char *iface)
-{
-  GHashTableIter iter;
-  Reg *r;
-
-  g_hash_table_iter_init (&iter, bus->regs);
-  while (g_hash_table_iter_next (&iter, NULL, (gpointer *) &r))
-    if (g_str_equal (r->path, path) && (iface == NULL || g_str_equal (r->iface->name, iface)))
-      return r;
-  return NULL;
-}
-
-/* A call without an interface: the registered interface at @path that has @member */
-static Reg *
-find_reg_by_method (P11cBus *bus, const char *path, const char *member)
-{
-  GHashTableIter iter;
-  Reg *r;
-
-  g_hash_table_iter_init (&iter, bus->regs);
-  while (g_hash_table_iter_next (&iter, NULL, (gpointer *) &r))
-    if (g_str_equal (r->path, path) && g_dbus_interface_info_lookup_method (r->iface, member) != NULL)
-      return r;
-  return NULL;
 }
 
 static int
@@ -609,6 +597,30 @@ reply_error (sd_bus_message *m, const char *name, const char *format, ...)
   r = sd_bus_reply_method_error (m, &e);
   sd_bus_error_free (&e);
   return r < 0 ? r : 1;
+}
+
+/* A method return carrying @ops (a walked reply) to @call */
+static int
+reply_ops (sd_bus_message *call, GArray *ops)
+{
+  sd_bus_message *out = NULL;
+  int r;
+
+  if ((r = sd_bus_message_new_method_return (call, &out)) >= 0 && (r = replay (out, ops)) >= 0)
+    r = sd_bus_send (NULL, out, NULL);
+  sd_bus_message_unref (out);
+  return r < 0 ? r : 1;
+}
+
+/* A method return with the values of @tuple (taken if floating) */
+static int
+reply_tuple (sd_bus_message *call, GVariant *tuple)
+{
+  P11cBusReply *walked = p11c_bus_reply_new (tuple);
+  int r = reply_ops (call, walked->ops);
+
+  p11c_bus_reply_unref (walked);
+  return r;
 }
 
 static char *
@@ -634,7 +646,7 @@ introspect (P11cBus *bus, sd_bus_message *m, const char *path)
   int ret;
 
   g_string_append (xml, "<node>\n");
-  if (find_reg (bus, path, NULL) != NULL)
+  if (find_reg (bus, path, NULL, NULL) != NULL)
     g_string_append (xml,
                      "  <interface name=\"" IFACE_PEER "\">\n"
                      "    <method name=\"Ping\"/>\n"
@@ -685,13 +697,12 @@ properties (P11cBus *bus, sd_bus_message *m, const char *path, const char *membe
 
   if (g_str_equal (member, "GetAll"))
     {
-      g_autoptr(GVariant) reply = NULL;
       GVariantBuilder b;
 
       if (!sd_bus_message_has_signature (m, "s") || sd_bus_message_read (m, "s", &iface_name) < 0)
         return reply_error (m, SD_BUS_ERROR_INVALID_ARGS, "Type of message, “(%s)”, does not match expected type “(s)”",
                             sd_bus_message_get_signature (m, TRUE));
-      if ((reg = find_reg (bus, path, iface_name)) == NULL)
+      if ((reg = find_reg (bus, path, iface_name, NULL)) == NULL)
         return reply_error (m, SD_BUS_ERROR_INVALID_ARGS, "No such interface “%s”", iface_name);
       g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
       for (guint i = 0; reg->iface->properties && reg->iface->properties[i]; i++)
@@ -710,14 +721,7 @@ properties (P11cBus *bus, sd_bus_message *m, const char *path, const char *membe
               g_variant_unref (v);
             }
         }
-      reply = g_variant_ref_sink (g_variant_new ("(a{sv})", &b));
-      {
-        sd_bus_message *out = NULL;
-        if ((r = sd_bus_message_new_method_return (m, &out)) >= 0 && (r = append_tuple (out, reply)) >= 0)
-          r = sd_bus_send (NULL, out, NULL);
-        sd_bus_message_unref (out);
-      }
-      return r < 0 ? r : 1;
+      return reply_tuple (m, g_variant_new ("(a{sv})", &b));
     }
   if (g_str_equal (member, "Get") || g_str_equal (member, "Set"))
     {
@@ -727,7 +731,7 @@ properties (P11cBus *bus, sd_bus_message *m, const char *path, const char *membe
       if (!sd_bus_message_has_signature (m, want) || sd_bus_message_read (m, "ss", &iface_name, &name) < 0)
         return reply_error (m, SD_BUS_ERROR_INVALID_ARGS, "Type of message, “(%s)”, does not match expected type “(%s)”",
                             sd_bus_message_get_signature (m, TRUE), want);
-      if ((reg = find_reg (bus, path, iface_name)) == NULL)
+      if ((reg = find_reg (bus, path, iface_name, NULL)) == NULL)
         return reply_error (m, SD_BUS_ERROR_INVALID_ARGS, "No such interface “%s”", iface_name);
       if ((prop = g_dbus_interface_info_lookup_property (reg->iface, name)) == NULL)
         return reply_error (m, SD_BUS_ERROR_INVALID_ARGS, "No such property “%s”", name);
@@ -737,8 +741,6 @@ properties (P11cBus *bus, sd_bus_message *m, const char *path, const char *membe
         g_autoptr(GError) error = NULL;
         GVariant *v = reg->get_property ? reg->get_property (bus, sender, path, iface_name, name, &error,
                                                              reg->user_data) : NULL;
-        g_autoptr(GVariant) reply = NULL;
-        sd_bus_message *out = NULL;
 
         if (v == NULL)
           {
@@ -746,12 +748,9 @@ properties (P11cBus *bus, sd_bus_message *m, const char *path, const char *membe
             return reply_error (m, ename, "%s", error ? error->message : "Cannot read the property");
           }
         g_variant_ref_sink (v);
-        reply = g_variant_ref_sink (g_variant_new ("(v)", v));
+        r = reply_tuple (m, g_variant_new ("(v)", v));
         g_variant_unref (v);
-        if ((r = sd_bus_message_new_method_return (m, &out)) >= 0 && (r = append_tuple (out, reply)) >= 0)
-          r = sd_bus_send (NULL, out, NULL);
-        sd_bus_message_unref (out);
-        return r < 0 ? r : 1;
+        return r;
       }
     }
   return reply_error (m, SD_BUS_ERROR_UNKNOWN_METHOD, "No such method “%s”", member);
@@ -779,7 +778,7 @@ dispatch (sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
     return properties (bus, m, path, member);
   if (g_strcmp0 (iface, IFACE_PEER) == 0)
     return 0;   /* sd-bus's own */
-  reg = iface ? find_reg (bus, path, iface) : find_reg_by_method (bus, path, member);
+  reg = find_reg (bus, path, iface, member);
   if (reg == NULL)
     return reply_error (m, SD_BUS_ERROR_UNKNOWN_METHOD, "No such interface “%s” on object at path %s",
                         iface ? iface : "", path);
@@ -1016,70 +1015,51 @@ invocation_free (P11cInvocation *inv)
   g_free (inv);
 }
 
-/* Send @reply (taken) unless the caller wants none or the bus is gone */
-static void
-send_reply (P11cInvocation *inv, sd_bus_message *reply, int r)
+/* The caller wants an answer (no NO_REPLY_EXPECTED) and the bus is there */
+static gboolean
+wants_reply (P11cInvocation *inv)
 {
-  if (r >= 0)
-    r = sd_bus_send (NULL, reply, NULL);
+  g_return_val_if_fail (g_thread_self () == inv->bus->thread, FALSE);
+  return sd_bus_message_get_expect_reply (inv->msg) && !inv->bus->is_closed;
+}
+
+static void
+check_sent (P11cInvocation *inv, int r)
+{
   if (r < 0 && !inv->bus->is_closed)
     g_warning ("Cannot reply to %s.%s: %s", p11c_invocation_get_interface_name (inv),
                p11c_invocation_get_method_name (inv), g_strerror (-r));
-  sd_bus_message_unref (reply);
 }
 
 void
 p11c_invocation_return_value (P11cInvocation *inv, GVariant *value)
 {
-  sd_bus_message *reply = NULL;
-  int r = 0;
+  g_autoptr(GVariant) empty = NULL;
 
-  g_return_if_fail (g_thread_self () == inv->bus->thread);
-  if (value != NULL)
-    g_variant_ref_sink (value);
-  if (sd_bus_message_get_expect_reply (inv->msg) && !inv->bus->is_closed)
-    {
-      if ((r = sd_bus_message_new_method_return (inv->msg, &reply)) >= 0)
-        r = append_tuple (reply, value);
-      send_reply (inv, reply, r);
-    }
-  if (value != NULL)
-    g_variant_unref (value);
+  if (value == NULL)
+    value = empty = g_variant_ref_sink (g_variant_new ("()"));
+  g_variant_ref_sink (value);
+  if (wants_reply (inv))
+    check_sent (inv, reply_tuple (inv->msg, value));
+  g_variant_unref (value);
   invocation_free (inv);
 }
 
 void
 p11c_invocation_return_reply (P11cInvocation *inv, P11cBusReply *value)
 {
-  sd_bus_message *reply = NULL;
-  int r;
-
-  g_return_if_fail (g_thread_self () == inv->bus->thread);
-  if (sd_bus_message_get_expect_reply (inv->msg) && !inv->bus->is_closed)
-    {
-      if ((r = sd_bus_message_new_method_return (inv->msg, &reply)) >= 0)
-        r = replay (reply, value->ops);
-      send_reply (inv, reply, r);
-    }
+  if (wants_reply (inv))
+    check_sent (inv, reply_ops (inv->msg, value->ops));
   invocation_free (inv);
 }
 
 void
 p11c_invocation_return_gerror (P11cInvocation *inv, const GError *error)
 {
-  g_return_if_fail (g_thread_self () == inv->bus->thread);
-  if (sd_bus_message_get_expect_reply (inv->msg) && !inv->bus->is_closed)
+  if (wants_reply (inv))
     {
       g_autofree char *name = g_dbus_error_encode_gerror (error);
-      sd_bus_error e = SD_BUS_ERROR_NULL;
-      int r;
-
-      sd_bus_error_set (&e, name, error->message);
-      r = sd_bus_reply_method_error (inv->msg, &e);
-      if (r < 0)
-        g_warning ("Cannot reply to %s.%s: %s", p11c_invocation_get_interface_name (inv),
-                   p11c_invocation_get_method_name (inv), g_strerror (-r));
-      sd_bus_error_free (&e);
+      check_sent (inv, reply_error (inv->msg, name, "%s", error->message));
     }
   invocation_free (inv);
 }

@@ -168,6 +168,27 @@ login_layout (Wizard *w)
               : _("Enter the login and the one-time password of the person the certificate is for, as your manager gave them to you."));
 }
 
+/* A row of @group with a radio button, in the group of *@first (the first
+ * row's button, set here for the first row); returns the button. */
+static GtkWidget *
+choice_row_new (AdwPreferencesGroup *group, const char *title, const char *subtitle, GtkCheckButton **first)
+{
+  GtkWidget *row = adw_action_row_new ();
+  GtkWidget *check = gtk_check_button_new ();
+
+  adw_preferences_row_set_use_markup (ADW_PREFERENCES_ROW (row), FALSE);
+  adw_preferences_row_set_title (ADW_PREFERENCES_ROW (row), title);
+  adw_action_row_set_subtitle (ADW_ACTION_ROW (row), subtitle);
+  if (*first == NULL)
+    *first = GTK_CHECK_BUTTON (check);
+  else
+    gtk_check_button_set_group (GTK_CHECK_BUTTON (check), *first);
+  adw_action_row_add_prefix (ADW_ACTION_ROW (row), check);
+  adw_action_row_set_activatable_widget (ADW_ACTION_ROW (row), check);
+  adw_preferences_group_add (group, row);
+  return check;
+}
+
 /* ---- CA page ------------------------------------------------------------ */
 
 static void
@@ -191,31 +212,20 @@ cas_reply (GObject *source, GAsyncResult *res, gpointer user_data)
   for (gsize i = 0; i < g_variant_n_children (list); i++)
     {
       GVariant *ca = g_variant_get_child_value (list, i);
-      const char *name = p11d_dict_str (ca, "name", "");
       const char *url = p11d_dict_str (ca, "url", "");
-      GtkWidget *row = adw_action_row_new ();
-      GtkWidget *check = gtk_check_button_new ();
+      GtkWidget *check = choice_row_new (w->ca_group, p11d_dict_str (ca, "name", ""),
+                                         url[0] ? url : g_str_equal (p11d_dict_str (ca, "type", ""), "local")
+                                                          ? _("The local certificate authority of this computer") : "",
+                                         &first);
 
       g_ptr_array_add (w->cas, ca);
-      adw_preferences_row_set_use_markup (ADW_PREFERENCES_ROW (row), FALSE);
-      adw_preferences_row_set_title (ADW_PREFERENCES_ROW (row), name);
-      adw_action_row_set_subtitle (ADW_ACTION_ROW (row),
-                                   url[0] ? url : g_str_equal (p11d_dict_str (ca, "type", ""), "local")
-                                                    ? _("The local certificate authority of this computer") : "");
-      if (first == NULL)
-        first = GTK_CHECK_BUTTON (check);
-      else
-        gtk_check_button_set_group (GTK_CHECK_BUTTON (check), first);
       /* the default: one the daemon marks so, else the first that asks for
        * a one-time password (the agents' CA), else the first */
       if (p11d_dict_bool (ca, "default", FALSE)
           || (preferred == NULL && p11d_dict_bool (ca, "needs_otp", p11d_dict_bool (ca, "needs_login", FALSE))))
         preferred = GTK_CHECK_BUTTON (check);
-      adw_action_row_add_prefix (ADW_ACTION_ROW (row), check);
-      adw_action_row_set_activatable_widget (ADW_ACTION_ROW (row), check);
       g_signal_connect_swapped (check, "toggled", G_CALLBACK (update_buttons), w);
       g_ptr_array_add (w->ca_checks, check);
-      adw_preferences_group_add (w->ca_group, row);
     }
   if (first == NULL)
     adw_preferences_group_set_description (w->ca_group, _("No certificate authority is configured on this computer. Ask your administrator."));
@@ -256,31 +266,19 @@ fill_tokens (Wizard *w)
       GVariant *t = tokens->pdata[i];
       const char *path = "";
       const char *warn = p11d_token_pin_text (t);
-      GtkWidget *row = adw_action_row_new ();
-      GtkWidget *check = gtk_check_button_new ();
-      g_autofree char *sub = NULL;
+      g_autofree char *sub = g_strdup_printf ("%s · %s%s%s", p11d_dict_str (t, "model", ""),
+                                              p11d_dict_str (t, "slot", ""), warn ? "\n" : "", warn ? warn : "");
+      GtkWidget *check = choice_row_new (w->device_group, p11d_dict_str (t, "label", ""), sub, &first);
 
       g_variant_lookup (t, "path", "&o", &path);
-      adw_preferences_row_set_use_markup (ADW_PREFERENCES_ROW (row), FALSE);
-      adw_preferences_row_set_title (ADW_PREFERENCES_ROW (row), p11d_dict_str (t, "label", ""));
-      sub = g_strdup_printf ("%s · %s%s%s", p11d_dict_str (t, "model", ""), p11d_dict_str (t, "slot", ""),
-                             warn ? "\n" : "", warn ? warn : "");
-      adw_action_row_set_subtitle (ADW_ACTION_ROW (row), sub);
       g_object_set_data_full (G_OBJECT (check), "path", g_strdup (path), g_free);
-      if (first == NULL)
-        first = GTK_CHECK_BUTTON (check);
-      else
-        gtk_check_button_set_group (GTK_CHECK_BUTTON (check), first);
       if (w->selected_token && g_str_equal (w->selected_token, path))
         {
           gtk_check_button_set_active (GTK_CHECK_BUTTON (check), TRUE);
           kept = TRUE;
         }
-      adw_action_row_add_prefix (ADW_ACTION_ROW (row), check);
-      adw_action_row_set_activatable_widget (ADW_ACTION_ROW (row), check);
       g_signal_connect (check, "toggled", G_CALLBACK (token_toggled), w);
       g_ptr_array_add (w->token_checks, check);
-      adw_preferences_group_add (w->device_group, row);
     }
   if (first == NULL)
     {
